@@ -1,0 +1,60 @@
+//! The crate's error type.
+
+/// Everything that can go wrong when configuring or running an estimator.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A probability parameter lies outside the range its role allows.
+    #[error("{name} = {value} is outside {range}")]
+    InvalidProbability {
+        /// Which parameter (e.g. `"p"` of `Q(p)`, `"p1"` of the layer draw).
+        name: &'static str,
+        /// The value that was given.
+        value: f64,
+        /// The allowed range, written out (e.g. `"(0, 1/2]"`).
+        range: &'static str,
+    },
+    /// A count that must be positive (probes, sketch size) was zero.
+    #[error("{name} must be at least 1, got 0")]
+    ZeroCount {
+        /// Which count.
+        name: &'static str,
+    },
+    /// Hutch++ needs at least three matrix-vector products.
+    #[error("Hutch++ needs a budget of at least 3 Hessian-vector products, got {0}")]
+    HutchPlusPlusBudget(usize),
+    /// The operator exposes no parameter blocks, so there is nothing to estimate.
+    #[error("the operator has no parameter blocks: nothing to estimate a trace over")]
+    EmptyBlockSet,
+    /// A vector handed to an operator does not fit its blocks.
+    #[error("dimension mismatch in {context}: expected {expected}, got {actual}")]
+    DimensionMismatch {
+        /// Where the mismatch was found.
+        context: String,
+        /// The expected length.
+        expected: usize,
+        /// The length that was found.
+        actual: usize,
+    },
+    /// A matrix that must be symmetric is not.
+    #[error("matrix is not symmetric: a[{row},{col}] differs from a[{col},{row}]")]
+    NotSymmetric {
+        /// Row of the offending entry.
+        row: usize,
+        /// Column of the offending entry.
+        col: usize,
+    },
+    /// The backend operator failed (e.g. an autodiff error in candle).
+    #[error("Hessian-vector-product operator failed: {0}")]
+    Operator(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl Error {
+    /// Wraps a backend error.
+    pub fn operator<E: std::error::Error + Send + Sync + 'static>(err: E) -> Self {
+        Error::Operator(Box::new(err))
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,56 @@
+//! Stochastic estimators of the trace of a Hessian, over an abstract
+//! Hessian-vector-product operator.
+//!
+//! This crate holds the mathematics of "Stochastic Estimators of Hessian Trace"
+//! (SEHT-H, SEHT-D) and Hutch++, and nothing of any deep-learning framework:
+//! a backend (such as `seht-candle`) implements [`HvpOperator`] for a network's
+//! loss, and every estimator here then works on it, including, when the
+//! backend's scalars carry an autodiff graph, as a differentiable penalty.
+//!
+//! | estimator | file | estimates |
+//! | --- | --- | --- |
+//! | [`Hutchinson`] / [`SehtH`] | `hutchinson.rs` | `tr(H)` (Algorithm 1) |
+//! | [`SehtD`] with [`Reading::PartialSum`] | `seht_d.rs` | the paper's `t̃r(H)` (Algorithm 2) |
+//! | [`SehtD`] with [`Reading::Unbiased`] | `seht_d.rs` | `tr(H)` |
+//! | [`HutchPlusPlus`] | `hutchpp.rs` | `tr(H)`, lower variance on decaying spectra |
+//!
+//! ```
+//! use seht_estimator::{DenseOperator, SehtH, TraceEstimator, probe_rng};
+//!
+//! // diag(1, 2, 3) has trace 6; Rademacher probes give it exactly on a diagonal matrix.
+//! let a = vec![1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0];
+//! let op = DenseOperator::single_block(3, a)?;
+//! let est = SehtH::seht_h(4)?.estimate(&op, &mut probe_rng(7))?;
+//! assert!((est.mean - 6.0).abs() < 1e-12);
+//! # Ok::<(), seht_estimator::Error>(())
+//! ```
+
+mod block;
+mod dense;
+mod error;
+mod estimate;
+mod estimator;
+mod hutchinson;
+mod hutchpp;
+mod operator;
+mod probe;
+mod sample;
+mod seht_d;
+
+pub use block::{Block, BlockVec, total_len};
+pub use dense::DenseOperator;
+pub use error::{Error, Result};
+pub use estimate::{Target, TraceEstimate, mean_and_std_error};
+pub use estimator::{Estimator, TraceEstimator};
+pub use hutchinson::{Hutchinson, SehtH};
+pub use hutchpp::HutchPlusPlus;
+pub use operator::HvpOperator;
+pub use probe::{
+    Distribution, Gaussian, HalfProbability, Probability, ProbeDistribution, ProbeRng, Rademacher, Sparse,
+    probe_rng,
+};
+pub use seht_d::{Reading, SehtD};
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

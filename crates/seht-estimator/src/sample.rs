@@ -1,0 +1,74 @@
+//! Drawing probes block by block and handing them to an operator.
+
+use crate::block::BlockVec;
+use crate::error::{Error, Result};
+use crate::operator::HvpOperator;
+use crate::probe::{ProbeDistribution, ProbeRng};
+
+/// Draws a probe over `blocks` from `dist`, on the host; blocks not listed are
+/// absent (zero), and so is any listed block whose draw came out all zero.
+pub(crate) fn draw_host(
+    op_blocks: &[crate::Block],
+    blocks: &[usize],
+    dist: &impl ProbeDistribution,
+    rng: &mut ProbeRng,
+) -> BlockVec<Vec<f64>> {
+    let mut v = BlockVec::zeros(op_blocks.len());
+    for &b in blocks {
+        let values = dist.sample(rng, op_blocks[b].len);
+        if values.iter().any(|&x| x != 0.0) {
+            v.set(b, values);
+        }
+    }
+    v
+}
+
+/// Moves a host block vector to the operator's storage.
+pub(crate) fn to_operator<O: HvpOperator>(op: &O, v: &BlockVec<Vec<f64>>) -> Result<BlockVec<O::Part>> {
+    let blocks = op.blocks();
+    v.try_map(|i, values| {
+        if values.len() != blocks[i].len {
+            return Err(Error::DimensionMismatch {
+                context: format!("block {} ({})", i, blocks[i].name),
+                expected: blocks[i].len,
+                actual: values.len(),
+            });
+        }
+        op.part_from_host(i, values).map_err(Error::operator)
+    })
+}
+
+/// Reads an operator vector back to the host, as one flat vector over all
+/// blocks (absent blocks as zeros).
+pub(crate) fn to_host_flat<O: HvpOperator>(op: &O, v: &BlockVec<O::Part>) -> Result<Vec<f64>> {
+    let blocks = op.blocks();
+    let mut out = Vec::with_capacity(crate::block::total_len(blocks));
+    for (i, b) in blocks.iter().enumerate() {
+        match v.get(i) {
+            Some(p) => {
+                let h = op.part_to_host(i, p).map_err(Error::operator)?;
+                if h.len() != b.len {
+                    return Err(Error::DimensionMismatch {
+                        context: format!("Hv block {} ({})", i, b.name),
+                        expected: b.len,
+                        actual: h.len(),
+                    });
+                }
+                out.extend_from_slice(&h);
+            }
+            None => out.extend(std::iter::repeat_n(0.0, b.len)),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a flat host vector into blocks (all present).
+pub(crate) fn split_flat(blocks: &[crate::Block], flat: &[f64]) -> BlockVec<Vec<f64>> {
+    let mut v = BlockVec::zeros(blocks.len());
+    let mut at = 0;
+    for (i, b) in blocks.iter().enumerate() {
+        v.set(i, flat[at..at + b.len].to_vec());
+        at += b.len;
+    }
+    v
+}
