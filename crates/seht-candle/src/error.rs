@@ -1,0 +1,56 @@
+//! The crate's error type.
+
+/// Errors of the candle backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from candle itself.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// An error from the estimator crate (invalid configuration, …).
+    #[error(transparent)]
+    Estimator(#[from] seht_estimator::Error),
+    /// Higher-order gradients are not in effect on this thread, so any
+    /// Hessian-vector product would be silently wrong.
+    #[error(
+        "higher-order autodiff is not in effect on this thread ({detail}); candle reads \
+         CANDLE_GRAD_DO_NOT_DETACH once per thread, at its first backward pass: call \
+         seht_candle::enable_higher_order() at the start of main, before any candle work \
+         or thread is started (or export CANDLE_GRAD_DO_NOT_DETACH=1)"
+    )]
+    HigherOrderDisabled {
+        /// What the self-check observed.
+        detail: String,
+    },
+    /// The loss handed to the operator is not a scalar.
+    #[error("the loss must be a scalar (rank 0 or one element), got shape {0:?}")]
+    NonScalarLoss(candle_core::Shape),
+    /// A selection picked no parameter.
+    #[error("no parameter selected ({0}): the Hessian over an empty set has no trace")]
+    NoParameters(String),
+    /// A selection named a parameter that does not exist.
+    #[error("unknown parameter `{0}` in selection")]
+    UnknownParameter(String),
+    /// A selection named a buffer (e.g. BatchNorm running statistics).
+    #[error("`{0}` is a buffer (e.g. BatchNorm running statistics), not a trainable parameter")]
+    BufferSelected(String),
+    /// A parameter has an integer dtype.
+    #[error("parameter `{name}` has dtype {dtype:?}; Hessians need a floating-point dtype")]
+    NonFloatParameter {
+        /// Parameter name.
+        name: String,
+        /// Its dtype.
+        dtype: candle_core::DType,
+    },
+    /// Invalid arguments to one of the building blocks in [`crate::ops`].
+    #[error("{op}: {message}")]
+    InvalidOp {
+        /// The operation.
+        op: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,195 @@
+//! The Hessian of a candle loss over chosen parameters, as an [`HvpOperator`].
+
+use candle_core::{DType, Device, Tensor};
+use seht_estimator::{Block, BlockVec, HvpOperator};
+
+use crate::autodiff::check_higher_order;
+use crate::error::{Error, Result};
+use crate::params::Param;
+
+/// Whether products stay on the autodiff graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphMode {
+    /// Results stay on the graph: differentiating a quadratic form gives the
+    /// gradient of `vᵀHv` with respect to every variable (a third-order pass).
+    Differentiable,
+    /// Results are detached: for monitoring, no third pass is possible or paid.
+    Detached,
+}
+
+/// The Hessian `H = ∂²L/∂w²` of a scalar loss over a set of parameters.
+///
+/// Construction runs one backward pass, keeping the gradient `g = ∂L/∂w` on the
+/// graph. Each product then runs a second backward pass, of `gᵀv`:
+/// `Hv = ∂(gᵀv)/∂w` (Pearlmutter 1994; the paper's eq. 12). Only the blocks
+/// where `v` is non-zero enter `gᵀv`, so sparse probes cost less.
+///
+/// The operator needs higher-order autodiff ([`crate::enable_higher_order`])
+/// and checks for it on construction.
+pub struct HessianOperator {
+    params: Vec<Param>,
+    blocks: Vec<Block>,
+    grads: Vec<Option<Tensor>>,
+    mode: GraphMode,
+    device: Device,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for HessianOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HessianOperator").field("blocks", &self.blocks).field("mode", &self.mode).finish()
+    }
+}
+
+impl HessianOperator {
+    /// The Hessian of `loss` over `params`, products kept on the graph.
+    pub fn new(loss: &Tensor, params: &[Param]) -> Result<Self> {
+        Self::with_mode(loss, params, GraphMode::Differentiable)
+    }
+
+    /// The Hessian of `loss` over `params`, with the given graph mode.
+    pub fn with_mode(loss: &Tensor, params: &[Param], mode: GraphMode) -> Result<Self> {
+        check_higher_order()?;
+        if loss.elem_count() != 1 {
+            return Err(Error::NonScalarLoss(loss.shape().clone()));
+        }
+        if params.is_empty() {
+            return Err(Error::NoParameters("empty parameter list handed to HessianOperator".into()));
+        }
+        for p in params {
+            if !p.var.dtype().is_float() {
+                return Err(Error::NonFloatParameter { name: p.name.clone(), dtype: p.var.dtype() });
+            }
+        }
+        let loss = loss.flatten_all()?.sum_all()?;
+        let store = loss.backward()?;
+        let grads = params.iter().map(|p| store.get(p.var.as_tensor()).cloned()).collect();
+        drop(store);
+        Ok(Self {
+            blocks: params.iter().map(|p| Block::new(p.name.clone(), p.var.elem_count())).collect(),
+            params: params.to_vec(),
+            grads,
+            mode,
+            device: loss.device().clone(),
+            dtype: loss.dtype(),
+        })
+    }
+
+    /// The parameters, in block order.
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// The gradient `∂L/∂w` of block `i` (on the graph), or `None` if the loss
+    /// does not depend on that parameter.
+    pub fn gradient(&self, i: usize) -> Option<&Tensor> {
+        self.grads.get(i).and_then(Option::as_ref)
+    }
+
+    /// The graph mode.
+    pub fn mode(&self) -> GraphMode {
+        self.mode
+    }
+
+    /// `gᵀv` over `v`'s support, and the product `Hv` on the blocks `out`.
+    fn products(&self, v: &BlockVec<Tensor>) -> Result<Option<candle_core::backprop::GradStore>> {
+        let mut s: Option<Tensor> = None;
+        for (i, vi) in v.present() {
+            if let Some(g) = &self.grads[i] {
+                let term = (g * vi)?.sum_all()?;
+                s = Some(match s {
+                    None => term,
+                    Some(acc) => (acc + term)?,
+                });
+            }
+        }
+        match s {
+            None => Ok(None),
+            Some(s) => Ok(Some(s.backward()?)),
+        }
+    }
+
+    fn finish(&self, t: Tensor) -> Tensor {
+        match self.mode {
+            GraphMode::Differentiable => t,
+            GraphMode::Detached => t.detach(),
+        }
+    }
+
+    fn zero(&self) -> Result<Tensor> {
+        Ok(Tensor::zeros((), self.dtype, &self.device)?)
+    }
+}
+
+impl HvpOperator for HessianOperator {
+    type Part = Tensor;
+    type Scalar = Tensor;
+    type Error = Error;
+
+    fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    fn part_from_host(&self, block: usize, values: &[f64]) -> Result<Tensor> {
+        let var = &self.params[block].var;
+        Ok(Tensor::from_slice(values, var.shape(), var.device())?.to_dtype(var.dtype())?)
+    }
+
+    fn part_to_host(&self, _block: usize, part: &Tensor) -> Result<Vec<f64>> {
+        Ok(part.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    }
+
+    fn hvp(&self, v: &BlockVec<Tensor>) -> Result<BlockVec<Tensor>> {
+        let store = self.products(v)?;
+        let mut out = BlockVec::zeros(self.blocks.len());
+        for (i, p) in self.params.iter().enumerate() {
+            let hv = match store.as_ref().and_then(|s| s.get(p.var.as_tensor())) {
+                Some(t) => self.finish(t.clone()),
+                None => p.var.zeros_like()?,
+            };
+            out.set(i, hv);
+        }
+        Ok(out)
+    }
+
+    fn quadratic_form(&self, v: &BlockVec<Tensor>) -> Result<Tensor> {
+        let Some(store) = self.products(v)? else { return self.zero() };
+        let mut q: Option<Tensor> = None;
+        for (i, vi) in v.present() {
+            if let Some(hv) = store.get(self.params[i].var.as_tensor()) {
+                let term = (hv * vi)?.sum_all()?;
+                q = Some(match q {
+                    None => term,
+                    Some(acc) => (acc + term)?,
+                });
+            }
+        }
+        match q {
+            Some(q) => Ok(self.finish(q)),
+            None => self.zero(),
+        }
+    }
+
+    fn scalar_value(&self, s: &Tensor) -> Result<f64> {
+        Ok(s.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    }
+
+    fn weighted_sum(&self, terms: &[(f64, Tensor)]) -> Result<Tensor> {
+        let mut acc: Option<Tensor> = None;
+        for (c, t) in terms {
+            let t = t.affine(*c, 0.0)?;
+            acc = Some(match acc {
+                None => t,
+                Some(a) => (a + t)?,
+            });
+        }
+        match acc {
+            Some(a) => Ok(a),
+            None => self.zero(),
+        }
+    }
+
+    fn constant(&self, value: f64) -> Result<Tensor> {
+        Ok(Tensor::new(value, &self.device)?.to_dtype(self.dtype)?)
+    }
+}
