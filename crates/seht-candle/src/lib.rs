@@ -28,6 +28,7 @@
 
 mod autodiff;
 mod error;
+pub mod gradcheck;
 mod operator;
 pub mod ops;
 mod params;

@@ -266,3 +266,15 @@ fn candle_native_max_pool_backward_is_wrong() {
     assert!((so - cs).abs() < 1e-12, "ours routes each window's gradient to its maximum: {so} vs {cs}");
     assert!((sn - cs / 4.0).abs() < 1e-12, "candle 0.11's max_pool2d backward scales by 1/k²: {sn} vs {}", cs / 4.0);
 }
+
+/// The checker can fail: through candle's own `max_pool2d` (wrong backward)
+/// it reports large errors.
+#[test]
+fn gradcheck_detects_a_wrong_derivative() {
+    let w = var(&[3, 2, 3, 3], 0.4, 190);
+    let x = randn(&[2, 2, 6, 6], 1.0, 191);
+    let loss = || tanh_head(&x.conv2d(&w, 1, 1, 1, 1)?.max_pool2d(2)?, 192);
+    let r = seht_candle::gradcheck::fd_check(std::slice::from_ref(&w), &loss, EPS, 1).expect("check ran");
+    eprintln!("candle max_pool2d: HVP rel. error {:.2e}, ∇(σᵀHσ) rel. error {:.2e}", r.hvp, r.grad_quadratic);
+    assert!(r.hvp > 0.1, "the checker must flag candle's wrong max-pool backward, got {:.2e}", r.hvp);
+}
