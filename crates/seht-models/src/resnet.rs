@@ -1,0 +1,149 @@
+//! ResNet for 32×32 inputs (the CIFAR variant of He et al. 2016, as in the
+//! widely used `kuangliu/pytorch-cifar` ResNet-18): a 3×3 stem with no
+//! pooling, four stages of BasicBlocks (64-128-256-512 channels, strides
+//! 1-2-2-2), BatchNorm, global average pooling and a linear head. With
+//! `[2, 2, 2, 2]` blocks, 3 input channels and 10 classes it has 11,173,962
+//! trainable parameters.
+//!
+//! Parameter paths follow that implementation: `conv1`, `bn1`,
+//! `layer{1..4}.{i}.conv1|bn1|conv2|bn2`, `layer{s}.{i}.shortcut.0|1` (1×1
+//! convolution and BatchNorm where the shape changes), `linear`.
+
+use candle_core::{Module, ModuleT, Tensor};
+use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder};
+use seht_candle::ops;
+
+use crate::error::{Result, invalid};
+use crate::phase::Phase;
+use crate::roles::{Roles, batch_norm, conv, linear};
+
+/// Configuration of a [`ResNet`]. No field has a hidden default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResNetConfig {
+    /// Input channels (3 for CIFAR, 1 for Fashion-MNIST).
+    pub in_channels: usize,
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Channels of the four stages (the stem has `widths[0]`).
+    pub widths: [usize; 4],
+    /// BasicBlocks per stage.
+    pub blocks: [usize; 4],
+}
+
+impl ResNetConfig {
+    /// ResNet-18: widths 64-128-256-512, two blocks per stage.
+    pub fn resnet18(in_channels: usize, num_classes: usize) -> Self {
+        Self { in_channels, num_classes, widths: [64, 128, 256, 512], blocks: [2, 2, 2, 2] }
+    }
+
+    /// ResNet-18's shape at a reduced width: widths `w, 2w, 4w, 8w`.
+    pub fn narrow(in_channels: usize, num_classes: usize, w: usize, blocks: [usize; 4]) -> Self {
+        Self { in_channels, num_classes, widths: [w, 2 * w, 4 * w, 8 * w], blocks }
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        if self.in_channels == 0 {
+            return Err(invalid("in_channels", self.in_channels, "must be at least 1"));
+        }
+        if self.num_classes < 2 {
+            return Err(invalid("num_classes", self.num_classes, "must be at least 2"));
+        }
+        if self.widths.contains(&0) {
+            return Err(invalid("widths", format!("{:?}", self.widths), "every stage needs at least one channel"));
+        }
+        if self.blocks.contains(&0) {
+            return Err(invalid("blocks", format!("{:?}", self.blocks), "every stage needs at least one block"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    shortcut: Option<(Conv2d, BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder, roles: &mut Roles) -> Result<Self> {
+        let shortcut = if stride != 1 || c_in != c_out {
+            let vs = vb.pp("shortcut");
+            Some((conv(c_in, c_out, 1, stride, 0, vs.pp("0"), roles)?, batch_norm(c_out, vs.pp("1"), roles)?))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: conv(c_in, c_out, 3, stride, 1, vb.pp("conv1"), roles)?,
+            bn1: batch_norm(c_out, vb.pp("bn1"), roles)?,
+            conv2: conv(c_out, c_out, 3, 1, 1, vb.pp("conv2"), roles)?,
+            bn2: batch_norm(c_out, vb.pp("bn2"), roles)?,
+            shortcut,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let h = self.bn1.forward_t(&self.conv1.forward(xs)?, train)?.relu()?;
+        let h = self.bn2.forward_t(&self.conv2.forward(&h)?, train)?;
+        let skip = match &self.shortcut {
+            Some((c, bn)) => bn.forward_t(&c.forward(xs)?, train)?,
+            None => xs.clone(),
+        };
+        Ok((h + skip)?.relu()?)
+    }
+}
+
+/// ResNet for 32×32 inputs; see the module docs.
+#[derive(Debug, Clone)]
+pub struct ResNet {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    stages: Vec<Vec<BasicBlock>>,
+    linear: Linear,
+    roles: Roles,
+}
+
+impl ResNet {
+    /// Builds the network, creating its variables through `vb`.
+    pub fn new(cfg: &ResNetConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let mut roles = Roles::default();
+        let conv1 = conv(cfg.in_channels, cfg.widths[0], 3, 1, 1, vb.pp("conv1"), &mut roles)?;
+        let bn1 = batch_norm(cfg.widths[0], vb.pp("bn1"), &mut roles)?;
+        let mut stages = Vec::with_capacity(4);
+        let mut c_in = cfg.widths[0];
+        for (s, (&width, &n)) in cfg.widths.iter().zip(&cfg.blocks).enumerate() {
+            let stride = if s == 0 { 1 } else { 2 };
+            let vs = vb.pp(format!("layer{}", s + 1));
+            let mut blocks = Vec::with_capacity(n);
+            for i in 0..n {
+                blocks.push(BasicBlock::new(c_in, width, if i == 0 { stride } else { 1 }, vs.pp(i.to_string()), &mut roles)?);
+                c_in = width;
+            }
+            stages.push(blocks);
+        }
+        let linear = linear(c_in, cfg.num_classes, vb.pp("linear"), &mut roles)?;
+        Ok(Self { conv1, bn1, stages, linear, roles })
+    }
+
+    /// Logits `(n, classes)` for images `(n, c, h, w)`.
+    pub fn forward_t(&self, xs: &Tensor, phase: Phase) -> Result<Tensor> {
+        let train = phase.is_train();
+        let mut h = self.bn1.forward_t(&self.conv1.forward(xs)?, train)?.relu()?;
+        for stage in &self.stages {
+            for block in stage {
+                h = block.forward(&h, train)?;
+            }
+        }
+        let h = ops::global_avg_pool(&h)?;
+        Ok(self.linear.forward(&h)?)
+    }
+
+    /// Every variable the model created, with its role.
+    pub fn roles(&self) -> &Roles {
+        &self.roles
+    }
+}
