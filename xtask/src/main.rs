@@ -3,11 +3,14 @@
 
 use std::process::ExitCode;
 
+mod fetch_data;
+
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
   reproduce     run the paper's experiments and write tables and figures (not built yet)
+  fetch-data    download and unpack CIFAR-10, CIFAR-100 and WikiText-2 [--data-dir DIR] [NAME...]
   help          show this message";
 
 fn main() -> ExitCode {
@@ -24,6 +27,13 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        Some("fetch-data") => match fetch_data::run(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cargo xtask fetch-data: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some("help") | Some("--help") | Some("-h") | None => {
             println!("{USAGE}");
             ExitCode::SUCCESS
