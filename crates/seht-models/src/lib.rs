@@ -16,8 +16,8 @@ mod roles;
 mod wrn;
 
 pub use error::{Error, Result};
-pub use phase::{Phase, dropout};
-pub use resnet::{ResNet, ResNetConfig};
+pub use phase::{Phase, drop_block, dropout};
+pub use resnet::{DropBlockConfig, ResNet, ResNetConfig};
 pub use rnn_lm::{RnnKind, RnnLm, RnnLmConfig, RnnState};
 pub use roles::Roles;
 pub use wrn::{WideResNet, WideResNetConfig};

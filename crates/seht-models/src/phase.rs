@@ -50,3 +50,40 @@ pub fn dropout(xs: &Tensor, p: f64, phase: Phase, site: u64) -> Result<Tensor> {
     let mask = Tensor::from_vec(mask, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())?;
     Ok(xs.mul(&mask)?)
 }
+
+/// DropBlock (Ghiasi, Lin & Le, NeurIPS 2018) on an NCHW feature map: in
+/// training, contiguous `block × block` squares are zeroed and the rest
+/// rescaled by `count / kept`. Block centres are drawn with probability
+/// `γ = (1 − keep)/block² · (h·w)/((h − block + 1)(w − block + 1))` among the
+/// positions where a whole block fits (eq. 1 of the paper), so that about a
+/// fraction `1 − keep` of the units is dropped. In evaluation, the identity.
+pub fn drop_block(xs: &Tensor, block: usize, keep: f64, phase: Phase, site: u64) -> Result<Tensor> {
+    let Phase::Train { seed } = phase else { return Ok(xs.clone()) };
+    if keep >= 1.0 {
+        return Ok(xs.clone());
+    }
+    let (n, c, h, w) = xs.dims4()?;
+    let block = block.min(h).min(w).max(1);
+    let gamma = (1.0 - keep) / (block * block) as f64 * (h * w) as f64 / ((h - block + 1) * (w - block + 1)) as f64;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1 << 32 | site);
+    let mut mask = vec![1f32; n * c * h * w];
+    let half = block / 2;
+    for plane in 0..n * c {
+        let m = &mut mask[plane * h * w..(plane + 1) * h * w];
+        for y in half..h - (block - 1 - half) {
+            for x in half..w - (block - 1 - half) {
+                if rng.random::<f64>() < gamma {
+                    for yy in y - half..y - half + block {
+                        m[yy * w + x - half..yy * w + x - half + block].fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+    let kept = mask.iter().filter(|&&v| v > 0.0).count().max(1);
+    let scale = mask.len() as f32 / kept as f32;
+    mask.iter_mut().for_each(|v| *v *= scale);
+    let mask = Tensor::from_vec(mask, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())?;
+    Ok(xs.mul(&mask)?)
+}

@@ -14,11 +14,11 @@ use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder};
 use seht_candle::ops;
 
 use crate::error::{Result, invalid};
-use crate::phase::Phase;
+use crate::phase::{Phase, drop_block, dropout};
 use crate::roles::{Roles, batch_norm, conv, linear};
 
 /// Configuration of a [`ResNet`]. No field has a hidden default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResNetConfig {
     /// Input channels (3 for CIFAR, 1 for Fashion-MNIST).
     pub in_channels: usize,
@@ -28,17 +28,31 @@ pub struct ResNetConfig {
     pub widths: [usize; 4],
     /// BasicBlocks per stage.
     pub blocks: [usize; 4],
+    /// DropBlock after stages 3 and 4 (as in Ghiasi et al.'s ResNet
+    /// experiments), or none.
+    pub drop_block: Option<DropBlockConfig>,
+    /// Dropout before the linear head (0 for none).
+    pub head_dropout: f64,
+}
+
+/// DropBlock's two parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DropBlockConfig {
+    /// Side of the dropped squares.
+    pub block_size: usize,
+    /// Fraction of units kept.
+    pub keep_prob: f64,
 }
 
 impl ResNetConfig {
     /// ResNet-18: widths 64-128-256-512, two blocks per stage.
     pub fn resnet18(in_channels: usize, num_classes: usize) -> Self {
-        Self { in_channels, num_classes, widths: [64, 128, 256, 512], blocks: [2, 2, 2, 2] }
+        Self { in_channels, num_classes, widths: [64, 128, 256, 512], blocks: [2, 2, 2, 2], drop_block: None, head_dropout: 0.0 }
     }
 
     /// ResNet-18's shape at a reduced width: widths `w, 2w, 4w, 8w`.
     pub fn narrow(in_channels: usize, num_classes: usize, w: usize, blocks: [usize; 4]) -> Self {
-        Self { in_channels, num_classes, widths: [w, 2 * w, 4 * w, 8 * w], blocks }
+        Self { in_channels, num_classes, widths: [w, 2 * w, 4 * w, 8 * w], blocks, drop_block: None, head_dropout: 0.0 }
     }
 
     /// Checks every field.
@@ -54,6 +68,17 @@ impl ResNetConfig {
         }
         if self.blocks.contains(&0) {
             return Err(invalid("blocks", format!("{:?}", self.blocks), "every stage needs at least one block"));
+        }
+        if let Some(d) = self.drop_block {
+            if d.block_size == 0 {
+                return Err(invalid("drop_block.block_size", d.block_size, "must be at least 1"));
+            }
+            if !(d.keep_prob > 0.0 && d.keep_prob <= 1.0) {
+                return Err(invalid("drop_block.keep_prob", d.keep_prob, "must lie in (0, 1]"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.head_dropout) {
+            return Err(invalid("head_dropout", self.head_dropout, "must lie in [0, 1)"));
         }
         Ok(())
     }
@@ -103,6 +128,8 @@ pub struct ResNet {
     bn1: BatchNorm,
     stages: Vec<Vec<BasicBlock>>,
     linear: Linear,
+    drop_block: Option<DropBlockConfig>,
+    head_dropout: f64,
     roles: Roles,
 }
 
@@ -126,19 +153,22 @@ impl ResNet {
             stages.push(blocks);
         }
         let linear = linear(c_in, cfg.num_classes, vb.pp("linear"), &mut roles)?;
-        Ok(Self { conv1, bn1, stages, linear, roles })
+        Ok(Self { conv1, bn1, stages, linear, drop_block: cfg.drop_block, head_dropout: cfg.head_dropout, roles })
     }
 
     /// Logits `(n, classes)` for images `(n, c, h, w)`.
     pub fn forward_t(&self, xs: &Tensor, phase: Phase) -> Result<Tensor> {
         let train = phase.is_train();
         let mut h = self.bn1.forward_t(&self.conv1.forward(xs)?, train)?.relu()?;
-        for stage in &self.stages {
+        for (s, stage) in self.stages.iter().enumerate() {
             for block in stage {
                 h = block.forward(&h, train)?;
             }
+            if let (Some(d), true) = (self.drop_block, s >= 2) {
+                h = drop_block(&h, d.block_size, d.keep_prob, phase, s as u64)?;
+            }
         }
-        let h = ops::global_avg_pool(&h)?;
+        let h = dropout(&ops::global_avg_pool(&h)?, self.head_dropout, phase, 100)?;
         Ok(self.linear.forward(&h)?)
     }
 

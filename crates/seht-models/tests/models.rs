@@ -264,3 +264,28 @@ fn tiny_language_models_are_exact_to_third_order() {
         assert_model_fd(&format!("tiny {kind:?} LM (tied, dropout 0.2)"), &varmap, m.roles(), &loss);
     }
 }
+
+#[test]
+fn drop_block_drops_contiguous_squares_at_the_configured_rate() {
+    let ones = Tensor::ones((8, 8, 16, 16), DType::F32, &DEV).expect("ones");
+    let out = values(&seht_models::drop_block(&ones, 3, 0.9, Phase::Train { seed: 2 }, 0).expect("dropblock"));
+    let dropped = out.iter().filter(|&&v| v == 0.0).count() as f64 / out.len() as f64;
+    assert!((0.05..0.15).contains(&dropped), "dropped fraction {dropped}, configured 0.1");
+    let kept = out.iter().find(|&&v| v != 0.0).copied().expect("some kept");
+    assert!((kept as f64 - 1.0 / (1.0 - dropped)).abs() < 1e-4, "kept units rescaled by count/kept");
+    // Every dropped unit lies in some fully dropped 3×3 square.
+    for plane in 0..64 {
+        let m = &out[plane * 256..(plane + 1) * 256];
+        for y in 0..16 {
+            for x in 0..16 {
+                if m[y * 16 + x] == 0.0 {
+                    let in_square = (y.saturating_sub(2)..=y.min(13)).any(|y0| {
+                        (x.saturating_sub(2)..=x.min(13)).any(|x0| (y0..y0 + 3).all(|yy| (x0..x0 + 3).all(|xx| m[yy * 16 + xx] == 0.0)))
+                    });
+                    assert!(in_square, "plane {plane} ({y},{x}) dropped outside a 3×3 block");
+                }
+            }
+        }
+    }
+    assert_eq!(values(&seht_models::drop_block(&ones, 3, 0.9, Phase::Eval, 0).expect("eval")), vec![1.0; 8 * 8 * 256]);
+}
