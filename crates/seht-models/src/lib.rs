@@ -9,6 +9,7 @@
 //! dropout with masks from a seed) or evaluation.
 
 mod error;
+mod init;
 mod phase;
 mod resnet;
 mod rnn_lm;
@@ -16,6 +17,7 @@ mod roles;
 mod wrn;
 
 pub use error::{Error, Result};
+pub use init::seeded_varbuilder;
 pub use phase::{Phase, drop_block, dropout};
 pub use resnet::{DropBlockConfig, ResNet, ResNetConfig};
 pub use rnn_lm::{RnnKind, RnnLm, RnnLmConfig, RnnState};

@@ -289,3 +289,23 @@ fn drop_block_drops_contiguous_squares_at_the_configured_rate() {
     }
     assert_eq!(values(&seht_models::drop_block(&ones, 3, 0.9, Phase::Eval, 0).expect("eval")), vec![1.0; 8 * 8 * 256]);
 }
+
+#[test]
+fn seeded_initialisation_is_reproducible_and_follows_the_init_rules() {
+    let build = |seed: u64| {
+        let varmap = VarMap::new();
+        let vb = seht_models::seeded_varbuilder(&varmap, seed, DType::F32, &DEV);
+        let m = ResNet::new(&ResNetConfig::narrow(3, 10, 8, [1, 1, 1, 1]), vb).expect("model");
+        let v = |n: &str| values(varmap.data().lock().expect("lock")[n].as_tensor());
+        (v("conv1.weight"), v("bn1.weight"), v("linear.weight"), m)
+    };
+    let (a, gamma, _, _) = build(1);
+    let (b, _, _, _) = build(1);
+    let (c, _, _, _) = build(2);
+    assert_eq!(a, b, "same seed, same weights");
+    assert_ne!(a, c);
+    assert!(gamma.iter().all(|&g| g == 1.0), "BatchNorm γ starts at 1");
+    // conv1: Kaiming normal, fan-in 3·3·3 = 27, ReLU gain √2: std = √(2/27).
+    let std = (a.iter().map(|x| x * x).sum::<f32>() / a.len() as f32).sqrt();
+    assert!((std - (2.0f32 / 27.0).sqrt()).abs() < 0.05, "std {std}");
+}

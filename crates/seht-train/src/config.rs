@@ -1,0 +1,423 @@
+//! The typed experiment config, read from TOML. Unknown fields are rejected,
+//! and no field has a hidden default: a config states every setting, and a
+//! copy of it is written beside the results.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, config, io};
+
+/// One training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Run name (the run folder's name).
+    pub name: String,
+    /// Seed of everything random: initialisation, data order, augmentation,
+    /// dropout masks, probes.
+    pub seed: u64,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Data.
+    pub data: DataConfig,
+    /// Model.
+    pub model: ModelConfig,
+    /// Optimiser.
+    pub optim: OptimConfig,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleConfig,
+    /// The regularization method.
+    pub regularizer: Regularizer,
+    /// Hessian trace of the final model (SEHT-H over the weights), measured
+    /// on this many training batches with this many probes each; 0 to skip.
+    pub final_trace: FinalTrace,
+}
+
+/// How the final model's Hessian trace is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinalTrace {
+    /// Training batches (0: skip the measurement).
+    pub batches: usize,
+    /// Rademacher probes per batch.
+    pub probes: usize,
+}
+
+/// Which dataset, and how it is batched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DataConfig {
+    /// CIFAR-10, CIFAR-100 or Fashion-MNIST.
+    Image(ImageDataConfig),
+    /// A word-level corpus (WikiText-2 layout or three named splits).
+    Text(TextDataConfig),
+}
+
+/// Which image dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageDataset {
+    /// `cifar-10-batches-bin/`
+    Cifar10,
+    /// `cifar-100-binary/` (fine labels)
+    Cifar100,
+    /// Fashion-MNIST IDX files.
+    FashionMnist,
+}
+
+/// Image data settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDataConfig {
+    /// The dataset.
+    pub dataset: ImageDataset,
+    /// Its folder, relative to the data directory (or absolute).
+    pub dir: String,
+    /// Training batch size.
+    pub batch_size: usize,
+    /// Training images used: 0 for all, else a seeded class-balanced subset of
+    /// this many (rounded down to a multiple of the class count).
+    pub train_subset: usize,
+    /// Test images used: 0 for all, else the first this many.
+    pub test_subset: usize,
+    /// Training images held out as a validation set (for λ selection): 0 for none.
+    pub validation: usize,
+    /// Random crop padding (0: none).
+    pub crop_padding: usize,
+    /// Random horizontal flips.
+    pub hflip: bool,
+    /// Worker threads preparing batches.
+    pub workers: usize,
+}
+
+/// Text data settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextDataConfig {
+    /// The folder, relative to the data directory (or absolute).
+    pub dir: String,
+    /// File names of the train, valid and test splits.
+    pub files: [String; 3],
+    /// Training batch size (columns).
+    pub batch_size: usize,
+    /// Evaluation batch size.
+    pub eval_batch_size: usize,
+    /// BPTT window length.
+    pub bptt: usize,
+    /// Training tokens used: 0 for all, else the first this many.
+    pub train_tokens: usize,
+}
+
+/// The model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ModelConfig {
+    /// ResNet for 32×32 (or 28×28) inputs.
+    Resnet {
+        /// Stage widths.
+        widths: [usize; 4],
+        /// Blocks per stage.
+        blocks: [usize; 4],
+    },
+    /// Wide ResNet.
+    Wrn {
+        /// Depth (6n + 4).
+        depth: usize,
+        /// Widen factor.
+        widen_factor: usize,
+        /// Dropout between convolutions.
+        dropout: f64,
+    },
+    /// Recurrent language model.
+    Rnn {
+        /// `lstm` or `gru`.
+        cell: RnnCell,
+        /// Embedding size.
+        embedding: usize,
+        /// Hidden size.
+        hidden: usize,
+        /// Layers.
+        layers: usize,
+        /// Dropout.
+        dropout: f64,
+        /// Tie decoder and embedding weights.
+        tie_weights: bool,
+        /// Uniform initialisation range.
+        init_range: f64,
+    },
+}
+
+/// Recurrent cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RnnCell {
+    /// LSTM.
+    Lstm,
+    /// GRU.
+    Gru,
+}
+
+/// SGD with momentum and weight decay (PyTorch semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Initial learning rate.
+    pub lr: f64,
+    /// Momentum (0 for plain SGD).
+    pub momentum: f64,
+    /// Weight decay, added to the gradient.
+    pub weight_decay: f64,
+    /// Clip the gradient's global norm to this value (0: no clipping).
+    pub clip_grad_norm: f64,
+}
+
+/// Learning-rate schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ScheduleConfig {
+    /// Constant.
+    Constant,
+    /// Cosine annealing from `lr` to 0 over the run (per epoch).
+    Cosine,
+    /// Multiply by `gamma` at each milestone epoch.
+    MultiStep {
+        /// Epochs at which to decay.
+        milestones: Vec<usize>,
+        /// Factor.
+        gamma: f64,
+    },
+    /// Multiply by `factor` when the validation loss did not improve.
+    Plateau {
+        /// Factor (the paper divides by 4: 0.25).
+        factor: f64,
+    },
+}
+
+/// Which part of the SEHT-D samples a penalty uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SehtReading {
+    /// The paper's partial sum over the selected entries.
+    PartialSum,
+    /// The unbiased full-trace estimate.
+    Unbiased,
+}
+
+/// The regularization method: one typed variant per method of the paper's tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Regularizer {
+    /// Weight decay only (set in `optim`).
+    Baseline,
+    /// Label smoothing (Szegedy et al. 2016): targets `(1−ε)·onehot + ε/K`.
+    LabelSmoothing {
+        /// ε.
+        epsilon: f64,
+    },
+    /// Confidence penalty (Pereyra et al. 2017): `L − β·H(p)`.
+    ConfidencePenalty {
+        /// β.
+        beta: f64,
+    },
+    /// Cutout (DeVries & Taylor 2017).
+    Cutout {
+        /// Side of the square.
+        size: usize,
+    },
+    /// Mixup (Zhang et al. 2018) with `λ ~ Beta(α, α)`.
+    Mixup {
+        /// α.
+        alpha: f64,
+    },
+    /// Jacobian regularization (Hoffman et al. 2019):
+    /// `L + (λ_JR/2)·‖J‖_F²`, `‖J‖_F²` by `n_proj` random projections.
+    Jacobian {
+        /// Projections.
+        n_proj: usize,
+        /// λ_JR.
+        lambda: f64,
+    },
+    /// DropBlock (Ghiasi et al. 2018) after ResNet stages 3 and 4.
+    Dropblock {
+        /// Block size.
+        block_size: usize,
+        /// Keep probability.
+        keep_prob: f64,
+    },
+    /// Dropout before the classifier.
+    Dropout {
+        /// Drop probability.
+        p: f64,
+    },
+    /// SEHT-H: `L + λ·tr̂(H)` with `probes` Rademacher probes.
+    SehtH {
+        /// Probes K.
+        probes: usize,
+        /// λ.
+        lambda: f64,
+        /// Apply the penalty every `every`-th step only (1: every step).
+        every: usize,
+        /// When `every > 1`, multiply λ by `every` on the steps that apply it,
+        /// so that the expected penalty per step is unchanged.
+        rescale: bool,
+    },
+    /// SEHT-D: `L + λ·tr̃(H)`, layers and entries drawn with `p`.
+    SehtD {
+        /// Probes K.
+        probes: usize,
+        /// p (p1 = p2 = p).
+        p: f64,
+        /// λ.
+        lambda: f64,
+        /// Which reading.
+        reading: SehtReading,
+        /// Apply every `every`-th step.
+        every: usize,
+        /// Rescale λ by `every`.
+        rescale: bool,
+    },
+}
+
+impl Regularizer {
+    /// A short name for tables.
+    pub fn label(&self) -> String {
+        match self {
+            Regularizer::Baseline => "baseline".into(),
+            Regularizer::LabelSmoothing { epsilon } => format!("label smoothing ε={epsilon}"),
+            Regularizer::ConfidencePenalty { beta } => format!("confidence penalty β={beta}"),
+            Regularizer::Cutout { size } => format!("cutout {size}"),
+            Regularizer::Mixup { alpha } => format!("mixup α={alpha}"),
+            Regularizer::Jacobian { n_proj, lambda } => format!("jacobian n_proj={n_proj} λ={lambda}"),
+            Regularizer::Dropblock { block_size, keep_prob } => format!("dropblock {block_size}/{keep_prob}"),
+            Regularizer::Dropout { p } => format!("dropout {p}"),
+            Regularizer::SehtH { probes, lambda, every, .. } => format!("SEHT-H K={probes} λ={lambda} every {every}"),
+            Regularizer::SehtD { probes, p, lambda, reading, every, .. } => {
+                format!("SEHT-D K={probes} p={p} λ={lambda} {reading:?} every {every}")
+            }
+        }
+    }
+
+    fn validate(&self, text: bool) -> Result<()> {
+        let unit = |f: &str, v: f64, lo_open: bool| -> Result<()> {
+            let ok = if lo_open { v > 0.0 && v < 1.0 } else { (0.0..1.0).contains(&v) };
+            if ok { Ok(()) } else { Err(config(format!("regularizer.{f}"), v, "must lie in (0, 1)")) }
+        };
+        let nonneg = |f: &str, v: f64| -> Result<()> {
+            if v >= 0.0 && v.is_finite() { Ok(()) } else { Err(config(format!("regularizer.{f}"), v, "must be finite and ≥ 0")) }
+        };
+        let positive = |f: &str, v: usize| -> Result<()> {
+            if v >= 1 { Ok(()) } else { Err(config(format!("regularizer.{f}"), v, "must be at least 1")) }
+        };
+        let image_only = |name: &str| -> Result<()> {
+            if text { Err(config("regularizer.kind", name, "applies to image classification only")) } else { Ok(()) }
+        };
+        match *self {
+            Regularizer::Baseline => Ok(()),
+            Regularizer::LabelSmoothing { epsilon } => unit("epsilon", epsilon, true),
+            Regularizer::ConfidencePenalty { beta } => nonneg("beta", beta),
+            Regularizer::Cutout { size } => {
+                image_only("cutout")?;
+                positive("size", size)
+            }
+            Regularizer::Mixup { alpha } => {
+                image_only("mixup")?;
+                if alpha > 0.0 && alpha.is_finite() { Ok(()) } else { Err(config("regularizer.alpha", alpha, "must be > 0")) }
+            }
+            Regularizer::Jacobian { n_proj, lambda } => {
+                image_only("jacobian")?;
+                positive("n_proj", n_proj)?;
+                nonneg("lambda", lambda)
+            }
+            Regularizer::Dropblock { block_size, keep_prob } => {
+                image_only("dropblock")?;
+                positive("block_size", block_size)?;
+                if keep_prob > 0.0 && keep_prob <= 1.0 { Ok(()) } else { Err(config("regularizer.keep_prob", keep_prob, "must lie in (0, 1]")) }
+            }
+            Regularizer::Dropout { p } => unit("p", p, false),
+            Regularizer::SehtH { probes, lambda, every, .. } => {
+                positive("probes", probes)?;
+                positive("every", every)?;
+                nonneg("lambda", lambda)
+            }
+            Regularizer::SehtD { probes, p, lambda, every, .. } => {
+                positive("probes", probes)?;
+                positive("every", every)?;
+                nonneg("lambda", lambda)?;
+                if p > 0.0 && p <= 0.5 { Ok(()) } else { Err(config("regularizer.p", p, "must lie in (0, 1/2]")) }
+            }
+        }
+    }
+}
+
+impl ExperimentConfig {
+    /// Parses TOML; the error names the field (and line) at fault.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| Error::ConfigParse { path: path.to_path_buf(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// The config as TOML (what is written beside the results).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialise the config: {e}\n"))
+    }
+
+    /// Checks every value before any training starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) {
+            return Err(config("name", &self.name, "must be non-empty and contain no path separator"));
+        }
+        if self.epochs == 0 {
+            return Err(config("epochs", 0, "must be at least 1"));
+        }
+        let text = matches!(self.data, DataConfig::Text(_));
+        match (&self.data, &self.model) {
+            (DataConfig::Text(_), ModelConfig::Rnn { .. }) | (DataConfig::Image(_), ModelConfig::Resnet { .. } | ModelConfig::Wrn { .. }) => {}
+            _ => return Err(config("model.kind", format!("{:?}", self.model).split_whitespace().next().unwrap_or("?"), "does not fit the data kind (image data needs resnet or wrn, text needs rnn)")),
+        }
+        match &self.data {
+            DataConfig::Image(d) => {
+                if d.batch_size == 0 {
+                    return Err(config("data.batch_size", 0, "must be at least 1"));
+                }
+                if d.workers == 0 {
+                    return Err(config("data.workers", 0, "must be at least 1"));
+                }
+            }
+            DataConfig::Text(d) => {
+                for (f, v) in [("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size), ("data.bptt", d.bptt)] {
+                    if v == 0 {
+                        return Err(config(f, 0, "must be at least 1"));
+                    }
+                }
+            }
+        }
+        let o = self.optim;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return Err(config("optim.lr", o.lr, "must be > 0"));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(config("optim.momentum", o.momentum, "must lie in [0, 1)"));
+        }
+        if o.weight_decay < 0.0 || o.clip_grad_norm < 0.0 {
+            return Err(config("optim.weight_decay/clip_grad_norm", format!("{}/{}", o.weight_decay, o.clip_grad_norm), "must be ≥ 0"));
+        }
+        match &self.schedule {
+            ScheduleConfig::MultiStep { gamma, .. } | ScheduleConfig::Plateau { factor: gamma } if !(*gamma > 0.0 && *gamma <= 1.0) => {
+                return Err(config("schedule.gamma/factor", gamma, "must lie in (0, 1]"));
+            }
+            _ => {}
+        }
+        if matches!(self.regularizer, Regularizer::Dropblock { .. }) && !matches!(self.model, ModelConfig::Resnet { .. }) {
+            return Err(config("regularizer.kind", "dropblock", "is implemented for the ResNet only"));
+        }
+        self.regularizer.validate(text)
+    }
+}

@@ -1,0 +1,81 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Errors of configuring and running training.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A config file could not be parsed (unknown field, wrong type, …).
+    #[error("{path}: {message}")]
+    ConfigParse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the field and line).
+        message: String,
+    },
+    /// A config value is invalid.
+    #[error("config field `{field}` = {value}: {reason}")]
+    Config {
+        /// The field, dotted (e.g. `regularizer.p`).
+        field: String,
+        /// The value.
+        value: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A checkpoint belongs to another config.
+    #[error("{path}: checkpoint was written by another config (run `{found}`); use another --out or remove the run folder")]
+    CheckpointMismatch {
+        /// The checkpoint's state file.
+        path: PathBuf,
+        /// What the checkpoint recorded.
+        found: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Training produced a non-finite loss.
+    #[error("non-finite loss {value} at epoch {epoch}, step {step} (λ too large? learning rate too high?)")]
+    Diverged {
+        /// Epoch.
+        epoch: usize,
+        /// Step within the epoch.
+        step: usize,
+        /// The loss.
+        value: f64,
+    },
+    /// From candle.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// From the estimators.
+    #[error(transparent)]
+    Estimator(#[from] seht_estimator::Error),
+    /// From seht-candle.
+    #[error(transparent)]
+    Seht(#[from] seht_candle::Error),
+    /// From the models.
+    #[error(transparent)]
+    Model(#[from] seht_models::Error),
+    /// From the data loaders.
+    #[error(transparent)]
+    Data(#[from] seht_data::Error),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}
+
+pub(crate) fn config(field: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
+    Error::Config { field: field.into(), value: value.to_string(), reason: reason.into() }
+}
