@@ -103,8 +103,8 @@ pub fn top_k_correct(logits: &Tensor, labels: &Tensor, k: usize) -> Result<usize
     let y = labels.to_vec1::<u32>()?;
     Ok(l.iter()
         .zip(&y)
-        .filter(|(row, &label)| {
-            let target = row[label as usize];
+        .filter(|(row, label)| {
+            let target = row[**label as usize];
             row.iter().filter(|&&v| v > target).count() < k
         })
         .count())

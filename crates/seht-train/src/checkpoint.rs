@@ -1,0 +1,74 @@
+//! Checkpoints written atomically: tensors to `ckpt-<epoch>.safetensors`
+//! (through a temporary file and a rename), then `state.json` (likewise),
+//! which is the commit point. A kill at any moment leaves `state.json`
+//! naming a complete file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::ExperimentConfig;
+use crate::error::{Error, Result, io};
+use crate::schedule::LrSchedule;
+
+/// What a run has done so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The config the run was started with.
+    pub config: ExperimentConfig,
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Optimiser steps taken.
+    pub steps: u64,
+    /// Steps that applied the Hessian penalty.
+    pub penalty_steps: u64,
+    /// Schedule state.
+    pub schedule: LrSchedule,
+    /// Training seconds spent so far (over all sessions).
+    pub seconds: f64,
+    /// The tensor file of this checkpoint.
+    pub tensors: String,
+}
+
+/// Writes `bytes` to `path` through `path.tmp` and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Saves `tensors` and `state` into `dir`, then removes older tensor files.
+pub fn save(dir: &Path, tensors: &HashMap<String, Tensor>, state: &State) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let file = dir.join(&state.tensors);
+    let tmp = file.with_extension("tmp");
+    candle_core::safetensors::save(tensors, &tmp)?;
+    std::fs::rename(&tmp, &file).map_err(io(&file))?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Io { path: dir.join("state.json"), source: e.into() })?;
+    write_atomic(&dir.join("state.json"), &json)?;
+    for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("ckpt-") && name != state.tensors {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Loads the checkpoint in `dir`, if any, checking it belongs to `cfg`.
+pub fn load(dir: &Path, cfg: &ExperimentConfig, device: &Device) -> Result<Option<(State, HashMap<String, Tensor>)>> {
+    let state_path: PathBuf = dir.join("state.json");
+    let bytes = match std::fs::read(&state_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::Io { path: state_path, source }),
+    };
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::Io { path: state_path.clone(), source: e.into() })?;
+    if &state.config != cfg {
+        return Err(Error::CheckpointMismatch { path: state_path, found: state.config.name.clone() });
+    }
+    let tensors = candle_core::safetensors::load(dir.join(&state.tensors), device)?;
+    Ok(Some((state, tensors)))
+}

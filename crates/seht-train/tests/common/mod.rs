@@ -1,0 +1,136 @@
+//! Fixtures: learnable data in the real CIFAR-10 binary format and a small
+//! text corpus in the WikiText layout, and config builders.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use seht_train::ExperimentConfig;
+use seht_train::config::*;
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("seht-train-{tag}-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// CIFAR-10 binary files whose images are a per-class pattern plus noise, so
+/// that a tiny network can learn them. `per_file` records in each of the six files.
+pub fn write_cifar10(root: &Path, per_file: usize) {
+    let dir = root.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let names = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"];
+    let mut state = 12345u64;
+    let mut noise = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 58) as u8
+    };
+    for name in names {
+        let mut bytes = Vec::new();
+        for i in 0..per_file {
+            let label = (i % 10) as u8;
+            bytes.push(label);
+            for k in 0..3072 {
+                let (c, y, x) = (k / 1024, (k % 1024) / 32, k % 32);
+                let on = (x / 4 + y / 8 + c) % 10 == label as usize;
+                bytes.push(if on { 180 } else { 40 } + noise());
+            }
+        }
+        std::fs::write(dir.join(name), bytes).expect("write");
+    }
+}
+
+/// A tiny corpus in the WikiText-2 layout.
+pub fn write_text(root: &Path) {
+    let dir = root.join("wikitext-2");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sentence = |i: usize| format!(" the {} sat on the {} . \n", ["cat", "dog", "bird"][i % 3], ["mat", "log", "hat"][(i / 3) % 3]);
+    let text = |n: usize, off: usize| (0..n).map(|i| sentence(i + off)).collect::<String>();
+    std::fs::write(dir.join("wiki.train.tokens"), text(60, 0)).expect("w");
+    std::fs::write(dir.join("wiki.valid.tokens"), text(12, 1)).expect("w");
+    std::fs::write(dir.join("wiki.test.tokens"), text(12, 2)).expect("w");
+}
+
+pub fn image_config(name: &str, regularizer: Regularizer, epochs: usize) -> ExperimentConfig {
+    ExperimentConfig {
+        name: name.into(),
+        seed: 7,
+        epochs,
+        data: DataConfig::Image(ImageDataConfig {
+            dataset: ImageDataset::Cifar10,
+            dir: "cifar-10-batches-bin".into(),
+            batch_size: 16,
+            train_subset: 0,
+            test_subset: 0,
+            validation: 0,
+            crop_padding: 2,
+            hflip: true,
+            workers: 1,
+        }),
+        model: ModelConfig::Resnet { widths: [4, 8, 8, 8], blocks: [1, 1, 1, 1] },
+        optim: OptimConfig { lr: 0.05, momentum: 0.9, weight_decay: 5e-4, clip_grad_norm: 5.0 },
+        schedule: ScheduleConfig::Cosine,
+        regularizer,
+        final_trace: FinalTrace { batches: 1, probes: 2 },
+    }
+}
+
+pub fn text_config(name: &str, regularizer: Regularizer, epochs: usize) -> ExperimentConfig {
+    ExperimentConfig {
+        name: name.into(),
+        seed: 3,
+        epochs,
+        data: DataConfig::Text(TextDataConfig {
+            dir: "wikitext-2".into(),
+            files: ["wiki.train.tokens".into(), "wiki.valid.tokens".into(), "wiki.test.tokens".into()],
+            batch_size: 4,
+            eval_batch_size: 2,
+            bptt: 8,
+            train_tokens: 0,
+        }),
+        model: ModelConfig::Rnn { cell: RnnCell::Lstm, embedding: 16, hidden: 16, layers: 2, dropout: 0.1, tie_weights: true, init_range: 0.1 },
+        optim: OptimConfig { lr: 1.0, momentum: 0.0, weight_decay: 0.0, clip_grad_norm: 0.25 },
+        schedule: ScheduleConfig::Plateau { factor: 0.25 },
+        regularizer,
+        final_trace: FinalTrace { batches: 1, probes: 2 },
+    }
+}
+
+pub fn opts(data: &Path, out: &Path) -> seht_train::TrainOptions {
+    seht_train::TrainOptions {
+        data_dir: data.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        device: candle_core::Device::Cpu,
+        progress: false,
+        stop_after_epochs: None,
+    }
+}
+
+/// Every method of the paper's image tables, with small settings.
+pub fn image_methods() -> Vec<(&'static str, Regularizer)> {
+    vec![
+        ("baseline", Regularizer::Baseline),
+        ("label-smoothing", Regularizer::LabelSmoothing { epsilon: 0.1 }),
+        ("confidence-penalty", Regularizer::ConfidencePenalty { beta: 0.1 }),
+        ("cutout", Regularizer::Cutout { size: 8 }),
+        ("mixup", Regularizer::Mixup { alpha: 1.0 }),
+        ("jacobian", Regularizer::Jacobian { n_proj: 1, lambda: 0.01 }),
+        ("dropblock", Regularizer::Dropblock { block_size: 2, keep_prob: 0.9 }),
+        ("dropout", Regularizer::Dropout { p: 0.2 }),
+        ("seht-h", Regularizer::SehtH { probes: 1, lambda: 1e-3, every: 1, rescale: false }),
+        ("seht-d", Regularizer::SehtD { probes: 1, p: 0.3, lambda: 1e-3, reading: SehtReading::PartialSum, every: 2, rescale: true }),
+    ]
+}

@@ -1,0 +1,96 @@
+//! A tiny ResNet trained for a few epochs on fixture CIFAR-format data with
+//! every method; a tiny LSTM on a fixture corpus; and exact resumption.
+
+mod common;
+
+use common::*;
+use seht_train::config::{Regularizer, SehtReading};
+
+#[test]
+fn every_image_method_trains_and_writes_a_complete_run_folder() {
+    let data = TempDir::new("e2e-data");
+    write_cifar10(data.path(), 16); // 80 training images, 16 test
+    let out = TempDir::new("e2e-out");
+    for (name, reg) in image_methods() {
+        let cfg = image_config(name, reg, 3);
+        let m = seht_train::train(&cfg, &opts(data.path(), out.path())).expect(name).expect("finished");
+        let run = out.path().join(name);
+        for f in ["config.toml", "log.jsonl", "metrics.json", "checkpoint/state.json"] {
+            assert!(run.join(f).is_file(), "{name}: {f} missing");
+        }
+        let log = std::fs::read_to_string(run.join("log.jsonl")).expect("log");
+        let records: Vec<seht_train::EpochRecord> = log.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+        assert_eq!(records.len(), 3, "{name}: one log line per epoch");
+        let losses: Vec<f64> = records.iter().map(|r| r.train_loss).collect();
+        eprintln!("{name}: train loss per epoch {losses:?}, final test acc {:?}", m.final_epoch.test.top1);
+        assert!(losses.iter().all(|l| l.is_finite()), "{name}: {losses:?}");
+        assert!(losses[2] < losses[0], "{name}: loss must fall over the run: {losses:?}");
+        assert_eq!(m.final_epoch.epoch, 3);
+        assert!(m.final_trace.as_ref().is_some_and(|t| t.mean.is_finite()));
+        let copied = seht_train::ExperimentConfig::from_file(&run.join("config.toml")).expect("config copy parses");
+        assert_eq!(copied, cfg, "{name}: the config beside the results is the config that ran");
+        match cfg.regularizer {
+            Regularizer::SehtH { .. } => assert_eq!(m.penalty_steps, m.steps),
+            Regularizer::SehtD { every, .. } => {
+                assert_eq!(m.penalty_steps, m.steps.div_ceil(every as u64), "every {every}-th step");
+                assert!(records.iter().any(|r| r.trace_mean.is_some()));
+            }
+            _ => assert_eq!(m.penalty_steps, 0),
+        }
+    }
+}
+
+#[test]
+fn language_models_train_with_and_without_the_penalty() {
+    let data = TempDir::new("lm-data");
+    write_text(data.path());
+    let out = TempDir::new("lm-out");
+    for (name, reg) in [
+        ("lstm-baseline", Regularizer::Baseline),
+        ("lstm-seht-d", Regularizer::SehtD { probes: 1, p: 0.3, lambda: 1e-3, reading: SehtReading::Unbiased, every: 1, rescale: false }),
+        ("lstm-confidence", Regularizer::ConfidencePenalty { beta: 0.1 }),
+    ] {
+        let m = seht_train::train(&text_config(name, reg, 3), &opts(data.path(), out.path())).expect(name).expect("finished");
+        let ppl: Vec<f64> = [&m.best_epoch, &m.final_epoch].iter().map(|r| r.test.perplexity.expect("ppl")).collect();
+        eprintln!("{name}: test perplexity best/final {ppl:?}");
+        assert!(ppl.iter().all(|p| p.is_finite() && *p > 1.0));
+        assert!(m.final_epoch.valid.as_ref().is_some_and(|v| v.perplexity.is_some()));
+        let vocab = 16.0; // the fixture has 15 words + <eos>
+        assert!(m.final_epoch.test.perplexity.expect("ppl") < vocab, "{name}: must beat a uniform guess");
+    }
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
+    let data = TempDir::new("resume-data");
+    write_cifar10(data.path(), 8);
+    let (a, b) = (TempDir::new("resume-a"), TempDir::new("resume-b"));
+    let cfg = image_config("resume", Regularizer::SehtD { probes: 1, p: 0.3, lambda: 1e-3, reading: SehtReading::Unbiased, every: 1, rescale: false }, 3);
+    let whole = seht_train::train(&cfg, &opts(data.path(), a.path())).expect("train").expect("finished");
+    let mut o = opts(data.path(), b.path());
+    o.stop_after_epochs = Some(1);
+    assert!(seht_train::train(&cfg, &o).expect("first part").is_none(), "stopped after one epoch");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.path().join("resume/checkpoint/state.json")).expect("state")).expect("json");
+    assert_eq!(state["epochs_done"], 1);
+    // A leftover temporary file from a kill during a write is ignored.
+    std::fs::write(b.path().join("resume/checkpoint/state.tmp"), b"{garbage").expect("tmp");
+    let resumed = seht_train::train(&cfg, &opts(data.path(), b.path())).expect("resume").expect("finished");
+    assert_eq!(whole.final_epoch.test, resumed.final_epoch.test, "same final metrics");
+    assert_eq!(whole.final_epoch.train_loss, resumed.final_epoch.train_loss);
+    assert_eq!(whole.final_trace.as_ref().map(|t| t.mean), resumed.final_trace.as_ref().map(|t| t.mean));
+    // A finished run is not run again.
+    let again = seht_train::train(&cfg, &opts(data.path(), b.path())).expect("again").expect("finished");
+    assert_eq!(again, resumed);
+}
+
+#[test]
+fn seht_trace_measures_a_trained_run() {
+    let data = TempDir::new("trace-data");
+    write_cifar10(data.path(), 8);
+    let out = TempDir::new("trace-out");
+    seht_train::train(&image_config("t", Regularizer::Baseline, 1), &opts(data.path(), out.path())).expect("train");
+    let t = seht_train::trace_of_run(&out.path().join("t"), &opts(data.path(), out.path()), 2, 3).expect("trace");
+    assert!(t.mean.is_finite() && t.std_error.is_finite() && t.std_error > 0.0, "{t:?}");
+    assert_eq!((t.batches, t.probes), (2, 3));
+}
