@@ -1,0 +1,347 @@
+//! `cargo xtask reproduce`: the run matrix of the paper's tables, run with
+//! the `seht` binary, then tables, figures and a summary. Orchestration only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use toml::Value;
+
+use crate::paper::TABLES;
+
+pub struct Args {
+    pub preset: String,
+    pub tables: Vec<String>,
+    pub seeds: Option<usize>,
+    pub data_dir: PathBuf,
+    pub out: PathBuf,
+    pub jobs: usize,
+    pub cell: Option<usize>,
+    pub export_slurm: bool,
+}
+
+fn usage() -> &'static str {
+    "usage: cargo xtask reproduce [--preset smoke|quick|paper] [--tables 1,2,3,4] [--seeds N]
+                         [--data-dir DIR] [--out DIR] [--jobs N] [--cell I] [--export-slurm]
+
+  --preset        smoke (default; fixture data, ~5 min), quick (real data, ~90 min on 2 cores), paper (GPU)
+  --tables        which of the paper's tables (default: all)
+  --seeds         seeds per cell (default: the preset's)
+  --data-dir      where CIFAR-10/100 and WikiText-2 live (default: data)
+  --out           output folder (default: results); results go to OUT/PRESET/
+  --jobs          cells run in parallel on this machine (default: 1)
+  --cell I        run only cell I of the matrix (for job arrays), then stop
+  --export-slurm  write OUT/PRESET/slurm.sh (one array task per cell) and stop"
+}
+
+pub fn parse(args: &[String]) -> Result<Option<Args>> {
+    let mut a = Args {
+        preset: "smoke".into(),
+        tables: vec!["table1".into(), "table2".into(), "table3".into(), "table4".into()],
+        seeds: None,
+        data_dir: PathBuf::from("data"),
+        out: PathBuf::from("results"),
+        jobs: 1,
+        cell: None,
+        export_slurm: false,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| -> Result<String> { it.next().cloned().with_context(|| format!("{name} needs a value\n\n{}", usage())) };
+        match arg.as_str() {
+            "--preset" => a.preset = value("--preset")?,
+            "--tables" => {
+                a.tables = value("--tables")?
+                    .split(',')
+                    .map(|t| {
+                        let t = t.trim().trim_start_matches("table");
+                        match t {
+                            "1" | "2" | "3" | "4" => Ok(format!("table{t}")),
+                            _ => bail!("--tables: `{t}` is not one of 1, 2, 3, 4"),
+                        }
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--seeds" => a.seeds = Some(value("--seeds")?.parse().context("--seeds must be a positive integer")?),
+            "--data-dir" => a.data_dir = PathBuf::from(value("--data-dir")?),
+            "--out" => a.out = PathBuf::from(value("--out")?),
+            "--jobs" => a.jobs = value("--jobs")?.parse().context("--jobs must be a positive integer")?,
+            "--cell" => a.cell = Some(value("--cell")?.parse().context("--cell must be an index")?),
+            "--export-slurm" => a.export_slurm = true,
+            "-h" | "--help" => {
+                println!("{}", usage());
+                return Ok(None);
+            }
+            other => bail!("unknown argument `{other}`\n\n{}", usage()),
+        }
+    }
+    if a.jobs == 0 || a.seeds == Some(0) {
+        bail!("--jobs and --seeds must be at least 1");
+    }
+    Ok(Some(a))
+}
+
+/// Merges `patch` into `base`, key by key (tables recursively).
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Table(b), Value::Table(p)) => {
+            for (k, v) in p {
+                match b.get_mut(k) {
+                    Some(bv) if bv.is_table() && v.is_table() => merge(bv, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+pub struct Preset {
+    pub name: String,
+    pub description: String,
+    pub expected_minutes: f64,
+    pub seeds: usize,
+    pub fixtures: bool,
+    pub raw: Value,
+}
+
+pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
+    let path = root.join("configs/presets.toml");
+    let all: Value = toml::from_str(&std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?)
+        .with_context(|| format!("{}", path.display()))?;
+    let Some(p) = all.get(name) else {
+        bail!("unknown preset `{name}` (presets in {}: {})", path.display(), all.as_table().map(|t| t.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default())
+    };
+    let field = |k: &str| p.get(k).with_context(|| format!("{}: preset {name} lacks `{k}`", path.display()));
+    Ok(Preset {
+        name: name.into(),
+        description: field("description")?.as_str().unwrap_or_default().into(),
+        expected_minutes: field("expected_minutes")?.as_integer().map(|v| v as f64).or_else(|| field("expected_minutes").ok()?.as_float()).unwrap_or(f64::NAN),
+        seeds: field("seeds")?.as_integer().unwrap_or(1) as usize,
+        fixtures: field("data")?.as_str() == Some("fixtures"),
+        raw: p.clone(),
+    })
+}
+
+#[derive(Clone)]
+pub struct Cell {
+    pub table: String,
+    pub method: String,
+    pub seed: u64,
+    pub name: String,
+    pub config: PathBuf,
+}
+
+/// Methods of a table in the paper's row order (then any others, sorted).
+pub fn methods(root: &Path, table: &str) -> Result<Vec<String>> {
+    let dir = root.join("configs").join(table);
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("{}", dir.display()))?
+        .flatten()
+        .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().to_string()))
+        .collect();
+    found.sort();
+    let order: Vec<&str> = TABLES.iter().find(|t| t.id == table).map(|t| t.rows.iter().map(|r| r.key).collect()).unwrap_or_default();
+    found.sort_by_key(|m| order.iter().position(|k| k == m).unwrap_or(usize::MAX));
+    Ok(found)
+}
+
+/// Notes about substituted data, per table, for every output.
+pub type DataNotes = BTreeMap<String, String>;
+
+fn image_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut DataNotes) -> Result<()> {
+    let dir = cfg.get("data").and_then(|d| d.get("dir")).and_then(Value::as_str).unwrap_or_default().to_string();
+    if data_dir.join(&dir).is_dir() {
+        return Ok(());
+    }
+    let fashion = Path::new("/usr/share/datasets/fashion-mnist");
+    if fashion.join("train-images-idx3-ubyte.gz").is_file() {
+        let patch: Value = toml::from_str(&format!("[data]\ndataset = \"fashion-mnist\"\ndir = \"{}\"\ncrop_padding = 0\nhflip = false\n", fashion.display()))?;
+        merge(cfg, &patch);
+        notes.insert(
+            table.into(),
+            format!("{} not found in {}: ran on Fashion-MNIST ({}) instead, 1×28×28 images", dir, data_dir.display(), fashion.display()),
+        );
+        return Ok(());
+    }
+    bail!(
+        "{table}: {} is missing and Fashion-MNIST is not installed; run `cargo xtask fetch-data --data-dir {}` where there is internet, or `apt-get install dataset-fashion-mnist`",
+        data_dir.join(&dir).display(),
+        data_dir.display()
+    )
+}
+
+/// Builds the matrix: patched configs written under `out/configs/`.
+pub fn matrix(root: &Path, args: &Args, preset: &Preset, data_dir: &Path, out: &Path, notes: &mut DataNotes) -> Result<Vec<Cell>> {
+    let seeds = args.seeds.unwrap_or(preset.seeds);
+    let mut cells = Vec::new();
+    for table in &args.tables {
+        for method in methods(root, table)? {
+            let src = root.join("configs").join(table).join(format!("{method}.toml"));
+            let base: Value = toml::from_str(&std::fs::read_to_string(&src)?).with_context(|| format!("{}", src.display()))?;
+            let mut cfg = base.clone();
+            let kind = cfg.get("data").and_then(|d| d.get("kind")).and_then(Value::as_str).unwrap_or("image").to_string();
+            if let Some(p) = preset.raw.get("patch").and_then(|p| p.get(&kind)) {
+                merge(&mut cfg, p);
+            }
+            if let Some(p) = preset.raw.get("patch").and_then(|p| p.get(table)) {
+                merge(&mut cfg, p);
+            }
+            if kind == "image" && !preset.fixtures {
+                image_substitute(&mut cfg, data_dir, table, notes)?;
+            }
+            for seed in 0..seeds as u64 {
+                let name = format!("{table}-{method}-s{seed}");
+                let mut c = cfg.clone();
+                let t = c.as_table_mut().context("config is not a table")?;
+                t.insert("name".into(), Value::String(name.clone()));
+                t.insert("seed".into(), Value::Integer(seed as i64));
+                let path = out.join("configs").join(table).join(format!("{name}.toml"));
+                std::fs::create_dir_all(path.parent().context("config path")?)?;
+                std::fs::write(&path, toml::to_string_pretty(&c)?)?;
+                cells.push(Cell { table: table.clone(), method: method.clone(), seed, name, config: path });
+            }
+        }
+    }
+    Ok(cells)
+}
+
+fn build_seht(root: &Path) -> Result<PathBuf> {
+    eprintln!("building the seht binary (cargo build --release -p seht-train --bin seht) …");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "-p", "seht-train", "--bin", "seht"])
+        .current_dir(root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build of the seht binary failed");
+    }
+    let exe = root.join("target/release").join(format!("seht{}", std::env::consts::EXE_SUFFIX));
+    if !exe.is_file() {
+        bail!("{} was not built", exe.display());
+    }
+    Ok(exe)
+}
+
+fn run_cell(seht: &Path, cell: &Cell, data_dir: &Path, runs: &Path) -> Result<f64> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(runs)?;
+    let log = runs.join(format!("{}.log", cell.name));
+    let out = Command::new(seht)
+        .args(["train", "--quiet", "--config"])
+        .arg(&cell.config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--out")
+        .arg(runs)
+        .output()
+        .with_context(|| format!("running {}", seht.display()))?;
+    std::fs::write(&log, [out.stdout.as_slice(), out.stderr.as_slice()].concat())?;
+    if !out.status.success() {
+        bail!("{} failed (log: {}): {}", cell.name, log.display(), String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or(""));
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+fn slurm_script(preset: &Preset, args: &Args, n: usize, out: &Path) -> String {
+    format!(
+        "#!/bin/bash\n# One array task per cell of the `{p}` matrix ({n} cells). Submit with: sbatch {o}/slurm.sh\n\
+         #SBATCH --job-name=seht-{p}\n#SBATCH --array=0-{last}\n#SBATCH --gres=gpu:1\n#SBATCH --cpus-per-task=4\n\
+         #SBATCH --output={o}/slurm-%A_%a.out\nset -euo pipefail\n\
+         cargo xtask reproduce --preset {p} --tables {t} --seeds {s} --data-dir {d} --out {base} --cell \"$SLURM_ARRAY_TASK_ID\"\n\
+         # When every task has finished: cargo xtask reproduce (same arguments, no --cell) writes the tables.\n",
+        p = preset.name,
+        last = n.saturating_sub(1),
+        o = out.display(),
+        t = args.tables.iter().map(|t| t.trim_start_matches("table")).collect::<Vec<_>>().join(","),
+        s = args.seeds.unwrap_or(preset.seeds),
+        d = args.data_dir.display(),
+        base = args.out.display(),
+    )
+}
+
+pub fn run(root: &Path, args: Args) -> Result<()> {
+    let preset = load_preset(root, &args.preset)?;
+    let out = args.out.join(&preset.name);
+    std::fs::create_dir_all(&out)?;
+    let data_dir = if preset.fixtures {
+        let d = out.join("fixtures");
+        crate::fixtures::cifar10(&d, 16)?;
+        crate::fixtures::cifar100(&d, 100, 20)?;
+        crate::fixtures::wikitext(&d)?;
+        d
+    } else {
+        args.data_dir.clone()
+    };
+    let mut notes = DataNotes::new();
+    if preset.fixtures {
+        for t in &args.tables {
+            notes.insert(t.clone(), format!("fixture data in the real formats, written to {} (the numbers mean nothing)", data_dir.display()));
+        }
+    }
+    let cells = matrix(root, &args, &preset, &data_dir, &out, &mut notes)?;
+    if args.export_slurm {
+        let path = out.join("slurm.sh");
+        std::fs::write(&path, slurm_script(&preset, &args, cells.len(), &out))?;
+        println!("wrote {} ({} array tasks)", path.display(), cells.len());
+        return Ok(());
+    }
+    let runs = out.join("runs");
+    let seht = build_seht(root)?;
+    if let Some(i) = args.cell {
+        let cell = cells.get(i).with_context(|| format!("--cell {i}: the matrix has {} cells", cells.len()))?;
+        let s = run_cell(&seht, cell, &data_dir, &runs)?;
+        println!("cell {i} ({}) done in {s:.0} s", cell.name);
+        return Ok(());
+    }
+    eprintln!(
+        "reproduce, preset `{}`: {}.\n{} runs ({} tables × methods × {} seeds), {} at a time; expected about {} minutes on a 2-core CPU machine.\nResults: {}/summary.md. Finished runs are skipped; an interrupted run resumes from its checkpoint.",
+        preset.name,
+        preset.description,
+        cells.len(),
+        args.tables.len(),
+        args.seeds.unwrap_or(preset.seeds),
+        args.jobs,
+        preset.expected_minutes,
+        out.display()
+    );
+    for (t, n) in &notes {
+        eprintln!("note: {t}: {n}");
+    }
+    let t0 = Instant::now();
+    let queue = Arc::new(Mutex::new(cells.clone().into_iter().enumerate().collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>()));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let total = cells.len();
+    std::thread::scope(|s| {
+        for _ in 0..args.jobs {
+            let (queue, failures, seht, data_dir, runs) = (queue.clone(), failures.clone(), &seht, &data_dir, &runs);
+            s.spawn(move || {
+                loop {
+                    let Some((i, cell)) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) else { break };
+                    match run_cell(seht, &cell, data_dir, runs) {
+                        Ok(secs) => eprintln!("[{}/{total}] {} {} (seed {}) done in {secs:.0} s", i + 1, cell.table, cell.method, cell.seed),
+                        Err(e) => {
+                            eprintln!("[{}/{total}] {e:#}", i + 1);
+                            if let Ok(mut f) = failures.lock() {
+                                f.push(cell.name.clone());
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
+    if !failures.is_empty() {
+        bail!("{} runs failed: {}", failures.len(), failures.join(", "));
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    crate::report::write(root, &out, &preset, &args, &cells, &notes, wall)?;
+    println!("done in {:.1} minutes; summary: {}", wall / 60.0, out.join("summary.md").display());
+    Ok(())
+}
