@@ -106,7 +106,14 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&String>) -> 
         md.push('\n');
     }
     for r in runs.iter().filter(|r| !t.rows.iter().any(|row| row.key == r.method)) {
-        let _ = writeln!(md, "| {} (not in the paper) | {} | | | |", r.method, r.metrics.len());
+        let _ = write!(md, "| {} (ours, not in the paper) | {} |", r.method, r.metrics.len());
+        for (ci, col) in t.columns.iter().enumerate() {
+            let xs: Vec<f64> = r.metrics.iter().filter_map(|m| values(t.id, m)[ci]).collect();
+            let (m, s) = mean_std(&xs);
+            let _ = write!(md, " {} | — | — |", pm(m, s));
+            let _ = writeln!(csv, "{},{},{},{m},{s},{},,,,run", t.id, r.method, col, xs.len());
+        }
+        md.push('\n');
     }
     let best_by = runs.first().and_then(|r| r.metrics.first()).and_then(|m| m.get("best_by")).and_then(Value::as_str).unwrap_or("");
     let _ = writeln!(

@@ -28,6 +28,7 @@
 
 mod autodiff;
 mod error;
+pub mod first_order;
 pub mod gradcheck;
 mod operator;
 pub mod ops;
@@ -39,3 +40,8 @@ pub use error::{Error, Result};
 pub use operator::{GraphMode, HessianOperator};
 pub use params::{Param, ParamSet, Role, Selection};
 pub use penalty::{penalised_loss, trace_estimate, trace_penalty};
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -50,7 +50,3 @@ pub use probe::{
     probe_rng,
 };
 pub use seht_d::{Reading, SehtD};
-
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;

@@ -277,6 +277,26 @@ pub enum Regularizer {
         /// Rescale λ by `every`.
         rescale: bool,
     },
+    /// SEHT with the penalty's gradient from first-order gradients only
+    /// (`seht_candle::first_order`): no third-order pass, 1 + 2K
+    /// forward-backward passes on the steps that apply it.
+    SehtFirstOrder {
+        /// Probes K.
+        probes: usize,
+        /// 0 for Rademacher probes over all weights (SEHT-H); else SEHT-D's
+        /// p (layers and entries, p1 = p2 = p).
+        p: f64,
+        /// λ.
+        lambda: f64,
+        /// Reading of the samples when `p > 0`.
+        reading: SehtReading,
+        /// Apply every `every`-th step.
+        every: usize,
+        /// Rescale λ by `every`.
+        rescale: bool,
+        /// Relative finite-difference step ε_rel (0: `u^{1/4}` for the dtype).
+        relative_step: f64,
+    },
 }
 
 impl Regularizer {
@@ -294,6 +314,13 @@ impl Regularizer {
             Regularizer::SehtH { probes, lambda, every, .. } => format!("SEHT-H K={probes} λ={lambda} every {every}"),
             Regularizer::SehtD { probes, p, lambda, reading, every, .. } => {
                 format!("SEHT-D K={probes} p={p} λ={lambda} {reading:?} every {every}")
+            }
+            Regularizer::SehtFirstOrder { probes, p, lambda, every, .. } => {
+                if *p > 0.0 {
+                    format!("SEHT-D first-order K={probes} p={p} λ={lambda} every {every}")
+                } else {
+                    format!("SEHT-H first-order K={probes} λ={lambda} every {every}")
+                }
             }
         }
     }
@@ -345,6 +372,18 @@ impl Regularizer {
                 positive("every", every)?;
                 nonneg("lambda", lambda)?;
                 if p > 0.0 && p <= 0.5 { Ok(()) } else { Err(config("regularizer.p", p, "must lie in (0, 1/2]")) }
+            }
+            Regularizer::SehtFirstOrder { probes, p, lambda, every, relative_step, .. } => {
+                positive("probes", probes)?;
+                positive("every", every)?;
+                nonneg("lambda", lambda)?;
+                if !(0.0..=0.5).contains(&p) {
+                    return Err(config("regularizer.p", p, "must be 0 (SEHT-H) or lie in (0, 1/2] (SEHT-D)"));
+                }
+                if !(0.0..1.0).contains(&relative_step) {
+                    return Err(config("regularizer.relative_step", relative_step, "must lie in [0, 1) (0: the dtype's default)"));
+                }
+                Ok(())
             }
         }
     }

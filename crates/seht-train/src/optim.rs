@@ -24,9 +24,15 @@ impl Sgd {
     /// One step with learning rate `lr` from `grads` (variables without a
     /// gradient still decay).
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
-        for (var, buf) in self.vars.iter().zip(self.buffers.iter_mut()) {
+        let gs: Vec<Option<Tensor>> = self.vars.iter().map(|v| grads.get(v.as_tensor()).cloned()).collect();
+        self.step_with(&gs, lr)
+    }
+
+    /// One step from gradients given in the order of the optimiser's variables.
+    pub fn step_with(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+        for ((var, buf), g) in self.vars.iter().zip(self.buffers.iter_mut()).zip(grads) {
             let w = var.as_tensor();
-            let g = match grads.get(w) {
+            let g = match g {
                 Some(g) => g.detach(),
                 None => w.zeros_like()?,
             };
@@ -73,6 +79,22 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
             if let Some(g) = grads.remove(v.as_tensor()) {
                 grads.insert(v.as_tensor(), g.detach().affine(scale, 0.0)?);
             }
+        }
+    }
+    Ok(norm)
+}
+
+/// [`clip_grad_norm`] for gradients held in a list; returns the norm before clipping.
+pub fn clip_grad_list(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
+    let mut sq = 0.0;
+    for g in grads.iter().flatten() {
+        sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    }
+    let norm = sq.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for g in grads.iter_mut().flatten() {
+            *g = g.affine(scale, 0.0)?;
         }
     }
     Ok(norm)

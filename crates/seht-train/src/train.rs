@@ -13,7 +13,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use seht_candle::{Param, Selection, penalised_loss, trace_estimate};
 use seht_data::{Augment, BatchConfig, Batchified, EpochBatches, ImageSet};
-use seht_estimator::{Estimator, Reading, SehtD, SehtH};
+use seht_candle::first_order::{default_relative_step, first_order_penalty};
+use seht_estimator::{Distribution, Estimator, Reading, SehtD, SehtH, Sparse};
 use seht_models::{
     DropBlockConfig, Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig, RnnState, Roles, WideResNet,
     WideResNetConfig, seeded_varbuilder,
@@ -24,7 +25,7 @@ use crate::config::{DataConfig, ExperimentConfig, ModelConfig, Regularizer, RnnC
 use crate::data::{ImageData, load_images, load_text};
 use crate::error::{Error, Result, config, io};
 use crate::losses::{self, MixupDraw};
-use crate::optim::{Sgd, clip_grad_norm};
+use crate::optim::{Sgd, clip_grad_list, clip_grad_norm};
 use crate::schedule::LrSchedule;
 
 /// How a run is executed (not part of the experiment's config).
@@ -229,6 +230,75 @@ fn penalty_of(reg: &Regularizer) -> Result<Option<Penalty>> {
     })
 }
 
+/// The first-order variant's settings.
+struct FirstOrder {
+    probes: usize,
+    p: f64,
+    lambda: f64,
+    reading: SehtReading,
+    every: u64,
+    rescale: bool,
+    relative_step: f64,
+}
+
+fn first_order_of(reg: &Regularizer) -> Option<FirstOrder> {
+    match *reg {
+        Regularizer::SehtFirstOrder { probes, p, lambda, reading, every, rescale, relative_step } => {
+            Some(FirstOrder { probes, p, lambda, reading, every: every as u64, rescale, relative_step })
+        }
+        _ => None,
+    }
+}
+
+/// One optimiser step with the first-order penalty (or a plain step when the
+/// penalty is not due). Returns the loss and the trace estimate, if any.
+#[allow(clippy::too_many_arguments)]
+fn first_order_step(
+    fo: &FirstOrder,
+    step: u64,
+    rng: &mut ChaCha8Rng,
+    trainable: &[Var],
+    weights: &[Param],
+    buffers: &[Var],
+    sgd: &mut Sgd,
+    clip: f64,
+    lr: f64,
+    loss: &mut dyn FnMut() -> candle_core::Result<Tensor>,
+) -> Result<(f64, Option<f64>)> {
+    let plain = |sgd: &mut Sgd, loss: &mut dyn FnMut() -> candle_core::Result<Tensor>| -> Result<f64> {
+        let l = loss()?;
+        let v = l.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let mut grads = l.backward()?;
+        clip_grad_norm(&mut grads, trainable, clip)?;
+        sgd.step(&grads, lr)?;
+        Ok(v)
+    };
+    if step % fo.every != 0 {
+        return Ok((plain(sgd, loss)?, None));
+    }
+    let lambda = if fo.rescale { fo.lambda * fo.every as f64 } else { fo.lambda };
+    let (penalised, dist, scale): (Vec<Param>, Distribution, f64) = if fo.p == 0.0 {
+        (weights.to_vec(), Distribution::Rademacher, 1.0)
+    } else {
+        let reading = match fo.reading {
+            SehtReading::PartialSum => Reading::PartialSum,
+            SehtReading::Unbiased => Reading::Unbiased,
+        };
+        let sd = SehtD::new(fo.probes, fo.p, reading)?;
+        let selected = sd.draw_blocks(weights.len(), rng);
+        (selected.iter().map(|&i| weights[i].clone()).collect(), Distribution::Sparse(Sparse::new(fo.p)?), sd.sample_scale())
+    };
+    if penalised.is_empty() {
+        return Ok((plain(sgd, loss)?, Some(0.0)));
+    }
+    let rel = if fo.relative_step > 0.0 { fo.relative_step } else { default_relative_step(penalised[0].var.dtype()) };
+    let r = first_order_penalty(trainable, &penalised, buffers, &dist, fo.probes, scale, lambda, rel, rng, loss)?;
+    let mut grads: Vec<Option<Tensor>> = r.grads.into_iter().map(Some).collect();
+    clip_grad_list(&mut grads, clip)?;
+    sgd.step_with(&grads, lr)?;
+    Ok((r.loss, Some(r.samples.iter().sum::<f64>() / r.samples.len().max(1) as f64)))
+}
+
 struct StepOutcome {
     loss: f64,
     correct: usize,
@@ -418,6 +488,8 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
     let mut sgd = Sgd::new(trainable.clone(), cfg.optim.momentum, cfg.optim.weight_decay);
     let mut schedule = LrSchedule::new(cfg.schedule.clone(), cfg.optim.lr, cfg.epochs);
     let penalty = penalty_of(&cfg.regularizer)?;
+    let first_order = first_order_of(&cfg.regularizer);
+    let buffers: Vec<Var> = params.with_role(seht_candle::Role::Buffer).map(|p| p.var.clone()).collect();
     let (mut epochs_done, mut steps, mut penalty_steps, mut seconds) = (0, 0u64, 0u64, 0.0);
     let mut history = Vec::new();
     if let Some((state, tensors)) = previous {
@@ -479,6 +551,22 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
                     let s = step_seed(cfg.seed, steps);
                     let mut rng = ChaCha8Rng::seed_from_u64(s);
                     let phase = Phase::Train { seed: s };
+                    if let Some(fo) = &first_order {
+                        let last_logits = std::cell::RefCell::new(None);
+                        let mut loss_fn = || -> candle_core::Result<Tensor> {
+                            let logits = net.image_logits(&xs, phase).map_err(candle_core::Error::wrap)?;
+                            let l = losses::cross_entropy(&logits, &ys).map_err(candle_core::Error::wrap)?;
+                            *last_logits.borrow_mut() = Some(logits.detach());
+                            Ok(l)
+                        };
+                        let (loss_value, trace) = first_order_step(fo, steps, &mut rng, &trainable, &weights, &buffers, &mut sgd, cfg.optim.clip_grad_norm, lr, &mut loss_fn)?;
+                        let c = match last_logits.borrow().as_ref() {
+                            Some(l) => losses::top_k_correct(l, &ys, 1)?,
+                            None => 0,
+                        };
+                        record_step(StepOutcome { loss: loss_value, correct: c, count: ys.dim(0)?, trace }, t0.elapsed().as_secs_f64(), &mut steps, &bar)?;
+                        continue;
+                    }
                     let (logits, loss, extra) = match cfg.regularizer {
                         Regularizer::Mixup { alpha } => {
                             let draw = MixupDraw::draw(ys.dim(0)?, alpha, &mut rng)?;
@@ -529,6 +617,21 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
                     let (x, y) = train.window(k, *bptt, &opts.device)?;
                     let s = step_seed(cfg.seed, steps);
                     let mut rng = ChaCha8Rng::seed_from_u64(s);
+                    if let Some(fo) = &first_order {
+                        let last_state = std::cell::RefCell::new(None);
+                        let state_in = state.clone();
+                        let mut loss_fn = || -> candle_core::Result<Tensor> {
+                            let (logits, new_state) = lm.forward_t(&x, &state_in, Phase::Train { seed: s }).map_err(candle_core::Error::wrap)?;
+                            *last_state.borrow_mut() = Some(new_state.detach());
+                            RnnLm::loss(&logits, &y).map_err(candle_core::Error::wrap)
+                        };
+                        let (loss_value, trace) = first_order_step(fo, steps, &mut rng, &trainable, &weights, &buffers, &mut sgd, cfg.optim.clip_grad_norm, lr, &mut loss_fn)?;
+                        if let Some(next) = last_state.into_inner() {
+                            state = next;
+                        }
+                        record_step(StepOutcome { loss: loss_value, correct: 0, count: 0, trace }, t0.elapsed().as_secs_f64(), &mut steps, &bar)?;
+                        continue;
+                    }
                     let (logits, new_state) = lm.forward_t(&x, &state, Phase::Train { seed: s })?;
                     state = new_state.detach();
                     let flat = logits.flatten_to(1)?;

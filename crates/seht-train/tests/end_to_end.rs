@@ -31,7 +31,7 @@ fn every_image_method_trains_and_writes_a_complete_run_folder() {
         assert_eq!(copied, cfg, "{name}: the config beside the results is the config that ran");
         match cfg.regularizer {
             Regularizer::SehtH { .. } => assert_eq!(m.penalty_steps, m.steps),
-            Regularizer::SehtD { every, .. } => {
+            Regularizer::SehtD { every, .. } | Regularizer::SehtFirstOrder { every, .. } => {
                 assert_eq!(m.penalty_steps, m.steps.div_ceil(every as u64), "every {every}-th step");
                 assert!(records.iter().any(|r| r.trace_mean.is_some()));
             }
@@ -49,6 +49,10 @@ fn language_models_train_with_and_without_the_penalty() {
         ("lstm-baseline", Regularizer::Baseline),
         ("lstm-seht-d", Regularizer::SehtD { probes: 1, p: 0.3, lambda: 1e-3, reading: SehtReading::Unbiased, every: 1, rescale: false }),
         ("lstm-confidence", Regularizer::ConfidencePenalty { beta: 0.1 }),
+        (
+            "lstm-seht-h-first-order",
+            Regularizer::SehtFirstOrder { probes: 1, p: 0.0, lambda: 1e-3, reading: SehtReading::Unbiased, every: 1, rescale: false, relative_step: 0.0 },
+        ),
     ] {
         let m = seht_train::train(&text_config(name, reg, 3), &opts(data.path(), out.path())).expect(name).expect("finished");
         let ppl: Vec<f64> = [&m.best_epoch, &m.final_epoch].iter().map(|r| r.test.perplexity.expect("ppl")).collect();

@@ -132,5 +132,9 @@ pub fn image_methods() -> Vec<(&'static str, Regularizer)> {
         ("dropout", Regularizer::Dropout { p: 0.2 }),
         ("seht-h", Regularizer::SehtH { probes: 1, lambda: 1e-3, every: 1, rescale: false }),
         ("seht-d", Regularizer::SehtD { probes: 1, p: 0.3, lambda: 1e-3, reading: SehtReading::PartialSum, every: 2, rescale: true }),
+        (
+            "seht-d-first-order",
+            Regularizer::SehtFirstOrder { probes: 1, p: 0.3, lambda: 1e-3, reading: SehtReading::Unbiased, every: 2, rescale: true, relative_step: 0.0 },
+        ),
     ]
 }

@@ -1,0 +1,107 @@
+//! The first-order penalty gradient against the exact triple-backprop one.
+
+mod common;
+
+use candle_core::{DType, ModuleT, Tensor, Var};
+use candle_nn::{BatchNormConfig, VarMap};
+use common::*;
+use seht_candle::first_order::{default_relative_step, first_order_penalty};
+use seht_candle::{Param, ParamSet, Role, Selection, penalised_loss};
+use seht_estimator::{Rademacher, SehtH, probe_rng};
+
+fn flat(ts: &[Tensor]) -> Vec<f64> {
+    ts.iter().flat_map(|t| t.flatten_all().and_then(|t| t.to_dtype(DType::F64)).and_then(|t| t.to_vec1::<f64>()).expect("flat")).collect()
+}
+
+fn compare(a: &[f64], b: &[f64]) -> (f64, f64) {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let (na, nb) = (a.iter().map(|x| x * x).sum::<f64>().sqrt(), b.iter().map(|x| x * x).sum::<f64>().sqrt());
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    (diff / nb, dot / (na * nb))
+}
+
+struct Net {
+    varmap: VarMap,
+    bn: candle_nn::BatchNorm,
+    c1: Var,
+    fc: Var,
+    x: Tensor,
+    y: Tensor,
+}
+
+fn net(dtype: DType) -> Net {
+    let varmap = VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, dtype, &DEV);
+    let bn = candle_nn::batch_norm(4, BatchNormConfig::default(), vb.pp("bn")).expect("bn");
+    let to = |v: Var| Var::from_tensor(&v.as_tensor().to_dtype(dtype).expect("dtype")).expect("var");
+    Net {
+        varmap,
+        bn,
+        c1: to(var(&[4, 2, 3, 3], 0.4, 1)),
+        fc: to(var(&[3, 4], 0.5, 2)),
+        x: randn(&[6, 2, 6, 6], 1.0, 3).to_dtype(dtype).expect("x"),
+        y: Tensor::new(&[0u32, 1, 2, 0, 1, 2], &DEV).expect("y"),
+    }
+}
+
+impl Net {
+    fn loss(&self) -> candle_core::Result<Tensor> {
+        let h = self.bn.forward_t(&self.x.conv2d(&self.c1, 1, 1, 1, 1)?, true)?.tanh()?;
+        let h = seht_candle::ops::global_avg_pool(&h).map_err(candle_core::Error::wrap)?;
+        candle_nn::loss::cross_entropy(&h.matmul(&self.fc.t()?)?, &self.y)
+    }
+
+    fn params(&self) -> (Vec<Var>, Vec<Param>, Vec<Var>) {
+        let mut set = ParamSet::from_varmap(&self.varmap);
+        set.push("c1.weight", self.c1.clone(), Role::Weight);
+        set.push("fc.weight", self.fc.clone(), Role::Weight);
+        let buffers = set.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
+        (set.trainable_vars(), set.select(&Selection::Weights).expect("weights"), buffers)
+    }
+}
+
+#[test]
+fn first_order_gradient_converges_to_the_exact_one_in_f64() {
+    let n = net(DType::F64);
+    let (vars, weights, buffers) = n.params();
+    let (lambda, k) = (0.5, 2);
+    let (total, est) = penalised_loss(&n.loss().expect("loss"), &weights, &SehtH::seht_h(k).expect("cfg"), lambda, &mut probe_rng(11)).expect("exact");
+    let g = total.backward().expect("backward");
+    let exact = flat(&vars.iter().map(|v| g.get(v.as_tensor()).expect("grad").clone()).collect::<Vec<_>>());
+    let mut errors = Vec::new();
+    for rel in [1e-2, 1e-3, 1e-4] {
+        let before: Vec<Tensor> = buffers.iter().map(|b| b.as_tensor().copy().expect("copy")).collect();
+        let fo = first_order_penalty(&vars, &weights, &buffers, &Rademacher, k, 1.0, lambda, rel, &mut probe_rng(11), &mut || n.loss())
+            .expect("first order");
+        let after_fo = flat(&buffers.iter().map(|b| b.as_tensor().copy().expect("copy")).collect::<Vec<_>>());
+        // The running statistics must have moved exactly as one plain forward pass moves them.
+        for (b, v) in buffers.iter().zip(&before) {
+            b.set(v).expect("restore");
+        }
+        n.loss().expect("plain pass");
+        let after_plain = flat(&buffers.iter().map(|b| b.as_tensor().copy().expect("copy")).collect::<Vec<_>>());
+        assert_eq!(after_fo, after_plain, "perturbed passes must not touch the running statistics");
+        let (err, cos) = compare(&flat(&fo.grads), &exact);
+        let trace_err = (fo.samples.iter().sum::<f64>() / k as f64 - est.mean).abs() / est.mean.abs();
+        eprintln!("ε_rel = {rel:.0e}: gradient rel. error {err:.2e}, cosine {cos:.9}, σᵀHσ rel. error {trace_err:.2e}");
+        errors.push(err);
+        assert!(cos > 0.999, "ε_rel {rel}: cosine {cos}");
+        assert!(trace_err < 1e-3, "ε_rel {rel}: trace {trace_err}");
+    }
+    assert!(errors[1] < errors[0] / 10.0 && errors[2] < 1e-6, "errors should shrink like ε² until rounding: {errors:?}");
+}
+
+#[test]
+fn first_order_gradient_in_f32_agrees_with_the_exact_one() {
+    let n = net(DType::F32);
+    let (vars, weights, buffers) = n.params();
+    let lambda = 0.5;
+    let (total, _) = penalised_loss(&n.loss().expect("loss"), &weights, &SehtH::seht_h(1).expect("cfg"), lambda, &mut probe_rng(5)).expect("exact");
+    let g = total.backward().expect("backward");
+    let exact = flat(&vars.iter().map(|v| g.get(v.as_tensor()).expect("grad").clone()).collect::<Vec<_>>());
+    let rel = default_relative_step(DType::F32);
+    let fo = first_order_penalty(&vars, &weights, &buffers, &Rademacher, 1, 1.0, lambda, rel, &mut probe_rng(5), &mut || n.loss()).expect("fo");
+    let (err, cos) = compare(&flat(&fo.grads), &exact);
+    eprintln!("f32, ε_rel = {rel}: gradient rel. error {err:.2e}, cosine {cos:.6}");
+    assert!(cos > 0.99 && err < 0.1, "f32: rel. error {err}, cosine {cos}");
+}
