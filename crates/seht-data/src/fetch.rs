@@ -234,34 +234,25 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks `path` against `checksum`; on a mismatch the file is removed.
-pub fn verify(path: &Path, checksum: Checksum) -> Result<()> {
-    use sha2::Digest;
+fn digest<D: sha2::Digest>(path: &Path) -> Result<String> {
     let mut f = File::open(path).map_err(io(path))?;
     let mut buf = vec![0u8; 1 << 16];
+    let mut h = D::new();
+    loop {
+        let n = f.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Checks `path` against `checksum`; on a mismatch the file is removed.
+pub fn verify(path: &Path, checksum: Checksum) -> Result<()> {
     let (algorithm, expected, actual) = match checksum {
-        Checksum::Sha256(e) => {
-            let mut h = sha2::Sha256::new();
-            loop {
-                let n = f.read(&mut buf).map_err(io(path))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            ("SHA-256", e, hex(&h.finalize()))
-        }
-        Checksum::Md5(e) => {
-            let mut h = md5::Md5::new();
-            loop {
-                let n = f.read(&mut buf).map_err(io(path))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            ("MD5", e, hex(&h.finalize()))
-        }
+        Checksum::Sha256(e) => ("SHA-256", e, digest::<sha2::Sha256>(path)?),
+        Checksum::Md5(e) => ("MD5", e, digest::<md5::Md5>(path)?),
     };
     if actual != expected {
         let _ = std::fs::remove_file(path);

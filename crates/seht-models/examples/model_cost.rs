@@ -42,31 +42,27 @@ fn main() -> Result<()> {
     println!("| --- | ---: | --- | ---: | ---: |");
 
     let xs = Tensor::randn(0f32, 1.0, (32, 3, 32, 32), &dev)?;
+    let image_row = |name: &str, classes: u32, n: usize, fwd: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<()> {
+        let ys = Tensor::from_vec((0..32u32).map(|i| i % classes).collect::<Vec<_>>(), 32, &dev)?;
+        let f = time(reps, || fwd(&xs).map(|_| ()))?;
+        let fb = time(reps, || {
+            candle_nn::loss::cross_entropy(&fwd(&xs)?, &ys)?.backward()?;
+            Ok(())
+        })?;
+        println!("| {name} | {n} | 32×3×32×32 | {f:.3} | {fb:.3} |");
+        Ok(())
+    };
     {
         let varmap = VarMap::new();
         let m = ResNet::new(&ResNetConfig::resnet18(3, 10), VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-        let ys = Tensor::from_vec((0..32u32).map(|i| i % 10).collect::<Vec<_>>(), 32, &dev)?;
         let n = m.roles().param_set(&varmap)?.num_trainable();
-        let f = time(reps, || Ok(m.forward_t(&xs, Phase::Train { seed: 0 }).map(|_| ())?))?;
-        let fb = time(reps, || {
-            let loss = candle_nn::loss::cross_entropy(&m.forward_t(&xs, Phase::Train { seed: 0 })?, &ys)?;
-            loss.backward()?;
-            Ok(())
-        })?;
-        println!("| ResNet-18 (CIFAR-10) | {n} | 32×3×32×32 | {f:.3} | {fb:.3} |");
+        image_row("ResNet-18 (CIFAR-10)", 10, n, &|x| Ok(m.forward_t(x, Phase::Train { seed: 0 })?))?;
     }
     {
         let varmap = VarMap::new();
         let m = WideResNet::new(&WideResNetConfig::wrn_28_10(3, 100, 0.3), VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-        let ys = Tensor::from_vec((0..32u32).map(|i| i % 100).collect::<Vec<_>>(), 32, &dev)?;
         let n = m.roles().param_set(&varmap)?.num_trainable();
-        let f = time(reps, || Ok(m.forward_t(&xs, Phase::Train { seed: 0 }).map(|_| ())?))?;
-        let fb = time(reps, || {
-            let loss = candle_nn::loss::cross_entropy(&m.forward_t(&xs, Phase::Train { seed: 0 })?, &ys)?;
-            loss.backward()?;
-            Ok(())
-        })?;
-        println!("| WRN-28-10 (CIFAR-100) | {n} | 32×3×32×32 | {f:.3} | {fb:.3} |");
+        image_row("WRN-28-10 (CIFAR-100)", 100, n, &|x| Ok(m.forward_t(x, Phase::Train { seed: 0 })?))?;
     }
     for cfg in [RnnLmConfig::paper_lstm(33_278), RnnLmConfig::paper_gru(33_278)] {
         let varmap = VarMap::new();

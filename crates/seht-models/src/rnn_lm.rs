@@ -197,34 +197,8 @@ impl RnnLm {
         let emb = candle_nn::Embedding::new(self.encoder.clone(), self.cfg.embedding).forward(tokens)?; // (batch, seq, emb)
         let mut h = dropout(&emb, self.cfg.dropout, phase, 0)?;
         let new_state = match (&self.layers, state) {
-            (Layers::Lstm(ls), RnnState::Lstm(ss)) => {
-                let mut out_states = Vec::with_capacity(ls.len());
-                for (l, (layer, s0)) in ls.iter().zip(ss).enumerate() {
-                    let mut s = s0.clone();
-                    let mut hs = Vec::with_capacity(seq);
-                    for t in 0..seq {
-                        s = layer.step(&h.i((.., t, ..))?.contiguous()?, &s)?;
-                        hs.push(s.h().clone());
-                    }
-                    h = dropout(&Tensor::stack(&hs, 1)?, self.cfg.dropout, phase, 1 + l as u64)?;
-                    out_states.push(s);
-                }
-                RnnState::Lstm(out_states)
-            }
-            (Layers::Gru(ls), RnnState::Gru(ss)) => {
-                let mut out_states = Vec::with_capacity(ls.len());
-                for (l, (layer, s0)) in ls.iter().zip(ss).enumerate() {
-                    let mut s = s0.clone();
-                    let mut hs = Vec::with_capacity(seq);
-                    for t in 0..seq {
-                        s = layer.step(&h.i((.., t, ..))?.contiguous()?, &s)?;
-                        hs.push(s.h().clone());
-                    }
-                    h = dropout(&Tensor::stack(&hs, 1)?, self.cfg.dropout, phase, 1 + l as u64)?;
-                    out_states.push(s);
-                }
-                RnnState::Gru(out_states)
-            }
+            (Layers::Lstm(ls), RnnState::Lstm(ss)) => RnnState::Lstm(self.run_layers(ls, ss, &mut h, seq, phase, |s: &LSTMState| s.h().clone())?),
+            (Layers::Gru(ls), RnnState::Gru(ss)) => RnnState::Gru(self.run_layers(ls, ss, &mut h, seq, phase, |s: &GRUState| s.h().clone())?),
             _ => return Err(invalid("state", "wrong cell type", "an LSTM needs an LSTM state and a GRU a GRU state")),
         };
         let logits = h
@@ -233,6 +207,35 @@ impl RnnLm {
             .broadcast_add(&self.decoder_b)?
             .reshape((batch, seq, self.cfg.vocab_size))?;
         Ok((logits, new_state))
+    }
+
+    /// Runs the stacked layers over `seq` steps of `h` (replaced by the last
+    /// layer's outputs, with dropout between layers and after the last).
+    #[allow(clippy::too_many_arguments)]
+    fn run_layers<R: RNN>(
+        &self,
+        layers: &[R],
+        states: &[R::State],
+        h: &mut Tensor,
+        seq: usize,
+        phase: Phase,
+        hidden: impl Fn(&R::State) -> Tensor,
+    ) -> Result<Vec<R::State>>
+    where
+        R::State: Clone,
+    {
+        let mut out_states = Vec::with_capacity(layers.len());
+        for (l, (layer, s0)) in layers.iter().zip(states).enumerate() {
+            let mut s = s0.clone();
+            let mut hs = Vec::with_capacity(seq);
+            for t in 0..seq {
+                s = layer.step(&h.i((.., t, ..))?.contiguous()?, &s)?;
+                hs.push(hidden(&s));
+            }
+            *h = dropout(&Tensor::stack(&hs, 1)?, self.cfg.dropout, phase, 1 + l as u64)?;
+            out_states.push(s);
+        }
+        Ok(out_states)
     }
 
     /// Mean cross-entropy of `logits (batch, seq, vocab)` against `targets (batch, seq)`.

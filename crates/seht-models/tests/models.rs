@@ -213,6 +213,15 @@ fn hidden_state_is_carried_and_detached_between_windows() {
     }
 }
 
+/// Seeded N(0, 1) inputs (candle's own CPU generator cannot be seeded).
+fn seeded_randn(shape: &[usize], seed: u64) -> Tensor {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.sample::<f64, _>(rand_distr::StandardNormal)).collect();
+    Tensor::from_vec(v, shape, &DEV).expect("tensor")
+}
+
 fn assert_model_fd(name: &str, varmap: &VarMap, roles: &seht_models::Roles, loss: &dyn Fn() -> candle_core::Result<Tensor>) {
     let vars = roles.param_set(varmap).expect("param set").trainable_vars();
     for seed in [1u64, 2] {
@@ -230,8 +239,8 @@ fn labels(n: usize, classes: u32) -> Tensor {
 #[test]
 fn tiny_resnet_is_exact_to_third_order() {
     let varmap = VarMap::new();
-    let m = ResNet::new(&ResNetConfig::narrow(2, 3, 2, [1, 1, 1, 1]), vb(&varmap, DType::F64)).expect("model");
-    let xs = Tensor::randn(0f64, 1.0, (4, 2, 8, 8), &DEV).expect("xs");
+    let m = ResNet::new(&ResNetConfig::narrow(2, 3, 2, [1, 1, 1, 1]), seht_models::seeded_varbuilder(&varmap, 1, DType::F64, &DEV)).expect("model");
+    let xs = seeded_randn(&[4, 2, 8, 8], 2);
     let ys = labels(4, 3);
     let loss = || candle_nn::loss::cross_entropy(&m.forward_t(&xs, Phase::Train { seed: 0 }).map_err(candle_core::Error::wrap)?, &ys);
     assert_model_fd("tiny ResNet", &varmap, m.roles(), &loss);
@@ -241,8 +250,8 @@ fn tiny_resnet_is_exact_to_third_order() {
 fn tiny_wide_resnet_with_dropout_is_exact_to_third_order() {
     let varmap = VarMap::new();
     let cfg = WideResNetConfig { depth: 10, widen_factor: 1, dropout: 0.3, in_channels: 2, num_classes: 3 };
-    let m = WideResNet::new(&cfg, vb(&varmap, DType::F64)).expect("model");
-    let xs = Tensor::randn(0f64, 1.0, (3, 2, 8, 8), &DEV).expect("xs");
+    let m = WideResNet::new(&cfg, seht_models::seeded_varbuilder(&varmap, 3, DType::F64, &DEV)).expect("model");
+    let xs = seeded_randn(&[3, 2, 8, 8], 4);
     let ys = labels(3, 3);
     let loss = || candle_nn::loss::cross_entropy(&m.forward_t(&xs, Phase::Train { seed: 5 }).map_err(candle_core::Error::wrap)?, &ys);
     assert_model_fd("tiny WRN (dropout 0.3, fixed masks)", &varmap, m.roles(), &loss);
@@ -253,7 +262,7 @@ fn tiny_language_models_are_exact_to_third_order() {
     for kind in [RnnKind::Lstm, RnnKind::Gru] {
         let cfg = RnnLmConfig { kind, vocab_size: 11, embedding: 5, hidden: 5, layers: 2, dropout: 0.2, tie_weights: true, init_range: 0.5 };
         let varmap = VarMap::new();
-        let m = RnnLm::new(&cfg, vb(&varmap, DType::F64)).expect("model");
+        let m = RnnLm::new(&cfg, seht_models::seeded_varbuilder(&varmap, 5, DType::F64, &DEV)).expect("model");
         let inputs = Tensor::new(&[[1u32, 4, 2, 8], [3, 3, 9, 0]], &DEV).expect("inputs");
         let targets = Tensor::new(&[[4u32, 2, 8, 5], [3, 9, 0, 7]], &DEV).expect("targets");
         let loss = || {

@@ -3,10 +3,10 @@
 //! must fall by at least a factor of 5.
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use seht_candle::{Selection, penalised_loss};
 use seht_estimator::{SehtH, probe_rng};
-use seht_models::{Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig};
+use seht_models::{Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig, seeded_varbuilder};
 
 const DEV: Device = Device::Cpu;
 const FACTOR: f64 = 5.0;
@@ -46,9 +46,13 @@ fn train(
 fn tiny_resnet_overfits_with_and_without_the_penalty() {
     for lambda in [None, Some(1e-3)] {
         let varmap = VarMap::new();
-        let m = ResNet::new(&ResNetConfig::narrow(3, 4, 4, [1, 1, 1, 1]), VarBuilder::from_varmap(&varmap, DType::F32, &DEV))
-            .expect("model");
-        let xs = Tensor::randn(0f32, 1.0, (8, 3, 8, 8), &DEV).expect("xs");
+        let m = ResNet::new(&ResNetConfig::narrow(3, 4, 4, [1, 1, 1, 1]), seeded_varbuilder(&varmap, 1, DType::F32, &DEV)).expect("model");
+        let xs = {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+            let v: Vec<f32> = (0..8 * 3 * 8 * 8).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
+            Tensor::from_vec(v, (8, 3, 8, 8), &DEV).expect("xs")
+        };
         let ys = Tensor::new(&[0u32, 1, 2, 3, 0, 1, 2, 3], &DEV).expect("ys");
         let loss = |s: u64| {
             candle_nn::loss::cross_entropy(&m.forward_t(&xs, Phase::Train { seed: s }).map_err(candle_core::Error::wrap)?, &ys)
@@ -64,7 +68,7 @@ fn tiny_lstm_overfits_with_and_without_the_penalty() {
     for lambda in [None, Some(1e-3)] {
         let cfg = RnnLmConfig { kind: RnnKind::Lstm, vocab_size: 12, embedding: 16, hidden: 16, layers: 2, dropout: 0.0, tie_weights: false, init_range: 0.1 };
         let varmap = VarMap::new();
-        let m = RnnLm::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &DEV)).expect("model");
+        let m = RnnLm::new(&cfg, seeded_varbuilder(&varmap, 3, DType::F32, &DEV)).expect("model");
         let seq: Vec<u32> = (0..18).map(|i| (i * 5 + 2) % 12).collect();
         let inputs = Tensor::from_vec(seq[..16].to_vec(), (2, 8), &DEV).expect("in");
         let targets = Tensor::from_vec(seq[2..].to_vec(), (2, 8), &DEV).expect("out");
