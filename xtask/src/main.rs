@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench_report;
 mod fetch_data;
 mod fixtures;
 mod paper;
@@ -17,6 +18,7 @@ usage: cargo xtask <command>
 commands:
   reproduce       run the paper's experiments and write tables and figures (--help for options)
   check-results   verify a reproduce output folder: DIR [--tables 1,2,3,4] [--seeds N]
+  bench-report    run `cargo bench -p seht-bench` and write its table into docs/performance.md [--no-run]
   fetch-data      download and unpack CIFAR-10, CIFAR-100 and WikiText-2 [--data-dir DIR] [NAME...]
   help            show this message";
 
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             "reproduce",
         ),
         Some("check-results") => report(check_results(&args[1..]), "check-results"),
+        Some("bench-report") => report(bench_report::run(&root(), &args[1..]), "bench-report"),
         Some("fetch-data") => report(fetch_data::run(&args[1..]), "fetch-data"),
         Some("help") | Some("--help") | Some("-h") | None => {
             println!("{USAGE}");

@@ -1,0 +1,187 @@
+//! Workloads for the benchmarks: a model, a batch, its weights, and the
+//! operations whose cost is compared (a plain training step, an HVP, a trace
+//! estimate, a penalised step). Shared by `benches/` and by the peak-memory
+//! example, so both measure the same thing.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use seht_candle::{HessianOperator, Param, Selection, penalised_loss, trace_estimate};
+use seht_estimator::{BlockVec, HvpOperator, ProbeRng, Rademacher, TraceEstimator, probe_rng};
+use seht_models::{Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig, seeded_varbuilder};
+
+/// A model on one fixed batch.
+pub struct Workload {
+    /// Name used in benchmark ids.
+    pub name: String,
+    net: Net,
+    xs: Tensor,
+    ys: Tensor,
+    varmap: VarMap,
+    /// The penalised parameters (weights only).
+    pub weights: Vec<Param>,
+}
+
+enum Net {
+    ResNet(ResNet),
+    Lm(RnnLm),
+}
+
+fn seeded(shape: &[usize], seed: u64, dev: &Device) -> candle_core::Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    Tensor::from_vec((0..n).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect::<Vec<_>>(), shape, dev)
+}
+
+/// Which model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Model {
+    /// A 1-stage ResNet of width 8 on 8×8 inputs (an MLP-sized network).
+    Tiny,
+    /// ResNet with widths w, 2w, 4w, 8w and `blocks` per stage on 32×32.
+    ResNet {
+        /// Base width (64 = ResNet-18).
+        width: usize,
+        /// Blocks per stage (2 = ResNet-18).
+        blocks: usize,
+    },
+    /// 2-layer LSTM LM, vocabulary 10,000, sizes `hidden`, batch 20 × 35.
+    Lstm {
+        /// Embedding and hidden size.
+        hidden: usize,
+    },
+}
+
+impl Workload {
+    /// Builds `model` with batch size `batch` (images) on the CPU.
+    pub fn new(model: Model, batch: usize) -> candle_core::Result<Self> {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = seeded_varbuilder(&varmap, 0, DType::F32, &dev);
+        let wrap = candle_core::Error::wrap;
+        let (name, net, xs, ys, roles) = match model {
+            Model::Tiny => {
+                let m = ResNet::new(&ResNetConfig::narrow(3, 10, 8, [1, 1, 1, 1]), vb).map_err(wrap)?;
+                let r = m.roles().clone();
+                ("tiny-resnet".to_string(), Net::ResNet(m), seeded(&[batch, 3, 8, 8], 1, &dev)?, labels(batch, 10, &dev)?, r)
+            }
+            Model::ResNet { width, blocks } => {
+                let m = ResNet::new(&ResNetConfig::narrow(3, 10, width, [blocks; 4]), vb).map_err(wrap)?;
+                let r = m.roles().clone();
+                (format!("resnet-w{width}-b{blocks}"), Net::ResNet(m), seeded(&[batch, 3, 32, 32], 1, &dev)?, labels(batch, 10, &dev)?, r)
+            }
+            Model::Lstm { hidden } => {
+                let cfg = RnnLmConfig { kind: RnnKind::Lstm, vocab_size: 10_000, embedding: hidden, hidden, layers: 2, dropout: 0.5, tie_weights: false, init_range: 0.1 };
+                let m = RnnLm::new(&cfg, vb).map_err(wrap)?;
+                let r = m.roles().clone();
+                let toks = labels(20 * 36, 10_000, &dev)?.reshape((20, 36))?;
+                (format!("lstm-h{hidden}"), Net::Lm(m), toks.narrow(1, 0, 35)?, toks.narrow(1, 1, 35)?, r)
+            }
+        };
+        let weights = roles.param_set(&varmap).map_err(wrap)?.select(&Selection::Weights).map_err(candle_core::Error::wrap)?;
+        Ok(Self { name, net, xs, ys, varmap, weights })
+    }
+
+    /// The training loss on the workload's batch (dropout masks from `seed`).
+    pub fn loss(&self, seed: u64) -> candle_core::Result<Tensor> {
+        let wrap = candle_core::Error::wrap;
+        match &self.net {
+            Net::ResNet(m) => candle_nn::loss::cross_entropy(&m.forward_t(&self.xs, Phase::Train { seed }).map_err(wrap)?, &self.ys),
+            Net::Lm(m) => {
+                let (logits, _) = m.forward_t(&self.xs, &m.zero_state(20).map_err(wrap)?, Phase::Train { seed }).map_err(wrap)?;
+                RnnLm::loss(&logits, &self.ys).map_err(wrap)
+            }
+        }
+    }
+
+    /// Number of weight tensors (SEHT-D's layers).
+    pub fn num_blocks(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// Trainable parameter count.
+    pub fn num_params(&self) -> usize {
+        seht_candle::ParamSet::from_varmap(&self.varmap).num_trainable()
+    }
+
+    /// A plain step's work: forward and backward.
+    pub fn plain_step(&self) -> candle_core::Result<()> {
+        self.loss(0)?.backward()?;
+        Ok(())
+    }
+
+    /// One HVP with a Rademacher probe over all weights (forward, gradient on
+    /// the graph, second backward).
+    pub fn hvp(&self, rng: &mut ProbeRng) -> Result<(), seht_candle::Error> {
+        let op = HessianOperator::new(&self.loss(0)?, &self.weights)?;
+        let v: Vec<Option<Tensor>> = op
+            .blocks()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| op.part_from_host(i, &rand_vec(rng, b.len)).map(Some))
+            .collect::<Result<_, _>>()?;
+        op.hvp(&BlockVec::from_parts(v))?;
+        Ok(())
+    }
+
+    /// An estimate-only trace (detached).
+    pub fn estimate(&self, est: &impl TraceEstimator, rng: &mut ProbeRng) -> Result<usize, seht_candle::Error> {
+        Ok(trace_estimate(&self.loss(0)?, &self.weights, est, rng)?.hvps)
+    }
+
+    /// A penalised step's work: forward, penalty, and the backward of
+    /// `loss + λ·tr̂` (the third-order pass).
+    pub fn penalised_step(&self, est: &impl TraceEstimator, rng: &mut ProbeRng) -> Result<usize, seht_candle::Error> {
+        let (total, e) = penalised_loss(&self.loss(0)?, &self.weights, est, 1e-3, rng)?;
+        total.backward()?;
+        Ok(e.hvps)
+    }
+}
+
+fn labels(n: usize, classes: u32, dev: &Device) -> candle_core::Result<Tensor> {
+    Tensor::from_vec((0..n as u32).map(|i| (i * 7 + 3) % classes).collect::<Vec<_>>(), n, dev)
+}
+
+fn rand_vec(rng: &mut ProbeRng, n: usize) -> Vec<f64> {
+    use seht_estimator::ProbeDistribution;
+    Rademacher.sample(rng, n)
+}
+
+/// A fresh probe generator.
+pub fn rng(seed: u64) -> ProbeRng {
+    probe_rng(seed)
+}
+
+/// A global allocator that counts live and peak heap bytes (for the
+/// peak-memory report; install it with `#[global_allocator]`).
+pub struct CountingAlloc;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator and only adds bookkeeping.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) };
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+    }
+}
+
+/// Runs `f` and returns the peak of live heap bytes above those live before it.
+pub fn peak_bytes<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+}
