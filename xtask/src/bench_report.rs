@@ -19,7 +19,12 @@ fn cargo() -> String {
 
 /// Mean time in seconds of every `group/bench` under `target/criterion`.
 fn estimates(root: &Path) -> Result<BTreeMap<(String, String), f64>> {
-    let dir = root.join("target/criterion");
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if Path::new(&d).is_absolute() => std::path::PathBuf::from(d),
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    };
+    let dir = target.join("criterion");
     let mut out = BTreeMap::new();
     for group in std::fs::read_dir(&dir).with_context(|| format!("{} (run cargo bench -p seht-bench first)", dir.display()))?.flatten() {
         if !group.path().is_dir() || group.file_name() == "report" {

@@ -221,7 +221,13 @@ fn build_seht(root: &Path) -> Result<PathBuf> {
     if !status.success() {
         bail!("cargo build of the seht binary failed");
     }
-    let exe = root.join("target/release").join(format!("seht{}", std::env::consts::EXE_SUFFIX));
+    // Where cargo put it: CARGO_TARGET_DIR when set (relative to the workspace), else target/.
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    };
+    let exe = target.join("release").join(format!("seht{}", std::env::consts::EXE_SUFFIX));
     if !exe.is_file() {
         bail!("{} was not built", exe.display());
     }
