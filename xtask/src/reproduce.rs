@@ -327,8 +327,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         for _ in 0..args.jobs {
             let (queue, failures, seht, data_dir, runs) = (queue.clone(), failures.clone(), &seht, &data_dir, &runs);
             s.spawn(move || {
-                loop {
-                    let Some((i, cell)) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) else { break };
+                while let Some((i, cell)) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) {
                     match run_cell(seht, &cell, data_dir, runs) {
                         Ok(secs) => eprintln!("[{}/{total}] {} {} (seed {}) done in {secs:.0} s", i + 1, cell.table, cell.method, cell.seed),
                         Err(e) => {

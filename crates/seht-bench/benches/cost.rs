@@ -33,7 +33,7 @@ fn cost(c: &mut Criterion) {
     unsafe { seht_candle::enable_higher_order() }.expect("higher-order autodiff");
     for (key, model, batch) in models() {
         let w = Workload::new(model, batch).expect("workload");
-        let mut g = c.benchmark_group(format!("{key}"));
+        let mut g = c.benchmark_group(key.to_string());
         g.sample_size(10);
         g.bench_function("plain_step", |b| b.iter(|| w.plain_step().expect("step")));
         let mut r = rng(1);

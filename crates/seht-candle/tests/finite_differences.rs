@@ -48,7 +48,7 @@ fn conv2d_stride_2_padding_1() {
     let w = var(&[4, 3, 3, 3], 0.3, 30);
     let x = randn(&[2, 3, 7, 7], 1.0, 31);
     let loss = || tanh_head(&x.conv2d(&w, 1, 2, 1, 1)?, 32);
-    assert_fd("conv2d s2 p1", &[w.clone()], &loss, EPS, TOL);
+    assert_fd("conv2d s2 p1", std::slice::from_ref(&w), &loss, EPS, TOL);
 }
 
 #[test]
@@ -83,9 +83,9 @@ fn average_pooling_kernel_equals_stride() {
     let w = var(&[3, 2, 3, 3], 0.4, 60);
     let x = randn(&[2, 2, 6, 6], 1.0, 61);
     let native = || tanh_head(&x.conv2d(&w, 1, 1, 1, 1)?.avg_pool2d(2)?, 62);
-    assert_fd("avg_pool2d (candle, k = s = 2)", &[w.clone()], &native, EPS, TOL);
+    assert_fd("avg_pool2d (candle, k = s = 2)", std::slice::from_ref(&w), &native, EPS, TOL);
     let ours = || tanh_head(&ops::avg_pool2d(&x.conv2d(&w, 1, 1, 1, 1)?, 2).map_err(candle_core::Error::wrap)?, 62);
-    assert_fd("ops::avg_pool2d (k = s = 2)", &[w.clone()], &ours, EPS, TOL);
+    assert_fd("ops::avg_pool2d (k = s = 2)", std::slice::from_ref(&w), &ours, EPS, TOL);
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn max_pooling_kernel_equals_stride() {
     let w = var(&[3, 2, 3, 3], 0.4, 80);
     let x = randn(&[2, 2, 6, 6], 1.0, 81);
     let loss = || tanh_head(&ops::max_pool2d(&x.conv2d(&w, 1, 1, 1, 1)?, 2).map_err(candle_core::Error::wrap)?, 82);
-    assert_fd("ops::max_pool2d (k = s = 2)", &[w.clone()], &loss, EPS, TOL);
+    assert_fd("ops::max_pool2d (k = s = 2)", std::slice::from_ref(&w), &loss, EPS, TOL);
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn general_pooling_kernel_3_stride_2_padding_1() {
     for kind in [ops::PoolKind::Max, ops::PoolKind::Avg] {
         let loss =
             || tanh_head(&ops::pool2d(&x.conv2d(&w, 1, 1, 1, 1)?, 3, 2, 1, kind).map_err(candle_core::Error::wrap)?, 92);
-        assert_fd(&format!("ops::pool2d {kind:?} k3 s2 p1"), &[w.clone()], &loss, EPS, TOL);
+        assert_fd(&format!("ops::pool2d {kind:?} k3 s2 p1"), std::slice::from_ref(&w), &loss, EPS, TOL);
     }
 }
 
@@ -149,7 +149,7 @@ fn cross_entropy() {
     let x = randn(&[8, 6], 1.0, 121);
     let y = labels(8, 5, 3);
     let loss = || candle_nn::loss::cross_entropy(&x.matmul(&w.t()?)?, &y);
-    assert_fd("cross-entropy", &[w.clone()], &loss, EPS, TOL);
+    assert_fd("cross-entropy", std::slice::from_ref(&w), &loss, EPS, TOL);
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn conv1d_via_conv2d() {
     let w = var(&[4, 3, 3], 0.4, 150);
     let x = randn(&[2, 3, 9], 1.0, 151);
     let loss = || tanh_head(&ops::conv1d(&x, &w, 1, 2).map_err(candle_core::Error::wrap)?, 152);
-    assert_fd("ops::conv1d (p1 s2)", &[w.clone()], &loss, EPS, TOL);
+    assert_fd("ops::conv1d (p1 s2)", std::slice::from_ref(&w), &loss, EPS, TOL);
     // And it is the convolution: compare one output against the definition.
     let out = ops::conv1d(&x, w.as_tensor(), 1, 2).expect("conv1d");
     let (xv, wv) = (x.to_vec3::<f64>().expect("x"), w.as_tensor().to_vec3::<f64>().expect("w"));
