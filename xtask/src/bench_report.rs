@@ -26,7 +26,10 @@ fn estimates(root: &Path) -> Result<BTreeMap<(String, String), f64>> {
     };
     let dir = target.join("criterion");
     let mut out = BTreeMap::new();
-    for group in std::fs::read_dir(&dir).with_context(|| format!("{} (run cargo bench -p seht-bench first)", dir.display()))?.flatten() {
+    for group in std::fs::read_dir(&dir)
+        .with_context(|| format!("{} (run cargo bench -p seht-bench first)", dir.display()))?
+        .flatten()
+    {
         if !group.path().is_dir() || group.file_name() == "report" {
             continue;
         }
@@ -35,7 +38,10 @@ fn estimates(root: &Path) -> Result<BTreeMap<(String, String), f64>> {
             let Ok(bytes) = std::fs::read(&est) else { continue };
             let v: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{}", est.display()))?;
             if let Some(ns) = v.pointer("/mean/point_estimate").and_then(serde_json::Value::as_f64) {
-                out.insert((group.file_name().to_string_lossy().to_string(), bench.file_name().to_string_lossy().to_string()), ns * 1e-9);
+                out.insert(
+                    (group.file_name().to_string_lossy().to_string(), bench.file_name().to_string_lossy().to_string()),
+                    ns * 1e-9,
+                );
             }
         }
     }
@@ -45,7 +51,8 @@ fn estimates(root: &Path) -> Result<BTreeMap<(String, String), f64>> {
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let no_run = args.iter().any(|a| a == "--no-run");
     if !no_run {
-        let status = Command::new(cargo()).args(["bench", "-p", "seht-bench", "--bench", "cost"]).current_dir(root).status()?;
+        let status =
+            Command::new(cargo()).args(["bench", "-p", "seht-bench", "--bench", "cost"]).current_dir(root).status()?;
         if !status.success() {
             bail!("cargo bench failed");
         }
@@ -68,17 +75,25 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut md = format!("{START}\n\n## Criterion benchmarks (`cargo xtask bench-report`)\n\n");
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let _ = writeln!(
         md,
         "Machine: {} cores ({machine}). Mean time per iteration from criterion (10 samples); ratio to the same model's plain step (forward + backward), measured in the same run; peak extra heap from one run of the `peak_memory` example. SEHT-D draws a fresh layer selection every iteration, so its mean is the expected cost.\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    let groups: Vec<String> = est.keys().map(|(g, _)| g.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let groups: Vec<String> =
+        est.keys().map(|(g, _)| g.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     for g in groups {
         let plain = est.get(&(g.clone(), "plain_step".into())).copied();
-        let _ = writeln!(md, "### {g}\n\n| configuration | time (ms) | ratio to plain | peak extra heap (MB) |\n| --- | ---: | ---: | ---: |");
+        let _ = writeln!(
+            md,
+            "### {g}\n\n| configuration | time (ms) | ratio to plain | peak extra heap (MB) |\n| --- | ---: | ---: | ---: |"
+        );
         for ((gg, b), t) in est.iter().filter(|((gg, _), _)| *gg == g) {
             let ratio = plain.map(|p| format!("{:.2}×", t / p)).unwrap_or_default();
             let mb = peak.get(&(gg.clone(), b.clone())).map(|v| format!("{v:.0}")).unwrap_or_default();

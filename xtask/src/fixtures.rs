@@ -28,7 +28,14 @@ pub fn cifar10(root: &Path, per_file: usize) -> Result<()> {
     let dir = root.join("cifar-10-batches-bin");
     std::fs::create_dir_all(&dir)?;
     let mut noise = lcg(1);
-    for name in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
+    for name in [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ] {
         let mut bytes = Vec::with_capacity(per_file * 3073);
         for i in 0..per_file {
             bytes.push((i % 10) as u8);

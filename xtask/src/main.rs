@@ -43,7 +43,12 @@ fn check_results(args: &[String]) -> anyhow::Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--tables" => tables = it.next().map(|v| v.split(',').map(|t| format!("table{}", t.trim().trim_start_matches("table"))).collect()).unwrap_or_default(),
+            "--tables" => {
+                tables = it
+                    .next()
+                    .map(|v| v.split(',').map(|t| format!("table{}", t.trim().trim_start_matches("table"))).collect())
+                    .unwrap_or_default()
+            }
             "--seeds" => seeds = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             d => dir = Some(PathBuf::from(d)),
         }

@@ -13,7 +13,8 @@ use crate::paper::{PaperTable, TABLES};
 use crate::reproduce::{Args, Cell, DataNotes, Preset};
 
 fn read_json(path: &Path) -> Result<Value> {
-    serde_json::from_slice(&std::fs::read(path).with_context(|| format!("{}", path.display()))?).with_context(|| format!("{}", path.display()))
+    serde_json::from_slice(&std::fs::read(path).with_context(|| format!("{}", path.display()))?)
+        .with_context(|| format!("{}", path.display()))
 }
 
 fn num(v: &Value, path: &[&str]) -> Option<f64> {
@@ -28,7 +29,10 @@ fn num(v: &Value, path: &[&str]) -> Option<f64> {
 fn values(table: &str, m: &Value) -> Vec<Option<f64>> {
     match table {
         "table1" => vec![num(m, &["final_epoch", "test", "top1"]).map(|v| 100.0 * v)],
-        "table2" => vec![num(m, &["final_epoch", "test", "top1"]).map(|v| 100.0 * v), num(m, &["final_epoch", "test", "top5"]).map(|v| 100.0 * v)],
+        "table2" => vec![
+            num(m, &["final_epoch", "test", "top1"]).map(|v| 100.0 * v),
+            num(m, &["final_epoch", "test", "top5"]).map(|v| 100.0 * v),
+        ],
         _ => vec![num(m, &["best_epoch", "valid", "perplexity"]), num(m, &["best_epoch", "test", "perplexity"])],
     }
 }
@@ -60,8 +64,15 @@ fn collect(out: &Path, cells: &[Cell], table: &str) -> Result<Vec<MethodRuns>> {
         let i = order.iter().position(|m| m == &c.method).unwrap_or(0);
         let run = out.join("runs").join(&c.name);
         let m = read_json(&run.join("metrics.json"))?;
-        let log: Vec<Value> = std::fs::read_to_string(run.join("log.jsonl"))?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        let e = by.entry(i).or_insert_with(|| MethodRuns { method: c.method.clone(), metrics: Vec::new(), logs: Vec::new() });
+        let log: Vec<Value> = std::fs::read_to_string(run.join("log.jsonl"))?
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let e = by.entry(i).or_insert_with(|| MethodRuns {
+            method: c.method.clone(),
+            metrics: Vec::new(),
+            logs: Vec::new(),
+        });
         e.metrics.push(m);
         e.logs.push(log);
     }
@@ -86,7 +97,16 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&String>) -> 
     let mut csv = String::from("table,method,column,mean,std,seeds,paper_mean,paper_pm,difference,status\n");
     for row in t.rows {
         let ours = runs.iter().find(|r| r.method == row.key);
-        let _ = write!(md, "| {} | {} |", row.label, ours.map(|r| r.metrics.len().to_string()).unwrap_or_else(|| if row.quoted { "quoted, not run".into() } else { "not run".into() }));
+        let _ = write!(
+            md,
+            "| {} | {} |",
+            row.label,
+            ours.map(|r| r.metrics.len().to_string()).unwrap_or_else(|| if row.quoted {
+                "quoted, not run".into()
+            } else {
+                "not run".into()
+            })
+        );
         for (ci, col) in t.columns.iter().enumerate() {
             let (pmean, ppm) = row.values.get(ci).copied().unwrap_or((f64::NAN, f64::NAN));
             let paper = if ppm.is_nan() { format!("{pmean:.2}") } else { format!("{pmean:.2} ± {ppm:.2}") };
@@ -95,11 +115,26 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&String>) -> 
                     let xs: Vec<f64> = r.metrics.iter().filter_map(|m| values(t.id, m)[ci]).collect();
                     let (m, s) = mean_std(&xs);
                     let _ = write!(md, " {} | {paper} | {:+.2} |", pm(m, s), m - pmean);
-                    let _ = writeln!(csv, "{},{},{},{m},{s},{},{pmean},{ppm},{},run", t.id, row.key, col, xs.len(), m - pmean);
+                    let _ = writeln!(
+                        csv,
+                        "{},{},{},{m},{s},{},{pmean},{ppm},{},run",
+                        t.id,
+                        row.key,
+                        col,
+                        xs.len(),
+                        m - pmean
+                    );
                 }
                 None => {
                     let _ = write!(md, " — | {paper} | — |");
-                    let _ = writeln!(csv, "{},{},{},,,0,{pmean},{ppm},,{}", t.id, row.key, col, if row.quoted { "quoted" } else { "not run" });
+                    let _ = writeln!(
+                        csv,
+                        "{},{},{},,,0,{pmean},{ppm},,{}",
+                        t.id,
+                        row.key,
+                        col,
+                        if row.quoted { "quoted" } else { "not run" }
+                    );
                 }
             }
         }
@@ -115,20 +150,36 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&String>) -> 
         }
         md.push('\n');
     }
-    let best_by = runs.first().and_then(|r| r.metrics.first()).and_then(|m| m.get("best_by")).and_then(Value::as_str).unwrap_or("");
+    let best_by = runs
+        .first()
+        .and_then(|r| r.metrics.first())
+        .and_then(|m| m.get("best_by"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let _ = writeln!(
         md,
         "\nOurs: mean ± standard deviation over seeds. {} Δ = ours − paper. Rows marked \"quoted, not run\" are numbers the paper quotes from other papers.",
-        if t.id == "table1" || t.id == "table2" { "Accuracy of the final epoch.".to_string() } else { format!("Epoch chosen by {best_by}.") }
+        if t.id == "table1" || t.id == "table2" {
+            "Accuracy of the final epoch.".to_string()
+        } else {
+            format!("Epoch chosen by {best_by}.")
+        }
     );
     (md, csv)
 }
 
 fn time_and_trace(t: &PaperTable, runs: &[MethodRuns]) -> (String, String) {
-    let spe = |r: &MethodRuns| mean_std(&r.metrics.iter().filter_map(|m| num(m, &["seconds_per_epoch"])).collect::<Vec<_>>());
+    let spe =
+        |r: &MethodRuns| mean_std(&r.metrics.iter().filter_map(|m| num(m, &["seconds_per_epoch"])).collect::<Vec<_>>());
     let base = runs.iter().find(|r| r.method == "baseline").map(|r| spe(r).0);
-    let mut time = format!("## {}: training time\n\n| method | s / epoch | ratio to baseline | penalty steps / steps |\n| --- | ---: | ---: | ---: |\n", t.id);
-    let mut trace = format!("## {}: Hessian trace of the final model (SEHT-H over the weights)\n\n| method | trace, mean ± std over seeds | standard error of one run |\n| --- | ---: | ---: |\n", t.id);
+    let mut time = format!(
+        "## {}: training time\n\n| method | s / epoch | ratio to baseline | penalty steps / steps |\n| --- | ---: | ---: | ---: |\n",
+        t.id
+    );
+    let mut trace = format!(
+        "## {}: Hessian trace of the final model (SEHT-H over the weights)\n\n| method | trace, mean ± std over seeds | standard error of one run |\n| --- | ---: | ---: |\n",
+        t.id
+    );
     for r in runs {
         let (m, _) = spe(r);
         let ratio = base.map(|b| format!("{:.2}×", m / b)).unwrap_or_else(|| "—".into());
@@ -141,7 +192,13 @@ fn time_and_trace(t: &PaperTable, runs: &[MethodRuns]) -> (String, String) {
             let _ = writeln!(trace, "| {} | not measured | |", r.method);
         } else {
             let (tm, ts) = mean_std(&tr);
-            let _ = writeln!(trace, "| {} | {} | {} |", r.method, pm(tm, ts), se.map(|s| format!("{s:.2}")).unwrap_or_default());
+            let _ = writeln!(
+                trace,
+                "| {} | {} | {} |",
+                r.method,
+                pm(tm, ts),
+                se.map(|s| format!("{s:.2}")).unwrap_or_default()
+            );
         }
     }
     (time, trace)
@@ -165,7 +222,6 @@ fn register_font() -> bool {
     false
 }
 
-
 type Series<'a> = Vec<(&'a str, Vec<(f64, f64, f64)>)>;
 
 fn draw_chart<DB: plotters::prelude::DrawingBackend>(
@@ -183,23 +239,39 @@ fn draw_chart<DB: plotters::prelude::DrawingBackend>(
     if text {
         b.caption(format!("Figure 1: test accuracy per epoch ({note})"), ("sans-serif", 18));
     }
-    let mut chart = b.build_cartesian_2d(1f64..(epochs as f64).max(2.0), ymin..ymax).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut chart =
+        b.build_cartesian_2d(1f64..(epochs as f64).max(2.0), ymin..ymax).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     if text {
         chart.configure_mesh().x_desc("epoch").y_desc("test top-1 (%)").draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     for (i, (name, pts)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let band: Vec<(f64, f64)> = pts.iter().enumerate().map(|(e, p)| ((e + 1) as f64, p.2)).chain(pts.iter().enumerate().rev().map(|(e, p)| ((e + 1) as f64, p.1))).collect();
-        chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15)))).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let band: Vec<(f64, f64)> = pts
+            .iter()
+            .enumerate()
+            .map(|(e, p)| ((e + 1) as f64, p.2))
+            .chain(pts.iter().enumerate().rev().map(|(e, p)| ((e + 1) as f64, p.1)))
+            .collect();
+        chart
+            .draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let line = chart
-            .draw_series(LineSeries::new(pts.iter().enumerate().map(|(e, p)| ((e + 1) as f64, p.0)), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                pts.iter().enumerate().map(|(e, p)| ((e + 1) as f64, p.0)),
+                color.stroke_width(2),
+            ))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         if text {
             line.label(*name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
     }
     if text {
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(())
@@ -216,7 +288,8 @@ fn figure(runs: &[MethodRuns], out: &Path, note: &str) -> Result<bool> {
             let epochs = r.logs.iter().map(Vec::len).min().unwrap_or(0);
             let pts = (0..epochs)
                 .map(|e| {
-                    let xs: Vec<f64> = r.logs.iter().filter_map(|l| num(&l[e], &["test", "top1"]).map(|v| 100.0 * v)).collect();
+                    let xs: Vec<f64> =
+                        r.logs.iter().filter_map(|l| num(&l[e], &["test", "top1"]).map(|v| 100.0 * v)).collect();
                     let lo = xs.iter().cloned().fold(f64::INFINITY, f64::min);
                     let hi = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                     (xs.iter().sum::<f64>() / xs.len().max(1) as f64, lo, hi)
@@ -226,18 +299,37 @@ fn figure(runs: &[MethodRuns], out: &Path, note: &str) -> Result<bool> {
         })
         .collect();
     let epochs = series.iter().map(|s| s.1.len()).max().unwrap_or(0).max(1);
-    let (ymin, ymax) = series.iter().flat_map(|s| s.1.iter()).fold((100.0f64, 0.0f64), |(a, b), p| (a.min(p.1), b.max(p.2)));
+    let (ymin, ymax) =
+        series.iter().flat_map(|s| s.1.iter()).fold((100.0f64, 0.0f64), |(a, b), p| (a.min(p.1), b.max(p.2)));
     let (ymin, ymax) = if ymin > ymax { (0.0, 100.0) } else { ((ymin - 2.0).max(0.0), (ymax + 2.0).min(100.0)) };
     let has_font = register_font();
-    draw_chart(SVGBackend::new(&out.join("figure1.svg"), (900, 560)).into_drawing_area(), &series, epochs, (ymin, ymax), has_font, note)?;
-    draw_chart(BitMapBackend::new(&out.join("figure1.png"), (900, 560)).into_drawing_area(), &series, epochs, (ymin, ymax), has_font, note)?;
+    draw_chart(
+        SVGBackend::new(&out.join("figure1.svg"), (900, 560)).into_drawing_area(),
+        &series,
+        epochs,
+        (ymin, ymax),
+        has_font,
+        note,
+    )?;
+    draw_chart(
+        BitMapBackend::new(&out.join("figure1.png"), (900, 560)).into_drawing_area(),
+        &series,
+        epochs,
+        (ymin, ymax),
+        has_font,
+        note,
+    )?;
     Ok(has_font)
 }
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
@@ -259,7 +351,15 @@ fn git_revision(root: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-pub fn write(root: &Path, out: &Path, preset: &Preset, args: &Args, cells: &[Cell], notes: &DataNotes, wall: f64) -> Result<()> {
+pub fn write(
+    root: &Path,
+    out: &Path,
+    preset: &Preset,
+    args: &Args,
+    cells: &[Cell],
+    notes: &DataNotes,
+    wall: f64,
+) -> Result<()> {
     let mut summary = format!(
         "# Reproduction of \"Stochastic Estimators of Hessian Trace\" — preset `{}`\n\n{}.\n\n\
          - Machine: {}\n- Git revision: {}\n- Wall time: {:.1} minutes ({} runs, {} at a time; preset's estimate: {} minutes)\n- Seeds per cell: {}\n\n## Data\n\n",
@@ -277,9 +377,16 @@ pub fn write(root: &Path, out: &Path, preset: &Preset, args: &Args, cells: &[Cel
     let mut traces = String::new();
     for t in TABLES.iter().filter(|t| args.tables.iter().any(|a| a == t.id)) {
         let runs = collect(out, cells, t.id)?;
-        let data_used = runs.first().and_then(|r| r.metrics.first()).and_then(|m| m.get("data")).and_then(Value::as_str).unwrap_or("").to_string();
+        let data_used = runs
+            .first()
+            .and_then(|r| r.metrics.first())
+            .and_then(|m| m.get("data"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let note = notes.get(t.id);
-        let _ = writeln!(summary, "- {}: {}{}", t.id, data_used, note.map(|n| format!(" — **{n}**")).unwrap_or_default());
+        let _ =
+            writeln!(summary, "- {}: {}{}", t.id, data_used, note.map(|n| format!(" — **{n}**")).unwrap_or_default());
         let (md, csv) = table_outputs(t, &runs, note);
         std::fs::write(out.join(format!("{}.md", t.id)), md)?;
         std::fs::write(out.join(format!("{}.csv", t.id)), csv)?;
@@ -300,8 +407,16 @@ pub fn write(root: &Path, out: &Path, preset: &Preset, args: &Args, cells: &[Cel
             }
         }
     }
-    std::fs::write(out.join("training_time.md"), format!("# Training time per epoch (measured in this run)\n\n{times}"))?;
-    std::fs::write(out.join("hessian_trace.md"), format!("# Hessian trace of the final models\n\nDid the penalty lower the trace? SEHT-H (Rademacher) over the weights, on training batches, evaluation mode.\n\n{traces}"))?;
+    std::fs::write(
+        out.join("training_time.md"),
+        format!("# Training time per epoch (measured in this run)\n\n{times}"),
+    )?;
+    std::fs::write(
+        out.join("hessian_trace.md"),
+        format!(
+            "# Hessian trace of the final models\n\nDid the penalty lower the trace? SEHT-H (Rademacher) over the weights, on training batches, evaluation mode.\n\n{traces}"
+        ),
+    )?;
     summary.push_str("\n## Outputs\n\n");
     for t in &args.tables {
         let _ = writeln!(summary, "- [{t}.md]({t}.md) ([CSV]({t}.csv))");
@@ -319,7 +434,11 @@ pub fn write(root: &Path, out: &Path, preset: &Preset, args: &Args, cells: &[Cel
 pub fn check(root: &Path, dir: &Path, tables: &[String], seeds: usize) -> Result<()> {
     for f in ["summary.md", "training_time.md", "hessian_trace.md"] {
         let p = dir.join(f);
-        anyhow::ensure!(std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false), "{} is missing or empty", p.display());
+        anyhow::ensure!(
+            std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false),
+            "{} is missing or empty",
+            p.display()
+        );
     }
     for t in tables {
         let methods = crate::reproduce::methods(root, t)?;
@@ -331,8 +450,15 @@ pub fn check(root: &Path, dir: &Path, tables: &[String], seeds: usize) -> Result
             let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r.get(1) == Some(&m.as_str())).collect();
             anyhow::ensure!(!mine.is_empty(), "{t}.csv has no row for {m}");
             for r in mine {
-                anyhow::ensure!(r.get(5).and_then(|s| s.parse::<usize>().ok()) == Some(seeds), "{t}.csv: {m} has {:?} seeds, expected {seeds}", r.get(5));
-                anyhow::ensure!(r.get(3).and_then(|s| s.parse::<f64>().ok()).is_some_and(f64::is_finite), "{t}.csv: {m} has no finite mean");
+                anyhow::ensure!(
+                    r.get(5).and_then(|s| s.parse::<usize>().ok()) == Some(seeds),
+                    "{t}.csv: {m} has {:?} seeds, expected {seeds}",
+                    r.get(5)
+                );
+                anyhow::ensure!(
+                    r.get(3).and_then(|s| s.parse::<f64>().ok()).is_some_and(f64::is_finite),
+                    "{t}.csv: {m} has no finite mean"
+                );
             }
         }
         let md = std::fs::read_to_string(dir.join(format!("{t}.md")))?;

@@ -50,7 +50,9 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<String> { it.next().cloned().with_context(|| format!("{name} needs a value\n\n{}", usage())) };
+        let mut value = |name: &str| -> Result<String> {
+            it.next().cloned().with_context(|| format!("{name} needs a value\n\n{}", usage()))
+        };
         match arg.as_str() {
             "--preset" => a.preset = value("--preset")?,
             "--tables" => {
@@ -115,13 +117,21 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
     let all: Value = toml::from_str(&std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?)
         .with_context(|| format!("{}", path.display()))?;
     let Some(p) = all.get(name) else {
-        bail!("unknown preset `{name}` (presets in {}: {})", path.display(), all.as_table().map(|t| t.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default())
+        bail!(
+            "unknown preset `{name}` (presets in {}: {})",
+            path.display(),
+            all.as_table().map(|t| t.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default()
+        )
     };
     let field = |k: &str| p.get(k).with_context(|| format!("{}: preset {name} lacks `{k}`", path.display()));
     Ok(Preset {
         name: name.into(),
         description: field("description")?.as_str().unwrap_or_default().into(),
-        expected_minutes: field("expected_minutes")?.as_integer().map(|v| v as f64).or_else(|| field("expected_minutes").ok()?.as_float()).unwrap_or(f64::NAN),
+        expected_minutes: field("expected_minutes")?
+            .as_integer()
+            .map(|v| v as f64)
+            .or_else(|| field("expected_minutes").ok()?.as_float())
+            .unwrap_or(f64::NAN),
         seeds: field("seeds")?.as_integer().unwrap_or(1) as usize,
         fixtures: field("data")?.as_str() == Some("fixtures"),
         raw: p.clone(),
@@ -146,7 +156,8 @@ pub fn methods(root: &Path, table: &str) -> Result<Vec<String>> {
         .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().to_string()))
         .collect();
     found.sort();
-    let order: Vec<&str> = TABLES.iter().find(|t| t.id == table).map(|t| t.rows.iter().map(|r| r.key).collect()).unwrap_or_default();
+    let order: Vec<&str> =
+        TABLES.iter().find(|t| t.id == table).map(|t| t.rows.iter().map(|r| r.key).collect()).unwrap_or_default();
     found.sort_by_key(|m| order.iter().position(|k| k == m).unwrap_or(usize::MAX));
     Ok(found)
 }
@@ -161,11 +172,19 @@ fn image_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut D
     }
     let fashion = Path::new("/usr/share/datasets/fashion-mnist");
     if fashion.join("train-images-idx3-ubyte.gz").is_file() {
-        let patch: Value = toml::from_str(&format!("[data]\ndataset = \"fashion-mnist\"\ndir = \"{}\"\ncrop_padding = 0\nhflip = false\n", fashion.display()))?;
+        let patch: Value = toml::from_str(&format!(
+            "[data]\ndataset = \"fashion-mnist\"\ndir = \"{}\"\ncrop_padding = 0\nhflip = false\n",
+            fashion.display()
+        ))?;
         merge(cfg, &patch);
         notes.insert(
             table.into(),
-            format!("{} not found in {}: ran on Fashion-MNIST ({}) instead, 1×28×28 images", dir, data_dir.display(), fashion.display()),
+            format!(
+                "{} not found in {}: ran on Fashion-MNIST ({}) instead, 1×28×28 images",
+                dir,
+                data_dir.display(),
+                fashion.display()
+            ),
         );
         return Ok(());
     }
@@ -177,15 +196,24 @@ fn image_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut D
 }
 
 /// Builds the matrix: patched configs written under `out/configs/`.
-pub fn matrix(root: &Path, args: &Args, preset: &Preset, data_dir: &Path, out: &Path, notes: &mut DataNotes) -> Result<Vec<Cell>> {
+pub fn matrix(
+    root: &Path,
+    args: &Args,
+    preset: &Preset,
+    data_dir: &Path,
+    out: &Path,
+    notes: &mut DataNotes,
+) -> Result<Vec<Cell>> {
     let seeds = args.seeds.unwrap_or(preset.seeds);
     let mut cells = Vec::new();
     for table in &args.tables {
         for method in methods(root, table)? {
             let src = root.join("configs").join(table).join(format!("{method}.toml"));
-            let base: Value = toml::from_str(&std::fs::read_to_string(&src)?).with_context(|| format!("{}", src.display()))?;
+            let base: Value =
+                toml::from_str(&std::fs::read_to_string(&src)?).with_context(|| format!("{}", src.display()))?;
             let mut cfg = base.clone();
-            let kind = cfg.get("data").and_then(|d| d.get("kind")).and_then(Value::as_str).unwrap_or("image").to_string();
+            let kind =
+                cfg.get("data").and_then(|d| d.get("kind")).and_then(Value::as_str).unwrap_or("image").to_string();
             if let Some(p) = preset.raw.get("patch").and_then(|p| p.get(&kind)) {
                 merge(&mut cfg, p);
             }
@@ -249,7 +277,12 @@ fn run_cell(seht: &Path, cell: &Cell, data_dir: &Path, runs: &Path) -> Result<f6
         .with_context(|| format!("running {}", seht.display()))?;
     std::fs::write(&log, [out.stdout.as_slice(), out.stderr.as_slice()].concat())?;
     if !out.status.success() {
-        bail!("{} failed (log: {}): {}", cell.name, log.display(), String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or(""));
+        bail!(
+            "{} failed (log: {}): {}",
+            cell.name,
+            log.display(),
+            String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("")
+        );
     }
     Ok(t0.elapsed().as_secs_f64())
 }
@@ -287,7 +320,13 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let mut notes = DataNotes::new();
     if preset.fixtures {
         for t in &args.tables {
-            notes.insert(t.clone(), format!("fixture data in the real formats, written to {} (the numbers mean nothing)", data_dir.display()));
+            notes.insert(
+                t.clone(),
+                format!(
+                    "fixture data in the real formats, written to {} (the numbers mean nothing)",
+                    data_dir.display()
+                ),
+            );
         }
     }
     let cells = matrix(root, &args, &preset, &data_dir, &out, &mut notes)?;
@@ -320,7 +359,9 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         eprintln!("note: {t}: {n}");
     }
     let t0 = Instant::now();
-    let queue = Arc::new(Mutex::new(cells.clone().into_iter().enumerate().collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>()));
+    let queue = Arc::new(Mutex::new(
+        cells.clone().into_iter().enumerate().collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>(),
+    ));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let total = cells.len();
     std::thread::scope(|s| {
@@ -329,7 +370,13 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             s.spawn(move || {
                 while let Some((i, cell)) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) {
                     match run_cell(seht, &cell, data_dir, runs) {
-                        Ok(secs) => eprintln!("[{}/{total}] {} {} (seed {}) done in {secs:.0} s", i + 1, cell.table, cell.method, cell.seed),
+                        Ok(secs) => eprintln!(
+                            "[{}/{total}] {} {} (seed {}) done in {secs:.0} s",
+                            i + 1,
+                            cell.table,
+                            cell.method,
+                            cell.seed
+                        ),
                         Err(e) => {
                             eprintln!("[{}/{total}] {e:#}", i + 1);
                             if let Ok(mut f) = failures.lock() {

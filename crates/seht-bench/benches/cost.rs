@@ -40,11 +40,15 @@ fn cost(c: &mut Criterion) {
         g.bench_function("hvp", |b| b.iter(|| w.hvp(&mut r).expect("hvp")));
         for k in [1usize, 5] {
             let est = SehtH::seht_h(k).expect("cfg");
-            g.bench_function(format!("estimate_seht_h_k{k}"), |b| b.iter(|| w.estimate(&est, &mut r).expect("estimate")));
+            g.bench_function(format!("estimate_seht_h_k{k}"), |b| {
+                b.iter(|| w.estimate(&est, &mut r).expect("estimate"))
+            });
         }
         for p in [0.01, 0.05] {
             let est = SehtD::new(1, p, Reading::Unbiased).expect("cfg");
-            g.bench_function(format!("estimate_seht_d_p{p}"), |b| b.iter(|| w.estimate(&est, &mut r).expect("estimate")));
+            g.bench_function(format!("estimate_seht_d_p{p}"), |b| {
+                b.iter(|| w.estimate(&est, &mut r).expect("estimate"))
+            });
         }
         let hpp = HutchPlusPlus::with_budget(6).expect("cfg");
         g.bench_function("estimate_hutchpp_m6", |b| b.iter(|| w.estimate(&hpp, &mut r).expect("estimate")));

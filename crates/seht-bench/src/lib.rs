@@ -66,22 +66,44 @@ impl Workload {
             Model::Tiny => {
                 let m = ResNet::new(&ResNetConfig::narrow(3, 10, 8, [1, 1, 1, 1]), vb).map_err(wrap)?;
                 let r = m.roles().clone();
-                ("tiny-resnet".to_string(), Net::ResNet(m), seeded(&[batch, 3, 8, 8], 1, &dev)?, labels(batch, 10, &dev)?, r)
+                (
+                    "tiny-resnet".to_string(),
+                    Net::ResNet(m),
+                    seeded(&[batch, 3, 8, 8], 1, &dev)?,
+                    labels(batch, 10, &dev)?,
+                    r,
+                )
             }
             Model::ResNet { width, blocks } => {
                 let m = ResNet::new(&ResNetConfig::narrow(3, 10, width, [blocks; 4]), vb).map_err(wrap)?;
                 let r = m.roles().clone();
-                (format!("resnet-w{width}-b{blocks}"), Net::ResNet(m), seeded(&[batch, 3, 32, 32], 1, &dev)?, labels(batch, 10, &dev)?, r)
+                (
+                    format!("resnet-w{width}-b{blocks}"),
+                    Net::ResNet(m),
+                    seeded(&[batch, 3, 32, 32], 1, &dev)?,
+                    labels(batch, 10, &dev)?,
+                    r,
+                )
             }
             Model::Lstm { hidden } => {
-                let cfg = RnnLmConfig { kind: RnnKind::Lstm, vocab_size: 10_000, embedding: hidden, hidden, layers: 2, dropout: 0.5, tie_weights: false, init_range: 0.1 };
+                let cfg = RnnLmConfig {
+                    kind: RnnKind::Lstm,
+                    vocab_size: 10_000,
+                    embedding: hidden,
+                    hidden,
+                    layers: 2,
+                    dropout: 0.5,
+                    tie_weights: false,
+                    init_range: 0.1,
+                };
                 let m = RnnLm::new(&cfg, vb).map_err(wrap)?;
                 let r = m.roles().clone();
                 let toks = labels(20 * 36, 10_000, &dev)?.reshape((20, 36))?;
                 (format!("lstm-h{hidden}"), Net::Lm(m), toks.narrow(1, 0, 35)?, toks.narrow(1, 1, 35)?, r)
             }
         };
-        let weights = roles.param_set(&varmap).map_err(wrap)?.select(&Selection::Weights).map_err(candle_core::Error::wrap)?;
+        let weights =
+            roles.param_set(&varmap).map_err(wrap)?.select(&Selection::Weights).map_err(candle_core::Error::wrap)?;
         Ok(Self { name, net, xs, ys, varmap, weights })
     }
 
@@ -89,9 +111,12 @@ impl Workload {
     pub fn loss(&self, seed: u64) -> candle_core::Result<Tensor> {
         let wrap = candle_core::Error::wrap;
         match &self.net {
-            Net::ResNet(m) => candle_nn::loss::cross_entropy(&m.forward_t(&self.xs, Phase::Train { seed }).map_err(wrap)?, &self.ys),
+            Net::ResNet(m) => {
+                candle_nn::loss::cross_entropy(&m.forward_t(&self.xs, Phase::Train { seed }).map_err(wrap)?, &self.ys)
+            }
             Net::Lm(m) => {
-                let (logits, _) = m.forward_t(&self.xs, &m.zero_state(20).map_err(wrap)?, Phase::Train { seed }).map_err(wrap)?;
+                let (logits, _) =
+                    m.forward_t(&self.xs, &m.zero_state(20).map_err(wrap)?, Phase::Train { seed }).map_err(wrap)?;
                 RnnLm::loss(&logits, &self.ys).map_err(wrap)
             }
         }

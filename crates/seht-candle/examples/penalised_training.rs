@@ -33,7 +33,8 @@ fn main() -> Result<()> {
     let dev = Device::Cpu;
     let (n, batch, classes) = (256usize, 32usize, 10usize);
     let templates = Tensor::randn(0f32, 1.0, (classes, 3, 32, 32), &dev)?;
-    let labels = Tensor::from_vec((0..n as u32).map(|i| (i * 7 + i / 3) % classes as u32).collect::<Vec<_>>(), n, &dev)?;
+    let labels =
+        Tensor::from_vec((0..n as u32).map(|i| (i * 7 + i / 3) % classes as u32).collect::<Vec<_>>(), n, &dev)?;
     let images = (templates.index_select(&labels, 0)? + Tensor::randn(0f32, 1.0, (n, 3, 32, 32), &dev)?)?;
 
     let varmap = VarMap::new();
@@ -43,7 +44,11 @@ fn main() -> Result<()> {
     let mut opt = SGD::new(set.trainable_vars(), 0.05)?;
     let estimator = SehtH::seht_h(1)?;
     let mut rng = probe_rng(0);
-    println!("small CNN, {} trainable parameters, penalty over {} weight tensors, λ = {lambda}", set.num_trainable(), weights.len());
+    println!(
+        "small CNN, {} trainable parameters, penalty over {} weight tensors, λ = {lambda}",
+        set.num_trainable(),
+        weights.len()
+    );
     println!("{:>5} {:>10} {:>14} {:>10}", "step", "loss", "trace (SEHT-H)", "time (s)");
     for step in 0..steps {
         let start = (step * batch) % n;
@@ -53,7 +58,12 @@ fn main() -> Result<()> {
         let loss = candle_nn::loss::cross_entropy(&model.forward_t(&xs, true)?, &ys)?;
         let (total, est) = penalised_loss(&loss, &weights, &estimator, lambda, &mut rng)?;
         opt.backward_step(&total)?;
-        println!("{step:>5} {:>10.4} {:>14.3} {:>10.3}", loss.to_scalar::<f32>()?, est.mean, t0.elapsed().as_secs_f64());
+        println!(
+            "{step:>5} {:>10.4} {:>14.3} {:>10.3}",
+            loss.to_scalar::<f32>()?,
+            est.mean,
+            t0.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

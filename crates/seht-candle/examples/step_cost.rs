@@ -129,9 +129,13 @@ fn main() -> Result<()> {
     let p_select = 1.0 - (1.0f64 - 0.05).powi(blocks);
     let d_hvp: Vec<f64> = d.times.iter().zip(&d.hvp_step).filter(|(_, h)| **h).map(|(t, _)| *t).collect();
     let d_plain: Vec<f64> = d.times.iter().zip(&d.hvp_step).filter(|(_, h)| !**h).map(|(t, _)| *t).collect();
-    let d_expected = if d_hvp.is_empty() { f64::NAN } else { p_select * mean(&d_hvp) + (1.0 - p_select) * mean(&d_plain) };
+    let d_expected =
+        if d_hvp.is_empty() { f64::NAN } else { p_select * mean(&d_hvp) + (1.0 - p_select) * mean(&d_plain) };
 
-    println!("small CNN (32-64-128, BN), batch 32, f32, CPU with {} threads; {steps} steps per configuration", candle_core::utils::get_num_threads());
+    println!(
+        "small CNN (32-64-128, BN), batch 32, f32, CPU with {} threads; {steps} steps per configuration",
+        candle_core::utils::get_num_threads()
+    );
     println!("| configuration | time per step (ms) | ratio to plain | peak extra heap (MB) |");
     println!("| --- | ---: | ---: | ---: |");
     let row = |name: &str, t: f64, mb: f64| println!("| {name} | {:.1} | {:.2}× | {mb:.0} |", t * 1e3, t / plain_t);

@@ -72,7 +72,9 @@ pub fn check_higher_order() -> Result<()> {
         Some(d2) => d2.to_scalar::<f64>()?,
         None => {
             return Err(Error::HigherOrderDisabled {
-                detail: format!("d/dx (x²)² = {first} carries no graph: the second derivative at 2 is missing, expected 48"),
+                detail: format!(
+                    "d/dx (x²)² = {first} carries no graph: the second derivative at 2 is missing, expected 48"
+                ),
             });
         }
     };

@@ -104,7 +104,9 @@ pub fn first_order_penalty(
     let index: Vec<usize> = penalised
         .iter()
         .map(|p| {
-            vars.iter().position(|v| v.as_tensor().id() == p.var.as_tensor().id()).ok_or_else(|| Error::UnknownParameter(p.name.clone()))
+            vars.iter()
+                .position(|v| v.as_tensor().id() == p.var.as_tensor().id())
+                .ok_or_else(|| Error::UnknownParameter(p.name.clone()))
         })
         .collect::<Result<_>>()?;
     let w0: Vec<Tensor> = penalised.iter().map(|p| p.var.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
@@ -120,7 +122,10 @@ pub fn first_order_penalty(
         let sigma: Vec<Tensor> = penalised
             .iter()
             .zip(host.parts())
-            .map(|(p, v)| Ok(Tensor::from_slice(v.as_deref().unwrap_or(&[]), p.var.shape(), p.var.device())?.to_dtype(p.var.dtype())?))
+            .map(|(p, v)| {
+                Ok(Tensor::from_slice(v.as_deref().unwrap_or(&[]), p.var.shape(), p.var.device())?
+                    .to_dtype(p.var.dtype())?)
+            })
             .collect::<Result<_>>()?;
         let s_norm = norm(&sigma.iter().collect::<Vec<_>>())?;
         if s_norm == 0.0 {
@@ -146,7 +151,11 @@ pub fn first_order_penalty(
         }
         samples.push(scale * q);
         steps.push(eps);
-        let contrib: Vec<Tensor> = gp.iter().zip(&gm).map(|(a, b)| (a + b)?.affine(1.0 / (eps * eps), 0.0)).collect::<candle_core::Result<_>>()?;
+        let contrib: Vec<Tensor> = gp
+            .iter()
+            .zip(&gm)
+            .map(|(a, b)| (a + b)?.affine(1.0 / (eps * eps), 0.0))
+            .collect::<candle_core::Result<_>>()?;
         sum2 = Some(match sum2 {
             None => contrib,
             Some(acc) => acc.iter().zip(&contrib).map(|(a, b)| a + b).collect::<candle_core::Result<_>>()?,

@@ -73,9 +73,7 @@ fn restore(vars: &[Var], w: &[Tensor]) -> Result<()> {
 
 fn gradient(vars: &[Var], loss: &Tensor) -> Result<Vec<Tensor>> {
     let g = loss.backward()?;
-    vars.iter()
-        .map(|v| Ok(g.get(v.as_tensor()).cloned().map(Ok).unwrap_or_else(|| v.zeros_like())?.detach()))
-        .collect()
+    vars.iter().map(|v| Ok(g.get(v.as_tensor()).cloned().map(Ok).unwrap_or_else(|| v.zeros_like())?.detach())).collect()
 }
 
 fn quadratic(vars: &[Var], loss: &Tensor, sigma: &[Tensor]) -> Result<Tensor> {

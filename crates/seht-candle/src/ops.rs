@@ -117,9 +117,11 @@ pub fn pool2d(xs: &Tensor, kernel: usize, stride: usize, padding: usize, kind: P
 /// computed as a 2-D convolution over `(n, c_in, 1, l)` with zero padding on
 /// the length axis only.
 pub fn conv1d(xs: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
-    let (_, c_in, _) = xs.dims3().map_err(|_| invalid("conv1d", format!("expected (n, c, l), got {:?}", xs.shape())))?;
-    let (_, kc, _) =
-        kernel.dims3().map_err(|_| invalid("conv1d", format!("expected a (c_out, c_in, k) kernel, got {:?}", kernel.shape())))?;
+    let (_, c_in, _) =
+        xs.dims3().map_err(|_| invalid("conv1d", format!("expected (n, c, l), got {:?}", xs.shape())))?;
+    let (_, kc, _) = kernel
+        .dims3()
+        .map_err(|_| invalid("conv1d", format!("expected a (c_out, c_in, k) kernel, got {:?}", kernel.shape())))?;
     if kc != c_in {
         return Err(invalid("conv1d", format!("kernel has {kc} input channels, input has {c_in}")));
     }

@@ -103,8 +103,10 @@ impl ParamSet {
     /// All variables of a `VarMap`, with roles from `role_of(name)`.
     pub fn from_varmap_with(varmap: &VarMap, role_of: impl Fn(&str) -> Role) -> Self {
         let data = varmap.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut params: Vec<Param> =
-            data.iter().map(|(name, var)| Param { name: name.clone(), var: var.clone(), role: role_of(name) }).collect();
+        let mut params: Vec<Param> = data
+            .iter()
+            .map(|(name, var)| Param { name: name.clone(), var: var.clone(), role: role_of(name) })
+            .collect();
         params.sort_by(|a, b| a.name.cmp(&b.name));
         Self { params }
     }

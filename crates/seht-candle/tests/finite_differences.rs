@@ -112,8 +112,9 @@ fn general_pooling_kernel_3_stride_2_padding_1() {
     let w = var(&[3, 2, 3, 3], 0.4, 90);
     let x = randn(&[2, 2, 7, 7], 1.0, 91);
     for kind in [ops::PoolKind::Max, ops::PoolKind::Avg] {
-        let loss =
-            || tanh_head(&ops::pool2d(&x.conv2d(&w, 1, 1, 1, 1)?, 3, 2, 1, kind).map_err(candle_core::Error::wrap)?, 92);
+        let loss = || {
+            tanh_head(&ops::pool2d(&x.conv2d(&w, 1, 1, 1, 1)?, 3, 2, 1, kind).map_err(candle_core::Error::wrap)?, 92)
+        };
         assert_fd(&format!("ops::pool2d {kind:?} k3 s2 p1"), std::slice::from_ref(&w), &loss, EPS, TOL);
     }
 }
@@ -195,10 +196,8 @@ fn conv1d_via_conv2d() {
     let out = ops::conv1d(&x, w.as_tensor(), 1, 2).expect("conv1d");
     let (xv, wv) = (x.to_vec3::<f64>().expect("x"), w.as_tensor().to_vec3::<f64>().expect("w"));
     let (n, o, t) = (1, 2, 3); // output position t reads input positions 2t-1 .. 2t+1
-    let expected: f64 = (0..3)
-        .flat_map(|c| (0..3).map(move |k| (c, k)))
-        .map(|(c, k)| wv[o][c][k] * xv[n][c][2 * t + k - 1])
-        .sum();
+    let expected: f64 =
+        (0..3).flat_map(|c| (0..3).map(move |k| (c, k))).map(|(c, k)| wv[o][c][k] * xv[n][c][2 * t + k - 1]).sum();
     let got = out.i((n, o, t)).expect("index").to_scalar::<f64>().expect("scalar");
     assert!((got - expected).abs() < 1e-12, "conv1d output {got} vs definition {expected}");
 }
@@ -259,8 +258,24 @@ fn candle_native_max_pool_backward_is_wrong() {
     let c = randn(&[1, 1, 2, 2], 1.0, 181);
     let native = (x.as_tensor().max_pool2d(2).expect("pool") * &c).expect("mul").sum_all().expect("sum");
     let ours = (ops::max_pool2d(x.as_tensor(), 2).expect("pool") * &c).expect("mul").sum_all().expect("sum");
-    let gn = native.backward().expect("bw").get(x.as_tensor()).expect("grad").flatten_all().expect("f").to_vec1::<f64>().expect("v");
-    let go = ours.backward().expect("bw").get(x.as_tensor()).expect("grad").flatten_all().expect("f").to_vec1::<f64>().expect("v");
+    let gn = native
+        .backward()
+        .expect("bw")
+        .get(x.as_tensor())
+        .expect("grad")
+        .flatten_all()
+        .expect("f")
+        .to_vec1::<f64>()
+        .expect("v");
+    let go = ours
+        .backward()
+        .expect("bw")
+        .get(x.as_tensor())
+        .expect("grad")
+        .flatten_all()
+        .expect("f")
+        .to_vec1::<f64>()
+        .expect("v");
     let (sn, so): (f64, f64) = (gn.iter().map(|v| v.abs()).sum(), go.iter().map(|v| v.abs()).sum());
     let cs: f64 = c.flatten_all().expect("f").to_vec1::<f64>().expect("v").iter().map(|v| v.abs()).sum();
     assert!((so - cs).abs() < 1e-12, "ours routes each window's gradient to its maximum: {so} vs {cs}");

@@ -10,7 +10,11 @@ use seht_candle::{Param, ParamSet, Role, Selection, penalised_loss};
 use seht_estimator::{Rademacher, SehtH, probe_rng};
 
 fn flat(ts: &[Tensor]) -> Vec<f64> {
-    ts.iter().flat_map(|t| t.flatten_all().and_then(|t| t.to_dtype(DType::F64)).and_then(|t| t.to_vec1::<f64>()).expect("flat")).collect()
+    ts.iter()
+        .flat_map(|t| {
+            t.flatten_all().and_then(|t| t.to_dtype(DType::F64)).and_then(|t| t.to_vec1::<f64>()).expect("flat")
+        })
+        .collect()
 }
 
 fn compare(a: &[f64], b: &[f64]) -> (f64, f64) {
@@ -65,14 +69,27 @@ fn first_order_gradient_converges_to_the_exact_one_in_f64() {
     let n = net(DType::F64);
     let (vars, weights, buffers) = n.params();
     let (lambda, k) = (0.5, 2);
-    let (total, est) = penalised_loss(&n.loss().expect("loss"), &weights, &SehtH::seht_h(k).expect("cfg"), lambda, &mut probe_rng(11)).expect("exact");
+    let (total, est) =
+        penalised_loss(&n.loss().expect("loss"), &weights, &SehtH::seht_h(k).expect("cfg"), lambda, &mut probe_rng(11))
+            .expect("exact");
     let g = total.backward().expect("backward");
     let exact = flat(&vars.iter().map(|v| g.get(v.as_tensor()).expect("grad").clone()).collect::<Vec<_>>());
     let mut errors = Vec::new();
     for rel in [1e-2, 1e-3, 1e-4] {
         let before: Vec<Tensor> = buffers.iter().map(|b| b.as_tensor().copy().expect("copy")).collect();
-        let fo = first_order_penalty(&vars, &weights, &buffers, &Rademacher, k, 1.0, lambda, rel, &mut probe_rng(11), &mut || n.loss())
-            .expect("first order");
+        let fo = first_order_penalty(
+            &vars,
+            &weights,
+            &buffers,
+            &Rademacher,
+            k,
+            1.0,
+            lambda,
+            rel,
+            &mut probe_rng(11),
+            &mut || n.loss(),
+        )
+        .expect("first order");
         let after_fo = flat(&buffers.iter().map(|b| b.as_tensor().copy().expect("copy")).collect::<Vec<_>>());
         // The running statistics must have moved exactly as one plain forward pass moves them.
         for (b, v) in buffers.iter().zip(&before) {
@@ -88,7 +105,10 @@ fn first_order_gradient_converges_to_the_exact_one_in_f64() {
         assert!(cos > 0.999, "ε_rel {rel}: cosine {cos}");
         assert!(trace_err < 1e-3, "ε_rel {rel}: trace {trace_err}");
     }
-    assert!(errors[1] < errors[0] / 10.0 && errors[2] < 1e-6, "errors should shrink like ε² until rounding: {errors:?}");
+    assert!(
+        errors[1] < errors[0] / 10.0 && errors[2] < 1e-6,
+        "errors should shrink like ε² until rounding: {errors:?}"
+    );
 }
 
 #[test]
@@ -96,11 +116,25 @@ fn first_order_gradient_in_f32_agrees_with_the_exact_one() {
     let n = net(DType::F32);
     let (vars, weights, buffers) = n.params();
     let lambda = 0.5;
-    let (total, _) = penalised_loss(&n.loss().expect("loss"), &weights, &SehtH::seht_h(1).expect("cfg"), lambda, &mut probe_rng(5)).expect("exact");
+    let (total, _) =
+        penalised_loss(&n.loss().expect("loss"), &weights, &SehtH::seht_h(1).expect("cfg"), lambda, &mut probe_rng(5))
+            .expect("exact");
     let g = total.backward().expect("backward");
     let exact = flat(&vars.iter().map(|v| g.get(v.as_tensor()).expect("grad").clone()).collect::<Vec<_>>());
     let rel = default_relative_step(DType::F32);
-    let fo = first_order_penalty(&vars, &weights, &buffers, &Rademacher, 1, 1.0, lambda, rel, &mut probe_rng(5), &mut || n.loss()).expect("fo");
+    let fo = first_order_penalty(
+        &vars,
+        &weights,
+        &buffers,
+        &Rademacher,
+        1,
+        1.0,
+        lambda,
+        rel,
+        &mut probe_rng(5),
+        &mut || n.loss(),
+    )
+    .expect("fo");
     let (err, cos) = compare(&flat(&fo.grads), &exact);
     eprintln!("f32, ε_rel = {rel}: gradient rel. error {err:.2e}, cosine {cos:.6}");
     assert!(cos > 0.99 && err < 0.1, "f32: rel. error {err}, cosine {cos}");

@@ -7,9 +7,7 @@ use candle_core::{DType, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarMap};
 use common::*;
 use seht_candle::{Error, HessianOperator, ParamSet, Role, Selection, penalised_loss, trace_estimate, trace_penalty};
-use seht_estimator::{
-    BlockVec, HutchPlusPlus, HvpOperator, Reading, SehtD, SehtH, Target, TraceEstimator, probe_rng,
-};
+use seht_estimator::{BlockVec, HutchPlusPlus, HvpOperator, Reading, SehtD, SehtH, Target, TraceEstimator, probe_rng};
 
 /// A 2-layer tanh MLP with cross-entropy: 3 → 4 → 3, weights only (24 entries).
 struct Mlp {
@@ -32,7 +30,14 @@ impl Mlp {
     }
 
     fn loss(&self) -> Tensor {
-        let h = self.x.matmul(&self.w1.t().expect("t")).expect("mm").broadcast_add(&self.b1).expect("b").tanh().expect("tanh");
+        let h = self
+            .x
+            .matmul(&self.w1.t().expect("t"))
+            .expect("mm")
+            .broadcast_add(&self.b1)
+            .expect("b")
+            .tanh()
+            .expect("tanh");
         candle_nn::loss::cross_entropy(&h.matmul(&self.w2.t().expect("t")).expect("mm"), &self.y).expect("ce")
     }
 
@@ -60,7 +65,9 @@ fn explicit_hessian(op: &HessianOperator) -> Vec<Vec<f64>> {
             at += blk.len;
         }
         let hv = op.hvp(&v).expect("hvp");
-        cols.push((0..blocks.len()).flat_map(|b| op.part_to_host(b, hv.get(b).expect("block")).expect("host")).collect());
+        cols.push(
+            (0..blocks.len()).flat_map(|b| op.part_to_host(b, hv.get(b).expect("block")).expect("host")).collect(),
+        );
     }
     cols
 }
@@ -75,7 +82,12 @@ fn estimators_match_the_trace_of_the_explicit_hessian() {
     let scale = h.iter().flatten().fold(0.0f64, |m, x| m.max(x.abs()));
     for i in 0..n {
         for j in 0..i {
-            assert!((h[i][j] - h[j][i]).abs() < 1e-12 * scale, "H not symmetric at ({i},{j}): {} vs {}", h[i][j], h[j][i]);
+            assert!(
+                (h[i][j] - h[j][i]).abs() < 1e-12 * scale,
+                "H not symmetric at ({i},{j}): {} vs {}",
+                h[i][j],
+                h[j][i]
+            );
         }
     }
     let trace: f64 = (0..n).map(|i| h[i][i]).sum();
@@ -89,7 +101,11 @@ fn estimators_match_the_trace_of_the_explicit_hessian() {
         let m = xs.iter().sum::<f64>() / runs as f64;
         let se = (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (runs as f64 - 1.0) / runs as f64).sqrt();
         eprintln!("{label}: mean {m:.6} ± {se:.2e} vs exact {expected:.6}");
-        assert!((m - expected).abs() < 5.0 * se, "{label}: mean {m} vs exact {expected}, {:.1} standard errors", (m - expected) / se);
+        assert!(
+            (m - expected).abs() < 5.0 * se,
+            "{label}: mean {m} vs exact {expected}, {:.1} standard errors",
+            (m - expected) / se
+        );
     };
     let seht_h = SehtH::seht_h(1).expect("config");
     check("SEHT-H", &|s| seht_h.estimate(&op, &mut probe_rng(s)).expect("estimate").mean, trace, 3000);
@@ -151,7 +167,8 @@ fn estimate_only_path_is_detached_and_numerically_equal() {
 fn sparse_probe_with_absent_blocks_equals_dense_probe_with_zero_blocks() {
     let mlp = Mlp::new();
     let op = HessianOperator::new(&mlp.loss(), &mlp.weights()).expect("operator");
-    let v1 = op.part_from_host(1, &(0..12).map(|i| if i % 3 == 0 { 1.0 } else { -1.0 }).collect::<Vec<_>>()).expect("part");
+    let v1 =
+        op.part_from_host(1, &(0..12).map(|i| if i % 3 == 0 { 1.0 } else { -1.0 }).collect::<Vec<_>>()).expect("part");
     let zero = op.part_from_host(0, &[0.0; 12]).expect("part");
     let sparse = BlockVec::from_parts(vec![None, Some(v1.clone())]);
     let dense = BlockVec::from_parts(vec![Some(zero), Some(v1)]);
@@ -169,15 +186,21 @@ fn selection_by_role_never_includes_buffers() {
     let _bn = candle_nn::batch_norm(4, BatchNormConfig::default(), vb.pp("bn1")).expect("bn");
     let _fc = candle_nn::linear(4, 2, vb.pp("fc")).expect("fc");
     let set = ParamSet::from_varmap(&varmap);
-    let names = |sel: &Selection| -> Vec<String> { set.select(sel).expect("selection").into_iter().map(|p| p.name).collect() };
+    let names =
+        |sel: &Selection| -> Vec<String> { set.select(sel).expect("selection").into_iter().map(|p| p.name).collect() };
     assert_eq!(names(&Selection::Weights), ["conv1.weight", "fc.weight"]);
     assert_eq!(names(&Selection::WeightsAndNormScales), ["bn1.weight", "conv1.weight", "fc.weight"]);
-    assert_eq!(names(&Selection::Trainable), ["bn1.bias", "bn1.weight", "conv1.bias", "conv1.weight", "fc.bias", "fc.weight"]);
+    assert_eq!(
+        names(&Selection::Trainable),
+        ["bn1.bias", "bn1.weight", "conv1.bias", "conv1.weight", "fc.bias", "fc.weight"]
+    );
     assert_eq!(set.trainable_vars().len(), 6, "running mean/var are not trainable");
     assert_eq!(set.num_trainable(), 4 * 3 * 9 + 4 + 4 + 4 + 2 * 4 + 2);
     assert_eq!(set.get("bn1.running_mean").expect("present").role, Role::Buffer);
     assert!(matches!(set.select(&Selection::Names(vec!["bn1.running_var".into()])), Err(Error::BufferSelected(_))));
-    assert!(matches!(set.select(&Selection::Names(vec!["nope".into()])), Err(Error::UnknownParameter(n)) if n == "nope"));
+    assert!(
+        matches!(set.select(&Selection::Names(vec!["nope".into()])), Err(Error::UnknownParameter(n)) if n == "nope")
+    );
     assert!(matches!(ParamSet::new().select(&Selection::Weights), Err(Error::NoParameters(_))));
 }
 
@@ -190,7 +213,8 @@ fn bad_inputs_give_typed_errors() {
     let ints = Var::from_tensor(&Tensor::new(&[1u32, 2], &DEV).expect("t")).expect("var");
     let p = vec![seht_candle::Param { name: "ids".into(), var: ints, role: Role::Weight }];
     assert!(matches!(HessianOperator::new(&mlp.loss(), &p), Err(Error::NonFloatParameter { .. })));
-    let e = seht_candle::ops::max_pool2d(&Tensor::zeros((1, 1, 5, 4), DType::F32, &DEV).expect("t"), 2).expect_err("5 is odd");
+    let e = seht_candle::ops::max_pool2d(&Tensor::zeros((1, 1, 5, 4), DType::F32, &DEV).expect("t"), 2)
+        .expect_err("5 is odd");
     assert!(e.to_string().contains("max_pool2d") && e.to_string().contains("5×4"), "{e}");
 }
 
@@ -198,7 +222,8 @@ fn bad_inputs_give_typed_errors() {
 fn works_in_f32() {
     let w = Var::from_tensor(&randn(&[3, 5], 0.5, 1).to_dtype(DType::F32).expect("f32")).expect("var");
     let x = randn(&[4, 5], 1.0, 2).to_dtype(DType::F32).expect("f32");
-    let loss = x.matmul(&w.t().expect("t")).expect("mm").tanh().expect("tanh").sqr().expect("sq").sum_all().expect("sum");
+    let loss =
+        x.matmul(&w.t().expect("t")).expect("mm").tanh().expect("tanh").sqr().expect("sq").sum_all().expect("sum");
     let p = vec![seht_candle::Param { name: "w".into(), var: w.clone(), role: Role::Weight }];
     let e = trace_penalty(&loss, &p, &SehtH::seht_h(2).expect("config"), &mut probe_rng(1)).expect("penalty");
     assert_eq!(e.value.dtype(), DType::F32);

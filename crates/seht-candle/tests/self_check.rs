@@ -55,7 +55,10 @@ fn child_without_variable() {
     let w = candle_core::Var::new(&[1.0f64, 2.0], &candle_core::Device::Cpu).expect("var");
     let loss = w.as_tensor().powf(3.0).expect("cube").sum_all().expect("sum");
     let p = vec![seht_candle::Param { name: "w".into(), var: w, role: seht_candle::Role::Weight }];
-    assert!(matches!(seht_candle::HessianOperator::new(&loss, &p), Err(seht_candle::Error::HigherOrderDisabled { .. })));
+    assert!(matches!(
+        seht_candle::HessianOperator::new(&loss, &p),
+        Err(seht_candle::Error::HigherOrderDisabled { .. })
+    ));
 }
 
 /// Child: a backward pass fixes the setting for the thread; enabling afterwards

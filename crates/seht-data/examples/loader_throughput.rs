@@ -30,7 +30,8 @@ fn main() -> Result<()> {
     println!("| workers | images/s (load + crop + flip + Cutout + normalise, batch 128) |");
     println!("| ---: | ---: |");
     for workers in [1, 2] {
-        let cfg = BatchConfig { batch_size: 128, shuffle: true, drop_last: false, augment, seed: 1, workers, prefetch: 4 };
+        let cfg =
+            BatchConfig { batch_size: 128, shuffle: true, drop_last: false, augment, seed: 1, workers, prefetch: 4 };
         let t0 = Instant::now();
         let mut it = EpochBatches::new(set.clone(), cfg, 0, 0)?;
         let mut seen = 0;

@@ -46,7 +46,9 @@ impl Augment {
     pub fn crop_flip(&self, src: &[u8], shape: (usize, usize, usize), rng: &mut impl Rng, out: &mut Vec<u8>) {
         let (c, h, w) = shape;
         let (dy, dx) = match self.crop_padding {
-            Some(p) if p > 0 => (rng.random_range(0..=2 * p) as isize - p as isize, rng.random_range(0..=2 * p) as isize - p as isize),
+            Some(p) if p > 0 => {
+                (rng.random_range(0..=2 * p) as isize - p as isize, rng.random_range(0..=2 * p) as isize - p as isize)
+            }
             _ => (0, 0),
         };
         let flip = self.hflip && rng.random::<bool>();

@@ -41,7 +41,13 @@ pub enum Cifar100Label {
     Coarse,
 }
 
-fn read_records(path: &Path, label_bytes: usize, label_at: usize, classes: usize, hint: &str) -> Result<(Vec<u8>, Vec<u32>)> {
+fn read_records(
+    path: &Path,
+    label_bytes: usize,
+    label_at: usize,
+    classes: usize,
+    hint: &str,
+) -> Result<(Vec<u8>, Vec<u32>)> {
     let data = read_file(path, hint)?;
     let record = label_bytes + PIXELS;
     if data.is_empty() || data.len() % record != 0 {

@@ -78,7 +78,9 @@ pub enum Error {
         reason: String,
     },
     /// A downloaded file does not have the published checksum.
-    #[error("{path}: {algorithm} checksum {actual} does not match the published {expected} (file removed; download again)")]
+    #[error(
+        "{path}: {algorithm} checksum {actual} does not match the published {expected} (file removed; download again)"
+    )]
     Checksum {
         /// The file.
         path: PathBuf,

@@ -49,8 +49,9 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>)> {
     if bytes.len() < header {
         return Err(bad(format!("truncated IDX header ({} bytes, {nd} dimensions need {header})", bytes.len())));
     }
-    let dims: Vec<usize> =
-        (0..nd).map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize).collect();
+    let dims: Vec<usize> = (0..nd)
+        .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
+        .collect();
     let n: usize = dims.iter().product();
     if bytes.len() - header != n {
         return Err(bad(format!("IDX dimensions {dims:?} need {n} data bytes, the file has {}", bytes.len() - header)));
@@ -64,7 +65,10 @@ fn load_split(dir: &Path, prefix: &str) -> Result<ImageSet> {
     let (idims, pixels) = parse_idx(&ipath, &gunzip(&ipath)?)?;
     let (ldims, labels) = parse_idx(&lpath, &gunzip(&lpath)?)?;
     if idims.len() != 3 || ldims.len() != 1 {
-        return Err(Error::Format { path: ipath, reason: format!("expected 3-D images and 1-D labels, got {idims:?} and {ldims:?}") });
+        return Err(Error::Format {
+            path: ipath,
+            reason: format!("expected 3-D images and 1-D labels, got {idims:?} and {ldims:?}"),
+        });
     }
     if idims[0] != ldims[0] {
         return Err(Error::Format { path: lpath, reason: format!("{} labels for {} images", ldims[0], idims[0]) });

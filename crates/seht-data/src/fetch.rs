@@ -124,7 +124,9 @@ pub fn fetch_archive(archive: &Archive, data_dir: &Path, opts: &FetchOptions) ->
     if !target.is_file() {
         let url = opts.url_override.as_deref().unwrap_or(archive.url);
         download(url, &target, opts).map_err(|e| match e {
-            Error::Download { url, reason } => Error::Download { url, reason: format!("{reason}; {}", manual_hint(archive, data_dir)) },
+            Error::Download { url, reason } => {
+                Error::Download { url, reason: format!("{reason}; {}", manual_hint(archive, data_dir)) }
+            }
             e => e,
         })?;
     }
@@ -163,7 +165,9 @@ pub fn download(url: &str, target: &Path, opts: &FetchOptions) -> Result<()> {
         416 => {
             // The server cannot serve the rest: start over next time.
             let _ = std::fs::remove_file(&part);
-            return Err(fail(format!("the server refused to resume at byte {have} (HTTP 416); the partial file was removed, run again")));
+            return Err(fail(format!(
+                "the server refused to resume at byte {have} (HTTP 416); the partial file was removed, run again"
+            )));
         }
         s => return Err(fail(format!("HTTP status {s}"))),
     };
@@ -188,7 +192,10 @@ pub fn download(url: &str, target: &Path, opts: &FetchOptions) -> Result<()> {
             Ok(n) => n,
             Err(e) => {
                 file.flush().map_err(io(&part))?;
-                return Err(fail(format!("connection lost after {got} bytes ({e}); run again to resume from {}", part.display())));
+                return Err(fail(format!(
+                    "connection lost after {got} bytes ({e}); run again to resume from {}",
+                    part.display()
+                )));
             }
         };
         file.write_all(&buf[..n]).map_err(io(&part))?;
@@ -219,11 +226,10 @@ fn progress_bar(show: bool, total: Option<u64>, at: u64, url: &str) -> Option<in
         Some(t) => indicatif::ProgressBar::new(t),
         None => indicatif::ProgressBar::new_spinner(),
     };
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());
     bar.set_position(at);
@@ -263,7 +269,10 @@ pub fn verify(path: &Path, checksum: Checksum) -> Result<()> {
 
 /// Unpacks `archive` into `dest`, refusing entries that would land outside it.
 pub fn unpack(archive: &Path, kind: ArchiveKind, dest: &Path) -> Result<()> {
-    let corrupt = |e: &dyn std::fmt::Display| Error::Format { path: archive.to_path_buf(), reason: format!("cannot unpack: {e}") };
+    let corrupt = |e: &dyn std::fmt::Display| Error::Format {
+        path: archive.to_path_buf(),
+        reason: format!("cannot unpack: {e}"),
+    };
     let f = File::open(archive).map_err(io(archive))?;
     match kind {
         ArchiveKind::TarGz => {

@@ -94,7 +94,11 @@ impl BatchConfig {
             return Err(invalid("batch_size", 0, "must be at least 1"));
         }
         if self.workers == 0 || self.prefetch == 0 {
-            return Err(invalid("workers/prefetch", format!("{}/{}", self.workers, self.prefetch), "must be at least 1"));
+            return Err(invalid(
+                "workers/prefetch",
+                format!("{}/{}", self.workers, self.prefetch),
+                "must be at least 1",
+            ));
         }
         if set.is_empty() {
             return Err(invalid("dataset", "empty", "has no images"));
@@ -138,7 +142,13 @@ fn image_rng(seed: u64, epoch: u64, position: usize) -> ChaCha8Rng {
 }
 
 /// Prepares the images at `positions` of the epoch order.
-fn prepare(set: &ImageSet, cfg: &BatchConfig, epoch: u64, order: &[usize], positions: std::ops::Range<usize>) -> HostBatch {
+fn prepare(
+    set: &ImageSet,
+    cfg: &BatchConfig,
+    epoch: u64,
+    order: &[usize],
+    positions: std::ops::Range<usize>,
+) -> HostBatch {
     let len = positions.len();
     let per = set.image_len();
     let mut images = vec![0f32; len * per];

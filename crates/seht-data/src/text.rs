@@ -86,7 +86,8 @@ pub struct TextCorpus {
 
 fn read_text(path: &Path, hint: &str) -> Result<String> {
     let bytes = read_file(path, hint)?;
-    String::from_utf8(bytes).map_err(|e| Error::Format { path: path.to_path_buf(), reason: format!("not UTF-8 text: {e}") })
+    String::from_utf8(bytes)
+        .map_err(|e| Error::Format { path: path.to_path_buf(), reason: format!("not UTF-8 text: {e}") })
 }
 
 fn words(text: &str) -> impl Iterator<Item = &str> {
@@ -199,6 +200,9 @@ impl Batchified {
             inputs.extend_from_slice(&row[start..start + seq]);
             targets.extend_from_slice(&row[start + 1..start + 1 + seq]);
         }
-        Ok((Tensor::from_vec(inputs, (self.batch, seq), device)?, Tensor::from_vec(targets, (self.batch, seq), device)?))
+        Ok((
+            Tensor::from_vec(inputs, (self.batch, seq), device)?,
+            Tensor::from_vec(targets, (self.batch, seq), device)?,
+        ))
     }
 }

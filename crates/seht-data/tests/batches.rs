@@ -40,7 +40,11 @@ fn crop_with_padding_is_a_shift_with_black_borders() {
                 (0..32).all(|y| {
                     (0..32).all(|x| {
                         let (sy, sx) = (y as isize + dy, x as isize + dx);
-                        let want = if (0..32).contains(&sy) && (0..32).contains(&sx) { src[(sy * 32 + sx) as usize] } else { 0 };
+                        let want = if (0..32).contains(&sy) && (0..32).contains(&sx) {
+                            src[(sy * 32 + sx) as usize]
+                        } else {
+                            0
+                        };
                         out[y * 32 + x] == want
                     })
                 })

@@ -60,29 +60,42 @@ impl Server {
                 }
                 q.lock().expect("lock").push((path.clone(), range.clone()));
                 let route = r.lock().expect("lock").get(&path).cloned();
-                let from = range.as_deref().and_then(|v| v.strip_prefix("bytes=")).and_then(|v| v.trim_end_matches('-').parse::<usize>().ok());
+                let from = range
+                    .as_deref()
+                    .and_then(|v| v.strip_prefix("bytes="))
+                    .and_then(|v| v.trim_end_matches('-').parse::<usize>().ok());
                 let _ = match route {
-                    None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                    None => {
+                        stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    }
                     Some(Route::Normal(b)) => match from {
                         Some(n) if n < b.len() => {
                             let head = format!(
                                 "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {}-{}/{}\r\nConnection: close\r\n\r\n",
-                                b.len() - n, n, b.len() - 1, b.len()
+                                b.len() - n,
+                                n,
+                                b.len() - 1,
+                                b.len()
                             );
                             stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&b[n..]))
                         }
-                        Some(_) => stream.write_all(b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                        Some(_) => stream.write_all(
+                            b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        ),
                         None => {
-                            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
+                            let head =
+                                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
                             stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&b))
                         }
                     },
                     Some(Route::Truncate(b, n)) => {
-                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
                         stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&b[..n]))
                     }
                     Some(Route::IgnoreRange(b)) => {
-                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
                         stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&b))
                     }
                 };
@@ -218,7 +231,10 @@ fn offline_fails_at_once_naming_the_url_and_the_manual_route() {
     assert!(t0.elapsed().as_secs() < 5, "fails at once");
     let msg = err.to_string();
     assert!(msg.contains(&url), "{msg}");
-    assert!(msg.contains("by hand") && msg.contains("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"), "{msg}");
+    assert!(
+        msg.contains("by hand") && msg.contains("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -234,7 +250,8 @@ fn an_archive_placed_by_hand_is_used_without_a_download() {
     let bytes = cifar10_targz();
     let data = TempDir::new("fetch-manual");
     std::fs::write(data.path().join("cifar-10-binary.tar.gz"), &bytes).expect("place");
-    let folder = fetch_archive(&cifar_archive(&bytes), data.path(), &opts("http://127.0.0.1:9/unused".into())).expect("no download");
+    let folder = fetch_archive(&cifar_archive(&bytes), data.path(), &opts("http://127.0.0.1:9/unused".into()))
+        .expect("no download");
     assert!(folder.join("test_batch.bin").is_file());
 }
 

@@ -101,7 +101,10 @@ fn label_out_of_range_is_rejected() {
     let mut bytes = std::fs::read(&f).expect("read");
     bytes[3074 * 2 + 1] = 100; // record 2's fine label
     std::fs::write(&f, bytes).expect("write");
-    assert!(matches!(load_cifar100(&dir, Cifar100Label::Fine), Err(Error::LabelOutOfRange { record: 2, label: 100, .. })));
+    assert!(matches!(
+        load_cifar100(&dir, Cifar100Label::Fine),
+        Err(Error::LabelOutOfRange { record: 2, label: 100, .. })
+    ));
 }
 
 #[test]
@@ -141,7 +144,9 @@ fn fashion_mnist_bad_inputs() {
     // Label count disagreeing with image count.
     let dir = write_fashion(tmp.path(), 4, 4);
     std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gzip(&idx(&[3], &[0, 1, 2]))).expect("write");
-    assert!(matches!(load_fashion_mnist(&dir), Err(Error::Format { reason, .. }) if reason.contains("3 labels for 4 images")));
+    assert!(
+        matches!(load_fashion_mnist(&dir), Err(Error::Format { reason, .. }) if reason.contains("3 labels for 4 images"))
+    );
     std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gzip(&idx(&[4], &[0, 1, 12, 2]))).expect("write");
     assert!(matches!(load_fashion_mnist(&dir), Err(Error::LabelOutOfRange { record: 2, label: 12, .. })));
 }
@@ -171,11 +176,14 @@ fn wikitext_vocabulary_eos_and_unk() {
     let tmp = TempDir::new("wt2");
     let dir = tmp.path().join("wikitext-2");
     std::fs::create_dir_all(&dir).expect("dir");
-    write_text(&dir, [
-        ("wiki.train.tokens", " = Title = \n\n the cat sat <unk> \n the dog \n"),
-        ("wiki.valid.tokens", " the cat \n"),
-        ("wiki.test.tokens", " the bird sat \n"),
-    ]);
+    write_text(
+        &dir,
+        [
+            ("wiki.train.tokens", " = Title = \n\n the cat sat <unk> \n the dog \n"),
+            ("wiki.valid.tokens", " the cat \n"),
+            ("wiki.test.tokens", " the bird sat \n"),
+        ],
+    );
     let c = TextCorpus::load_wikitext2(&dir).expect("load");
     let words: Vec<&str> = (0..c.vocab.len() as u32).map(|i| c.vocab.word(i).expect("word")).collect();
     assert_eq!(words, ["=", "Title", "<eos>", "the", "cat", "sat", "<unk>", "dog"], "first-seen order, <eos> per line");

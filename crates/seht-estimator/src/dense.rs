@@ -21,11 +21,19 @@ impl DenseOperator {
     /// a relative tolerance of 1e-12).
     pub fn new(n: usize, a: Vec<f64>, blocks: Vec<Block>) -> Result<Self> {
         if a.len() != n * n {
-            return Err(Error::DimensionMismatch { context: "dense matrix entries (n·n)".into(), expected: n * n, actual: a.len() });
+            return Err(Error::DimensionMismatch {
+                context: "dense matrix entries (n·n)".into(),
+                expected: n * n,
+                actual: a.len(),
+            });
         }
         let total = total_len(&blocks);
         if total != n {
-            return Err(Error::DimensionMismatch { context: "sum of block lengths".into(), expected: n, actual: total });
+            return Err(Error::DimensionMismatch {
+                context: "sum of block lengths".into(),
+                expected: n,
+                actual: total,
+            });
         }
         let scale = a.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         for i in 0..n {

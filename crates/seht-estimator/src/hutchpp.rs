@@ -52,8 +52,7 @@ impl HutchPlusPlus {
     pub fn new(sketch: usize, residual_probes: usize) -> Result<Self> {
         Ok(Self {
             sketch: NonZeroUsize::new(sketch).ok_or(Error::ZeroCount { name: "sketch" })?,
-            residual_probes: NonZeroUsize::new(residual_probes)
-                .ok_or(Error::ZeroCount { name: "residual_probes" })?,
+            residual_probes: NonZeroUsize::new(residual_probes).ok_or(Error::ZeroCount { name: "residual_probes" })?,
         })
     }
 

@@ -46,7 +46,6 @@ pub use hutchinson::{Hutchinson, SehtH};
 pub use hutchpp::HutchPlusPlus;
 pub use operator::HvpOperator;
 pub use probe::{
-    Distribution, Gaussian, HalfProbability, Probability, ProbeDistribution, ProbeRng, Rademacher, Sparse,
-    probe_rng,
+    Distribution, Gaussian, HalfProbability, Probability, ProbeDistribution, ProbeRng, Rademacher, Sparse, probe_rng,
 };
 pub use seht_d::{Reading, SehtD};

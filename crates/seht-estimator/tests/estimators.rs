@@ -5,8 +5,8 @@
 
 use rand::Rng;
 use seht_estimator::{
-    Block, DenseOperator, Distribution, Error, Gaussian, HutchPlusPlus, Hutchinson, ProbeDistribution, Reading,
-    SehtD, Sparse, Target, TraceEstimator, probe_rng,
+    Block, DenseOperator, Distribution, Error, Gaussian, HutchPlusPlus, Hutchinson, ProbeDistribution, Reading, SehtD,
+    Sparse, Target, TraceEstimator, probe_rng,
 };
 
 /// A random symmetric matrix with entries of both signs and a non-trivial
@@ -155,7 +155,8 @@ fn seht_d_partial_sum_is_the_selected_diagonal_given_the_selection() {
             for &b in &selected {
                 let sigma = Sparse::from_probability(est.p2()).sample(&mut rng, sizes[b]);
                 let off = op.offset(b);
-                expected += sigma.iter().enumerate().filter(|(_, s)| **s != 0.0).map(|(i, _)| diag[off + i]).sum::<f64>();
+                expected +=
+                    sigma.iter().enumerate().filter(|(_, s)| **s != 0.0).map(|(i, _)| diag[off + i]).sum::<f64>();
             }
             assert!((sample - expected).abs() < 1e-12, "seed {seed}: sample {sample} vs selected diagonal {expected}");
             checked += 1;
@@ -236,7 +237,10 @@ fn hutch_plus_plus_is_unbiased_and_beats_hutchinson_on_a_decaying_spectrum() {
         hpp_vals.push(a.mean);
     }
     let (rmse_hpp, rmse_h) = ((err_hpp / trials as f64).sqrt(), (err_h / trials as f64).sqrt());
-    assert!(rmse_hpp < 0.5 * rmse_h, "Hutch++ RMSE {rmse_hpp:.2e} should beat Hutchinson's {rmse_h:.2e} at {budget} products");
+    assert!(
+        rmse_hpp < 0.5 * rmse_h,
+        "Hutch++ RMSE {rmse_hpp:.2e} should beat Hutchinson's {rmse_h:.2e} at {budget} products"
+    );
     let (_, v) = mean_var(&hpp_vals);
     assert_within_5se("Hutch++ mean", sum_hpp / trials as f64, tr, v, trials as usize);
 }
@@ -274,8 +278,14 @@ fn invalid_configurations_are_typed_errors() {
     let empty = DenseOperator::new(0, vec![], vec![]).expect("empty matrix is a valid matrix");
     let mut rng = probe_rng(0);
     assert!(matches!(Hutchinson::seht_h(1).expect("config").estimate(&empty, &mut rng), Err(Error::EmptyBlockSet)));
-    assert!(matches!(SehtD::new(1, 0.1, Reading::Unbiased).expect("config").estimate(&empty, &mut rng), Err(Error::EmptyBlockSet)));
-    assert!(matches!(HutchPlusPlus::with_budget(3).expect("config").estimate(&empty, &mut rng), Err(Error::EmptyBlockSet)));
+    assert!(matches!(
+        SehtD::new(1, 0.1, Reading::Unbiased).expect("config").estimate(&empty, &mut rng),
+        Err(Error::EmptyBlockSet)
+    ));
+    assert!(matches!(
+        HutchPlusPlus::with_budget(3).expect("config").estimate(&empty, &mut rng),
+        Err(Error::EmptyBlockSet)
+    ));
 
     let err = SehtD::new(1, 0.7, Reading::PartialSum).expect_err("invalid");
     assert_eq!(err.to_string(), "p = 0.7 is outside (0, 1/2]");
@@ -284,7 +294,10 @@ fn invalid_configurations_are_typed_errors() {
 #[test]
 fn dense_operator_rejects_bad_shapes_and_asymmetry() {
     assert!(matches!(DenseOperator::single_block(2, vec![1.0; 3]), Err(Error::DimensionMismatch { .. })));
-    assert!(matches!(DenseOperator::single_block(2, vec![1.0, 2.0, 3.0, 1.0]), Err(Error::NotSymmetric { row: 1, col: 0 })));
+    assert!(matches!(
+        DenseOperator::single_block(2, vec![1.0, 2.0, 3.0, 1.0]),
+        Err(Error::NotSymmetric { row: 1, col: 0 })
+    ));
     assert!(matches!(
         DenseOperator::new(2, vec![1.0, 0.0, 0.0, 1.0], vec![Block::new("a", 3)]),
         Err(Error::DimensionMismatch { .. })

@@ -60,7 +60,10 @@ fn main() -> Result<()> {
     }
     {
         let varmap = VarMap::new();
-        let m = WideResNet::new(&WideResNetConfig::wrn_28_10(3, 100, 0.3), VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+        let m = WideResNet::new(
+            &WideResNetConfig::wrn_28_10(3, 100, 0.3),
+            VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+        )?;
         let n = m.roles().param_set(&varmap)?.num_trainable();
         image_row("WRN-28-10 (CIFAR-100)", 100, n, &|x| Ok(m.forward_t(x, Phase::Train { seed: 0 })?))?;
     }
@@ -68,7 +71,8 @@ fn main() -> Result<()> {
         let varmap = VarMap::new();
         let m = RnnLm::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
         let n = m.roles().param_set(&varmap)?.num_trainable();
-        let tokens = Tensor::from_vec((0..20 * 35u32).map(|i| (i * 7919) % 33_278).collect::<Vec<_>>(), (20, 35), &dev)?;
+        let tokens =
+            Tensor::from_vec((0..20 * 35u32).map(|i| (i * 7919) % 33_278).collect::<Vec<_>>(), (20, 35), &dev)?;
         let state = m.zero_state(20)?;
         let f = time(reps, || Ok(m.forward_t(&tokens, &state, Phase::Train { seed: 0 }).map(|_| ())?))?;
         let fb = time(reps, || {

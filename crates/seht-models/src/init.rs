@@ -22,7 +22,9 @@ fn stream_of(name: &str) -> u64 {
 
 fn draw(init: Init, shape: &Shape, rng: &mut rand_chacha::ChaCha8Rng) -> Vec<f64> {
     let n = shape.elem_count();
-    let uniform = |rng: &mut rand_chacha::ChaCha8Rng, lo: f64, up: f64| -> Vec<f64> { (0..n).map(|_| rng.random_range(lo..up)).collect() };
+    let uniform = |rng: &mut rand_chacha::ChaCha8Rng, lo: f64, up: f64| -> Vec<f64> {
+        (0..n).map(|_| rng.random_range(lo..up)).collect()
+    };
     let normal = |rng: &mut rand_chacha::ChaCha8Rng, mean: f64, std: f64| -> Vec<f64> {
         (0..n).map(|_| mean + std * rng.sample::<f64, _>(rand_distr::StandardNormal)).collect()
     };

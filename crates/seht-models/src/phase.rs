@@ -47,7 +47,8 @@ pub fn dropout(xs: &Tensor, p: f64, phase: Phase, site: u64) -> Result<Tensor> {
     let threshold = (keep * 4_294_967_296.0) as u64;
     let mask: Vec<f32> =
         (0..xs.elem_count()).map(|_| if (rng.random::<u32>() as u64) < threshold { scale } else { 0.0 }).collect();
-    let mask = Tensor::from_vec(mask, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())?;
+    let mask =
+        Tensor::from_vec(mask, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())?;
     Ok(xs.mul(&mask)?)
 }
 
@@ -84,6 +85,7 @@ pub fn drop_block(xs: &Tensor, block: usize, keep: f64, phase: Phase, site: u64)
     let kept = mask.iter().filter(|&&v| v > 0.0).count().max(1);
     let scale = mask.len() as f32 / kept as f32;
     mask.iter_mut().for_each(|v| *v *= scale);
-    let mask = Tensor::from_vec(mask, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())?;
+    let mask =
+        Tensor::from_vec(mask, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())?;
     Ok(xs.mul(&mask)?)
 }

@@ -47,7 +47,14 @@ pub struct DropBlockConfig {
 impl ResNetConfig {
     /// ResNet-18: widths 64-128-256-512, two blocks per stage.
     pub fn resnet18(in_channels: usize, num_classes: usize) -> Self {
-        Self { in_channels, num_classes, widths: [64, 128, 256, 512], blocks: [2, 2, 2, 2], drop_block: None, head_dropout: 0.0 }
+        Self {
+            in_channels,
+            num_classes,
+            widths: [64, 128, 256, 512],
+            blocks: [2, 2, 2, 2],
+            drop_block: None,
+            head_dropout: 0.0,
+        }
     }
 
     /// ResNet-18's shape at a reduced width: widths `w, 2w, 4w, 8w`.
@@ -147,7 +154,13 @@ impl ResNet {
             let vs = vb.pp(format!("layer{}", s + 1));
             let mut blocks = Vec::with_capacity(n);
             for i in 0..n {
-                blocks.push(BasicBlock::new(c_in, width, if i == 0 { stride } else { 1 }, vs.pp(i.to_string()), &mut roles)?);
+                blocks.push(BasicBlock::new(
+                    c_in,
+                    width,
+                    if i == 0 { stride } else { 1 },
+                    vs.pp(i.to_string()),
+                    &mut roles,
+                )?);
                 c_in = width;
             }
             stages.push(blocks);

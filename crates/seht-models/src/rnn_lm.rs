@@ -53,7 +53,16 @@ pub struct RnnLmConfig {
 impl RnnLmConfig {
     /// The paper's LSTM: 2 layers, 512 embedding and hidden, dropout 0.5.
     pub fn paper_lstm(vocab_size: usize) -> Self {
-        Self { kind: RnnKind::Lstm, vocab_size, embedding: 512, hidden: 512, layers: 2, dropout: 0.5, tie_weights: false, init_range: 0.1 }
+        Self {
+            kind: RnnKind::Lstm,
+            vocab_size,
+            embedding: 512,
+            hidden: 512,
+            layers: 2,
+            dropout: 0.5,
+            tie_weights: false,
+            init_range: 0.1,
+        }
     }
 
     /// The paper's GRU: 2 layers, 512 embedding and hidden, dropout 0.3.
@@ -67,7 +76,11 @@ impl RnnLmConfig {
             return Err(invalid("vocab_size", self.vocab_size, "must be at least 2"));
         }
         if self.embedding == 0 || self.hidden == 0 {
-            return Err(invalid("embedding/hidden", format!("{}/{}", self.embedding, self.hidden), "must be at least 1"));
+            return Err(invalid(
+                "embedding/hidden",
+                format!("{}/{}", self.embedding, self.hidden),
+                "must be at least 1",
+            ));
         }
         if self.layers == 0 {
             return Err(invalid("layers", self.layers, "must be at least 1"));
@@ -76,7 +89,11 @@ impl RnnLmConfig {
             return Err(invalid("dropout", self.dropout, "must lie in [0, 1)"));
         }
         if self.tie_weights && self.embedding != self.hidden {
-            return Err(invalid("tie_weights", format!("embedding {} ≠ hidden {}", self.embedding, self.hidden), "tied weights need embedding == hidden"));
+            return Err(invalid(
+                "tie_weights",
+                format!("embedding {} ≠ hidden {}", self.embedding, self.hidden),
+                "tied weights need embedding == hidden",
+            ));
         }
         if self.init_range <= 0.0 || !self.init_range.is_finite() {
             return Err(invalid("init_range", self.init_range, "must be positive and finite"));
@@ -105,7 +122,9 @@ impl RnnState {
     /// (truncated backpropagation through time).
     pub fn detach(&self) -> Self {
         match self {
-            RnnState::Lstm(s) => RnnState::Lstm(s.iter().map(|s| LSTMState::new(s.h().detach(), s.c().detach())).collect()),
+            RnnState::Lstm(s) => {
+                RnnState::Lstm(s.iter().map(|s| LSTMState::new(s.h().detach(), s.c().detach())).collect())
+            }
             RnnState::Gru(s) => RnnState::Gru(s.iter().map(|s| GRUState { h: s.h().detach() }).collect()),
         }
     }
@@ -146,7 +165,13 @@ impl RnnLm {
                 (0..cfg.layers)
                     .map(|l| {
                         let d_in = if l == 0 { cfg.embedding } else { cfg.hidden };
-                        let c = LSTMConfig { w_ih_init: uniform, w_hh_init: uniform, b_ih_init: Some(zero), b_hh_init: Some(zero), ..Default::default() };
+                        let c = LSTMConfig {
+                            w_ih_init: uniform,
+                            w_hh_init: uniform,
+                            b_ih_init: Some(zero),
+                            b_hh_init: Some(zero),
+                            ..Default::default()
+                        };
                         let vl = vr.pp(l.to_string());
                         record_rnn(&vl, &mut roles);
                         candle_nn::lstm(d_in, cfg.hidden, c, vl)
@@ -157,7 +182,12 @@ impl RnnLm {
                 (0..cfg.layers)
                     .map(|l| {
                         let d_in = if l == 0 { cfg.embedding } else { cfg.hidden };
-                        let c = GRUConfig { w_ih_init: uniform, w_hh_init: uniform, b_ih_init: Some(zero), b_hh_init: Some(zero) };
+                        let c = GRUConfig {
+                            w_ih_init: uniform,
+                            w_hh_init: uniform,
+                            b_ih_init: Some(zero),
+                            b_hh_init: Some(zero),
+                        };
                         let vl = vr.pp(l.to_string());
                         record_rnn(&vl, &mut roles);
                         candle_nn::gru(d_in, cfg.hidden, c, vl)
@@ -185,8 +215,12 @@ impl RnnLm {
     /// An all-zero state for `batch` sequences.
     pub fn zero_state(&self, batch: usize) -> Result<RnnState> {
         Ok(match &self.layers {
-            Layers::Lstm(ls) => RnnState::Lstm(ls.iter().map(|l| l.zero_state(batch)).collect::<candle_core::Result<_>>()?),
-            Layers::Gru(ls) => RnnState::Gru(ls.iter().map(|l| l.zero_state(batch)).collect::<candle_core::Result<_>>()?),
+            Layers::Lstm(ls) => {
+                RnnState::Lstm(ls.iter().map(|l| l.zero_state(batch)).collect::<candle_core::Result<_>>()?)
+            }
+            Layers::Gru(ls) => {
+                RnnState::Gru(ls.iter().map(|l| l.zero_state(batch)).collect::<candle_core::Result<_>>()?)
+            }
         })
     }
 
@@ -197,8 +231,12 @@ impl RnnLm {
         let emb = candle_nn::Embedding::new(self.encoder.clone(), self.cfg.embedding).forward(tokens)?; // (batch, seq, emb)
         let mut h = dropout(&emb, self.cfg.dropout, phase, 0)?;
         let new_state = match (&self.layers, state) {
-            (Layers::Lstm(ls), RnnState::Lstm(ss)) => RnnState::Lstm(self.run_layers(ls, ss, &mut h, seq, phase, |s: &LSTMState| s.h().clone())?),
-            (Layers::Gru(ls), RnnState::Gru(ss)) => RnnState::Gru(self.run_layers(ls, ss, &mut h, seq, phase, |s: &GRUState| s.h().clone())?),
+            (Layers::Lstm(ls), RnnState::Lstm(ss)) => {
+                RnnState::Lstm(self.run_layers(ls, ss, &mut h, seq, phase, |s: &LSTMState| s.h().clone())?)
+            }
+            (Layers::Gru(ls), RnnState::Gru(ss)) => {
+                RnnState::Gru(self.run_layers(ls, ss, &mut h, seq, phase, |s: &GRUState| s.h().clone())?)
+            }
             _ => return Err(invalid("state", "wrong cell type", "an LSTM needs an LSTM state and a GRU a GRU state")),
         };
         let logits = h

@@ -85,7 +85,15 @@ struct WideBlock {
 }
 
 impl WideBlock {
-    fn new(c_in: usize, c_out: usize, stride: usize, dropout: f64, site: u64, vb: VarBuilder, roles: &mut Roles) -> Result<Self> {
+    fn new(
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+        dropout: f64,
+        site: u64,
+        vb: VarBuilder,
+        roles: &mut Roles,
+    ) -> Result<Self> {
         Ok(Self {
             bn1: batch_norm(c_in, vb.pp("bn1"), roles)?,
             conv1: conv(c_in, c_out, 3, stride, 1, vb.pp("conv1"), roles)?,

@@ -110,15 +110,27 @@ fn output_shapes() {
     assert_eq!(r.forward_t(&xs, Phase::Train { seed: 0 }).expect("fwd").dims(), [2, 7]);
     assert_eq!(r.forward_t(&xs, Phase::Eval).expect("fwd").dims(), [2, 7]);
     let varmap = VarMap::new();
-    let w = WideResNet::new(&WideResNetConfig { depth: 10, widen_factor: 1, dropout: 0.3, in_channels: 3, num_classes: 5 }, vb(&varmap, DType::F32))
-        .expect("model");
+    let w = WideResNet::new(
+        &WideResNetConfig { depth: 10, widen_factor: 1, dropout: 0.3, in_channels: 3, num_classes: 5 },
+        vb(&varmap, DType::F32),
+    )
+    .expect("model");
     assert_eq!(w.forward_t(&xs, Phase::Train { seed: 0 }).expect("fwd").dims(), [2, 5]);
     let gray = Tensor::zeros((2, 1, 28, 28), DType::F32, &DEV).expect("xs");
     let varmap = VarMap::new();
     let r1 = ResNet::new(&ResNetConfig::narrow(1, 10, 4, [1, 1, 1, 1]), vb(&varmap, DType::F32)).expect("model");
     assert_eq!(r1.forward_t(&gray, Phase::Eval).expect("fwd").dims(), [2, 10]);
     for kind in [RnnKind::Lstm, RnnKind::Gru] {
-        let cfg = RnnLmConfig { kind, vocab_size: 13, embedding: 6, hidden: 5, layers: 2, dropout: 0.2, tie_weights: false, init_range: 0.1 };
+        let cfg = RnnLmConfig {
+            kind,
+            vocab_size: 13,
+            embedding: 6,
+            hidden: 5,
+            layers: 2,
+            dropout: 0.2,
+            tie_weights: false,
+            init_range: 0.1,
+        };
         let varmap = VarMap::new();
         let m = RnnLm::new(&cfg, vb(&varmap, DType::F32)).expect("model");
         let tokens = Tensor::new(&[[1u32, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]], &DEV).expect("tokens");
@@ -136,12 +148,16 @@ fn roles_select_weights_only_and_reject_foreign_variables() {
     let weights = set.select(&Selection::Weights).expect("weights");
     // stem + 4 blocks × 2 convs + 3 projection shortcuts + linear
     assert_eq!(weights.len(), 1 + 8 + 3 + 1);
-    assert!(weights.iter().all(|p| p.name.ends_with("weight") && !p.name.contains("bn") && !p.name.ends_with(".1.weight")));
+    assert!(
+        weights.iter().all(|p| p.name.ends_with("weight") && !p.name.contains("bn") && !p.name.ends_with(".1.weight"))
+    );
     assert_eq!(set.with_role(Role::Buffer).count(), 2 * (1 + 8 + 3));
     assert_eq!(set.get("linear.bias").expect("bias").role, Role::Bias);
     // A VarMap shared with another model holds variables this one did not make.
     let _other = candle_nn::linear(3, 3, vb(&varmap, DType::F32).pp("extra")).expect("linear");
-    assert!(matches!(m.roles().param_set(&varmap), Err(seht_models::Error::UndeclaredVariable(n)) if n.starts_with("extra")));
+    assert!(
+        matches!(m.roles().param_set(&varmap), Err(seht_models::Error::UndeclaredVariable(n)) if n.starts_with("extra"))
+    );
 }
 
 #[test]
@@ -155,7 +171,9 @@ fn invalid_configs_name_the_field() {
     let bad = RnnLmConfig { dropout: 1.0, ..RnnLmConfig::paper_gru(10) };
     assert!(RnnLm::new(&bad, vb(&VarMap::new(), DType::F32)).expect_err("dropout").to_string().contains("dropout"));
     let bad = ResNetConfig { num_classes: 1, ..ResNetConfig::resnet18(3, 10) };
-    assert!(ResNet::new(&bad, vb(&VarMap::new(), DType::F32)).expect_err("classes").to_string().contains("num_classes"));
+    assert!(
+        ResNet::new(&bad, vb(&VarMap::new(), DType::F32)).expect_err("classes").to_string().contains("num_classes")
+    );
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
@@ -191,7 +209,16 @@ fn batch_norm_and_dropout_follow_the_phase() {
 
 #[test]
 fn hidden_state_is_carried_and_detached_between_windows() {
-    let cfg = RnnLmConfig { kind: RnnKind::Lstm, vocab_size: 9, embedding: 4, hidden: 4, layers: 2, dropout: 0.0, tie_weights: true, init_range: 0.1 };
+    let cfg = RnnLmConfig {
+        kind: RnnKind::Lstm,
+        vocab_size: 9,
+        embedding: 4,
+        hidden: 4,
+        layers: 2,
+        dropout: 0.0,
+        tie_weights: true,
+        init_range: 0.1,
+    };
     let varmap = VarMap::new();
     let m = RnnLm::new(&cfg, vb(&varmap, DType::F32)).expect("model");
     let a = Tensor::new(&[[1u32, 2, 3]], &DEV).expect("a");
@@ -222,12 +249,25 @@ fn seeded_randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec(v, shape, &DEV).expect("tensor")
 }
 
-fn assert_model_fd(name: &str, varmap: &VarMap, roles: &seht_models::Roles, loss: &dyn Fn() -> candle_core::Result<Tensor>) {
+fn assert_model_fd(
+    name: &str,
+    varmap: &VarMap,
+    roles: &seht_models::Roles,
+    loss: &dyn Fn() -> candle_core::Result<Tensor>,
+) {
     let vars = roles.param_set(varmap).expect("param set").trainable_vars();
     for seed in [1u64, 2] {
         let r = fd_check(&vars, loss, 1e-6, seed).expect("check");
-        eprintln!("{name} seed {seed}: HVP rel. error {:.2e}, ∇(σᵀHσ) rel. error {:.2e} (σᵀHσ = {:.4})", r.hvp, r.grad_quadratic, r.quadratic);
-        assert!(r.hvp < 1e-6 && r.grad_quadratic < 1e-6, "{name} seed {seed}: HVP {:.2e}, ∇(σᵀHσ) {:.2e}", r.hvp, r.grad_quadratic);
+        eprintln!(
+            "{name} seed {seed}: HVP rel. error {:.2e}, ∇(σᵀHσ) rel. error {:.2e} (σᵀHσ = {:.4})",
+            r.hvp, r.grad_quadratic, r.quadratic
+        );
+        assert!(
+            r.hvp < 1e-6 && r.grad_quadratic < 1e-6,
+            "{name} seed {seed}: HVP {:.2e}, ∇(σᵀHσ) {:.2e}",
+            r.hvp,
+            r.grad_quadratic
+        );
         assert!(r.quadratic.abs() > 1e-8);
     }
 }
@@ -239,10 +279,19 @@ fn labels(n: usize, classes: u32) -> Tensor {
 #[test]
 fn tiny_resnet_is_exact_to_third_order() {
     let varmap = VarMap::new();
-    let m = ResNet::new(&ResNetConfig::narrow(2, 3, 2, [1, 1, 1, 1]), seht_models::seeded_varbuilder(&varmap, 1, DType::F64, &DEV)).expect("model");
+    let m = ResNet::new(
+        &ResNetConfig::narrow(2, 3, 2, [1, 1, 1, 1]),
+        seht_models::seeded_varbuilder(&varmap, 1, DType::F64, &DEV),
+    )
+    .expect("model");
     let xs = seeded_randn(&[4, 2, 8, 8], 2);
     let ys = labels(4, 3);
-    let loss = || candle_nn::loss::cross_entropy(&m.forward_t(&xs, Phase::Train { seed: 0 }).map_err(candle_core::Error::wrap)?, &ys);
+    let loss = || {
+        candle_nn::loss::cross_entropy(
+            &m.forward_t(&xs, Phase::Train { seed: 0 }).map_err(candle_core::Error::wrap)?,
+            &ys,
+        )
+    };
     assert_model_fd("tiny ResNet", &varmap, m.roles(), &loss);
 }
 
@@ -253,14 +302,28 @@ fn tiny_wide_resnet_with_dropout_is_exact_to_third_order() {
     let m = WideResNet::new(&cfg, seht_models::seeded_varbuilder(&varmap, 3, DType::F64, &DEV)).expect("model");
     let xs = seeded_randn(&[3, 2, 8, 8], 4);
     let ys = labels(3, 3);
-    let loss = || candle_nn::loss::cross_entropy(&m.forward_t(&xs, Phase::Train { seed: 5 }).map_err(candle_core::Error::wrap)?, &ys);
+    let loss = || {
+        candle_nn::loss::cross_entropy(
+            &m.forward_t(&xs, Phase::Train { seed: 5 }).map_err(candle_core::Error::wrap)?,
+            &ys,
+        )
+    };
     assert_model_fd("tiny WRN (dropout 0.3, fixed masks)", &varmap, m.roles(), &loss);
 }
 
 #[test]
 fn tiny_language_models_are_exact_to_third_order() {
     for kind in [RnnKind::Lstm, RnnKind::Gru] {
-        let cfg = RnnLmConfig { kind, vocab_size: 11, embedding: 5, hidden: 5, layers: 2, dropout: 0.2, tie_weights: true, init_range: 0.5 };
+        let cfg = RnnLmConfig {
+            kind,
+            vocab_size: 11,
+            embedding: 5,
+            hidden: 5,
+            layers: 2,
+            dropout: 0.2,
+            tie_weights: true,
+            init_range: 0.5,
+        };
         let varmap = VarMap::new();
         let m = RnnLm::new(&cfg, seht_models::seeded_varbuilder(&varmap, 5, DType::F64, &DEV)).expect("model");
         let inputs = Tensor::new(&[[1u32, 4, 2, 8], [3, 3, 9, 0]], &DEV).expect("inputs");
@@ -289,7 +352,8 @@ fn drop_block_drops_contiguous_squares_at_the_configured_rate() {
             for x in 0..16 {
                 if m[y * 16 + x] == 0.0 {
                     let in_square = (y.saturating_sub(2)..=y.min(13)).any(|y0| {
-                        (x.saturating_sub(2)..=x.min(13)).any(|x0| (y0..y0 + 3).all(|yy| (x0..x0 + 3).all(|xx| m[yy * 16 + xx] == 0.0)))
+                        (x.saturating_sub(2)..=x.min(13))
+                            .any(|x0| (y0..y0 + 3).all(|yy| (x0..x0 + 3).all(|xx| m[yy * 16 + xx] == 0.0)))
                     });
                     assert!(in_square, "plane {plane} ({y},{x}) dropped outside a 3×3 block");
                 }

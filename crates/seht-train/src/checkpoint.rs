@@ -46,7 +46,8 @@ pub fn save(dir: &Path, tensors: &HashMap<String, Tensor>, state: &State) -> Res
     let tmp = file.with_extension("tmp");
     candle_core::safetensors::save(tensors, &tmp)?;
     std::fs::rename(&tmp, &file).map_err(io(&file))?;
-    let json = serde_json::to_vec_pretty(state).map_err(|e| Error::Io { path: dir.join("state.json"), source: e.into() })?;
+    let json =
+        serde_json::to_vec_pretty(state).map_err(|e| Error::Io { path: dir.join("state.json"), source: e.into() })?;
     write_atomic(&dir.join("state.json"), &json)?;
     for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
@@ -65,7 +66,8 @@ pub fn load(dir: &Path, cfg: &ExperimentConfig, device: &Device) -> Result<Optio
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(Error::Io { path: state_path, source }),
     };
-    let state: State = serde_json::from_slice(&bytes).map_err(|e| Error::Io { path: state_path.clone(), source: e.into() })?;
+    let state: State =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Io { path: state_path.clone(), source: e.into() })?;
     if &state.config != cfg {
         return Err(Error::CheckpointMismatch { path: state_path, found: state.config.name.clone() });
     }

@@ -331,7 +331,11 @@ impl Regularizer {
             if ok { Ok(()) } else { Err(config(format!("regularizer.{f}"), v, "must lie in (0, 1)")) }
         };
         let nonneg = |f: &str, v: f64| -> Result<()> {
-            if v >= 0.0 && v.is_finite() { Ok(()) } else { Err(config(format!("regularizer.{f}"), v, "must be finite and ≥ 0")) }
+            if v >= 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(config(format!("regularizer.{f}"), v, "must be finite and ≥ 0"))
+            }
         };
         let positive = |f: &str, v: usize| -> Result<()> {
             if v >= 1 { Ok(()) } else { Err(config(format!("regularizer.{f}"), v, "must be at least 1")) }
@@ -349,7 +353,11 @@ impl Regularizer {
             }
             Regularizer::Mixup { alpha } => {
                 image_only("mixup")?;
-                if alpha > 0.0 && alpha.is_finite() { Ok(()) } else { Err(config("regularizer.alpha", alpha, "must be > 0")) }
+                if alpha > 0.0 && alpha.is_finite() {
+                    Ok(())
+                } else {
+                    Err(config("regularizer.alpha", alpha, "must be > 0"))
+                }
             }
             Regularizer::Jacobian { n_proj, lambda } => {
                 image_only("jacobian")?;
@@ -359,7 +367,11 @@ impl Regularizer {
             Regularizer::Dropblock { block_size, keep_prob } => {
                 image_only("dropblock")?;
                 positive("block_size", block_size)?;
-                if keep_prob > 0.0 && keep_prob <= 1.0 { Ok(()) } else { Err(config("regularizer.keep_prob", keep_prob, "must lie in (0, 1]")) }
+                if keep_prob > 0.0 && keep_prob <= 1.0 {
+                    Ok(())
+                } else {
+                    Err(config("regularizer.keep_prob", keep_prob, "must lie in (0, 1]"))
+                }
             }
             Regularizer::Dropout { p } => unit("p", p, false),
             Regularizer::SehtH { probes, lambda, every, .. } => {
@@ -381,7 +393,11 @@ impl Regularizer {
                     return Err(config("regularizer.p", p, "must be 0 (SEHT-H) or lie in (0, 1/2] (SEHT-D)"));
                 }
                 if !(0.0..1.0).contains(&relative_step) {
-                    return Err(config("regularizer.relative_step", relative_step, "must lie in [0, 1) (0: the dtype's default)"));
+                    return Err(config(
+                        "regularizer.relative_step",
+                        relative_step,
+                        "must lie in [0, 1) (0: the dtype's default)",
+                    ));
                 }
                 Ok(())
             }
@@ -392,7 +408,8 @@ impl Regularizer {
 impl ExperimentConfig {
     /// Parses TOML; the error names the field (and line) at fault.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| Error::ConfigParse { path: path.to_path_buf(), message: e.to_string() })?;
+        let cfg: Self = toml::from_str(text)
+            .map_err(|e| Error::ConfigParse { path: path.to_path_buf(), message: e.to_string() })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -418,8 +435,15 @@ impl ExperimentConfig {
         }
         let text = matches!(self.data, DataConfig::Text(_));
         match (&self.data, &self.model) {
-            (DataConfig::Text(_), ModelConfig::Rnn { .. }) | (DataConfig::Image(_), ModelConfig::Resnet { .. } | ModelConfig::Wrn { .. }) => {}
-            _ => return Err(config("model.kind", format!("{:?}", self.model).split_whitespace().next().unwrap_or("?"), "does not fit the data kind (image data needs resnet or wrn, text needs rnn)")),
+            (DataConfig::Text(_), ModelConfig::Rnn { .. })
+            | (DataConfig::Image(_), ModelConfig::Resnet { .. } | ModelConfig::Wrn { .. }) => {}
+            _ => {
+                return Err(config(
+                    "model.kind",
+                    format!("{:?}", self.model).split_whitespace().next().unwrap_or("?"),
+                    "does not fit the data kind (image data needs resnet or wrn, text needs rnn)",
+                ));
+            }
         }
         match &self.data {
             DataConfig::Image(d) => {
@@ -431,7 +455,11 @@ impl ExperimentConfig {
                 }
             }
             DataConfig::Text(d) => {
-                for (f, v) in [("data.batch_size", d.batch_size), ("data.eval_batch_size", d.eval_batch_size), ("data.bptt", d.bptt)] {
+                for (f, v) in [
+                    ("data.batch_size", d.batch_size),
+                    ("data.eval_batch_size", d.eval_batch_size),
+                    ("data.bptt", d.bptt),
+                ] {
                     if v == 0 {
                         return Err(config(f, 0, "must be at least 1"));
                     }
@@ -446,15 +474,23 @@ impl ExperimentConfig {
             return Err(config("optim.momentum", o.momentum, "must lie in [0, 1)"));
         }
         if o.weight_decay < 0.0 || o.clip_grad_norm < 0.0 {
-            return Err(config("optim.weight_decay/clip_grad_norm", format!("{}/{}", o.weight_decay, o.clip_grad_norm), "must be ≥ 0"));
+            return Err(config(
+                "optim.weight_decay/clip_grad_norm",
+                format!("{}/{}", o.weight_decay, o.clip_grad_norm),
+                "must be ≥ 0",
+            ));
         }
         match &self.schedule {
-            ScheduleConfig::MultiStep { gamma, .. } | ScheduleConfig::Plateau { factor: gamma } if !(*gamma > 0.0 && *gamma <= 1.0) => {
+            ScheduleConfig::MultiStep { gamma, .. } | ScheduleConfig::Plateau { factor: gamma }
+                if !(*gamma > 0.0 && *gamma <= 1.0) =>
+            {
                 return Err(config("schedule.gamma/factor", gamma, "must lie in (0, 1]"));
             }
             _ => {}
         }
-        if matches!(self.regularizer, Regularizer::Dropblock { .. }) && !matches!(self.model, ModelConfig::Resnet { .. }) {
+        if matches!(self.regularizer, Regularizer::Dropblock { .. })
+            && !matches!(self.model, ModelConfig::Resnet { .. })
+        {
             return Err(config("regularizer.kind", "dropblock", "is implemented for the ResNet only"));
         }
         self.regularizer.validate(text)

@@ -39,14 +39,26 @@ pub fn load_images(cfg: &ImageDataConfig, data_dir: &Path, seed: u64) -> Result<
     } else {
         let per_class = cfg.train_subset / ds.train.num_classes;
         if per_class == 0 {
-            return Err(config("data.train_subset", cfg.train_subset, format!("fewer than one image for each of {} classes", ds.train.num_classes)));
+            return Err(config(
+                "data.train_subset",
+                cfg.train_subset,
+                format!("fewer than one image for each of {} classes", ds.train.num_classes),
+            ));
         }
         seht_data::subset(&ds.train, Subset::Balanced { per_class, seed })?
     };
-    let test = if cfg.test_subset == 0 { ds.test } else { seht_data::subset(&ds.test, Subset::First(cfg.test_subset.min(ds.test.len())))? };
+    let test = if cfg.test_subset == 0 {
+        ds.test
+    } else {
+        seht_data::subset(&ds.test, Subset::First(cfg.test_subset.min(ds.test.len())))?
+    };
     let valid = if cfg.validation > 0 {
         if cfg.validation >= train.len() {
-            return Err(config("data.validation", cfg.validation, format!("must be smaller than the {} training images", train.len())));
+            return Err(config(
+                "data.validation",
+                cfg.validation,
+                format!("must be smaller than the {} training images", train.len()),
+            ));
         }
         let mut order: Vec<usize> = (0..train.len()).collect();
         use rand::SeedableRng;
@@ -78,7 +90,11 @@ pub fn load_images(cfg: &ImageDataConfig, data_dir: &Path, seed: u64) -> Result<
 pub fn load_text(cfg: &TextDataConfig, data_dir: &Path) -> Result<(TextCorpus, String)> {
     let dir = resolve(data_dir, &cfg.dir);
     let files = [cfg.files[0].as_str(), cfg.files[1].as_str(), cfg.files[2].as_str()];
-    let mut corpus = TextCorpus::load_splits(&dir, files, "a folder of three plain-text splits (WikiText-2 layout: wiki.{train,valid,test}.tokens)")?;
+    let mut corpus = TextCorpus::load_splits(
+        &dir,
+        files,
+        "a folder of three plain-text splits (WikiText-2 layout: wiki.{train,valid,test}.tokens)",
+    )?;
     let full = corpus.train.tokens.len();
     if cfg.train_tokens > 0 && cfg.train_tokens < full {
         corpus.train.tokens.truncate(cfg.train_tokens);

@@ -25,7 +25,9 @@ pub enum Error {
         reason: String,
     },
     /// A checkpoint belongs to another config.
-    #[error("{path}: checkpoint was written by another config (run `{found}`); use another --out or remove the run folder")]
+    #[error(
+        "{path}: checkpoint was written by another config (run `{found}`); use another --out or remove the run folder"
+    )]
     CheckpointMismatch {
         /// The checkpoint's state file.
         path: PathBuf,

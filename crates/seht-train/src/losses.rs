@@ -46,7 +46,8 @@ impl MixupDraw {
     /// Draws λ and a permutation of `n` examples.
     pub fn draw(n: usize, alpha: f64, rng: &mut impl Rng) -> Result<Self> {
         use rand::seq::SliceRandom;
-        let beta = rand_distr::Beta::new(alpha, alpha).map_err(|e| crate::error::config("regularizer.alpha", alpha, e.to_string()))?;
+        let beta = rand_distr::Beta::new(alpha, alpha)
+            .map_err(|e| crate::error::config("regularizer.alpha", alpha, e.to_string()))?;
         let lambda: f64 = rng.sample(beta);
         let mut perm: Vec<u32> = (0..n as u32).collect();
         perm.shuffle(rng);

@@ -27,7 +27,9 @@ impl LrSchedule {
     pub fn lr(&self, epoch: usize) -> f64 {
         match &self.cfg {
             ScheduleConfig::Constant => self.base,
-            ScheduleConfig::Cosine => self.base * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / self.epochs as f64).cos()),
+            ScheduleConfig::Cosine => {
+                self.base * 0.5 * (1.0 + (std::f64::consts::PI * epoch as f64 / self.epochs as f64).cos())
+            }
             ScheduleConfig::MultiStep { milestones, gamma } => {
                 self.base * gamma.powi(milestones.iter().filter(|&&m| m <= epoch).count() as i32)
             }

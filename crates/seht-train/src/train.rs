@@ -10,15 +10,15 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use seht_candle::first_order::{default_relative_step, first_order_penalty};
 use seht_candle::{Param, Selection, penalised_loss, trace_estimate};
 use seht_data::{Augment, BatchConfig, Batchified, EpochBatches, ImageSet};
-use seht_candle::first_order::{default_relative_step, first_order_penalty};
 use seht_estimator::{Distribution, Estimator, Reading, SehtD, SehtH, Sparse};
 use seht_models::{
     DropBlockConfig, Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig, RnnState, Roles, WideResNet,
     WideResNetConfig, seeded_varbuilder,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, State};
 use crate::config::{DataConfig, ExperimentConfig, ModelConfig, Regularizer, RnnCell, SehtReading};
@@ -161,23 +161,42 @@ fn build_net(cfg: &ExperimentConfig, shape: (usize, usize), varmap: &VarMap, dev
     Ok(match &cfg.model {
         ModelConfig::Resnet { widths, blocks } => {
             let (drop_block, head_dropout) = match cfg.regularizer {
-                Regularizer::Dropblock { block_size, keep_prob } => (Some(DropBlockConfig { block_size, keep_prob }), 0.0),
+                Regularizer::Dropblock { block_size, keep_prob } => {
+                    (Some(DropBlockConfig { block_size, keep_prob }), 0.0)
+                }
                 Regularizer::Dropout { p } => (None, p),
                 _ => (None, 0.0),
             };
-            let rc = ResNetConfig { in_channels, num_classes: classes, widths: *widths, blocks: *blocks, drop_block, head_dropout };
+            let rc = ResNetConfig {
+                in_channels,
+                num_classes: classes,
+                widths: *widths,
+                blocks: *blocks,
+                drop_block,
+                head_dropout,
+            };
             Net::Res(ResNet::new(&rc, vb)?)
         }
         ModelConfig::Wrn { depth, widen_factor, dropout } => {
             if let Regularizer::Dropout { .. } = cfg.regularizer {
                 return Err(config("regularizer.kind", "dropout", "a WRN's dropout is set in model.dropout"));
             }
-            let wc = WideResNetConfig { depth: *depth, widen_factor: *widen_factor, dropout: *dropout, in_channels, num_classes: classes };
+            let wc = WideResNetConfig {
+                depth: *depth,
+                widen_factor: *widen_factor,
+                dropout: *dropout,
+                in_channels,
+                num_classes: classes,
+            };
             Net::Wide(WideResNet::new(&wc, vb)?)
         }
         ModelConfig::Rnn { cell, embedding, hidden, layers, dropout, tie_weights, init_range } => {
             if let Regularizer::Dropout { .. } = cfg.regularizer {
-                return Err(config("regularizer.kind", "dropout", "a language model's dropout is set in model.dropout"));
+                return Err(config(
+                    "regularizer.kind",
+                    "dropout",
+                    "a language model's dropout is set in model.dropout",
+                ));
             }
             let kind = match cell {
                 RnnCell::Lstm => RnnKind::Lstm,
@@ -224,7 +243,12 @@ fn penalty_of(reg: &Regularizer) -> Result<Option<Penalty>> {
                 SehtReading::PartialSum => Reading::PartialSum,
                 SehtReading::Unbiased => Reading::Unbiased,
             };
-            Some(Penalty { estimator: Estimator::SehtD(SehtD::new(probes, p, reading)?), lambda, every: every as u64, rescale })
+            Some(Penalty {
+                estimator: Estimator::SehtD(SehtD::new(probes, p, reading)?),
+                lambda,
+                every: every as u64,
+                rescale,
+            })
         }
         _ => None,
     })
@@ -286,7 +310,11 @@ fn first_order_step(
         };
         let sd = SehtD::new(fo.probes, fo.p, reading)?;
         let selected = sd.draw_blocks(weights.len(), rng);
-        (selected.iter().map(|&i| weights[i].clone()).collect(), Distribution::Sparse(Sparse::new(fo.p)?), sd.sample_scale())
+        (
+            selected.iter().map(|&i| weights[i].clone()).collect(),
+            Distribution::Sparse(Sparse::new(fo.p)?),
+            sd.sample_scale(),
+        )
     };
     if penalised.is_empty() {
         return Ok((plain(sgd, loss)?, Some(0.0)));
@@ -340,7 +368,15 @@ fn finish_step(
 }
 
 fn eval_images(net: &Net, set: &Arc<ImageSet>, device: &Device) -> Result<EvalMetrics> {
-    let cfg = BatchConfig { batch_size: 256, shuffle: false, drop_last: false, augment: Augment::NONE, seed: 0, workers: 1, prefetch: 2 };
+    let cfg = BatchConfig {
+        batch_size: 256,
+        shuffle: false,
+        drop_last: false,
+        augment: Augment::NONE,
+        seed: 0,
+        workers: 1,
+        prefetch: 2,
+    };
     let mut it = EpochBatches::new(set.clone(), cfg, 0, 0)?;
     let (mut loss, mut top1, mut top5, mut n) = (0.0, 0, 0, 0);
     while let Some((xs, ys)) = it.next_batch(device)? {
@@ -351,7 +387,12 @@ fn eval_images(net: &Net, set: &Arc<ImageSet>, device: &Device) -> Result<EvalMe
         top5 += losses::top_k_correct(&logits, &ys, 5)?;
         n += b;
     }
-    Ok(EvalMetrics { loss: loss / n as f64, top1: Some(top1 as f64 / n as f64), top5: Some(top5 as f64 / n as f64), perplexity: None })
+    Ok(EvalMetrics {
+        loss: loss / n as f64,
+        top1: Some(top1 as f64 / n as f64),
+        top5: Some(top5 as f64 / n as f64),
+        perplexity: None,
+    })
 }
 
 fn eval_text(lm: &RnnLm, data: &Batchified, bptt: usize, device: &Device) -> Result<EvalMetrics> {
@@ -374,7 +415,9 @@ fn progress(show: bool, len: usize, prefix: String) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len as u64);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} {per_sec} ETA {eta}") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} {per_sec} ETA {eta}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_prefix(prefix);
@@ -430,7 +473,13 @@ fn tensors_of(varmap: &VarMap, sgd: &Sgd) -> HashMap<String, Tensor> {
     out
 }
 
-fn restore(varmap: &VarMap, sgd: &mut Sgd, n_trainable: usize, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+fn restore(
+    varmap: &VarMap,
+    sgd: &mut Sgd,
+    n_trainable: usize,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<()> {
     for (name, var) in varmap.data().lock().unwrap_or_else(|p| p.into_inner()).iter() {
         let t = tensors.get(&format!("model.{name}")).ok_or_else(|| Error::CheckpointMismatch {
             path: path.to_path_buf(),
@@ -494,7 +543,8 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
     let mut history = Vec::new();
     if let Some((state, tensors)) = previous {
         restore(&varmap, &mut sgd, trainable.len(), &tensors, &ckpt_dir)?;
-        (epochs_done, steps, penalty_steps, seconds, schedule) = (state.epochs_done, state.steps, state.penalty_steps, state.seconds, state.schedule);
+        (epochs_done, steps, penalty_steps, seconds, schedule) =
+            (state.epochs_done, state.steps, state.penalty_steps, state.seconds, state.schedule);
         history = read_log(&log_path)?.into_iter().filter(|r| r.epoch <= epochs_done).collect();
     }
     // Rewrite the log so that it holds exactly the checkpointed epochs.
@@ -543,7 +593,15 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
                         _ => None,
                     },
                 };
-                let bc = BatchConfig { batch_size: d.batch_size, shuffle: true, drop_last: false, augment, seed: cfg.seed, workers: d.workers, prefetch: 2 };
+                let bc = BatchConfig {
+                    batch_size: d.batch_size,
+                    shuffle: true,
+                    drop_last: false,
+                    augment,
+                    seed: cfg.seed,
+                    workers: d.workers,
+                    prefetch: 2,
+                };
                 let mut it = EpochBatches::new(data.train.clone(), bc, epoch as u64, 0)?;
                 let bar = progress(opts.progress, bc.num_batches(data.train.len()), bar_prefix);
                 while let Some((xs, ys)) = it.next_batch(&opts.device)? {
@@ -559,12 +617,28 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
                             *last_logits.borrow_mut() = Some(logits.detach());
                             Ok(l)
                         };
-                        let (loss_value, trace) = first_order_step(fo, steps, &mut rng, &trainable, &weights, &buffers, &mut sgd, cfg.optim.clip_grad_norm, lr, &mut loss_fn)?;
+                        let (loss_value, trace) = first_order_step(
+                            fo,
+                            steps,
+                            &mut rng,
+                            &trainable,
+                            &weights,
+                            &buffers,
+                            &mut sgd,
+                            cfg.optim.clip_grad_norm,
+                            lr,
+                            &mut loss_fn,
+                        )?;
                         let c = match last_logits.borrow().as_ref() {
                             Some(l) => losses::top_k_correct(l, &ys, 1)?,
                             None => 0,
                         };
-                        record_step(StepOutcome { loss: loss_value, correct: c, count: ys.dim(0)?, trace }, t0.elapsed().as_secs_f64(), &mut steps, &bar)?;
+                        record_step(
+                            StepOutcome { loss: loss_value, correct: c, count: ys.dim(0)?, trace },
+                            t0.elapsed().as_secs_f64(),
+                            &mut steps,
+                            &bar,
+                        )?;
                         continue;
                     }
                     let (logits, loss, extra) = match cfg.regularizer {
@@ -599,8 +673,24 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
                     };
                     let loss_value = loss.to_scalar::<f32>()? as f64;
                     let c = losses::top_k_correct(&logits.detach(), &ys, 1)?;
-                    let trace = finish_step(&loss, &penalty, &weights, steps, &mut rng, extra, &mut sgd, &trainable, cfg.optim.clip_grad_norm, lr)?;
-                    record_step(StepOutcome { loss: loss_value, correct: c, count: ys.dim(0)?, trace }, t0.elapsed().as_secs_f64(), &mut steps, &bar)?;
+                    let trace = finish_step(
+                        &loss,
+                        &penalty,
+                        &weights,
+                        steps,
+                        &mut rng,
+                        extra,
+                        &mut sgd,
+                        &trainable,
+                        cfg.optim.clip_grad_norm,
+                        lr,
+                    )?;
+                    record_step(
+                        StepOutcome { loss: loss_value, correct: c, count: ys.dim(0)?, trace },
+                        t0.elapsed().as_secs_f64(),
+                        &mut steps,
+                        &bar,
+                    )?;
                 }
                 bar.finish_and_clear();
                 let test = eval_images(&net, &data.test, &opts.device)?;
@@ -621,15 +711,33 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
                         let last_state = std::cell::RefCell::new(None);
                         let state_in = state.clone();
                         let mut loss_fn = || -> candle_core::Result<Tensor> {
-                            let (logits, new_state) = lm.forward_t(&x, &state_in, Phase::Train { seed: s }).map_err(candle_core::Error::wrap)?;
+                            let (logits, new_state) = lm
+                                .forward_t(&x, &state_in, Phase::Train { seed: s })
+                                .map_err(candle_core::Error::wrap)?;
                             *last_state.borrow_mut() = Some(new_state.detach());
                             RnnLm::loss(&logits, &y).map_err(candle_core::Error::wrap)
                         };
-                        let (loss_value, trace) = first_order_step(fo, steps, &mut rng, &trainable, &weights, &buffers, &mut sgd, cfg.optim.clip_grad_norm, lr, &mut loss_fn)?;
+                        let (loss_value, trace) = first_order_step(
+                            fo,
+                            steps,
+                            &mut rng,
+                            &trainable,
+                            &weights,
+                            &buffers,
+                            &mut sgd,
+                            cfg.optim.clip_grad_norm,
+                            lr,
+                            &mut loss_fn,
+                        )?;
                         if let Some(next) = last_state.into_inner() {
                             state = next;
                         }
-                        record_step(StepOutcome { loss: loss_value, correct: 0, count: 0, trace }, t0.elapsed().as_secs_f64(), &mut steps, &bar)?;
+                        record_step(
+                            StepOutcome { loss: loss_value, correct: 0, count: 0, trace },
+                            t0.elapsed().as_secs_f64(),
+                            &mut steps,
+                            &bar,
+                        )?;
                         continue;
                     }
                     let (logits, new_state) = lm.forward_t(&x, &state, Phase::Train { seed: s })?;
@@ -642,8 +750,24 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
                         _ => losses::cross_entropy(&flat, &yf)?,
                     };
                     let loss_value = loss.to_scalar::<f32>()? as f64;
-                    let trace = finish_step(&loss, &penalty, &weights, steps, &mut rng, None, &mut sgd, &trainable, cfg.optim.clip_grad_norm, lr)?;
-                    record_step(StepOutcome { loss: loss_value, correct: 0, count: 0, trace }, t0.elapsed().as_secs_f64(), &mut steps, &bar)?;
+                    let trace = finish_step(
+                        &loss,
+                        &penalty,
+                        &weights,
+                        steps,
+                        &mut rng,
+                        None,
+                        &mut sgd,
+                        &trainable,
+                        cfg.optim.clip_grad_norm,
+                        lr,
+                    )?;
+                    record_step(
+                        StepOutcome { loss: loss_value, correct: 0, count: 0, trace },
+                        t0.elapsed().as_secs_f64(),
+                        &mut steps,
+                        &bar,
+                    )?;
                 }
                 bar.finish_and_clear();
                 let v = eval_text(lm, valid, *bptt, &opts.device)?;
@@ -723,7 +847,8 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         steps,
         penalty_steps,
     };
-    let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Io { path: metrics_path.clone(), source: e.into() })?;
+    let json =
+        serde_json::to_vec_pretty(&metrics).map_err(|e| Error::Io { path: metrics_path.clone(), source: e.into() })?;
     checkpoint::write_atomic(&metrics_path, &json)?;
     Ok(Some(metrics))
 }
@@ -738,13 +863,29 @@ fn summary_line(name: &str, r: &EpochRecord) -> String {
     format!("{name} epoch {}: train loss {:.4}, {test}{trace}, {:.2} s/step", r.epoch, r.train_loss, r.seconds_per_step)
 }
 
-fn measure(net: &Net, task: &Task, weights: &[Param], batches: usize, probes: usize, seed: u64, device: &Device) -> Result<TraceReport> {
+fn measure(
+    net: &Net,
+    task: &Task,
+    weights: &[Param],
+    batches: usize,
+    probes: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<TraceReport> {
     let est = SehtH::seht_h(probes)?;
     let mut samples = Vec::new();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7ace);
     match task {
         Task::Images(data) => {
-            let bc = BatchConfig { batch_size: 32, shuffle: true, drop_last: false, augment: Augment::NONE, seed: seed ^ 0x7ace, workers: 1, prefetch: 1 };
+            let bc = BatchConfig {
+                batch_size: 32,
+                shuffle: true,
+                drop_last: false,
+                augment: Augment::NONE,
+                seed: seed ^ 0x7ace,
+                workers: 1,
+                prefetch: 1,
+            };
             let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
             for _ in 0..batches {
                 let Some((xs, ys)) = it.next_batch(device)? else { break };

@@ -105,7 +105,8 @@ fn methods_that_do_not_fit_the_task_are_rejected() {
 fn a_missing_data_folder_is_named_before_training() {
     let data = TempDir::new("bad-missing");
     let out = TempDir::new("bad-missing-out");
-    let e = seht_train::train(&image_config("m", Regularizer::Baseline, 1), &opts(data.path(), out.path())).expect_err("no data");
+    let e = seht_train::train(&image_config("m", Regularizer::Baseline, 1), &opts(data.path(), out.path()))
+        .expect_err("no data");
     assert!(e.to_string().contains("data_batch_1.bin") && e.to_string().contains("missing"), "{e}");
     assert!(!out.path().join("m/checkpoint").exists(), "nothing was trained");
 }

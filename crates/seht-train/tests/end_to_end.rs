@@ -19,7 +19,8 @@ fn every_image_method_trains_and_writes_a_complete_run_folder() {
             assert!(run.join(f).is_file(), "{name}: {f} missing");
         }
         let log = std::fs::read_to_string(run.join("log.jsonl")).expect("log");
-        let records: Vec<seht_train::EpochRecord> = log.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+        let records: Vec<seht_train::EpochRecord> =
+            log.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
         assert_eq!(records.len(), 3, "{name}: one log line per epoch");
         let losses: Vec<f64> = records.iter().map(|r| r.train_loss).collect();
         eprintln!("{name}: train loss per epoch {losses:?}, final test acc {:?}", m.final_epoch.test.top1);
@@ -47,14 +48,34 @@ fn language_models_train_with_and_without_the_penalty() {
     let out = TempDir::new("lm-out");
     for (name, reg) in [
         ("lstm-baseline", Regularizer::Baseline),
-        ("lstm-seht-d", Regularizer::SehtD { probes: 1, p: 0.3, lambda: 1e-3, reading: SehtReading::Unbiased, every: 1, rescale: false }),
+        (
+            "lstm-seht-d",
+            Regularizer::SehtD {
+                probes: 1,
+                p: 0.3,
+                lambda: 1e-3,
+                reading: SehtReading::Unbiased,
+                every: 1,
+                rescale: false,
+            },
+        ),
         ("lstm-confidence", Regularizer::ConfidencePenalty { beta: 0.1 }),
         (
             "lstm-seht-h-first-order",
-            Regularizer::SehtFirstOrder { probes: 1, p: 0.0, lambda: 1e-3, reading: SehtReading::Unbiased, every: 1, rescale: false, relative_step: 0.0 },
+            Regularizer::SehtFirstOrder {
+                probes: 1,
+                p: 0.0,
+                lambda: 1e-3,
+                reading: SehtReading::Unbiased,
+                every: 1,
+                rescale: false,
+                relative_step: 0.0,
+            },
         ),
     ] {
-        let m = seht_train::train(&text_config(name, reg, 3), &opts(data.path(), out.path())).expect(name).expect("finished");
+        let m = seht_train::train(&text_config(name, reg, 3), &opts(data.path(), out.path()))
+            .expect(name)
+            .expect("finished");
         let ppl: Vec<f64> = [&m.best_epoch, &m.final_epoch].iter().map(|r| r.test.perplexity.expect("ppl")).collect();
         eprintln!("{name}: test perplexity best/final {ppl:?}");
         assert!(ppl.iter().all(|p| p.is_finite() && *p > 1.0));
@@ -69,13 +90,25 @@ fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
     let data = TempDir::new("resume-data");
     write_cifar10(data.path(), 8);
     let (a, b) = (TempDir::new("resume-a"), TempDir::new("resume-b"));
-    let cfg = image_config("resume", Regularizer::SehtD { probes: 1, p: 0.3, lambda: 1e-3, reading: SehtReading::Unbiased, every: 1, rescale: false }, 3);
+    let cfg = image_config(
+        "resume",
+        Regularizer::SehtD {
+            probes: 1,
+            p: 0.3,
+            lambda: 1e-3,
+            reading: SehtReading::Unbiased,
+            every: 1,
+            rescale: false,
+        },
+        3,
+    );
     let whole = seht_train::train(&cfg, &opts(data.path(), a.path())).expect("train").expect("finished");
     let mut o = opts(data.path(), b.path());
     o.stop_after_epochs = Some(1);
     assert!(seht_train::train(&cfg, &o).expect("first part").is_none(), "stopped after one epoch");
     let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.path().join("resume/checkpoint/state.json")).expect("state")).expect("json");
+        serde_json::from_slice(&std::fs::read(b.path().join("resume/checkpoint/state.json")).expect("state"))
+            .expect("json");
     assert_eq!(state["epochs_done"], 1);
     // A leftover temporary file from a kill during a write is ignored.
     std::fs::write(b.path().join("resume/checkpoint/state.tmp"), b"{garbage").expect("tmp");

@@ -86,11 +86,13 @@ fn mixup_mixes_inputs_and_losses_with_the_same_lambda() {
 fn jacobian_penalty_estimates_the_frobenius_norm_of_the_input_jacobian() {
     // Logits z = x Wᵀ: the Jacobian of each example is W, so ‖J‖_F² = ‖W‖_F².
     let w = Tensor::new(&[[1.0f64, -2.0, 0.5], [0.3, 0.0, 4.0]], &DEV).expect("w");
-    let x = Var::from_tensor(&Tensor::new(&[[1.0f64, 1.0, 1.0], [2.0, -1.0, 0.0], [0.5, 0.5, 3.0]], &DEV).expect("x")).expect("var");
+    let x = Var::from_tensor(&Tensor::new(&[[1.0f64, 1.0, 1.0], [2.0, -1.0, 0.0], [0.5, 0.5, 3.0]], &DEV).expect("x"))
+        .expect("var");
     let z = x.as_tensor().matmul(&w.t().expect("t")).expect("z");
     let fro: f64 = 1.0 + 4.0 + 0.25 + 0.09 + 16.0;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let est: Vec<f64> = (0..2000).map(|_| scalar(&losses::jacobian_frobenius_sq(&z, &x, 1, &mut rng).expect("jr"))).collect();
+    let est: Vec<f64> =
+        (0..2000).map(|_| scalar(&losses::jacobian_frobenius_sq(&z, &x, 1, &mut rng).expect("jr"))).collect();
     let m = est.iter().sum::<f64>() / est.len() as f64;
     let se = (est.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (est.len() as f64 - 1.0) / est.len() as f64).sqrt();
     assert!((m - fro).abs() < 5.0 * se, "estimate {m} ± {se} vs ‖W‖² = {fro}");
@@ -98,7 +100,10 @@ fn jacobian_penalty_estimates_the_frobenius_norm_of_the_input_jacobian() {
     let z2 = x.as_tensor().matmul(&(w.t().expect("t") * 2.0).expect("2w")).expect("z");
     let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-    let (a, b) = (scalar(&losses::jacobian_frobenius_sq(&z, &x, 3, &mut r1).expect("a")), scalar(&losses::jacobian_frobenius_sq(&z2, &x, 3, &mut r2).expect("b")));
+    let (a, b) = (
+        scalar(&losses::jacobian_frobenius_sq(&z, &x, 3, &mut r1).expect("a")),
+        scalar(&losses::jacobian_frobenius_sq(&z2, &x, 3, &mut r2).expect("b")),
+    );
     assert!((b - 4.0 * a).abs() < 1e-9 * b);
 }
 
@@ -134,7 +139,8 @@ fn sgd_with_momentum_and_weight_decay_follows_pytorch() {
 fn gradient_clipping_scales_to_the_max_norm() {
     let a = Var::new(&[3.0f64], &DEV).expect("a");
     let b = Var::new(&[4.0f64], &DEV).expect("b");
-    let loss = ((a.as_tensor() * 3.0).expect("x") + (b.as_tensor() * 4.0).expect("y")).expect("s").sum_all().expect("sum");
+    let loss =
+        ((a.as_tensor() * 3.0).expect("x") + (b.as_tensor() * 4.0).expect("y")).expect("s").sum_all().expect("sum");
     let mut g = loss.backward().expect("bw");
     let n = clip_grad_norm(&mut g, &[a.clone(), b.clone()], 1.0).expect("clip");
     assert!((n - 5.0).abs() < 1e-12);

@@ -9,7 +9,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("seht-data-{tag}-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let p = std::env::temp_dir().join(format!(
+            "seht-data-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("temp dir");
         Self(p)
@@ -43,7 +47,14 @@ pub fn cifar10_record(salt: usize, i: usize, label: u8) -> Vec<u8> {
 pub fn write_cifar10(root: &Path, per_file: usize) -> PathBuf {
     let dir = root.join("cifar-10-batches-bin");
     std::fs::create_dir_all(&dir).expect("dir");
-    let names = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"];
+    let names = [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ];
     for (f, name) in names.iter().enumerate() {
         let mut bytes = Vec::new();
         for i in 0..per_file {
@@ -51,7 +62,11 @@ pub fn write_cifar10(root: &Path, per_file: usize) -> PathBuf {
         }
         std::fs::write(dir.join(name), bytes).expect("write");
     }
-    std::fs::write(dir.join("batches.meta.txt"), "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n").expect("meta");
+    std::fs::write(
+        dir.join("batches.meta.txt"),
+        "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n",
+    )
+    .expect("meta");
     dir
 }
 

@@ -61,7 +61,8 @@ fn device(spec: &str) -> Result<candle_core::Device> {
     }
     if let Some(n) = spec.strip_prefix("cuda:") {
         let n: usize = n.parse().with_context(|| format!("--device {spec}: expected cuda:N"))?;
-        return candle_core::Device::new_cuda(n).with_context(|| format!("--device {spec} (was seht built with --features cuda?)"));
+        return candle_core::Device::new_cuda(n)
+            .with_context(|| format!("--device {spec} (was seht built with --features cuda?)"));
     }
     bail!("--device {spec}: expected cpu or cuda:N")
 }
@@ -73,14 +74,29 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Train { config, data_dir, out, device: dev, quiet } => {
             let cfg = ExperimentConfig::from_file(&config)?;
-            let opts = TrainOptions { data_dir, out_dir: out, device: device(&dev)?, progress: !quiet, stop_after_epochs: None };
+            let opts = TrainOptions {
+                data_dir,
+                out_dir: out,
+                device: device(&dev)?,
+                progress: !quiet,
+                stop_after_epochs: None,
+            };
             let Some(m) = seht_train::train(&cfg, &opts)? else { bail!("stopped before the end") };
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
         Command::Trace { run, data_dir, batches, probes, device: dev } => {
-            let opts = TrainOptions { data_dir, out_dir: PathBuf::new(), device: device(&dev)?, progress: false, stop_after_epochs: None };
+            let opts = TrainOptions {
+                data_dir,
+                out_dir: PathBuf::new(),
+                device: device(&dev)?,
+                progress: false,
+                stop_after_epochs: None,
+            };
             let t = seht_train::trace_of_run(&run, &opts, batches, probes)?;
-            println!("Hessian trace (SEHT-H, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)", t.mean, t.std_error, t.batches, t.probes);
+            println!(
+                "Hessian trace (SEHT-H, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)",
+                t.mean, t.std_error, t.batches, t.probes
+            );
         }
     }
     Ok(())

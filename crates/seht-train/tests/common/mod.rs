@@ -11,7 +11,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("seht-train-{tag}-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let p = std::env::temp_dir().join(format!(
+            "seht-train-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("temp dir");
         Self(p)
@@ -32,7 +36,14 @@ impl Drop for TempDir {
 pub fn write_cifar10(root: &Path, per_file: usize) {
     let dir = root.join("cifar-10-batches-bin");
     std::fs::create_dir_all(&dir).expect("dir");
-    let names = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"];
+    let names = [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ];
     let mut state = 12345u64;
     let mut noise = || {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -57,7 +68,9 @@ pub fn write_cifar10(root: &Path, per_file: usize) {
 pub fn write_text(root: &Path) {
     let dir = root.join("wikitext-2");
     std::fs::create_dir_all(&dir).expect("dir");
-    let sentence = |i: usize| format!(" the {} sat on the {} . \n", ["cat", "dog", "bird"][i % 3], ["mat", "log", "hat"][(i / 3) % 3]);
+    let sentence = |i: usize| {
+        format!(" the {} sat on the {} . \n", ["cat", "dog", "bird"][i % 3], ["mat", "log", "hat"][(i / 3) % 3])
+    };
     let text = |n: usize, off: usize| (0..n).map(|i| sentence(i + off)).collect::<String>();
     std::fs::write(dir.join("wiki.train.tokens"), text(60, 0)).expect("w");
     std::fs::write(dir.join("wiki.valid.tokens"), text(12, 1)).expect("w");
@@ -101,7 +114,15 @@ pub fn text_config(name: &str, regularizer: Regularizer, epochs: usize) -> Exper
             bptt: 8,
             train_tokens: 0,
         }),
-        model: ModelConfig::Rnn { cell: RnnCell::Lstm, embedding: 16, hidden: 16, layers: 2, dropout: 0.1, tie_weights: true, init_range: 0.1 },
+        model: ModelConfig::Rnn {
+            cell: RnnCell::Lstm,
+            embedding: 16,
+            hidden: 16,
+            layers: 2,
+            dropout: 0.1,
+            tie_weights: true,
+            init_range: 0.1,
+        },
         optim: OptimConfig { lr: 1.0, momentum: 0.0, weight_decay: 0.0, clip_grad_norm: 0.25 },
         schedule: ScheduleConfig::Plateau { factor: 0.25 },
         regularizer,
@@ -131,10 +152,28 @@ pub fn image_methods() -> Vec<(&'static str, Regularizer)> {
         ("dropblock", Regularizer::Dropblock { block_size: 2, keep_prob: 0.9 }),
         ("dropout", Regularizer::Dropout { p: 0.2 }),
         ("seht-h", Regularizer::SehtH { probes: 1, lambda: 1e-3, every: 1, rescale: false }),
-        ("seht-d", Regularizer::SehtD { probes: 1, p: 0.3, lambda: 1e-3, reading: SehtReading::PartialSum, every: 2, rescale: true }),
+        (
+            "seht-d",
+            Regularizer::SehtD {
+                probes: 1,
+                p: 0.3,
+                lambda: 1e-3,
+                reading: SehtReading::PartialSum,
+                every: 2,
+                rescale: true,
+            },
+        ),
         (
             "seht-d-first-order",
-            Regularizer::SehtFirstOrder { probes: 1, p: 0.3, lambda: 1e-3, reading: SehtReading::Unbiased, every: 2, rescale: true, relative_step: 0.0 },
+            Regularizer::SehtFirstOrder {
+                probes: 1,
+                p: 0.3,
+                lambda: 1e-3,
+                reading: SehtReading::Unbiased,
+                every: 2,
+                rescale: true,
+                relative_step: 0.0,
+            },
         ),
     ]
 }
