@@ -14,11 +14,11 @@
 use std::num::NonZeroUsize;
 
 use crate::error::{Error, Result};
-use crate::estimate::{Target, TraceEstimate, mean_and_std_error};
+use crate::estimate::{Target, TraceEstimate};
 use crate::estimator::TraceEstimator;
 use crate::operator::HvpOperator;
 use crate::probe::{ProbeDistribution, ProbeRng, Rademacher};
-use crate::sample::{draw_host, to_operator};
+use crate::sample::mean_quadratic_forms;
 
 /// Hutchinson's estimator over all blocks of the operator, with `K` probes
 /// drawn from `D`. [`Hutchinson::seht_h`] is the paper's SEHT-H.
@@ -64,30 +64,7 @@ impl<D: ProbeDistribution> TraceEstimator for Hutchinson<D> {
         }
         let all: Vec<usize> = (0..blocks.len()).collect();
         let scale = 1.0 / self.distribution.second_moment();
-        let k = self.probes.get();
-        let mut terms = Vec::with_capacity(k);
-        let mut samples = Vec::with_capacity(k);
-        let mut hvps = 0;
-        for _ in 0..k {
-            let host = draw_host(blocks, &all, &self.distribution, rng);
-            if host.support().is_empty() {
-                // A probe that came out all zero contributes exactly zero.
-                samples.push(0.0);
-                continue;
-            }
-            let v = to_operator(op, &host)?;
-            let q = op.quadratic_form(&v).map_err(Error::operator)?;
-            hvps += 1;
-            samples.push(scale * op.scalar_value(&q).map_err(Error::operator)?);
-            terms.push((scale / k as f64, q));
-        }
-        let value = if terms.is_empty() {
-            op.constant(0.0).map_err(Error::operator)?
-        } else {
-            op.weighted_sum(&terms).map_err(Error::operator)?
-        };
-        let (mean, std_error) = mean_and_std_error(&samples);
-        Ok(TraceEstimate { value, samples, mean, std_error, target: Target::FullTrace, blocks: all, hvps })
+        mean_quadratic_forms(op, all, &self.distribution, self.probes.get(), scale, Target::FullTrace, rng)
     }
 
     fn target(&self) -> Target {

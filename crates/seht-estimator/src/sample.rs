@@ -72,3 +72,42 @@ pub(crate) fn split_flat(blocks: &[crate::Block], flat: &[f64]) -> BlockVec<Vec<
     }
     v
 }
+
+/// The mean of `k` quadratic forms `scale·σᵀHσ`, each probe drawn over
+/// `blocks` from `dist`: the shared loop of Hutchinson-type estimators. An
+/// empty block list or an all-zero probe costs no product and counts as 0.
+pub(crate) fn mean_quadratic_forms<O: HvpOperator>(
+    op: &O,
+    blocks: Vec<usize>,
+    dist: &impl crate::probe::ProbeDistribution,
+    k: usize,
+    scale: f64,
+    target: crate::Target,
+    rng: &mut ProbeRng,
+) -> Result<crate::TraceEstimate<O::Scalar>> {
+    let mut terms = Vec::with_capacity(k);
+    let mut samples = Vec::with_capacity(k);
+    let mut hvps = 0;
+    for _ in 0..k {
+        if blocks.is_empty() {
+            samples.push(0.0);
+            continue;
+        }
+        let host = draw_host(op.blocks(), &blocks, dist, rng);
+        if host.support().is_empty() {
+            samples.push(0.0);
+            continue;
+        }
+        let q = op.quadratic_form(&to_operator(op, &host)?).map_err(Error::operator)?;
+        hvps += 1;
+        samples.push(scale * op.scalar_value(&q).map_err(Error::operator)?);
+        terms.push((scale / k as f64, q));
+    }
+    let value = if terms.is_empty() {
+        op.constant(0.0).map_err(Error::operator)?
+    } else {
+        op.weighted_sum(&terms).map_err(Error::operator)?
+    };
+    let (mean, std_error) = crate::estimate::mean_and_std_error(&samples);
+    Ok(crate::TraceEstimate { value, samples, mean, std_error, target, blocks, hvps })
+}

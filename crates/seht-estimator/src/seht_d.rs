@@ -28,11 +28,11 @@ use std::num::NonZeroUsize;
 use rand::Rng;
 
 use crate::error::{Error, Result};
-use crate::estimate::{Target, TraceEstimate, mean_and_std_error};
+use crate::estimate::{Target, TraceEstimate};
 use crate::estimator::TraceEstimator;
 use crate::operator::HvpOperator;
 use crate::probe::{HalfProbability, Probability, ProbeRng, Sparse};
-use crate::sample::{draw_host, to_operator};
+use crate::sample::mean_quadratic_forms;
 
 /// Which quantity SEHT-D's samples are read as (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,34 +121,7 @@ impl SehtD {
                 actual: bad,
             });
         }
-        let k = self.probes.get();
-        let scale = self.sample_scale();
-        let mut terms = Vec::with_capacity(k);
-        let mut samples = Vec::with_capacity(k);
-        let mut hvps = 0;
-        for _ in 0..k {
-            if selected.is_empty() {
-                samples.push(0.0);
-                continue;
-            }
-            let host = draw_host(blocks, &selected, &self.entries, rng);
-            if host.support().is_empty() {
-                samples.push(0.0);
-                continue;
-            }
-            let v = to_operator(op, &host)?;
-            let q = op.quadratic_form(&v).map_err(Error::operator)?;
-            hvps += 1;
-            samples.push(scale * op.scalar_value(&q).map_err(Error::operator)?);
-            terms.push((scale / k as f64, q));
-        }
-        let value = if terms.is_empty() {
-            op.constant(0.0).map_err(Error::operator)?
-        } else {
-            op.weighted_sum(&terms).map_err(Error::operator)?
-        };
-        let (mean, std_error) = mean_and_std_error(&samples);
-        Ok(TraceEstimate { value, samples, mean, std_error, target: self.target(), blocks: selected, hvps })
+        mean_quadratic_forms(op, selected, &self.entries, self.probes.get(), self.sample_scale(), self.target(), rng)
     }
 }
 
