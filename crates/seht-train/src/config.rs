@@ -107,6 +107,9 @@ pub struct TextDataConfig {
     pub bptt: usize,
     /// Training tokens used: 0 for all, else the first this many.
     pub train_tokens: usize,
+    /// Validation and test tokens used: 0 for all, else the first this many
+    /// of each (for quick runs; the paper's protocol uses all).
+    pub eval_tokens: usize,
 }
 
 /// The model.

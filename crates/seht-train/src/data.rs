@@ -99,13 +99,20 @@ pub fn load_text(cfg: &TextDataConfig, data_dir: &Path) -> Result<(TextCorpus, S
     if cfg.train_tokens > 0 && cfg.train_tokens < full {
         corpus.train.tokens.truncate(cfg.train_tokens);
     }
+    let (full_valid, full_test) = (corpus.valid.tokens.len(), corpus.test.tokens.len());
+    if cfg.eval_tokens > 0 {
+        corpus.valid.tokens.truncate(cfg.eval_tokens);
+        corpus.test.tokens.truncate(cfg.eval_tokens);
+    }
     let description = format!(
-        "text from {} ({} of {} training tokens, {} valid, {} test, vocabulary {})",
+        "text from {} ({} of {} training tokens, {} of {} valid, {} of {} test, vocabulary {})",
         dir.display(),
         corpus.train.tokens.len(),
         full,
         corpus.valid.tokens.len(),
+        full_valid,
         corpus.test.tokens.len(),
+        full_test,
         corpus.vocab.len()
     );
     Ok((corpus, description))

@@ -113,6 +113,7 @@ pub fn text_config(name: &str, regularizer: Regularizer, epochs: usize) -> Exper
             eval_batch_size: 2,
             bptt: 8,
             train_tokens: 0,
+            eval_tokens: 0,
         }),
         model: ModelConfig::Rnn {
             cell: RnnCell::Lstm,
