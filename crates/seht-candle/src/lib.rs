@@ -26,6 +26,7 @@
 //! }
 //! ```
 
+mod accumulate;
 mod autodiff;
 mod error;
 pub mod first_order;
@@ -35,6 +36,7 @@ pub mod ops;
 mod params;
 mod penalty;
 
+pub use accumulate::{Combination, PenalisedGradients, penalised_gradients};
 pub use autodiff::{ENV_VAR, check_higher_order, enable_higher_order, env_enabled};
 pub use error::{Error, Result};
 pub use operator::{GraphMode, HessianOperator};

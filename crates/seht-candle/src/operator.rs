@@ -49,6 +49,17 @@ impl HessianOperator {
 
     /// The Hessian of `loss` over `params`, with the given graph mode.
     pub fn with_mode(loss: &Tensor, params: &[Param], mode: GraphMode) -> Result<Self> {
+        Ok(Self::build(loss, params, mode, &[])?.0)
+    }
+
+    /// As [`with_mode`](Self::with_mode), also returning the loss's gradient
+    /// (detached) for each of `keep`, from the same backward pass.
+    pub(crate) fn build(
+        loss: &Tensor,
+        params: &[Param],
+        mode: GraphMode,
+        keep: &[candle_core::Var],
+    ) -> Result<(Self, Vec<Option<Tensor>>)> {
         check_higher_order()?;
         if loss.elem_count() != 1 {
             return Err(Error::NonScalarLoss(loss.shape().clone()));
@@ -64,15 +75,17 @@ impl HessianOperator {
         let loss = loss.flatten_all()?.sum_all()?;
         let store = loss.backward()?;
         let grads = params.iter().map(|p| store.get(p.var.as_tensor()).cloned()).collect();
+        let kept = keep.iter().map(|v| store.get(v.as_tensor()).map(Tensor::detach)).collect();
         drop(store);
-        Ok(Self {
+        let op = Self {
             blocks: params.iter().map(|p| Block::new(p.name.clone(), p.var.elem_count())).collect(),
             params: params.to_vec(),
             grads,
             mode,
             device: loss.device().clone(),
             dtype: loss.dtype(),
-        })
+        };
+        Ok((op, kept))
     }
 
     /// The parameters, in block order.

@@ -15,13 +15,18 @@ fn estimate_with(
     mode: GraphMode,
 ) -> Result<TraceEstimate<Tensor>> {
     let op = HessianOperator::with_mode(loss, params, mode)?;
-    estimator.estimate(&op, rng).map_err(|e| match e {
+    estimator.estimate(&op, rng).map_err(operator_error)
+}
+
+/// Unwraps our own error from the estimator's operator error.
+pub(crate) fn operator_error(e: seht_estimator::Error) -> Error {
+    match e {
         seht_estimator::Error::Operator(inner) => match inner.downcast::<Error>() {
             Ok(ours) => *ours,
             Err(other) => Error::Estimator(seht_estimator::Error::Operator(other)),
         },
         e => Error::Estimator(e),
-    })
+    }
 }
 
 /// A trace estimate that stays on the autodiff graph.

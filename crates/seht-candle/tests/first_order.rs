@@ -139,3 +139,42 @@ fn first_order_gradient_in_f32_agrees_with_the_exact_one() {
     eprintln!("f32, ε_rel = {rel}: gradient rel. error {err:.2e}, cosine {cos:.6}");
     assert!(cos > 0.99 && err < 0.1, "f32: rel. error {err}, cosine {cos}");
 }
+
+/// `penalised_gradients` (one probe's graph at a time) gives the same
+/// gradient and estimate as `penalised_loss(..).backward()` (all probes'
+/// graphs at once), for every estimator kind.
+#[test]
+fn per_probe_accumulation_equals_the_single_third_order_pass() {
+    use seht_estimator::{HutchPlusPlus, Reading, SehtD, TraceEstimator};
+    let n = net(DType::F64);
+    let (vars, weights, _) = n.params();
+    let lambda = 0.3;
+    let check = |name: &str, est: &dyn Fn(&Tensor, &mut seht_estimator::ProbeRng) -> (Vec<f64>, Vec<f64>, f64, f64)| {
+        let loss = n.loss().expect("loss");
+        let (one, all, m1, m2) = est(&loss, &mut probe_rng(5));
+        let (err, cos) = compare(&one, &all);
+        println!("{name}: relative difference {err:.2e}, cosine {cos:.15}, estimates {m1} / {m2}");
+        assert!(err < 1e-12, "{name}: relative difference {err:.2e}");
+        assert!((m1 - m2).abs() <= 1e-12 * m2.abs().max(1.0), "{name}: estimates {m1} and {m2}");
+    };
+    fn both(
+        vars: &[Var],
+        weights: &[Param],
+        lambda: f64,
+        loss: &Tensor,
+        e: &impl TraceEstimator,
+        seed: u64,
+    ) -> (Vec<f64>, Vec<f64>, f64, f64) {
+        let acc = seht_candle::penalised_gradients(loss, weights, vars, e, lambda, &mut probe_rng(seed)).expect("acc");
+        let (total, est) = penalised_loss(loss, weights, e, lambda, &mut probe_rng(seed)).expect("exact");
+        let g = total.backward().expect("backward");
+        let one: Vec<Tensor> = acc.grads.iter().map(|t| t.clone().expect("grad")).collect();
+        let all: Vec<Tensor> = vars.iter().map(|v| g.get(v.as_tensor()).expect("grad").clone()).collect();
+        (flat(&one), flat(&all), acc.estimate.mean, est.mean)
+    }
+    check("SEHT-H K=4", &|l, _| both(&vars, &weights, lambda, l, &SehtH::seht_h(4).expect("cfg"), 7));
+    check("SEHT-D K=3 p=0.5", &|l, _| {
+        both(&vars, &weights, lambda, l, &SehtD::new(3, 0.5, Reading::Unbiased).expect("cfg"), 8)
+    });
+    check("Hutch++ m=6", &|l, _| both(&vars, &weights, lambda, l, &HutchPlusPlus::with_budget(6).expect("cfg"), 9));
+}
