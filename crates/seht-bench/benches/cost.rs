@@ -2,7 +2,8 @@
 //! What a Hessian trace costs, against a plain training step, for several
 //! models: HVP vs gradient, estimate-only traces (SEHT-H K = 1, 5; SEHT-D
 //! p = 0.01, 0.05; Hutch++), penalised steps (SEHT-H K = 1, SEHT-D p = 0.05),
-//! and the scaling with K. Each group is one model; ratios are taken to the
+//! first-order penalised steps (SEHT-H K = 1, SEHT-D p = 0.05, and SEHT-H
+//! amortised over n = 4 steps), and the scaling with K. Each group is one model; ratios are taken to the
 //! group's `plain_step` by `cargo xtask bench-report`.
 //!
 //! SEHT-D's cost is bimodal: every iteration draws a fresh layer selection,
@@ -52,10 +53,38 @@ fn cost(c: &mut Criterion) {
         }
         let hpp = HutchPlusPlus::with_budget(6).expect("cfg");
         g.bench_function("estimate_hutchpp_m6", |b| b.iter(|| w.estimate(&hpp, &mut r).expect("estimate")));
-        let h1 = SehtH::seht_h(1).expect("cfg");
-        g.bench_function("penalised_seht_h_k1", |b| b.iter(|| w.penalised_step(&h1, &mut r).expect("step")));
-        let d5 = SehtD::new(1, 0.05, Reading::Unbiased).expect("cfg");
-        g.bench_function("penalised_seht_d_p0.05", |b| b.iter(|| w.penalised_step(&d5, &mut r).expect("step")));
+        // The exact penalised step on full-width ResNet-18 needs more than
+        // 24 GB of memory; it runs only when asked for.
+        if key != "resnet18" || std::env::var_os("SEHT_BENCH_EXACT_RESNET18").is_some() {
+            let h1 = SehtH::seht_h(1).expect("cfg");
+            g.bench_function("penalised_seht_h_k1", |b| b.iter(|| w.penalised_step(&h1, &mut r).expect("step")));
+            // K = 5: one third-order pass over all probes' graphs, or one per probe.
+            let h5 = SehtH::seht_h(5).expect("cfg");
+            g.bench_function("penalised_seht_h_k5", |b| b.iter(|| w.penalised_step(&h5, &mut r).expect("step")));
+            g.bench_function("penalised_seht_h_k5_per_probe", |b| {
+                b.iter(|| w.penalised_step_per_probe(&h5, &mut r).expect("step"))
+            });
+            let d5 = SehtD::new(1, 0.05, Reading::Unbiased).expect("cfg");
+            g.bench_function("penalised_seht_d_p0.05", |b| b.iter(|| w.penalised_step(&d5, &mut r).expect("step")));
+        }
+        // First-order penalty (seht_candle::first_order): no third-order pass.
+        g.bench_function("first_order_seht_h_k1", |b| b.iter(|| w.first_order_step(1, None, &mut r).expect("step")));
+        g.bench_function("first_order_seht_d_p0.05", |b| {
+            b.iter(|| w.first_order_step(1, Some(0.05), &mut r).expect("step"))
+        });
+        // Amortised every n = 4 steps: one first-order step, three plain ones;
+        // the mean per iteration is the amortised cost of a step.
+        let mut i = 0u64;
+        g.bench_function("first_order_seht_h_k1_every4", |b| {
+            b.iter(|| {
+                i += 1;
+                if i % 4 == 0 {
+                    w.first_order_step(1, None, &mut r).expect("step");
+                } else {
+                    w.plain_step().expect("step");
+                }
+            })
+        });
         g.finish();
     }
 }

@@ -6,11 +6,13 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use candle_core::Var;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
-use seht_candle::{HessianOperator, Param, Selection, penalised_loss, trace_estimate};
-use seht_estimator::{BlockVec, HvpOperator, ProbeRng, Rademacher, TraceEstimator, probe_rng};
+use seht_candle::first_order::{default_relative_step, first_order_penalty};
+use seht_candle::{HessianOperator, Param, Role, Selection, penalised_loss, trace_estimate};
+use seht_estimator::{BlockVec, HvpOperator, ProbeRng, Rademacher, SehtD, Sparse, TraceEstimator, probe_rng};
 use seht_models::{Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig, seeded_varbuilder};
 
 /// A model on one fixed batch.
@@ -23,6 +25,8 @@ pub struct Workload {
     varmap: VarMap,
     /// The penalised parameters (weights only).
     pub weights: Vec<Param>,
+    trainable: Vec<Var>,
+    buffers: Vec<Var>,
 }
 
 enum Net {
@@ -58,7 +62,14 @@ pub enum Model {
 impl Workload {
     /// Builds `model` with batch size `batch` (images) on the CPU.
     pub fn new(model: Model, batch: usize) -> candle_core::Result<Self> {
-        let dev = Device::Cpu;
+        Self::on(model, batch, &Device::Cpu)
+    }
+
+    /// Builds `model` with batch size `batch` on `dev`. The weights and the
+    /// batch are drawn on the host from fixed seeds, so every device gets the
+    /// same values.
+    pub fn on(model: Model, batch: usize, dev: &Device) -> candle_core::Result<Self> {
+        let dev = dev.clone();
         let varmap = VarMap::new();
         let vb = seeded_varbuilder(&varmap, 0, DType::F32, &dev);
         let wrap = candle_core::Error::wrap;
@@ -102,9 +113,11 @@ impl Workload {
                 (format!("lstm-h{hidden}"), Net::Lm(m), toks.narrow(1, 0, 35)?, toks.narrow(1, 1, 35)?, r)
             }
         };
-        let weights =
-            roles.param_set(&varmap).map_err(wrap)?.select(&Selection::Weights).map_err(candle_core::Error::wrap)?;
-        Ok(Self { name, net, xs, ys, varmap, weights })
+        let params = roles.param_set(&varmap).map_err(wrap)?;
+        let weights = params.select(&Selection::Weights).map_err(candle_core::Error::wrap)?;
+        let trainable = params.trainable_vars();
+        let buffers = params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
+        Ok(Self { name, net, xs, ys, varmap, weights, trainable, buffers })
     }
 
     /// The training loss on the workload's batch (dropout masks from `seed`).
@@ -163,6 +176,113 @@ impl Workload {
         let (total, e) = penalised_loss(&self.loss(0)?, &self.weights, est, 1e-3, rng)?;
         total.backward()?;
         Ok(e.hvps)
+    }
+}
+
+impl Workload {
+    /// A penalised step's work as training does it
+    /// (`seht_candle::penalised_gradients`): each probe's quadratic form is
+    /// differentiated on its own and its graph dropped.
+    pub fn penalised_step_per_probe(
+        &self,
+        est: &impl TraceEstimator,
+        rng: &mut ProbeRng,
+    ) -> Result<usize, seht_candle::Error> {
+        let r = seht_candle::penalised_gradients(&self.loss(0)?, &self.weights, &self.trainable, est, 1e-3, rng)?;
+        Ok(r.estimate.hvps)
+    }
+
+    /// The device the workload lives on.
+    pub fn device(&self) -> &Device {
+        self.xs.device()
+    }
+
+    /// One HVP `Hσ` over all weights with a Rademacher probe from `rng`,
+    /// copied to the host (for comparing devices).
+    pub fn hvp_host(&self, rng: &mut ProbeRng) -> Result<Vec<f32>, seht_candle::Error> {
+        let op = HessianOperator::new(&self.loss(0)?, &self.weights)?;
+        let v: Vec<Option<Tensor>> = op
+            .blocks()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| op.part_from_host(i, &rand_vec(rng, b.len)).map(Some))
+            .collect::<Result<_, _>>()?;
+        let hv = op.hvp(&BlockVec::from_parts(v))?;
+        let mut out = Vec::new();
+        for part in hv.parts().iter().flatten() {
+            out.extend(part.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// The gradient of `loss + λ·tr̂` (exact, third-order pass) for every
+    /// trainable variable, concatenated on the host.
+    pub fn penalised_grads_host(
+        &self,
+        est: &impl TraceEstimator,
+        lambda: f64,
+        rng: &mut ProbeRng,
+    ) -> Result<Vec<f32>, seht_candle::Error> {
+        let (total, _) = penalised_loss(&self.loss(0)?, &self.weights, est, lambda, rng)?;
+        let g = total.backward()?;
+        let mut out = Vec::new();
+        for v in &self.trainable {
+            if let Some(t) = g.get(v.as_tensor()) {
+                out.extend(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A first-order penalised step's work (`seht_candle::first_order`):
+    /// three forward/backward passes, no higher-order graph. `p = None` is
+    /// SEHT-H (Rademacher probes over all weights); `Some(p)` is SEHT-D (a
+    /// fresh layer draw, sparse probes), where a draw that selects no layer
+    /// costs a plain step, as in training. Returns the number of probed blocks.
+    pub fn first_order_step(
+        &self,
+        probes: usize,
+        p: Option<f64>,
+        rng: &mut ProbeRng,
+    ) -> Result<usize, seht_candle::Error> {
+        let mut loss = || self.loss(0);
+        let rel = default_relative_step(DType::F32);
+        let r = match p {
+            None => first_order_penalty(
+                &self.trainable,
+                &self.weights,
+                &self.buffers,
+                &Rademacher,
+                probes,
+                1.0,
+                1e-3,
+                rel,
+                rng,
+                &mut loss,
+            )?,
+            Some(p) => {
+                let sd = SehtD::new(probes, p, seht_estimator::Reading::Unbiased)?;
+                let selected: Vec<Param> =
+                    sd.draw_blocks(self.weights.len(), rng).iter().map(|&i| self.weights[i].clone()).collect();
+                if selected.is_empty() {
+                    self.plain_step()?;
+                    return Ok(0);
+                }
+                first_order_penalty(
+                    &self.trainable,
+                    &selected,
+                    &self.buffers,
+                    &Sparse::new(p)?,
+                    probes,
+                    sd.sample_scale(),
+                    1e-3,
+                    rel,
+                    rng,
+                    &mut loss,
+                )?
+            }
+        };
+        Ok(r.steps.len())
     }
 }
 
