@@ -149,6 +149,44 @@ pub struct Cell {
     pub seed: u64,
     pub name: String,
     pub config: PathBuf,
+    /// For a λ-grid cell: its λ (trained with a validation split held out).
+    pub grid_lambda: Option<f64>,
+}
+
+/// The λ grid of a preset (`[<preset>.lambda_grid]`): λ selection as the
+/// paper did it (section 5), but on a validation split, never the test set.
+pub struct LambdaGrid {
+    pub values: Vec<f64>,
+    /// `table/method` keys.
+    pub methods: Vec<String>,
+    /// Training images held out for validation (image tables).
+    pub validation: i64,
+    pub seeds: usize,
+}
+
+pub fn lambda_grid(preset: &Preset) -> Result<Option<LambdaGrid>> {
+    let Some(g) = preset.raw.get("lambda_grid") else { return Ok(None) };
+    let ctx = |k: &str| format!("configs/presets.toml: [{}.lambda_grid] needs `{k}`", preset.name);
+    let values = g
+        .get("values")
+        .and_then(Value::as_array)
+        .with_context(|| ctx("values"))?
+        .iter()
+        .map(|v| v.as_float().with_context(|| ctx("values (floats)")))
+        .collect::<Result<Vec<_>>>()?;
+    let methods = g
+        .get("methods")
+        .and_then(Value::as_array)
+        .with_context(|| ctx("methods"))?
+        .iter()
+        .map(|v| v.as_str().map(String::from).with_context(|| ctx("methods (\"tableN/method\" strings)")))
+        .collect::<Result<Vec<_>>>()?;
+    let validation = g.get("validation").and_then(Value::as_integer).with_context(|| ctx("validation"))?;
+    let seeds = g.get("seeds").and_then(Value::as_integer).with_context(|| ctx("seeds"))?;
+    if values.is_empty() || values.iter().any(|v| !(*v > 0.0 && v.is_finite())) || validation < 1 || seeds < 1 {
+        bail!("configs/presets.toml: [{}.lambda_grid]: values must be positive, validation and seeds ≥ 1", preset.name);
+    }
+    Ok(Some(LambdaGrid { values, methods, validation, seeds: seeds as usize }))
 }
 
 /// Methods of a table in the paper's row order (then any others, sorted).
@@ -236,7 +274,9 @@ pub fn matrix(
     notes: &mut DataNotes,
 ) -> Result<Vec<Cell>> {
     let seeds = args.seeds.unwrap_or(preset.seeds);
+    let grid = lambda_grid(preset)?;
     let mut cells = Vec::new();
+    let mut grid_cells = Vec::new();
     for table in &args.tables {
         for method in methods(root, table)? {
             let src = root.join("configs").join(table).join(format!("{method}.toml"));
@@ -266,10 +306,45 @@ pub fn matrix(
                 let path = out.join("configs").join(table).join(format!("{name}.toml"));
                 std::fs::create_dir_all(path.parent().context("config path")?)?;
                 std::fs::write(&path, toml::to_string_pretty(&c)?)?;
-                cells.push(Cell { table: table.clone(), method: method.clone(), seed, name, config: path });
+                cells.push(Cell {
+                    table: table.clone(),
+                    method: method.clone(),
+                    seed,
+                    name,
+                    config: path,
+                    grid_lambda: None,
+                });
+            }
+            // λ-grid cells go after the main matrix, so adding a grid never
+            // renumbers the main cells (job arrays, finished runs).
+            let Some(g) = grid.as_ref().filter(|g| g.methods.contains(&format!("{table}/{method}"))) else {
+                continue;
+            };
+            for &lambda in &g.values {
+                for seed in 0..g.seeds as u64 {
+                    let name = format!("{table}-{method}-grid-l{lambda:e}-s{seed}");
+                    let mut c = cfg.clone();
+                    let mut patch = format!("name = \"{name}\"\nseed = {seed}\n[regularizer]\nlambda = {lambda:e}\n");
+                    if kind == "image" {
+                        patch.push_str(&format!("[data]\nvalidation = {}\n", g.validation));
+                    }
+                    merge(&mut c, &toml::from_str(&patch)?);
+                    let path = out.join("configs").join(table).join(format!("{name}.toml"));
+                    std::fs::create_dir_all(path.parent().context("config path")?)?;
+                    std::fs::write(&path, toml::to_string_pretty(&c)?)?;
+                    grid_cells.push(Cell {
+                        table: table.clone(),
+                        method: method.clone(),
+                        seed,
+                        name,
+                        config: path,
+                        grid_lambda: Some(lambda),
+                    });
+                }
             }
         }
     }
+    cells.extend(grid_cells);
     Ok(cells)
 }
 
@@ -299,6 +374,7 @@ fn build_seht(root: &Path) -> Result<PathBuf> {
 fn run_cell(seht: &Path, cell: &Cell, data_dir: &Path, runs: &Path) -> Result<f64> {
     let t0 = Instant::now();
     std::fs::create_dir_all(runs)?;
+    let was_done = runs.join(&cell.name).join("metrics.json").is_file();
     let log = runs.join(format!("{}.log", cell.name));
     let out = Command::new(seht)
         .args(["train", "--quiet", "--config"])
@@ -314,14 +390,24 @@ fn run_cell(seht: &Path, cell: &Cell, data_dir: &Path, runs: &Path) -> Result<f6
         use std::os::unix::process::ExitStatusExt;
         let stderr = String::from_utf8_lossy(&out.stderr);
         let why = match (out.status.signal(), stderr.lines().rfind(|l| !l.trim().is_empty())) {
-            (Some(9), _) => "killed by signal 9 (SIGKILL: most likely the kernel's out-of-memory killer; see `dmesg`)".into(),
+            (Some(9), _) => {
+                "killed by signal 9 (SIGKILL: most likely the kernel's out-of-memory killer; see `dmesg`)".into()
+            }
             (Some(sig), _) => format!("killed by signal {sig}"),
             (None, Some(line)) => line.to_string(),
             (None, None) => format!("exited with {}", out.status),
         };
         bail!("{} failed (log: {}): {why}", cell.name, log.display());
     }
-    Ok(t0.elapsed().as_secs_f64())
+    let secs = t0.elapsed().as_secs_f64();
+    if !was_done {
+        // Wall time of every run that trained, over all invocations (a
+        // preset may be run in parts): the summary's total comes from here.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(runs.join("timing.csv"))?;
+        writeln!(f, "{},{secs:.1}", cell.name)?;
+    }
+    Ok(secs)
 }
 
 fn slurm_script(preset: &Preset, args: &Args, n: usize, out: &Path) -> String {
