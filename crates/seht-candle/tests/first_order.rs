@@ -149,9 +149,7 @@ fn per_probe_accumulation_equals_the_single_third_order_pass() {
     let n = net(DType::F64);
     let (vars, weights, _) = n.params();
     let lambda = 0.3;
-    let check = |name: &str, est: &dyn Fn(&Tensor, &mut seht_estimator::ProbeRng) -> (Vec<f64>, Vec<f64>, f64, f64)| {
-        let loss = n.loss().expect("loss");
-        let (one, all, m1, m2) = est(&loss, &mut probe_rng(5));
+    let check = |name: &str, (one, all, m1, m2): (Vec<f64>, Vec<f64>, f64, f64)| {
         let (err, cos) = compare(&one, &all);
         println!("{name}: relative difference {err:.2e}, cosine {cos:.15}, estimates {m1} / {m2}");
         assert!(err < 1e-12, "{name}: relative difference {err:.2e}");
@@ -172,9 +170,9 @@ fn per_probe_accumulation_equals_the_single_third_order_pass() {
         let all: Vec<Tensor> = vars.iter().map(|v| g.get(v.as_tensor()).expect("grad").clone()).collect();
         (flat(&one), flat(&all), acc.estimate.mean, est.mean)
     }
-    check("SEHT-H K=4", &|l, _| both(&vars, &weights, lambda, l, &SehtH::seht_h(4).expect("cfg"), 7));
-    check("SEHT-D K=3 p=0.5", &|l, _| {
-        both(&vars, &weights, lambda, l, &SehtD::new(3, 0.5, Reading::Unbiased).expect("cfg"), 8)
-    });
-    check("Hutch++ m=6", &|l, _| both(&vars, &weights, lambda, l, &HutchPlusPlus::with_budget(6).expect("cfg"), 9));
+    let loss = || n.loss().expect("loss");
+    check("SEHT-H K=4", both(&vars, &weights, lambda, &loss(), &SehtH::seht_h(4).expect("cfg"), 7));
+    let sd = SehtD::new(3, 0.5, Reading::Unbiased).expect("cfg");
+    check("SEHT-D K=3 p=0.5", both(&vars, &weights, lambda, &loss(), &sd, 8));
+    check("Hutch++ m=6", both(&vars, &weights, lambda, &loss(), &HutchPlusPlus::with_budget(6).expect("cfg"), 9));
 }
