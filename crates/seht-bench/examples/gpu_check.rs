@@ -14,8 +14,8 @@
 //! machine (it needs the NVIDIA driver and CUDA libraries, no toolchain):
 //!
 //! ```sh
-//! CUDA_COMPUTE_CAP=90 cargo build --release -p seht-bench --features cuda --example gpu_check
-//! ./target/release/examples/gpu_check            # on the GPU machine
+//! scripts/cuda-build.sh                      # here: toolkit from PyPI, then the build
+//! ./target-cuda/debug/examples/gpu_check     # on the GPU machine
 //! ```
 //!
 //! `SEHT_GPU_BATCHES=32` limits the batch sizes; `SEHT_GPU_REPS=5` sets the
