@@ -28,7 +28,7 @@ fn usage() -> &'static str {
     "usage: cargo xtask reproduce [--preset smoke|quick|paper] [--tables 1,2,3,4] [--seeds N]
                          [--data-dir DIR] [--out DIR] [--jobs N] [--cell I] [--export-slurm] [--list]
 
-  --preset        smoke (default; fixture data, ~5 min), quick (real data, ~90 min on 2 cores), paper (GPU)
+  --preset        smoke (default; fixture data, ~5 min), quick (real data, ~60 min on 2 cores), paper (GPU)
   --tables        which of the paper's tables (default: all)
   --seeds         seeds per cell (default: the preset's)
   --data-dir      where CIFAR-10/100 and WikiText-2 live (default: data)
