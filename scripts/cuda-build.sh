@@ -43,7 +43,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target-cuda}
 nvcc --version | tail -2
 cd "$root"
 cargo build --locked --workspace --features cuda
-# The dev profile (dependencies, candle included, at opt-level 3; see
-# Cargo.toml): a release build would compile candle's CUDA kernels a second time.
-cargo build --locked -p seht-bench --features cuda --example gpu_check
+# The GPU check, in the same profile and with the same workspace-wide feature
+# set as the build above, so nothing (candle's CUDA kernels above all) is
+# compiled twice; the dev profile builds dependencies at opt-level 3.
+cargo build --locked --workspace --features cuda --examples
 echo "built $CARGO_TARGET_DIR/debug/examples/gpu_check"
