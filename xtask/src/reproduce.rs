@@ -264,6 +264,14 @@ fn text_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut Da
     )
 }
 
+/// Writes a run's config to `out/configs/<table>/<name>.toml`.
+fn write_config(out: &Path, table: &str, name: &str, cfg: &Value) -> Result<PathBuf> {
+    let path = out.join("configs").join(table).join(format!("{name}.toml"));
+    std::fs::create_dir_all(path.parent().context("config path")?)?;
+    std::fs::write(&path, toml::to_string_pretty(cfg)?)?;
+    Ok(path)
+}
+
 /// Builds the matrix: patched configs written under `out/configs/`.
 pub fn matrix(
     root: &Path,
@@ -303,9 +311,7 @@ pub fn matrix(
                 let t = c.as_table_mut().context("config is not a table")?;
                 t.insert("name".into(), Value::String(name.clone()));
                 t.insert("seed".into(), Value::Integer(seed as i64));
-                let path = out.join("configs").join(table).join(format!("{name}.toml"));
-                std::fs::create_dir_all(path.parent().context("config path")?)?;
-                std::fs::write(&path, toml::to_string_pretty(&c)?)?;
+                let path = write_config(out, table, &name, &c)?;
                 cells.push(Cell {
                     table: table.clone(),
                     method: method.clone(),
@@ -329,9 +335,7 @@ pub fn matrix(
                         patch.push_str(&format!("[data]\nvalidation = {}\n", g.validation));
                     }
                     merge(&mut c, &toml::from_str(&patch)?);
-                    let path = out.join("configs").join(table).join(format!("{name}.toml"));
-                    std::fs::create_dir_all(path.parent().context("config path")?)?;
-                    std::fs::write(&path, toml::to_string_pretty(&c)?)?;
+                    let path = write_config(out, table, &name, &c)?;
                     grid_cells.push(Cell {
                         table: table.clone(),
                         method: method.clone(),

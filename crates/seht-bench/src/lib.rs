@@ -154,6 +154,11 @@ impl Workload {
     /// One HVP with a Rademacher probe over all weights (forward, gradient on
     /// the graph, second backward).
     pub fn hvp(&self, rng: &mut ProbeRng) -> Result<(), seht_candle::Error> {
+        self.rademacher_hvp(rng)?;
+        Ok(())
+    }
+
+    fn rademacher_hvp(&self, rng: &mut ProbeRng) -> Result<BlockVec<Tensor>, seht_candle::Error> {
         let op = HessianOperator::new(&self.loss(0)?, &self.weights)?;
         let v: Vec<Option<Tensor>> = op
             .blocks()
@@ -161,8 +166,7 @@ impl Workload {
             .enumerate()
             .map(|(i, b)| op.part_from_host(i, &rand_vec(rng, b.len)).map(Some))
             .collect::<Result<_, _>>()?;
-        op.hvp(&BlockVec::from_parts(v))?;
-        Ok(())
+        op.hvp(&BlockVec::from_parts(v))
     }
 
     /// An estimate-only trace (detached).
@@ -177,9 +181,7 @@ impl Workload {
         total.backward()?;
         Ok(e.hvps)
     }
-}
 
-impl Workload {
     /// A penalised step's work as training does it
     /// (`seht_candle::penalised_gradients`): each probe's quadratic form is
     /// differentiated on its own and its graph dropped.
@@ -200,14 +202,7 @@ impl Workload {
     /// One HVP `Hσ` over all weights with a Rademacher probe from `rng`,
     /// copied to the host (for comparing devices).
     pub fn hvp_host(&self, rng: &mut ProbeRng) -> Result<Vec<f32>, seht_candle::Error> {
-        let op = HessianOperator::new(&self.loss(0)?, &self.weights)?;
-        let v: Vec<Option<Tensor>> = op
-            .blocks()
-            .iter()
-            .enumerate()
-            .map(|(i, b)| op.part_from_host(i, &rand_vec(rng, b.len)).map(Some))
-            .collect::<Result<_, _>>()?;
-        let hv = op.hvp(&BlockVec::from_parts(v))?;
+        let hv = self.rademacher_hvp(rng)?;
         let mut out = Vec::new();
         for part in hv.parts().iter().flatten() {
             out.extend(part.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
