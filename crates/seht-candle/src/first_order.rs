@@ -27,7 +27,7 @@
 //! statistics) are undone: `buffers` are restored before the unperturbed pass.
 
 use candle_core::{DType, Tensor, Var};
-use seht_estimator::{BlockVec, ProbeDistribution, ProbeRng};
+use seht_estimator::{ProbeDistribution, ProbeRng};
 
 use crate::error::{Error, Result};
 use crate::params::Param;
@@ -65,12 +65,58 @@ fn gradient(loss: &Tensor, vars: &[Var]) -> Result<(f64, Vec<Tensor>)> {
     Ok((value, grads))
 }
 
-fn norm(ts: &[&Tensor]) -> Result<f64> {
+/// `‖w‖` over several tensors, summed in their own dtype (one elementwise
+/// pass each; the norm only sets the step size).
+fn norm(ts: &[Tensor]) -> Result<f64> {
     let mut s = 0.0;
     for t in ts {
-        s += t.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        s += t.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     }
     Ok(s.sqrt())
+}
+
+/// One probe block drawn on the host in f64, kept in the variable's dtype.
+enum HostBlock {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl HostBlock {
+    /// Draws `n` entries; returns the block and its `Σσᵢ²`.
+    fn draw(dist: &impl ProbeDistribution, rng: &mut ProbeRng, n: usize, dtype: DType) -> (Self, f64) {
+        let mut chunk = vec![0.0f64; n.min(1 << 14)];
+        let mut sq = 0.0;
+        let mut block =
+            if dtype == DType::F64 { Self::F64(Vec::with_capacity(n)) } else { Self::F32(Vec::with_capacity(n)) };
+        let mut left = n;
+        while left > 0 {
+            let c = &mut chunk[..left.min(1 << 14)];
+            dist.fill(rng, c);
+            sq += c.iter().map(|x| x * x).sum::<f64>();
+            match &mut block {
+                Self::F32(v) => v.extend(c.iter().map(|&x| x as f32)),
+                Self::F64(v) => v.extend_from_slice(c),
+            }
+            left -= c.len();
+        }
+        (block, sq)
+    }
+
+    /// `ε·σ` as a tensor of `like`'s shape, dtype and device.
+    fn scaled(self, eps: f64, like: &Tensor) -> Result<Tensor> {
+        let t = match self {
+            Self::F32(mut v) => {
+                let e = eps as f32;
+                v.iter_mut().for_each(|x| *x *= e);
+                Tensor::from_vec(v, like.shape(), like.device())?
+            }
+            Self::F64(mut v) => {
+                v.iter_mut().for_each(|x| *x *= eps);
+                Tensor::from_vec(v, like.shape(), like.device())?
+            }
+        };
+        Ok(t.to_dtype(like.dtype())?)
+    }
 }
 
 /// Gradients of `L + λ·(1/K)Σ σₖᵀHσₖ` with first-order passes only.
@@ -111,31 +157,35 @@ pub fn first_order_penalty(
         .collect::<Result<_>>()?;
     let w0: Vec<Tensor> = penalised.iter().map(|p| p.var.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
     let saved: Vec<Tensor> = buffers.iter().map(|b| b.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
-    let w_norm = norm(&w0.iter().collect::<Vec<_>>())?;
+    let w_norm = norm(&w0)?;
 
-    let mut sum2: Option<Vec<Tensor>> = None; // Σ_k (g+ + g−)/ε_k²
+    // Σ_k (g₊ + g₋)/ε_k², kept divided by the first probe's 1/ε² (`base`) so
+    // that the first probe costs one addition and no scaling.
+    let mut sum2: Option<Vec<Tensor>> = None;
+    let mut base = 0.0;
     let mut inv_eps2 = 0.0; // Σ_k 1/ε_k²
     let (mut samples, mut steps) = (Vec::with_capacity(probes), Vec::with_capacity(probes));
     for _ in 0..probes {
-        let host: BlockVec<Vec<f64>> =
-            BlockVec::from_parts(penalised.iter().map(|p| Some(dist.sample(rng, p.var.elem_count()))).collect());
-        let sigma: Vec<Tensor> = penalised
+        // The probe is drawn on the host straight into the weights' dtype, and
+        // `ε` is folded into it there: one tensor per block, `εσ`.
+        let mut s_sq = 0.0;
+        let host: Vec<HostBlock> = penalised
             .iter()
-            .zip(host.parts())
-            .map(|(p, v)| {
-                Ok(Tensor::from_slice(v.as_deref().unwrap_or(&[]), p.var.shape(), p.var.device())?
-                    .to_dtype(p.var.dtype())?)
+            .map(|p| {
+                let (b, sq) = HostBlock::draw(dist, rng, p.var.elem_count(), p.var.dtype());
+                s_sq += sq;
+                b
             })
-            .collect::<Result<_>>()?;
-        let s_norm = norm(&sigma.iter().collect::<Vec<_>>())?;
-        if s_norm == 0.0 {
+            .collect();
+        if s_sq == 0.0 {
             samples.push(0.0);
             continue;
         }
-        let eps = relative_step * w_norm.max(1e-12) / s_norm;
+        let eps = relative_step * w_norm.max(1e-12) / s_sq.sqrt();
+        let es: Vec<Tensor> = host.into_iter().zip(&w0).map(|(b, w)| b.scaled(eps, w)).collect::<Result<_>>()?;
         let mut pass = |sign: f64| -> Result<Vec<Tensor>> {
-            for ((p, w), s) in penalised.iter().zip(&w0).zip(&sigma) {
-                p.var.set(&(w + s.affine(sign * eps, 0.0)?)?)?;
+            for ((p, w), d) in penalised.iter().zip(&w0).zip(&es) {
+                p.var.set(&if sign > 0.0 { w + d } else { w - d }?)?;
             }
             let (_, g) = gradient(&loss()?, vars)?;
             Ok(g)
@@ -145,40 +195,42 @@ pub fn first_order_penalty(
         for (p, w) in penalised.iter().zip(&w0) {
             p.var.set(w)?;
         }
+        // σᵀHσ ≈ σᵀ(g₊ − g₋)/2ε = (εσ)ᵀ(g₊ − g₋)/2ε²
         let mut q = 0.0;
-        for (k, s) in index.iter().zip(&sigma) {
-            q += ((&gp[*k] - &gm[*k])? * s)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()? / (2.0 * eps);
+        for (k, d) in index.iter().zip(&es) {
+            q += ((&gp[*k] - &gm[*k])? * d)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         }
-        samples.push(scale * q);
+        samples.push(scale * q / (2.0 * eps * eps));
         steps.push(eps);
-        let contrib: Vec<Tensor> = gp
-            .iter()
-            .zip(&gm)
-            .map(|(a, b)| (a + b)?.affine(1.0 / (eps * eps), 0.0))
-            .collect::<candle_core::Result<_>>()?;
+        let a = 1.0 / (eps * eps);
         sum2 = Some(match sum2 {
-            None => contrib,
-            Some(acc) => acc.iter().zip(&contrib).map(|(a, b)| a + b).collect::<candle_core::Result<_>>()?,
+            None => {
+                base = a;
+                gp.iter().zip(&gm).map(|(x, y)| x + y).collect::<candle_core::Result<_>>()?
+            }
+            Some(acc) => acc
+                .iter()
+                .zip(gp.iter().zip(&gm))
+                .map(|(s, (x, y))| s + (x + y)?.affine(a / base, 0.0)?)
+                .collect::<candle_core::Result<_>>()?,
         });
-        inv_eps2 += 1.0 / (eps * eps);
+        inv_eps2 += a;
     }
     for (b, s) in buffers.iter().zip(&saved) {
         b.set(s)?;
     }
     // The unperturbed pass: the step's own forward (updates the buffers once).
     let (value, g0) = gradient(&loss()?, vars)?;
-    let k = probes as f64;
     let grads = match sum2 {
         None => g0,
-        Some(s2) => g0
-            .iter()
-            .zip(&s2)
-            .map(|(g, s)| {
-                // ∇(mean σᵀHσ) = (1/K) Σ_k (g+ + g− − 2g0)/ε_k²
-                let third = (s - g.affine(2.0 * inv_eps2, 0.0)?)?.affine(scale / k, 0.0)?;
-                g + third.affine(lambda, 0.0)?
-            })
-            .collect::<candle_core::Result<_>>()?,
+        Some(s2) => {
+            // g₀ + λ·scale·(1/K)Σ_k (g₊ + g₋ − 2g₀)/ε_k²
+            let c = lambda * scale / probes as f64;
+            g0.iter()
+                .zip(&s2)
+                .map(|(g, s)| g.affine(1.0 - 2.0 * c * inv_eps2, 0.0)? + s.affine(c * base, 0.0)?)
+                .collect::<candle_core::Result<_>>()?
+        }
     };
     Ok(FirstOrderStep { loss: value, grads, samples, steps })
 }
