@@ -26,6 +26,7 @@ use seht_estimator::{SehtH, probe_rng};
 fn main() -> Result<()> {
     // SAFETY: first statement of main; no other thread exists yet.
     unsafe { seht_candle::enable_higher_order() }?;
+    seht_candle::retain_freed_memory();
     let mut args = std::env::args().skip(1);
     let steps: usize = args.next().map(|s| s.parse()).transpose().context("steps must be an integer")?.unwrap_or(30);
     let lambda: f64 = args.next().map(|s| s.parse()).transpose().context("lambda must be a number")?.unwrap_or(1e-4);
