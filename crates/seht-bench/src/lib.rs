@@ -32,6 +32,7 @@ pub struct Workload {
 enum Net {
     ResNet(ResNet),
     Lm(RnnLm),
+    Mlp(Vec<candle_nn::Linear>),
 }
 
 fn seeded(shape: &[usize], seed: u64, dev: &Device) -> candle_core::Result<Tensor> {
@@ -51,6 +52,12 @@ pub enum Model {
         width: usize,
         /// Blocks per stage (2 = ResNet-18).
         blocks: usize,
+    },
+    /// Multi-layer perceptron on flattened 3×32×32 images: 3072 → `hidden`
+    /// → `hidden` → 10, ReLU, no normalisation.
+    Mlp {
+        /// Width of the two hidden layers.
+        hidden: usize,
     },
     /// 2-layer LSTM LM, vocabulary 10,000, sizes `hidden`, batch 20 × 35.
     Lstm {
@@ -73,10 +80,10 @@ impl Workload {
         let varmap = VarMap::new();
         let vb = seeded_varbuilder(&varmap, 0, DType::F32, &dev);
         let wrap = candle_core::Error::wrap;
-        let (name, net, xs, ys, roles) = match model {
+        let (name, net, xs, ys, params) = match model {
             Model::Tiny => {
                 let m = ResNet::new(&ResNetConfig::narrow(3, 10, 8, [1, 1, 1, 1]), vb).map_err(wrap)?;
-                let r = m.roles().clone();
+                let r = m.roles().param_set(&varmap).map_err(wrap)?;
                 (
                     "tiny-resnet".to_string(),
                     Net::ResNet(m),
@@ -87,13 +94,29 @@ impl Workload {
             }
             Model::ResNet { width, blocks } => {
                 let m = ResNet::new(&ResNetConfig::narrow(3, 10, width, [blocks; 4]), vb).map_err(wrap)?;
-                let r = m.roles().clone();
+                let r = m.roles().param_set(&varmap).map_err(wrap)?;
                 (
                     format!("resnet-w{width}-b{blocks}"),
                     Net::ResNet(m),
                     seeded(&[batch, 3, 32, 32], 1, &dev)?,
                     labels(batch, 10, &dev)?,
                     r,
+                )
+            }
+            Model::Mlp { hidden } => {
+                let dims = [3 * 32 * 32, hidden, hidden, 10];
+                let layers = dims
+                    .windows(2)
+                    .enumerate()
+                    .map(|(i, d)| candle_nn::linear(d[0], d[1], vb.pp(format!("fc{i}"))))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                (
+                    format!("mlp-h{hidden}"),
+                    Net::Mlp(layers),
+                    seeded(&[batch, 3 * 32 * 32], 1, &dev)?,
+                    labels(batch, 10, &dev)?,
+                    // Names `fcN.weight` / `fcN.bias`: roles from the names.
+                    seht_candle::ParamSet::from_varmap(&varmap),
                 )
             }
             Model::Lstm { hidden } => {
@@ -108,12 +131,11 @@ impl Workload {
                     init_range: 0.1,
                 };
                 let m = RnnLm::new(&cfg, vb).map_err(wrap)?;
-                let r = m.roles().clone();
+                let r = m.roles().param_set(&varmap).map_err(wrap)?;
                 let toks = labels(20 * 36, 10_000, &dev)?.reshape((20, 36))?;
                 (format!("lstm-h{hidden}"), Net::Lm(m), toks.narrow(1, 0, 35)?, toks.narrow(1, 1, 35)?, r)
             }
         };
-        let params = roles.param_set(&varmap).map_err(wrap)?;
         let weights = params.select(&Selection::Weights).map_err(candle_core::Error::wrap)?;
         let trainable = params.trainable_vars();
         let buffers = params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
@@ -126,6 +148,16 @@ impl Workload {
         match &self.net {
             Net::ResNet(m) => {
                 candle_nn::loss::cross_entropy(&m.forward_t(&self.xs, Phase::Train { seed }).map_err(wrap)?, &self.ys)
+            }
+            Net::Mlp(layers) => {
+                let mut h = self.xs.clone();
+                for (i, l) in layers.iter().enumerate() {
+                    h = candle_core::Module::forward(l, &h)?;
+                    if i + 1 < layers.len() {
+                        h = h.relu()?;
+                    }
+                }
+                candle_nn::loss::cross_entropy(&h, &self.ys)
             }
             Net::Lm(m) => {
                 let (logits, _) =
@@ -148,6 +180,13 @@ impl Workload {
     /// A plain step's work: forward and backward.
     pub fn plain_step(&self) -> candle_core::Result<()> {
         self.loss(0)?.backward()?;
+        Ok(())
+    }
+
+    /// The first half of an HVP: the forward pass and the gradient kept on the
+    /// graph (`HessianOperator::new`), without the second backward.
+    pub fn gradient_on_graph(&self) -> Result<(), seht_candle::Error> {
+        HessianOperator::new(&self.loss(0)?, &self.weights)?;
         Ok(())
     }
 

@@ -1,0 +1,26 @@
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+//! An HVP against a gradient, per model: the plain step (forward + backward),
+//! the gradient kept on the graph (forward + first backward of an HVP), and
+//! the whole HVP (plus the second backward). Ratios to `plain_step` by
+//! `cargo xtask bench-report`.
+
+mod common;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use seht_bench::{Workload, rng};
+
+fn hvp(c: &mut Criterion) {
+    common::setup();
+    for (key, model, batch) in common::models() {
+        let w = Workload::new(model, batch).expect("workload");
+        let mut g = common::group(c, "hvp", key, key == "resnet18");
+        common::plain(&mut g, &w);
+        g.bench_function("gradient_on_graph", |b| b.iter(|| w.gradient_on_graph().expect("gradient")));
+        let mut r = rng(1);
+        g.bench_function("hvp", |b| b.iter(|| w.hvp(&mut r).expect("hvp")));
+        g.finish();
+    }
+}
+
+criterion_group!(benches, hvp);
+criterion_main!(benches);
