@@ -7,23 +7,37 @@
 //! targets of issues 8 and 10.
 //!
 //! ```sh
-//! cargo run --release -p seht-bench --example ratios -- [rounds] [model]
+//! cargo run --release -p seht-bench --example ratios -- [rounds] [model] [--no-retain]
 //! ```
-//! `model` is `resnet18` (default: full width, batch 32), `resnet16` or `mlp`.
-//! Prints a Markdown table.
+//! `model` is `resnet18` (default: full width, batch 32), `resnet16` or `mlp`;
+//! `--no-retain` leaves glibc's `malloc` at its defaults (no
+//! `seht_candle::retain_freed_memory`), for the allocator's A/B comparison.
+//! Prints a Markdown table, with the minor page faults per step (Linux).
 
 use std::time::Instant;
 
 use seht_bench::{Model, Workload, rng};
 use seht_estimator::{Reading, SehtD, SehtH};
 
+/// Minor page faults of the process so far (0 where /proc is missing).
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(7)?.parse().ok()))
+        .unwrap_or(0)
+}
+
 type Step<'a> = Box<dyn FnMut() -> Result<(), seht_candle::Error> + 'a>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: first statement of main; no other thread exists yet.
     unsafe { seht_candle::enable_higher_order() }?;
-    seht_candle::retain_freed_memory();
-    let mut args = std::env::args().skip(1);
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let retain = !all.iter().any(|a| a == "--no-retain");
+    if retain {
+        seht_candle::retain_freed_memory();
+    }
+    let mut args = all.iter().filter(|a| !a.starts_with("--")).cloned();
     let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(6);
     let key = args.next().unwrap_or_else(|| "resnet18".into());
     let model = match key.as_str() {
@@ -48,28 +62,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         f()?;
     }
     let mut times = vec![Vec::with_capacity(rounds); configs.len()];
+    let mut faults = vec![0u64; configs.len()];
     for round in 0..rounds {
         for (i, (_, f)) in configs.iter_mut().enumerate() {
+            let before = minor_faults();
             let t = Instant::now();
             f()?;
             times[i].push(t.elapsed().as_secs_f64());
+            faults[i] += minor_faults().saturating_sub(before);
         }
         eprintln!("round {}/{rounds}: plain {:.3} s", round + 1, times[0][round]);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     println!(
-        "{key}, batch 32, {rounds} rounds after a warm-up round\n\n| configuration | mean time (s) | ratio of means | per-round ratio: median | min | max |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+        "{key}, batch 32, {rounds} rounds after a warm-up round, freed memory {}\n\n| configuration | mean time (s) | ratio of means | per-round ratio: median | min | max | page faults per step |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        if retain { "retained (`retain_freed_memory`)" } else { "returned to the kernel (glibc defaults)" }
     );
     for (i, (name, _)) in configs.iter().enumerate() {
         let mut per: Vec<f64> = times[i].iter().zip(&times[0]).map(|(a, p)| a / p).collect();
         per.sort_by(f64::total_cmp);
         println!(
-            "| {name} | {:.3} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
+            "| {name} | {:.3} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {} |",
             mean(&times[i]),
             mean(&times[i]) / mean(&times[0]),
             per[per.len() / 2],
             per[0],
-            per[per.len() - 1]
+            per[per.len() - 1],
+            faults[i] / rounds as u64
         );
     }
     // Applying the first-order penalty every 4th step: (FO + 3 plain) / 4.
@@ -77,7 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut a = amortised.clone();
     a.sort_by(f64::total_cmp);
     println!(
-        "| first-order SEHT-H K=1 every 4 steps, (FO + 3 plain)/4 | {:.3} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
+        "| first-order SEHT-H K=1 every 4 steps, (FO + 3 plain)/4 | {:.3} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | |",
         (mean(&times[1]) + 3.0 * mean(&times[0])) / 4.0,
         (mean(&times[1]) + 3.0 * mean(&times[0])) / 4.0 / mean(&times[0]),
         a[a.len() / 2],
