@@ -8,15 +8,11 @@
 mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use seht_bench::{Workload, rng};
+use seht_bench::rng;
 use seht_estimator::{HutchPlusPlus, Reading, SehtD, SehtH};
 
 fn estimate(c: &mut Criterion) {
-    common::setup();
-    for (key, model, batch) in common::models() {
-        let w = Workload::new(model, batch).expect("workload");
-        let mut g = common::group(c, "estimate", key, key == "resnet18");
-        common::plain(&mut g, &w);
+    common::each_model(c, "estimate", |g, w, _| {
         let mut r = rng(1);
         for k in [1usize, 5] {
             let est = SehtH::seht_h(k).expect("cfg");
@@ -32,8 +28,7 @@ fn estimate(c: &mut Criterion) {
         }
         let hpp = HutchPlusPlus::with_budget(6).expect("cfg");
         g.bench_function("estimate_hutchpp_m6", |b| b.iter(|| w.estimate(&hpp, &mut r).expect("estimate")));
-        g.finish();
-    }
+    });
 }
 
 criterion_group!(benches, estimate);

@@ -7,19 +7,14 @@
 mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use seht_bench::{Workload, rng};
+use seht_bench::rng;
 
 fn hvp(c: &mut Criterion) {
-    common::setup();
-    for (key, model, batch) in common::models() {
-        let w = Workload::new(model, batch).expect("workload");
-        let mut g = common::group(c, "hvp", key, key == "resnet18");
-        common::plain(&mut g, &w);
+    common::each_model(c, "hvp", |g, w, _| {
         g.bench_function("gradient_on_graph", |b| b.iter(|| w.gradient_on_graph().expect("gradient")));
         let mut r = rng(1);
         g.bench_function("hvp", |b| b.iter(|| w.hvp(&mut r).expect("hvp")));
-        g.finish();
-    }
+    });
 }
 
 criterion_group!(benches, hvp);

@@ -16,15 +16,11 @@ mod common;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use seht_bench::{Workload, rng};
+use seht_bench::rng;
 use seht_estimator::{Reading, SehtD, SehtH};
 
 fn penalised(c: &mut Criterion) {
-    common::setup();
-    for (key, model, batch) in common::models() {
-        let w = Workload::new(model, batch).expect("workload");
-        let mut g = common::group(c, "penalised", key, key == "resnet18");
-        common::plain(&mut g, &w);
+    common::each_model(c, "penalised", |g, w, key| {
         let mut r = rng(1);
         if common::exact_fits(key) {
             let h1 = SehtH::seht_h(1).expect("cfg");
@@ -59,8 +55,7 @@ fn penalised(c: &mut Criterion) {
                 t.elapsed() / 4
             })
         });
-        g.finish();
-    }
+    });
 }
 
 criterion_group!(benches, penalised);

@@ -74,34 +74,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("round {}/{rounds}: plain {:.3} s", round + 1, times[0][round]);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    // (median, min, max) of per-round ratios.
+    let spread = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
     println!(
         "{key}, batch 32, {rounds} rounds after a warm-up round, freed memory {}\n\n| configuration | mean time (s) | ratio of means | per-round ratio: median | min | max | page faults per step |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         if retain { "retained (`retain_freed_memory`)" } else { "returned to the kernel (glibc defaults)" }
     );
     for (i, (name, _)) in configs.iter().enumerate() {
-        let mut per: Vec<f64> = times[i].iter().zip(&times[0]).map(|(a, p)| a / p).collect();
-        per.sort_by(f64::total_cmp);
+        let (med, min, max) = spread(times[i].iter().zip(&times[0]).map(|(a, p)| a / p).collect());
         println!(
-            "| {name} | {:.3} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | {} |",
+            "| {name} | {:.3} | {:.2}× | {med:.2}× | {min:.2}× | {max:.2}× | {} |",
             mean(&times[i]),
             mean(&times[i]) / mean(&times[0]),
-            per[per.len() / 2],
-            per[0],
-            per[per.len() - 1],
             faults[i] / rounds as u64
         );
     }
     // Applying the first-order penalty every 4th step: (FO + 3 plain) / 4.
-    let amortised: Vec<f64> = times[1].iter().zip(&times[0]).map(|(f, p)| (f + 3.0 * p) / 4.0 / p).collect();
-    let mut a = amortised.clone();
-    a.sort_by(f64::total_cmp);
+    let (med, min, max) = spread(times[1].iter().zip(&times[0]).map(|(f, p)| (f + 3.0 * p) / 4.0 / p).collect());
+    let amortised = (mean(&times[1]) + 3.0 * mean(&times[0])) / 4.0;
     println!(
-        "| first-order SEHT-H K=1 every 4 steps, (FO + 3 plain)/4 | {:.3} | {:.2}× | {:.2}× | {:.2}× | {:.2}× | |",
-        (mean(&times[1]) + 3.0 * mean(&times[0])) / 4.0,
-        (mean(&times[1]) + 3.0 * mean(&times[0])) / 4.0 / mean(&times[0]),
-        a[a.len() / 2],
-        a[0],
-        a[a.len() - 1]
+        "| first-order SEHT-H K=1 every 4 steps, (FO + 3 plain)/4 | {amortised:.3} | {:.2}× | {med:.2}× | {min:.2}× | {max:.2}× | |",
+        amortised / mean(&times[0])
     );
     Ok(())
 }

@@ -183,15 +183,15 @@ pub fn first_order_penalty(
         }
         let eps = relative_step * w_norm.max(1e-12) / s_sq.sqrt();
         let es: Vec<Tensor> = host.into_iter().zip(&w0).map(|(b, w)| b.scaled(eps, w)).collect::<Result<_>>()?;
-        let mut pass = |sign: f64| -> Result<Vec<Tensor>> {
+        let mut pass = |plus: bool| -> Result<Vec<Tensor>> {
             for ((p, w), d) in penalised.iter().zip(&w0).zip(&es) {
-                p.var.set(&if sign > 0.0 { w + d } else { w - d }?)?;
+                p.var.set(&if plus { w + d } else { w - d }?)?;
             }
             let (_, g) = gradient(&loss()?, vars)?;
             Ok(g)
         };
-        let gp = pass(1.0)?;
-        let gm = pass(-1.0)?;
+        let gp = pass(true)?;
+        let gm = pass(false)?;
         for (p, w) in penalised.iter().zip(&w0) {
             p.var.set(w)?;
         }

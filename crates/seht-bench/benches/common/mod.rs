@@ -45,6 +45,23 @@ pub fn plain(g: &mut BenchmarkGroup<'_, WallTime>, w: &Workload) {
     g.bench_function("plain_step", |b| b.iter(|| w.plain_step().expect("step")));
 }
 
+/// For each model of [`models`]: the group `topic.key` with its plain step,
+/// then `body`'s rows (given the group, the workload and the model's key).
+pub fn each_model(
+    c: &mut Criterion,
+    topic: &str,
+    mut body: impl FnMut(&mut BenchmarkGroup<'_, WallTime>, &Workload, &str),
+) {
+    setup();
+    for (key, model, batch) in models() {
+        let w = Workload::new(model, batch).expect("workload");
+        let mut g = group(c, topic, key, key == "resnet18");
+        plain(&mut g, &w);
+        body(&mut g, &w, key);
+        g.finish();
+    }
+}
+
 /// Whether the exact (third-order) penalised step fits in memory here: on
 /// full-width ResNet-18 it needs more than 24 GB, so it runs only when
 /// `SEHT_BENCH_EXACT_RESNET18` is set.
