@@ -154,7 +154,7 @@ impl Workload {
                 for (i, l) in layers.iter().enumerate() {
                     h = candle_core::Module::forward(l, &h)?;
                     if i + 1 < layers.len() {
-                        h = h.relu()?;
+                        h = seht_candle::ops::relu(&h).map_err(candle_core::Error::wrap)?;
                     }
                 }
                 candle_nn::loss::cross_entropy(&h, &self.ys)

@@ -50,6 +50,15 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A replayed activation pattern does not fit the pass that replays it
+    /// (see [`crate::pattern`]).
+    #[error("activation pattern replay failed at {op}: {detail}")]
+    PatternMismatch {
+        /// The op that found the mismatch.
+        op: &'static str,
+        /// What did not match.
+        detail: String,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -35,6 +35,7 @@ pub mod malloc;
 mod operator;
 pub mod ops;
 mod params;
+pub mod pattern;
 mod penalty;
 
 pub use accumulate::{Combination, PenalisedGradients, penalised_gradients};

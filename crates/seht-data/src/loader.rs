@@ -10,9 +10,9 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::thread::JoinHandle;
 
 use candle_core::{Device, Tensor};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use seht_estimator::{Stream, step_key};
 
 use crate::augment::Augment;
 use crate::error::{Error, Result, invalid};
@@ -56,7 +56,7 @@ pub fn subset(set: &ImageSet, subset: Subset) -> Result<ImageSet> {
             for (i, &l) in set.labels.iter().enumerate() {
                 by_class[l as usize].push(i);
             }
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut rng = Stream::Subset.rng(seed);
             let mut picked = Vec::with_capacity(per_class * set.num_classes);
             for idx in &mut by_class {
                 idx.shuffle(&mut rng);
@@ -128,17 +128,16 @@ pub struct HostBatch {
 pub fn epoch_order(n: usize, cfg: &BatchConfig, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     if cfg.shuffle {
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        rng.set_stream(epoch);
+        let mut rng = Stream::DataOrder.rng(step_key(cfg.seed, epoch));
         order.shuffle(&mut rng);
     }
     order
 }
 
+/// The augmentation stream of the image at `position` of epoch `epoch`
+/// (`seht_estimator::streams`).
 fn image_rng(seed: u64, epoch: u64, position: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa5a5_5a5a_0f0f_f0f0);
-    rng.set_stream((epoch << 32) ^ position as u64);
-    rng
+    Stream::Augmentation { position: position as u32 }.rng(step_key(seed, epoch))
 }
 
 /// Prepares the images at `positions` of the epoch order.

@@ -36,6 +36,7 @@ mod operator;
 mod probe;
 mod sample;
 mod seht_d;
+pub mod streams;
 
 pub use block::{Block, BlockVec, total_len};
 pub use dense::DenseOperator;
@@ -49,3 +50,4 @@ pub use probe::{
     Distribution, Gaussian, HalfProbability, Probability, ProbeDistribution, ProbeRng, Rademacher, Sparse, probe_rng,
 };
 pub use seht_d::{Reading, SehtD};
+pub use streams::{Stream, step_key};

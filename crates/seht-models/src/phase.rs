@@ -1,7 +1,8 @@
 //! Training or evaluation, and dropout masks that are reproducible.
 
 use candle_core::Tensor;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
+use seht_estimator::Stream;
 
 use crate::error::Result;
 
@@ -17,7 +18,11 @@ use crate::error::Result;
 pub enum Phase {
     /// A training pass whose dropout masks derive from `seed`.
     Train {
-        /// Seed of this pass's dropout masks.
+        /// Key of this pass's dropout masks (in training, the step's
+        /// [`seht_estimator::step_key`]); dropout site `i` draws from
+        /// [`Stream::Dropout`]`{ site: i }` of it, DropBlock site `i` from
+        /// [`Stream::DropBlock`], so no mask shares a stream with the
+        /// step's trace probes ([`Stream::Probes`]) or any other consumer.
         seed: u64,
     },
     /// An evaluation pass.
@@ -34,14 +39,13 @@ impl Phase {
 /// Inverted dropout with probability `p`: in training, each entry is zeroed
 /// with probability `p` and the rest scaled by `1/(1−p)`; in evaluation (or
 /// with `p = 0`) the identity. `site` distinguishes the dropout layers of one
-/// model (each gets its own ChaCha8 stream of the pass's seed).
-pub fn dropout(xs: &Tensor, p: f64, phase: Phase, site: u64) -> Result<Tensor> {
+/// model (each gets its own stream, [`Stream::Dropout`], of the pass's seed).
+pub fn dropout(xs: &Tensor, p: f64, phase: Phase, site: u32) -> Result<Tensor> {
     let Phase::Train { seed } = phase else { return Ok(xs.clone()) };
     if p <= 0.0 {
         return Ok(xs.clone());
     }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(site);
+    let mut rng = Stream::Dropout { site }.rng(seed);
     let keep = 1.0 - p;
     let scale = (1.0 / keep) as f32;
     let threshold = (keep * 4_294_967_296.0) as u64;
@@ -58,7 +62,7 @@ pub fn dropout(xs: &Tensor, p: f64, phase: Phase, site: u64) -> Result<Tensor> {
 /// `γ = (1 − keep)/block² · (h·w)/((h − block + 1)(w − block + 1))` among the
 /// positions where a whole block fits (eq. 1 of the paper), so that about a
 /// fraction `1 − keep` of the units is dropped. In evaluation, the identity.
-pub fn drop_block(xs: &Tensor, block: usize, keep: f64, phase: Phase, site: u64) -> Result<Tensor> {
+pub fn drop_block(xs: &Tensor, block: usize, keep: f64, phase: Phase, site: u32) -> Result<Tensor> {
     let Phase::Train { seed } = phase else { return Ok(xs.clone()) };
     if keep >= 1.0 {
         return Ok(xs.clone());
@@ -66,8 +70,7 @@ pub fn drop_block(xs: &Tensor, block: usize, keep: f64, phase: Phase, site: u64)
     let (n, c, h, w) = xs.dims4()?;
     let block = block.min(h).min(w).max(1);
     let gamma = (1.0 - keep) / (block * block) as f64 * (h * w) as f64 / ((h - block + 1) * (w - block + 1)) as f64;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(1 << 32 | site);
+    let mut rng = Stream::DropBlock { site }.rng(seed);
     let mut mask = vec![1f32; n * c * h * w];
     let half = block / 2;
     for plane in 0..n * c {

@@ -118,13 +118,13 @@ impl BasicBlock {
     }
 
     fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let h = self.bn1.forward_t(&self.conv1.forward(xs)?, train)?.relu()?;
+        let h = ops::relu(&self.bn1.forward_t(&self.conv1.forward(xs)?, train)?)?;
         let h = self.bn2.forward_t(&self.conv2.forward(&h)?, train)?;
         let skip = match &self.shortcut {
             Some((c, bn)) => bn.forward_t(&c.forward(xs)?, train)?,
             None => xs.clone(),
         };
-        Ok((h + skip)?.relu()?)
+        Ok(ops::relu(&(h + skip)?)?)
     }
 }
 
@@ -172,13 +172,13 @@ impl ResNet {
     /// Logits `(n, classes)` for images `(n, c, h, w)`.
     pub fn forward_t(&self, xs: &Tensor, phase: Phase) -> Result<Tensor> {
         let train = phase.is_train();
-        let mut h = self.bn1.forward_t(&self.conv1.forward(xs)?, train)?.relu()?;
+        let mut h = ops::relu(&self.bn1.forward_t(&self.conv1.forward(xs)?, train)?)?;
         for (s, stage) in self.stages.iter().enumerate() {
             for block in stage {
                 h = block.forward(&h, train)?;
             }
             if let (Some(d), true) = (self.drop_block, s >= 2) {
-                h = drop_block(&h, d.block_size, d.keep_prob, phase, s as u64)?;
+                h = drop_block(&h, d.block_size, d.keep_prob, phase, s as u32)?;
             }
         }
         let h = dropout(&ops::global_avg_pool(&h)?, self.head_dropout, phase, 100)?;

@@ -270,7 +270,7 @@ impl RnnLm {
                 s = layer.step(&h.i((.., t, ..))?.contiguous()?, &s)?;
                 hs.push(hidden(&s));
             }
-            *h = dropout(&Tensor::stack(&hs, 1)?, self.cfg.dropout, phase, 1 + l as u64)?;
+            *h = dropout(&Tensor::stack(&hs, 1)?, self.cfg.dropout, phase, 1 + l as u32)?;
             out_states.push(s);
         }
         Ok(out_states)

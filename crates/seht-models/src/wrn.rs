@@ -81,7 +81,7 @@ struct WideBlock {
     conv2: Conv2d,
     shortcut: Option<Conv2d>,
     dropout: f64,
-    site: u64,
+    site: u32,
 }
 
 impl WideBlock {
@@ -90,7 +90,7 @@ impl WideBlock {
         c_out: usize,
         stride: usize,
         dropout: f64,
-        site: u64,
+        site: u32,
         vb: VarBuilder,
         roles: &mut Roles,
     ) -> Result<Self> {
@@ -111,9 +111,9 @@ impl WideBlock {
 
     fn forward(&self, xs: &Tensor, phase: Phase) -> Result<Tensor> {
         let train = phase.is_train();
-        let act = self.bn1.forward_t(xs, train)?.relu()?;
+        let act = ops::relu(&self.bn1.forward_t(xs, train)?)?;
         let h = self.conv1.forward(&act)?;
-        let h = self.bn2.forward_t(&h, train)?.relu()?;
+        let h = ops::relu(&self.bn2.forward_t(&h, train)?)?;
         let h = self.conv2.forward(&dropout(&h, self.dropout, phase, self.site)?)?;
         let skip = match &self.shortcut {
             Some(c) => c.forward(&act)?,
@@ -146,7 +146,7 @@ impl WideResNet {
             let stride = if g == 0 { 1 } else { 2 };
             let vg = vb.pp(format!("block{}", g + 1)).pp("layer");
             for i in 0..cfg.blocks_per_group() {
-                let site = blocks.len() as u64;
+                let site = blocks.len() as u32;
                 let s = if i == 0 { stride } else { 1 };
                 blocks.push(WideBlock::new(c_in, w[g + 1], s, cfg.dropout, site, vg.pp(i.to_string()), &mut roles)?);
                 c_in = w[g + 1];
@@ -163,7 +163,7 @@ impl WideResNet {
         for b in &self.blocks {
             h = b.forward(&h, phase)?;
         }
-        let h = self.bn1.forward_t(&h, phase.is_train())?.relu()?;
+        let h = ops::relu(&self.bn1.forward_t(&h, phase.is_train())?)?;
         Ok(self.fc.forward(&ops::global_avg_pool(&h)?)?)
     }
 
