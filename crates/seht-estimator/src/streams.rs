@@ -28,6 +28,7 @@
 //! | class-balanced subset | 0 | [`Stream::Subset`] |
 //! | final-model trace probes of batch `b` | `b` | [`Stream::FinalTrace`] |
 //! | analysis probes and Lanczos start vectors | 0 | [`Stream::Analysis`] |
+//! | initial weights of variable `name` | (the run's seed itself) | a hash of `name` (`seht_models::seeded_varbuilder`) |
 
 use rand::SeedableRng;
 
