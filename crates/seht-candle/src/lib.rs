@@ -30,6 +30,7 @@ mod accumulate;
 mod autodiff;
 mod error;
 pub mod first_order;
+pub mod gauss_newton;
 pub mod gradcheck;
 pub mod malloc;
 mod operator;

@@ -1,0 +1,269 @@
+//! The Gauss–Newton trace estimator and penalty against explicit matrices,
+//! exact enumeration of the label draws, and finite differences.
+
+mod common;
+
+use candle_core::{D, Tensor, Var};
+use common::{DEV, randn, var};
+use seht_candle::gauss_newton::{GaussNewtonGradient, gauss_newton_penalty, gauss_newton_trace, sample_labels};
+use seht_candle::{HessianOperator, Param, Role};
+use seht_estimator::{BlockVec, HvpOperator, probe_rng};
+
+/// A small network `x → tanh(x W1ᵀ) W2ᵀ` (no biases), or the linear model
+/// `x → x W1ᵀ` when `w2` is `None`; `N` rows, `C` classes.
+struct Net {
+    x: Tensor,
+    y: Tensor,
+    w1: Var,
+    w2: Option<Var>,
+}
+
+impl Net {
+    fn new(n: usize, c: usize, hidden: bool) -> Self {
+        let d = 3;
+        Self {
+            x: randn(&[n, d], 1.0, 1),
+            y: Tensor::from_vec((0..n as u32).map(|i| i % c as u32).collect::<Vec<_>>(), n, &DEV).expect("y"),
+            w1: var(&[if hidden { 4 } else { c }, d], 0.8, 2),
+            w2: hidden.then(|| var(&[c, 4], 0.8, 3)),
+        }
+    }
+
+    fn logits(&self) -> candle_core::Result<Tensor> {
+        let h = self.x.matmul(&self.w1.as_tensor().t()?)?;
+        match &self.w2 {
+            Some(w2) => h.tanh()?.matmul(&w2.as_tensor().t()?),
+            None => Ok(h),
+        }
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        std::iter::once(self.w1.clone()).chain(self.w2.clone()).collect()
+    }
+
+    fn params(&self) -> Vec<Param> {
+        self.vars()
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Param { name: format!("w{}", i + 1), var: v, role: Role::Weight })
+            .collect()
+    }
+}
+
+fn flat(ts: &[Tensor]) -> Vec<f64> {
+    ts.iter().flat_map(|t| t.flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("flat")).collect()
+}
+
+fn grads(loss: &Tensor, vars: &[Var]) -> Vec<Tensor> {
+    let s = loss.backward().expect("backward");
+    vars.iter().map(|v| s.get(v.as_tensor()).cloned().unwrap_or_else(|| v.zeros_like().expect("z"))).collect()
+}
+
+/// `tr(G)`, `G = (1/N) Σ_n J_nᵀ (diag p_n − p_n p_nᵀ) J_n`, with `J_n` built
+/// row by row (one backward pass per logit).
+fn explicit_gauss_newton_trace(net: &Net) -> f64 {
+    let z = net.logits().expect("logits");
+    let (n, c) = z.dims2().expect("dims");
+    let p = candle_nn::ops::softmax(&z.detach(), D::Minus1).expect("p").to_vec2::<f64>().expect("p");
+    let vars = net.vars();
+    let mut tr = 0.0;
+    for row in 0..n {
+        let j: Vec<Vec<f64>> =
+            (0..c).map(|k| flat(&grads(&z.get(row).and_then(|r| r.get(k)).expect("logit"), &vars))).collect();
+        for a in 0..c {
+            for b in 0..c {
+                let h = if a == b { p[row][a] } else { 0.0 } - p[row][a] * p[row][b];
+                let dot: f64 = j[a].iter().zip(&j[b]).map(|(x, y)| x * y).sum();
+                tr += h * dot;
+            }
+        }
+    }
+    tr / n as f64
+}
+
+/// `N‖∇_w L̂(ŷ)‖²` for one label vector.
+fn sample_value(net: &Net, labels: &[u32]) -> f64 {
+    let z = net.logits().expect("logits");
+    let y = Tensor::new(labels, &DEV).expect("labels");
+    let g = flat(&grads(&candle_nn::loss::cross_entropy(&z, &y).expect("loss"), &net.vars()));
+    z.dim(0).expect("n") as f64 * g.iter().map(|x| x * x).sum::<f64>()
+}
+
+/// Every label vector of `n` rows and `c` classes with its probability.
+fn all_labelings(net: &Net) -> Vec<(Vec<u32>, f64)> {
+    let z = net.logits().expect("logits");
+    let p = candle_nn::ops::softmax(&z, D::Minus1).expect("p").to_vec2::<f64>().expect("p");
+    let (n, c) = (p.len(), p[0].len());
+    (0..c.pow(n as u32))
+        .map(|mut code| {
+            let labels: Vec<u32> = (0..n)
+                .map(|_| {
+                    let l = code % c;
+                    code /= c;
+                    l as u32
+                })
+                .collect();
+            let prob = labels.iter().enumerate().map(|(row, &l)| p[row][l as usize]).product();
+            (labels, prob)
+        })
+        .collect()
+}
+
+/// The identity `tr(G) = N·E‖∇L̂‖²`, exactly, by enumerating all `C^N`
+/// label vectors (no sampling).
+#[test]
+fn expected_squared_gradient_norm_is_the_gauss_newton_trace() {
+    let net = Net::new(3, 3, true);
+    let explicit = explicit_gauss_newton_trace(&net);
+    let expected: f64 = all_labelings(&net).iter().map(|(l, p)| p * sample_value(&net, l)).sum();
+    eprintln!("tr(G) explicit {explicit:.12}, N·E‖∇L̂‖² by enumeration {expected:.12}");
+    assert!((explicit - expected).abs() < 1e-12 * explicit.abs(), "{explicit} vs {expected}");
+}
+
+/// For a linear model with cross-entropy, `H = G`: the explicit `tr(G)`
+/// equals `tr(H)` from unit-vector Hessian-vector products.
+#[test]
+fn gauss_newton_trace_equals_the_hessian_trace_of_a_linear_model() {
+    let net = Net::new(4, 3, false);
+    let explicit = explicit_gauss_newton_trace(&net);
+    let loss = candle_nn::loss::cross_entropy(&net.logits().expect("z"), &net.y).expect("loss");
+    let op = HessianOperator::new(&loss, &net.params()).expect("op");
+    let p = net.w1.elem_count();
+    let mut tr = 0.0;
+    for i in 0..p {
+        let mut e = vec![0.0; p];
+        e[i] = 1.0;
+        let mut v = BlockVec::zeros(1);
+        v.set(0, op.part_from_host(0, &e).expect("part"));
+        tr += op.scalar_value(&op.quadratic_form(&v).expect("q")).expect("value");
+    }
+    eprintln!("linear model: tr(G) {explicit:.12}, tr(H) {tr:.12}");
+    assert!((explicit - tr).abs() < 1e-12 * tr.abs());
+}
+
+/// The sampler and estimator: 4,000 draws land within 5 standard errors of
+/// the explicit trace, and the standard error is the samples' own.
+#[test]
+fn sampled_estimate_is_unbiased() {
+    let net = Net::new(3, 3, true);
+    let explicit = explicit_gauss_newton_trace(&net);
+    let z = net.logits().expect("logits");
+    let est = gauss_newton_trace(&z, &net.params(), 4000, &mut probe_rng(9)).expect("estimate");
+    let se = est.std_error.expect("se");
+    eprintln!("tr(G) {explicit:.6}, estimate {:.6} ± {se:.6}", est.mean);
+    assert!((est.mean - explicit).abs() < 5.0 * se, "{} ± {se} vs {explicit}", est.mean);
+    assert!(se > 0.0 && se < 0.1 * explicit);
+    assert!(gauss_newton_trace(&z, &net.params(), 0, &mut probe_rng(9)).is_err());
+}
+
+/// The penalised gradient (double backprop) against central finite
+/// differences of `L + λ·(N/K) Σ_k ‖∇L̂(w; ŷ_k)‖²` with the drawn labels
+/// held fixed; and the first-order path against it.
+#[test]
+fn penalty_gradient_matches_finite_differences_and_the_first_order_path() {
+    let net = Net::new(3, 3, true);
+    let (vars, params) = (net.vars(), net.params());
+    let (lambda, draws, seed) = (0.7, 3, 4);
+    let exact = gauss_newton_penalty(
+        &vars,
+        &params,
+        &[],
+        draws,
+        lambda,
+        GaussNewtonGradient::DoubleBackprop,
+        &mut probe_rng(seed),
+        &mut || Ok((net.logits()?, net.y.clone())),
+    )
+    .expect("penalty");
+    // The same labels, drawn again from the same generator state.
+    let mut rng = probe_rng(seed);
+    let z0 = net.logits().expect("z");
+    let labels: Vec<Tensor> = (0..draws).map(|_| sample_labels(&z0, &mut rng).expect("labels")).collect();
+    let objective = || -> f64 {
+        let z = net.logits().expect("z");
+        let l = candle_nn::loss::cross_entropy(&z, &net.y).expect("l");
+        let mut f = l.to_scalar::<f64>().expect("l");
+        for y in &labels {
+            let g = flat(&grads(&candle_nn::loss::cross_entropy(&z, y).expect("lhat"), &vars));
+            f += lambda * 3.0 / draws as f64 * g.iter().map(|x| x * x).sum::<f64>();
+        }
+        f
+    };
+    let eps = 1e-5;
+    let mut fd = Vec::new();
+    for v in &vars {
+        let w0 = v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("w");
+        for i in 0..w0.len() {
+            let at = |d: f64| {
+                let mut w = w0.clone();
+                w[i] += d;
+                v.set(&Tensor::from_vec(w, v.shape(), &DEV).expect("w")).expect("set");
+                objective()
+            };
+            fd.push((at(eps) - at(-eps)) / (2.0 * eps));
+            v.set(&Tensor::from_vec(w0.clone(), v.shape(), &DEV).expect("w")).expect("restore");
+        }
+    }
+    let ad = flat(&exact.grads);
+    let rel = |a: &[f64], b: &[f64]| {
+        a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt()
+    };
+    let fd_err = rel(&ad, &fd);
+    let first = gauss_newton_penalty(
+        &vars,
+        &params,
+        &[],
+        draws,
+        lambda,
+        GaussNewtonGradient::FirstOrder { relative_step: 1e-4 },
+        &mut probe_rng(seed),
+        &mut || Ok((net.logits()?, net.y.clone())),
+    )
+    .expect("first order");
+    let fo_err = rel(&flat(&first.grads), &ad);
+    eprintln!("double backprop vs finite differences {fd_err:.2e}; first-order vs double backprop {fo_err:.2e}");
+    assert!(fd_err < 1e-7, "double backprop vs FD: {fd_err:.2e}");
+    assert!(fo_err < 1e-6, "first order vs double backprop: {fo_err:.2e}");
+    assert_eq!(exact.estimate.samples, first.estimate.samples, "same labels, same samples");
+}
+
+/// The score-function term `E[f·∇log p(ŷ|w)]` that both paths leave out,
+/// measured exactly by enumeration: the gradient of `Σ_ŷ p(ŷ|w)·f(w, ŷ)`
+/// with `p` differentiated, against the same with `p` held constant.
+#[test]
+fn score_function_term_is_measured() {
+    let net = Net::new(2, 3, true);
+    let vars = net.vars();
+    let z = net.logits().expect("z");
+    let logp = candle_nn::ops::log_softmax(&z, D::Minus1).expect("logp");
+    let mut full: Option<Tensor> = None;
+    let mut fixed: Option<Tensor> = None;
+    for (labels, _) in all_labelings(&net) {
+        let y = Tensor::new(labels.as_slice(), &DEV).expect("y");
+        let g = grads(&candle_nn::loss::cross_entropy(&z, &y).expect("lhat"), &vars);
+        let f = g.iter().map(|t| t.sqr().and_then(|s| s.sum_all()).expect("sq")).reduce(|a, b| (a + b).expect("add"));
+        let f = f.expect("f").affine(2.0, 0.0).expect("N·");
+        let lp = labels
+            .iter()
+            .enumerate()
+            .map(|(row, &l)| logp.get(row).and_then(|r| r.get(l as usize)).expect("lp"))
+            .reduce(|a, b| (a + b).expect("add"))
+            .expect("log p");
+        let p = lp.exp().expect("p");
+        let term_full = (&p * &f).expect("pf");
+        let term_fixed = (p.detach() * &f).expect("pf");
+        full = Some(full.map_or(term_full.clone(), |a| (a + &term_full).expect("add")));
+        fixed = Some(fixed.map_or(term_fixed.clone(), |a| (a + &term_fixed).expect("add")));
+    }
+    let (full, fixed) = (full.expect("full"), fixed.expect("fixed"));
+    assert!((full.to_scalar::<f64>().expect("v") - fixed.to_scalar::<f64>().expect("v")).abs() < 1e-12);
+    let (gf, gx) = (flat(&grads(&full, &vars)), flat(&grads(&fixed, &vars)));
+    let score: Vec<f64> = gf.iter().zip(&gx).map(|(a, b)| a - b).collect();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let cos = gf.iter().zip(&gx).map(|(a, b)| a * b).sum::<f64>() / (norm(&gf) * norm(&gx));
+    eprintln!(
+        "score-function term: ‖E[f∇log p]‖ / ‖E[∇f]‖ = {:.3}, cosine(full, without it) = {cos:.4}",
+        norm(&score) / norm(&gx)
+    );
+    assert!(norm(&score) > 0.0, "the term exists on a network whose prediction depends on w");
+}
