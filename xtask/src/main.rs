@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod analysis;
 mod bench_report;
 mod fetch_data;
 mod fixtures;

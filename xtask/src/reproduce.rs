@@ -528,6 +528,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     }
     let wall = t0.elapsed().as_secs_f64();
     crate::report::write(root, &out, &preset, &args, &cells, &notes, wall)?;
+    crate::analysis::final_models(&seht, &data_dir, &out, &cells)?;
     println!("done in {:.1} minutes; summary: {}", wall / 60.0, out.join("summary.md").display());
     Ok(())
 }

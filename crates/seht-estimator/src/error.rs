@@ -44,6 +44,22 @@ pub enum Error {
         /// Column of the offending entry.
         col: usize,
     },
+    /// A numeric parameter is outside its allowed range.
+    #[error("{name} = {value}: {reason}")]
+    InvalidParameter {
+        /// Which parameter.
+        name: &'static str,
+        /// The value that was given.
+        value: f64,
+        /// What it must satisfy.
+        reason: String,
+    },
+    /// A product or a derived quantity is NaN or infinite.
+    #[error("non-finite value in {context} (NaN or infinity in a Hessian-vector product?)")]
+    NonFinite {
+        /// Where it was found.
+        context: String,
+    },
     /// The backend operator failed (e.g. an autodiff error in candle).
     #[error("Hessian-vector-product operator failed: {0}")]
     Operator(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),

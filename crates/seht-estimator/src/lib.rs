@@ -13,6 +13,9 @@
 //! | [`SehtD`] with [`Reading::PartialSum`] | `seht_d.rs` | the paper's `t̃r(H)` (Algorithm 2) |
 //! | [`SehtD`] with [`Reading::Unbiased`] | `seht_d.rs` | `tr(H)` |
 //! | [`HutchPlusPlus`] | `hutchpp.rs` | `tr(H)`, lower variance on decaying spectra |
+//! | [`BlockTraces`] | `block_trace.rs` | `tr(H_bb)` of every block (layer), each with its error |
+//! | [`Lanczos`] | `lanczos.rs` | the top (or bottom) `k` eigenpairs, with residuals |
+//! | [`Slq`] | `slq.rs` | the eigenvalue density (stochastic Lanczos quadrature) |
 //!
 //! ```
 //! use seht_estimator::{DenseOperator, SehtH, TraceEstimator, probe_rng};
@@ -26,28 +29,35 @@
 //! ```
 
 mod block;
+mod block_trace;
 mod dense;
 mod error;
 mod estimate;
 mod estimator;
 mod hutchinson;
 mod hutchpp;
+mod lanczos;
 mod operator;
 mod probe;
 mod sample;
 mod seht_d;
+mod slq;
 pub mod streams;
+mod symmetric_eigen;
 
 pub use block::{Block, BlockVec, total_len};
+pub use block_trace::{BlockProbing, BlockTrace, BlockTraceEstimate, BlockTraces};
 pub use dense::DenseOperator;
 pub use error::{Error, Result};
 pub use estimate::{Target, TraceEstimate, mean_and_std_error};
 pub use estimator::{Estimator, TraceEstimator};
 pub use hutchinson::{Hutchinson, SehtH};
 pub use hutchpp::HutchPlusPlus;
+pub use lanczos::{BasisPrecision, Eigenpair, Eigenpairs, Lanczos, Reorthogonalisation, Which};
 pub use operator::HvpOperator;
 pub use probe::{
     Distribution, Gaussian, HalfProbability, Probability, ProbeDistribution, ProbeRng, Rademacher, Sparse, probe_rng,
 };
 pub use seht_d::{Reading, SehtD};
+pub use slq::{Broadening, QuadratureRule, Slq, SpectralDensity};
 pub use streams::{Stream, step_key};

@@ -27,7 +27,9 @@
 //! | augmentation of the image at position `p` | epoch | [`Stream::Augmentation`] |
 //! | class-balanced subset | 0 | [`Stream::Subset`] |
 //! | final-model trace probes of batch `b` | `b` | [`Stream::FinalTrace`] |
-//! | analysis probes and Lanczos start vectors | 0 | [`Stream::Analysis`] |
+//! | analysis: per-layer trace probes | 0 | [`Stream::AnalysisTrace`] |
+//! | analysis: Lanczos start vector | 0 | [`Stream::LanczosStart`] |
+//! | analysis: stochastic Lanczos quadrature probes | 0 | [`Stream::SlqProbes`] |
 //! | initial weights of variable `name` | (the run's seed itself) | a hash of `name` (`seht_models::seeded_varbuilder`) |
 
 use rand::SeedableRng;
@@ -76,8 +78,12 @@ pub enum Stream {
     Subset,
     /// Probes of the final model's trace measurement.
     FinalTrace,
-    /// Probes and start vectors of a curvature analysis.
-    Analysis,
+    /// Per-layer trace probes of a curvature analysis.
+    AnalysisTrace,
+    /// The Lanczos start vector of a curvature analysis.
+    LanczosStart,
+    /// The probes of stochastic Lanczos quadrature.
+    SlqProbes,
 }
 
 impl Stream {
@@ -95,7 +101,9 @@ impl Stream {
             Stream::Augmentation { position } => (8, position),
             Stream::Subset => (9, 0),
             Stream::FinalTrace => (10, 0),
-            Stream::Analysis => (11, 0),
+            Stream::AnalysisTrace => (11, 0),
+            Stream::LanczosStart => (12, 0),
+            Stream::SlqProbes => (13, 0),
         };
         tag << 48 | sub as u64
     }
@@ -128,7 +136,9 @@ mod tests {
             Stream::Augmentation { position: 0 },
             Stream::Subset,
             Stream::FinalTrace,
-            Stream::Analysis,
+            Stream::AnalysisTrace,
+            Stream::LanczosStart,
+            Stream::SlqProbes,
         ];
         let firsts: Vec<u64> = all.iter().map(|s| s.rng(step_key(7, 3)).random()).collect();
         for i in 0..firsts.len() {

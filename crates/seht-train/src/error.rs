@@ -24,6 +24,24 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+    /// A command-line option of an analysis is invalid for this model or data.
+    #[error("option {option} = {value}: {reason}")]
+    InvalidOption {
+        /// The option (e.g. `--batches`).
+        option: &'static str,
+        /// The value.
+        value: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A tensor file does not fit the model its config builds.
+    #[error("{path}: {message}")]
+    TensorMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What does not fit (naming the variable).
+        message: String,
+    },
     /// A checkpoint belongs to another config.
     #[error(
         "{path}: checkpoint was written by another config (run `{found}`); use another --out or remove the run folder"

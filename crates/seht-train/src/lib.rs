@@ -4,6 +4,8 @@
 //! validated parameters), SGD with momentum, schedules, metrics, run folders
 //! with JSON-lines logs, atomic checkpoints and exact resumption.
 
+pub mod analyze;
+mod analyze_plot;
 pub mod checkpoint;
 pub mod config;
 mod data;

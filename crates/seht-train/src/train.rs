@@ -124,14 +124,14 @@ pub struct Metrics {
     pub penalty_steps: u64,
 }
 
-enum Net {
+pub(crate) enum Net {
     Res(ResNet),
     Wide(WideResNet),
     Lm(RnnLm),
 }
 
 impl Net {
-    fn roles(&self) -> &Roles {
+    pub(crate) fn roles(&self) -> &Roles {
         match self {
             Net::Res(m) => m.roles(),
             Net::Wide(m) => m.roles(),
@@ -139,7 +139,7 @@ impl Net {
         }
     }
 
-    fn image_logits(&self, xs: &Tensor, phase: Phase) -> Result<Tensor> {
+    pub(crate) fn image_logits(&self, xs: &Tensor, phase: Phase) -> Result<Tensor> {
         Ok(match self {
             Net::Res(m) => m.forward_t(xs, phase)?,
             Net::Wide(m) => m.forward_t(xs, phase)?,
@@ -147,7 +147,7 @@ impl Net {
         })
     }
 
-    fn lm(&self) -> Result<&RnnLm> {
+    pub(crate) fn lm(&self) -> Result<&RnnLm> {
         match self {
             Net::Lm(m) => Ok(m),
             _ => Err(config("model.kind", "resnet/wrn", "is not a language model")),
@@ -155,7 +155,12 @@ impl Net {
     }
 }
 
-fn build_net(cfg: &ExperimentConfig, shape: (usize, usize), varmap: &VarMap, device: &Device) -> Result<Net> {
+pub(crate) fn build_net(
+    cfg: &ExperimentConfig,
+    shape: (usize, usize),
+    varmap: &VarMap,
+    device: &Device,
+) -> Result<Net> {
     let (in_channels, classes) = shape;
     let vb = seeded_varbuilder(varmap, cfg.seed, DType::F32, device);
     Ok(match &cfg.model {
@@ -413,7 +418,7 @@ fn eval_text(lm: &RnnLm, data: &Batchified, bptt: usize, device: &Device) -> Res
     Ok(EvalMetrics { loss: mean, top1: None, top5: None, perplexity: Some(mean.exp()) })
 }
 
-fn progress(show: bool, len: usize, prefix: String) -> indicatif::ProgressBar {
+pub(crate) fn progress(show: bool, len: usize, prefix: String) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
@@ -427,12 +432,12 @@ fn progress(show: bool, len: usize, prefix: String) -> indicatif::ProgressBar {
     bar
 }
 
-enum Task {
+pub(crate) enum Task {
     Images(ImageData),
     Text { train: Batchified, valid: Batchified, test: Batchified, bptt: usize, description: String },
 }
 
-fn load_task(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<(Task, (usize, usize))> {
+pub(crate) fn load_task(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<(Task, (usize, usize))> {
     Ok(match &cfg.data {
         DataConfig::Image(d) => {
             let data = load_images(d, &opts.data_dir, cfg.seed)?;

@@ -21,10 +21,6 @@ use seht_train::losses::MixupDraw;
 
 const N: u64 = 20_000;
 
-fn first_value(t: &Tensor) -> f32 {
-    t.flatten_all().and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.get(0)).and_then(|t| t.to_scalar()).expect("v")
-}
-
 /// χ² of the 2×2 contingency table of two binary samples.
 fn chi_square(a: &[bool], b: &[bool]) -> f64 {
     let mut n = [[0f64; 2]; 2];

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use seht_train::analyze::{AnalysisSettings, AnalyzeOptions, ModelMode, ModelSource, ParamChoice};
 use seht_train::{ExperimentConfig, TrainOptions};
 
 #[derive(Parser)]
@@ -53,6 +54,107 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// The Hessian of a trained model: per-layer traces with standard errors
+    /// (Hutchinson), the top eigenvalues with residuals (Lanczos), and the
+    /// eigenvalue density (stochastic Lanczos quadrature), written as
+    /// analysis.json, analysis.md and plots (SVG and PNG).
+    Analyze {
+        /// A run folder (holding config.toml and checkpoint/).
+        #[arg(long, conflicts_with_all = ["config", "checkpoint"], required_unless_present = "checkpoint")]
+        run: Option<PathBuf>,
+        /// The experiment config that built the model (with --checkpoint).
+        #[arg(long, requires = "checkpoint")]
+        config: Option<PathBuf>,
+        /// A safetensors file of the model's variables (with --config).
+        #[arg(long, requires = "config")]
+        checkpoint: Option<PathBuf>,
+        /// BatchNorm and dropout mode, always explicit: `eval` (running
+        /// statistics, no dropout) or `train` (batch statistics, fixed masks).
+        #[arg(long, value_enum)]
+        mode: Mode,
+        /// Parameters the Hessian is over.
+        #[arg(long, value_enum, default_value = "weights")]
+        params: Params,
+        /// Training batches (no augmentation) whose mean loss is differentiated.
+        #[arg(long, default_value_t = 4)]
+        batches: usize,
+        /// Batch size for images (default: the config's).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Hutchinson probes for the per-layer traces (0: skip).
+        #[arg(long, default_value_t = 20)]
+        trace_probes: usize,
+        /// `joint`: one product per probe for all layers; `separate`: one per
+        /// probe and layer (lower variance, layers × the cost).
+        #[arg(long, value_enum, default_value = "joint")]
+        probing: Probing,
+        /// Top eigenvalues (0: skip).
+        #[arg(long, default_value_t = 3)]
+        top_k: usize,
+        /// Most Lanczos steps for them.
+        #[arg(long, default_value_t = 40)]
+        lanczos_steps: usize,
+        /// Relative residual at which they count as converged.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f64,
+        /// SLQ probes for the density (0: skip).
+        #[arg(long, default_value_t = 3)]
+        slq_probes: usize,
+        /// Lanczos steps per SLQ probe.
+        #[arg(long, default_value_t = 40)]
+        slq_steps: usize,
+        /// Gaussian broadening of the density, as a fraction of its range.
+        #[arg(long, default_value_t = 0.01)]
+        broadening: f64,
+        /// Store Lanczos bases in f32 (half the memory; ~1e-7 relative accuracy).
+        #[arg(long)]
+        f32_basis: bool,
+        /// Seed of every random draw of the analysis.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder (default: <run>/analysis, or ./analysis for --checkpoint).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Folder the config's data paths are relative to.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// `cpu` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Overlays the densities of several `seht analyze` outputs and tabulates
+    /// their top eigenvalues and traces (density_comparison.{svg,png},
+    /// comparison.md).
+    AnalyzeCompare {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// analysis.json files.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    Eval,
+    Train,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Params {
+    Weights,
+    WeightsAndNormScales,
+    Trainable,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Probing {
+    Joint,
+    Separate,
 }
 
 fn device(spec: &str) -> Result<candle_core::Device> {
@@ -99,6 +201,113 @@ fn main() -> Result<()> {
                 "Hessian trace (SEHT-H, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)",
                 t.mean, t.std_error, t.batches, t.probes
             );
+        }
+        Command::Analyze {
+            run,
+            config,
+            checkpoint,
+            mode,
+            params,
+            batches,
+            batch_size,
+            trace_probes,
+            probing,
+            top_k,
+            lanczos_steps,
+            tolerance,
+            slq_probes,
+            slq_steps,
+            broadening,
+            f32_basis,
+            seed,
+            out,
+            data_dir,
+            device: dev,
+            quiet,
+        } => {
+            let (source, default_out) = match (run, config, checkpoint) {
+                (Some(run), _, _) => (ModelSource::Run(run.clone()), run.join("analysis")),
+                (None, Some(config), Some(tensors)) => {
+                    (ModelSource::Checkpoint { config, tensors }, PathBuf::from("analysis"))
+                }
+                _ => bail!("give --run DIR, or --config FILE with --checkpoint FILE"),
+            };
+            let opts = TrainOptions {
+                data_dir,
+                out_dir: PathBuf::new(),
+                device: device(&dev)?,
+                progress: !quiet,
+                stop_after_epochs: None,
+            };
+            let aopts = AnalyzeOptions {
+                mode: match mode {
+                    Mode::Eval => ModelMode::Eval,
+                    Mode::Train => ModelMode::Train,
+                },
+                params: match params {
+                    Params::Weights => ParamChoice::Weights,
+                    Params::WeightsAndNormScales => ParamChoice::WeightsAndNormScales,
+                    Params::Trainable => ParamChoice::Trainable,
+                },
+                batches,
+                batch_size,
+                settings: AnalysisSettings {
+                    trace_probes,
+                    probing: match probing {
+                        Probing::Joint => seht_estimator::BlockProbing::Joint,
+                        Probing::Separate => seht_estimator::BlockProbing::Separate,
+                    },
+                    top_k,
+                    lanczos_steps,
+                    tolerance,
+                    slq_probes,
+                    slq_steps,
+                    broadening,
+                    f32_basis,
+                    seed,
+                },
+            };
+            let report = seht_train::analyze::analyze(&source, &opts, &aopts)?;
+            let out = out.unwrap_or(default_out);
+            let written = seht_train::analyze::write_report(&report, &out)?;
+            if let Some(e) = &report.spectrum.eigen {
+                let top: Vec<String> =
+                    e.values.iter().map(|v| format!("{:.6e} (residual {:.1e})", v.value, v.residual)).collect();
+                println!(
+                    "top eigenvalues: {}{}",
+                    top.join(", "),
+                    if e.converged { "" } else { " — not converged, raise --lanczos-steps" }
+                );
+            }
+            if let Some(t) = &report.spectrum.traces {
+                println!(
+                    "Hessian trace (sum of {} layers): {:.6e} ± {:.1e} (standard error)",
+                    t.layers.len(),
+                    t.total,
+                    t.total_std_error.unwrap_or(f64::NAN)
+                );
+            }
+            println!("{}", seht_train::analyze::cost_line(&report));
+            for f in written.files {
+                println!("wrote {}", f.display());
+            }
+        }
+        Command::AnalyzeCompare { out, reports } => {
+            let mut all = Vec::new();
+            for path in &reports {
+                let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                let r: seht_train::analyze::AnalysisReport =
+                    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+                all.push(r);
+            }
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let md = out.join("comparison.md");
+            std::fs::write(&md, seht_train::analyze::comparison_markdown(&all))
+                .with_context(|| format!("writing {}", md.display()))?;
+            println!("wrote {}", md.display());
+            for f in seht_train::analyze::density_comparison(&all, &out)? {
+                println!("wrote {}", f.display());
+            }
         }
     }
     Ok(())

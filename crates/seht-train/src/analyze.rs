@@ -1,0 +1,854 @@
+//! `seht analyze`: the Hessian of a trained model — per-layer traces with
+//! standard errors, the top eigenvalues with residuals, and the eigenvalue
+//! density — written as JSON, a Markdown table and plots.
+//!
+//! The Hessian is that of the mean training loss over `batches` fixed
+//! batches (no augmentation), over the chosen parameters (weights only by
+//! default, as the paper's penalty), with the model in the mode the caller
+//! chose: [`ModelMode::Eval`] (BatchNorm with its running statistics, no
+//! dropout) or [`ModelMode::Train`] (BatchNorm with batch statistics,
+//! dropout with fixed masks per batch). Nothing is switched behind the
+//! caller's back, and nothing is written back to the model.
+//!
+//! The methods are those of `seht-estimator`: [`BlockTraces`] (Hutchinson
+//! per layer), [`Lanczos`] (top-`k` eigenpairs) and [`Slq`] (stochastic
+//! Lanczos quadrature); [`analyze_operator`] runs them on any
+//! [`HvpOperator`], so a library user can analyse any loss.
+//!
+//! **Randomness.** Every draw derives from the analysis seed through
+//! `seht_estimator::streams`: [`Stream::AnalysisTrace`] for the per-layer
+//! trace probes, [`Stream::LanczosStart`] for the Lanczos start vector,
+//! [`Stream::SlqProbes`] for the SLQ probes (all under `step_key(seed, 0)`),
+//! the data loader's own streams for the order of the training batches, and
+//! in train mode the dropout streams of `step_key(seed, b)` for batch `b`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use seht_candle::{GraphMode, HessianOperator, Selection};
+use seht_data::{Augment, BatchConfig, EpochBatches};
+use seht_estimator::{
+    BasisPrecision, Block, BlockProbing, BlockTraces, BlockVec, Broadening, HvpOperator, Lanczos, ProbeRng,
+    Reorthogonalisation, Slq, Stream, total_len,
+};
+use seht_models::{Phase, RnnLm};
+use serde::{Deserialize, Serialize};
+
+pub use crate::analyze_plot::density_comparison;
+use crate::checkpoint;
+use crate::config::{DataConfig, ExperimentConfig};
+use crate::error::{Error, Result, io};
+use crate::losses;
+use crate::train::{Net, Task, TrainOptions, build_net, load_task, progress};
+
+/// The state of BatchNorm and dropout while the Hessian is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelMode {
+    /// BatchNorm with its running statistics, dropout off: the model as it
+    /// is evaluated (PyHessian's choice, made silently there).
+    Eval,
+    /// BatchNorm with the batch's statistics, dropout with masks fixed per
+    /// batch: the function the optimiser (and the SEHT penalty) saw.
+    Train,
+}
+
+/// Which parameters the Hessian is taken over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParamChoice {
+    /// Weights only (the paper's choice; biases and normalisation excluded).
+    Weights,
+    /// Weights and BatchNorm scales γ.
+    WeightsAndNormScales,
+    /// Every trainable parameter.
+    Trainable,
+}
+
+impl ParamChoice {
+    fn selection(self) -> Selection {
+        match self {
+            ParamChoice::Weights => Selection::Weights,
+            ParamChoice::WeightsAndNormScales => Selection::WeightsAndNormScales,
+            ParamChoice::Trainable => Selection::Trainable,
+        }
+    }
+}
+
+/// What to compute, and how much to spend on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisSettings {
+    /// Hutchinson probes for the per-layer traces (0: skip).
+    pub trace_probes: usize,
+    /// Joint (one product per probe) or separate (one per probe and layer).
+    #[serde(with = "probing_serde")]
+    pub probing: BlockProbing,
+    /// Top eigenpairs wanted (0: skip).
+    pub top_k: usize,
+    /// At most this many Lanczos steps for them.
+    pub lanczos_steps: usize,
+    /// Relative residual at which the eigenpairs count as converged.
+    pub tolerance: f64,
+    /// SLQ probes for the density (0: skip).
+    pub slq_probes: usize,
+    /// Lanczos steps per SLQ probe.
+    pub slq_steps: usize,
+    /// Gaussian broadening of the density, as a fraction of the range of the
+    /// quadrature nodes.
+    pub broadening: f64,
+    /// Store Lanczos bases in f32 (half the memory, ~1e-7 accuracy).
+    pub f32_basis: bool,
+    /// Seed of every random draw of the analysis.
+    pub seed: u64,
+}
+
+mod probing_serde {
+    use seht_estimator::BlockProbing;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &BlockProbing, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match p {
+            BlockProbing::Joint => "joint",
+            BlockProbing::Separate => "separate",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BlockProbing, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "joint" => Ok(BlockProbing::Joint),
+            "separate" => Ok(BlockProbing::Separate),
+            other => Err(serde::de::Error::custom(format!("probing `{other}`: expected joint or separate"))),
+        }
+    }
+}
+
+impl AnalysisSettings {
+    /// Hessian-vector products at most (traces + Lanczos steps and residuals + SLQ).
+    pub fn budget(&self, blocks: usize) -> usize {
+        let traces = match self.probing {
+            BlockProbing::Joint => self.trace_probes,
+            BlockProbing::Separate => self.trace_probes * blocks,
+        };
+        let eig = if self.top_k > 0 { self.lanczos_steps + self.top_k } else { 0 };
+        traces + eig + self.slq_probes * self.slq_steps
+    }
+
+    /// Checks every setting before any product is spent.
+    ///
+    /// # Errors
+    /// The estimators' own errors, naming the parameter (`tolerance`,
+    /// `max_steps`, `broadening fraction`, …).
+    pub fn validate(&self) -> seht_estimator::Result<()> {
+        if self.trace_probes > 0 {
+            BlockTraces::rademacher(self.trace_probes, self.probing)?;
+        }
+        if self.top_k > 0 {
+            Lanczos::new(self.top_k, self.lanczos_steps, self.tolerance)?;
+        }
+        if self.slq_probes > 0 {
+            Slq::new(self.slq_probes, self.slq_steps)?;
+            Broadening::relative(self.broadening)?;
+        }
+        Ok(())
+    }
+
+    fn precision(&self) -> BasisPrecision {
+        if self.f32_basis { BasisPrecision::F32 } else { BasisPrecision::F64 }
+    }
+
+    /// Host memory of the largest Lanczos basis, in bytes, for dimension `n`.
+    pub fn basis_bytes(&self, n: usize) -> usize {
+        let per = if self.f32_basis { 4 } else { 8 };
+        let m = if self.top_k > 0 { self.lanczos_steps } else { 0 };
+        let m = m.max(if self.slq_probes > 0 { self.slq_steps } else { 0 });
+        m.min(n) * n * per
+    }
+}
+
+fn stream(seed: u64, stream: Stream) -> ProbeRng {
+    stream.rng(seht_estimator::step_key(seed, 0))
+}
+
+/// One layer's trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerTrace {
+    /// Parameter name.
+    pub name: String,
+    /// Entries.
+    pub len: usize,
+    /// Estimate of `tr(H_bb)`.
+    pub trace: f64,
+    /// Its standard error (`null` for one probe).
+    pub std_error: Option<f64>,
+}
+
+/// The per-layer traces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceSection {
+    /// Probes.
+    pub probes: usize,
+    /// `joint` or `separate`.
+    pub probing: String,
+    /// One entry per layer, in the model's (name-sorted) order.
+    pub layers: Vec<LayerTrace>,
+    /// `tr(H)`, the sum over layers.
+    pub total: f64,
+    /// Its standard error.
+    pub total_std_error: Option<f64>,
+    /// Hessian-vector products (of the mean loss) spent.
+    pub hvps: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+}
+
+/// One eigenvalue with its residual.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EigenValue {
+    /// The Ritz value.
+    pub value: f64,
+    /// `‖Hy − θy‖` (an eigenvalue of `H` lies within it).
+    pub residual: f64,
+    /// The recurrence's bound that decided convergence.
+    pub residual_bound: f64,
+}
+
+/// The top eigenvalues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EigenSection {
+    /// Largest first.
+    pub values: Vec<EigenValue>,
+    /// Lanczos steps taken.
+    pub steps: usize,
+    /// Step limit.
+    pub max_steps: usize,
+    /// Relative tolerance.
+    pub tolerance: f64,
+    /// Whether all met the tolerance.
+    pub converged: bool,
+    /// Hessian-vector products spent.
+    pub hvps: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+}
+
+/// The eigenvalue density.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DensitySection {
+    /// Probes.
+    pub probes: usize,
+    /// Lanczos steps per probe.
+    pub steps: usize,
+    /// Broadening as a fraction of the node range.
+    pub broadening: f64,
+    /// The resulting `σ`.
+    pub sigma: f64,
+    /// Evaluation points `t`.
+    pub grid: Vec<f64>,
+    /// `φ̂_σ(t)` (integrates to 1).
+    pub density: Vec<f64>,
+    /// Quadrature nodes, one list per probe.
+    pub nodes: Vec<Vec<f64>>,
+    /// Quadrature weights, one list per probe.
+    pub weights: Vec<Vec<f64>>,
+    /// `tr(H)` from the first moment (`n · Σ τθ`), and its standard error.
+    pub trace: (f64, Option<f64>),
+    /// Fraction of the spectrum below zero, and its standard error.
+    pub negative_mass: (f64, Option<f64>),
+    /// Hessian-vector products spent.
+    pub hvps: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+}
+
+/// What [`analyze_operator`] computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spectrum {
+    /// Dimension of the operator.
+    pub parameters: usize,
+    /// Per-layer traces.
+    pub traces: Option<TraceSection>,
+    /// Top eigenvalues.
+    pub eigen: Option<EigenSection>,
+    /// Density.
+    pub density: Option<DensitySection>,
+}
+
+/// `analysis.json`: where the Hessian came from, and its [`Spectrum`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisReport {
+    /// The run folder or checkpoint analysed.
+    pub source: String,
+    /// Run name.
+    pub name: String,
+    /// Method label of the run.
+    pub method: String,
+    /// Model mode (never switched by the analysis).
+    pub mode: ModelMode,
+    /// Parameters the Hessian is over.
+    pub params: ParamChoice,
+    /// Training batches whose mean loss is differentiated.
+    pub batches: usize,
+    /// Their size (examples or sequences).
+    pub batch_size: usize,
+    /// What was computed and how.
+    pub settings: AnalysisSettings,
+    /// The results.
+    pub spectrum: Spectrum,
+    /// Hessian-vector products of the mean loss in all.
+    pub hvps: usize,
+    /// Per-batch products (`hvps · batches`): the cost in backward passes pairs.
+    pub batch_hvps: usize,
+    /// Wall time of the whole analysis (s), data and model loading excluded.
+    pub seconds: f64,
+}
+
+/// The Hessian of the mean of several batch losses: `H = (1/B) Σ_b H_b`.
+///
+/// Holds one [`HessianOperator`] (one backward graph) per batch, so memory
+/// grows with `B`; each product costs `B` batch products. Each product
+/// advances `bar` by one.
+pub struct MeanHessian {
+    ops: Vec<HessianOperator>,
+    bar: indicatif::ProgressBar,
+}
+
+impl MeanHessian {
+    /// The mean of `ops` (at least one, all over the same parameters).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty list.
+    pub fn new(ops: Vec<HessianOperator>, bar: indicatif::ProgressBar) -> Result<Self> {
+        if ops.is_empty() {
+            return Err(Error::InvalidOption {
+                option: "--batches",
+                value: "0".into(),
+                reason: "at least one batch is needed".into(),
+            });
+        }
+        Ok(Self { ops, bar })
+    }
+}
+
+impl HvpOperator for MeanHessian {
+    type Part = Tensor;
+    type Scalar = f64;
+    type Error = seht_candle::Error;
+
+    fn blocks(&self) -> &[Block] {
+        self.ops[0].blocks()
+    }
+
+    fn part_from_host(&self, block: usize, values: &[f64]) -> seht_candle::Result<Tensor> {
+        self.ops[0].part_from_host(block, values)
+    }
+
+    fn part_to_host(&self, block: usize, part: &Tensor) -> seht_candle::Result<Vec<f64>> {
+        self.ops[0].part_to_host(block, part)
+    }
+
+    fn hvp(&self, v: &BlockVec<Tensor>) -> seht_candle::Result<BlockVec<Tensor>> {
+        let scale = 1.0 / self.ops.len() as f64;
+        let mut acc: Option<Vec<Option<Tensor>>> = None;
+        for op in &self.ops {
+            let hv = op.hvp(v)?.into_parts();
+            acc = Some(match acc {
+                None => hv,
+                Some(a) => a
+                    .into_iter()
+                    .zip(hv)
+                    .map(|(x, y)| match (x, y) {
+                        (Some(x), Some(y)) => Ok(Some((x + y)?)),
+                        (x, None) => Ok(x),
+                        (None, y) => Ok(y),
+                    })
+                    .collect::<candle_core::Result<_>>()?,
+            });
+        }
+        let parts = acc.unwrap_or_default().into_iter().map(|p| p.map(|t| t.affine(scale, 0.0)).transpose());
+        let out = BlockVec::from_parts(parts.collect::<candle_core::Result<_>>()?);
+        self.bar.inc(1);
+        Ok(out)
+    }
+
+    fn quadratic_form(&self, v: &BlockVec<Tensor>) -> seht_candle::Result<f64> {
+        let mut sum = 0.0;
+        for op in &self.ops {
+            let q = op.quadratic_form(v)?;
+            sum += op.scalar_value(&q)?;
+        }
+        self.bar.inc(1);
+        Ok(sum / self.ops.len() as f64)
+    }
+
+    fn scalar_value(&self, s: &f64) -> seht_candle::Result<f64> {
+        Ok(*s)
+    }
+
+    fn weighted_sum(&self, terms: &[(f64, f64)]) -> seht_candle::Result<f64> {
+        Ok(terms.iter().map(|(c, s)| c * s).sum())
+    }
+
+    fn constant(&self, value: f64) -> seht_candle::Result<f64> {
+        Ok(value)
+    }
+}
+
+/// Runs the analyses `settings` asks for on any operator: per-block traces,
+/// top eigenpairs, density, in that order, each timed and its products counted.
+///
+/// # Errors
+/// Invalid settings ([`seht_estimator::Error`]) and the operator's errors.
+pub fn analyze_operator<O: HvpOperator>(op: &O, settings: &AnalysisSettings) -> seht_estimator::Result<Spectrum> {
+    settings.validate()?;
+    let n = total_len(op.blocks());
+    let traces = if settings.trace_probes > 0 {
+        let t0 = Instant::now();
+        let est = BlockTraces::rademacher(settings.trace_probes, settings.probing)?.estimate(
+            op,
+            &mut stream(settings.seed, Stream::AnalysisTrace),
+            || {},
+        )?;
+        Some(TraceSection {
+            probes: settings.trace_probes,
+            probing: match settings.probing {
+                BlockProbing::Joint => "joint".into(),
+                BlockProbing::Separate => "separate".into(),
+            },
+            layers: est
+                .blocks
+                .iter()
+                .map(|b| LayerTrace { name: b.name.clone(), len: b.len, trace: b.mean, std_error: b.std_error })
+                .collect(),
+            total: est.total.0,
+            total_std_error: est.total.1,
+            hvps: est.hvps,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    } else {
+        None
+    };
+    let eigen = if settings.top_k > 0 {
+        let t0 = Instant::now();
+        let res = Lanczos::new(settings.top_k, settings.lanczos_steps, settings.tolerance)?
+            .precision(settings.precision())
+            .eigenpairs(op, &mut stream(settings.seed, Stream::LanczosStart))?;
+        Some(EigenSection {
+            values: res
+                .pairs
+                .iter()
+                .map(|p| EigenValue { value: p.value, residual: p.residual, residual_bound: p.residual_bound })
+                .collect(),
+            steps: res.steps,
+            max_steps: settings.lanczos_steps,
+            tolerance: settings.tolerance,
+            converged: res.converged,
+            hvps: res.hvps,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    } else {
+        None
+    };
+    let density = if settings.slq_probes > 0 {
+        let t0 = Instant::now();
+        let broadening = Broadening::relative(settings.broadening)?;
+        let d = Slq::new(settings.slq_probes, settings.slq_steps)?
+            .reorthogonalisation(Reorthogonalisation::Full(settings.precision()))
+            .density(op, &mut stream(settings.seed, Stream::SlqProbes), |_| {})?;
+        let grid = d.grid(1000, broadening);
+        let density = d.evaluate(&grid, broadening);
+        let (m1, se) = d.moment(1);
+        let (lo, _) = d.node_range();
+        Some(DensitySection {
+            probes: settings.slq_probes,
+            steps: settings.slq_steps,
+            broadening: settings.broadening,
+            sigma: d.sigma(broadening),
+            grid,
+            density,
+            nodes: d.rules.iter().map(|r| r.nodes.clone()).collect(),
+            weights: d.rules.iter().map(|r| r.weights.clone()).collect(),
+            trace: (n as f64 * m1, se.map(|s| n as f64 * s)),
+            negative_mass: d.mass_between(lo.min(0.0) - 1.0, -f64::MIN_POSITIVE),
+            hvps: d.hvps,
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    } else {
+        None
+    };
+    Ok(Spectrum { parameters: n, traces, eigen, density })
+}
+
+/// Where the model to analyse comes from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// A run folder written by `seht train` (its `config.toml` and checkpoint).
+    Run(PathBuf),
+    /// A config and a safetensors file of its model's variables (named as the
+    /// model names them, with or without the `model.` prefix of our checkpoints).
+    Checkpoint {
+        /// The experiment config (TOML) that built the model.
+        config: PathBuf,
+        /// The safetensors file.
+        tensors: PathBuf,
+    },
+}
+
+/// How to build the Hessian of a model.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    /// Eval or train mode: always the caller's choice.
+    pub mode: ModelMode,
+    /// Parameters.
+    pub params: ParamChoice,
+    /// Training batches.
+    pub batches: usize,
+    /// Batch size (images; `None`: the config's).
+    pub batch_size: Option<usize>,
+    /// What to compute.
+    pub settings: AnalysisSettings,
+}
+
+fn load_model(
+    source: &ModelSource,
+    device: &Device,
+) -> Result<(ExperimentConfig, HashMap<String, Tensor>, PathBuf, String)> {
+    match source {
+        ModelSource::Run(dir) => {
+            let cfg = ExperimentConfig::from_file(&dir.join("config.toml"))?;
+            let ckpt_dir = dir.join("checkpoint");
+            let Some((_, tensors)) = checkpoint::load(&ckpt_dir, &cfg, device)? else {
+                return Err(Error::Io {
+                    path: ckpt_dir.join("state.json"),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no checkpoint in this run folder"),
+                });
+            };
+            Ok((cfg, tensors, ckpt_dir, dir.display().to_string()))
+        }
+        ModelSource::Checkpoint { config: c, tensors: t } => {
+            let cfg = ExperimentConfig::from_file(c)?;
+            if !t.is_file() {
+                return Err(Error::Io {
+                    path: t.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such safetensors file"),
+                });
+            }
+            let tensors = candle_core::safetensors::load(t, device)?;
+            Ok((cfg, tensors, t.clone(), t.display().to_string()))
+        }
+    }
+}
+
+/// Sets every variable of `varmap` from `tensors` (`model.<name>` or `<name>`),
+/// checking shapes; the error names the file and the variable.
+fn set_variables(varmap: &VarMap, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    for (name, var) in varmap.data().lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let t = tensors.get(&format!("model.{name}")).or_else(|| tensors.get(name)).ok_or_else(|| {
+            Error::TensorMismatch {
+                path: path.to_path_buf(),
+                message: format!("no tensor for variable {name} (as `model.{name}` or `{name}`) of the config's model"),
+            }
+        })?;
+        if t.shape() != var.shape() {
+            return Err(Error::TensorMismatch {
+                path: path.to_path_buf(),
+                message: format!("variable {name} has shape {:?}, the config's model {:?}", t.shape(), var.shape()),
+            });
+        }
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
+/// One loss per batch, as the mode asks.
+fn batch_losses(
+    net: &Net,
+    task: &Task,
+    cfg: &ExperimentConfig,
+    aopts: &AnalyzeOptions,
+    device: &Device,
+) -> Result<(Vec<Tensor>, usize)> {
+    let phase = |b: usize| match aopts.mode {
+        ModelMode::Eval => Phase::Eval,
+        ModelMode::Train => Phase::Train { seed: seht_estimator::step_key(aopts.settings.seed, b as u64) },
+    };
+    let mut out = Vec::with_capacity(aopts.batches);
+    match task {
+        Task::Images(data) => {
+            let DataConfig::Image(d) = &cfg.data else { unreachable!("task matches data") };
+            let batch_size = aopts.batch_size.unwrap_or(d.batch_size);
+            let bc = BatchConfig {
+                batch_size,
+                shuffle: true,
+                drop_last: true,
+                augment: Augment::NONE,
+                seed: aopts.settings.seed,
+                workers: 1,
+                prefetch: 1,
+            };
+            let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
+            for b in 0..aopts.batches {
+                let Some((xs, ys)) = it.next_batch(device)? else {
+                    return Err(Error::InvalidOption {
+                        option: "--batches",
+                        value: aopts.batches.to_string(),
+                        reason: format!("the training set has only {b} full batches of {batch_size}"),
+                    });
+                };
+                out.push(losses::cross_entropy(&net.image_logits(&xs, phase(b))?, &ys)?);
+            }
+            Ok((out, batch_size))
+        }
+        Task::Text { train, bptt, .. } => {
+            let lm = net.lm()?;
+            let windows = train.num_windows(*bptt);
+            if aopts.batches > windows {
+                return Err(Error::InvalidOption {
+                    option: "--batches",
+                    value: aopts.batches.to_string(),
+                    reason: format!("the training text has only {windows} windows"),
+                });
+            }
+            for k in 0..aopts.batches {
+                let (x, y) = train.window(k, *bptt, device)?;
+                let (logits, _) = lm.forward_t(&x, &lm.zero_state(train.batch())?, phase(k))?;
+                out.push(RnnLm::loss(&logits, &y)?);
+            }
+            Ok((out, train.batch()))
+        }
+    }
+}
+
+/// Analyses the model of `source` on its training data (`opts.data_dir`,
+/// `opts.device`; a progress bar when `opts.progress`).
+///
+/// # Errors
+/// Unreadable run folders, checkpoints or configs (naming the file), a model
+/// that does not match its tensors, too few batches, invalid settings, and
+/// failures of the products.
+pub fn analyze(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions) -> Result<AnalysisReport> {
+    aopts.settings.validate()?;
+    let (cfg, tensors, path, label) = load_model(source, &opts.device)?;
+    let (task, shape) = load_task(&cfg, opts)?;
+    let varmap = VarMap::new();
+    let net = build_net(&cfg, shape, &varmap, &opts.device)?;
+    let params = net.roles().param_set(&varmap)?;
+    set_variables(&varmap, &tensors, &path)?;
+    let selected = params.select(&aopts.params.selection())?;
+    let (losses, batch_size) = batch_losses(&net, &task, &cfg, aopts, &opts.device)?;
+    let t0 = Instant::now();
+    let ops = losses
+        .iter()
+        .map(|l| HessianOperator::with_mode(l, &selected, GraphMode::Detached))
+        .collect::<seht_candle::Result<Vec<_>>>()?;
+    let budget = aopts.settings.budget(selected.len());
+    let bar = progress(opts.progress, budget, format!("analyze {}", cfg.name));
+    let op = MeanHessian::new(ops, bar.clone())?;
+    let spectrum = analyze_operator(&op, &aopts.settings)?;
+    bar.finish_and_clear();
+    let hvps = spectrum.traces.as_ref().map_or(0, |t| t.hvps)
+        + spectrum.eigen.as_ref().map_or(0, |e| e.hvps)
+        + spectrum.density.as_ref().map_or(0, |d| d.hvps);
+    Ok(AnalysisReport {
+        source: label,
+        name: cfg.name.clone(),
+        method: cfg.regularizer.label(),
+        mode: aopts.mode,
+        params: aopts.params,
+        batches: aopts.batches,
+        batch_size,
+        settings: aopts.settings.clone(),
+        spectrum,
+        hvps,
+        batch_hvps: hvps * aopts.batches,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The files [`write_report`] wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Every file, in writing order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes `analysis.json`, `analysis.md` and the plots (`density.{svg,png}`,
+/// `layer_traces.{svg,png}`) into `out`.
+///
+/// # Errors
+/// Unwritable files (naming them) and plotting failures.
+pub fn write_report(report: &AnalysisReport, out: &Path) -> Result<Written> {
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let mut files = Vec::new();
+    let json_path = out.join("analysis.json");
+    let json =
+        serde_json::to_vec_pretty(report).map_err(|e| Error::Io { path: json_path.clone(), source: e.into() })?;
+    checkpoint::write_atomic(&json_path, &json)?;
+    files.push(json_path);
+    let md_path = out.join("analysis.md");
+    checkpoint::write_atomic(&md_path, markdown(report).as_bytes())?;
+    files.push(md_path);
+    files.extend(crate::analyze_plot::plots(report, out)?);
+    Ok(Written { files })
+}
+
+fn pm(x: f64, se: Option<f64>) -> String {
+    match se {
+        Some(s) => format!("{x:.4e} ± {s:.1e}"),
+        None => format!("{x:.4e}"),
+    }
+}
+
+/// The Markdown summary: settings, costs, top eigenvalues, per-layer traces.
+pub fn markdown(r: &AnalysisReport) -> String {
+    let s = &r.spectrum;
+    let mut md = format!(
+        "# Hessian analysis of `{}` ({})\n\nSource: `{}`. Model in **{}** mode; Hessian of the mean training loss over {} batch(es) of {}, over the {} ({} parameters). Seed {}.\n\n",
+        r.name,
+        r.method,
+        r.source,
+        match r.mode {
+            ModelMode::Eval => "eval",
+            ModelMode::Train => "train",
+        },
+        r.batches,
+        r.batch_size,
+        match r.params {
+            ParamChoice::Weights => "weights",
+            ParamChoice::WeightsAndNormScales => "weights and BatchNorm scales",
+            ParamChoice::Trainable => "trainable parameters",
+        },
+        s.parameters,
+        r.settings.seed,
+    );
+    md.push_str("| analysis | settings | Hessian-vector products | batch products | seconds |\n| --- | --- | ---: | ---: | ---: |\n");
+    if let Some(t) = &s.traces {
+        md.push_str(&format!(
+            "| per-layer traces (Hutchinson) | {} probes, {} | {} | {} | {:.1} |\n",
+            t.probes,
+            t.probing,
+            t.hvps,
+            t.hvps * r.batches,
+            t.seconds
+        ));
+    }
+    if let Some(e) = &s.eigen {
+        md.push_str(&format!(
+            "| top-{} eigenvalues (Lanczos) | ≤ {} steps, tolerance {:.0e} | {} | {} | {:.1} |\n",
+            e.values.len(),
+            e.max_steps,
+            e.tolerance,
+            e.hvps,
+            e.hvps * r.batches,
+            e.seconds
+        ));
+    }
+    if let Some(d) = &s.density {
+        md.push_str(&format!(
+            "| density (SLQ) | {} probes × {} steps, σ = {:.3e} | {} | {} | {:.1} |\n",
+            d.probes,
+            d.steps,
+            d.sigma,
+            d.hvps,
+            d.hvps * r.batches,
+            d.seconds
+        ));
+    }
+    md.push_str(&format!("| all | | {} | {} | {:.1} |\n\n", r.hvps, r.batch_hvps, r.seconds));
+    if let Some(e) = &s.eigen {
+        md.push_str(&format!(
+            "## Top eigenvalues\n\n{} after {} Lanczos steps.\n\n| # | eigenvalue | residual ‖Hv − λv‖ |\n| ---: | ---: | ---: |\n",
+            if e.converged { "Converged" } else { "**Not converged**" },
+            e.steps
+        ));
+        for (i, v) in e.values.iter().enumerate() {
+            md.push_str(&format!("| {} | {:.6e} | {:.1e} |\n", i + 1, v.value, v.residual));
+        }
+        md.push('\n');
+    }
+    if let Some(d) = &s.density {
+        md.push_str(&format!(
+            "## Density\n\nTrace from the density's first moment: {}. Fraction of negative eigenvalues: {}. Plot: `density.svg`.\n\n",
+            pm(d.trace.0, d.trace.1),
+            pm(d.negative_mass.0, d.negative_mass.1),
+        ));
+    }
+    if let Some(t) = &s.traces {
+        md.push_str(&format!(
+            "## Per-layer traces\n\nTotal: {} (standard error over {} probes). Plot: `layer_traces.svg`.\n\n| layer | parameters | trace | standard error | trace / parameter |\n| --- | ---: | ---: | ---: | ---: |\n",
+            pm(t.total, t.total_std_error),
+            t.probes
+        ));
+        for l in &t.layers {
+            md.push_str(&format!(
+                "| `{}` | {} | {:.4e} | {} | {:.3e} |\n",
+                l.name,
+                l.len,
+                l.trace,
+                l.std_error.map(|e| format!("{e:.1e}")).unwrap_or_else(|| "–".into()),
+                l.trace / l.len as f64
+            ));
+        }
+    }
+    md
+}
+
+/// The one-line cost summary printed by `seht analyze`.
+pub fn cost_line(r: &AnalysisReport) -> String {
+    let s = &r.spectrum;
+    let mut parts = Vec::new();
+    if let Some(t) = &s.traces {
+        parts.push(format!("traces {} HVPs {:.1} s", t.hvps, t.seconds));
+    }
+    if let Some(e) = &s.eigen {
+        parts.push(format!("top-{} eigenvalues {} HVPs {:.1} s", e.values.len(), e.hvps, e.seconds));
+    }
+    if let Some(d) = &s.density {
+        parts.push(format!("density {} HVPs {:.1} s", d.hvps, d.seconds));
+    }
+    format!(
+        "cost: {} — {} HVPs of the mean loss over {} batch(es) = {} batch HVPs, {:.1} s",
+        parts.join(", "),
+        r.hvps,
+        r.batches,
+        r.batch_hvps,
+        r.seconds
+    )
+}
+
+/// A table comparing several analyses (one row each): top eigenvalue with
+/// its residual, `tr(H)` with its standard error, and the fraction of
+/// negative eigenvalues.
+pub fn comparison_markdown(reports: &[AnalysisReport]) -> String {
+    let mut md = String::from(
+        "| run | method | mode | top eigenvalue (residual) | tr(H) ± s.e. | negative fraction | HVPs |\n| --- | --- | --- | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in reports {
+        let s = &r.spectrum;
+        let top = s
+            .eigen
+            .as_ref()
+            .and_then(|e| {
+                e.values
+                    .first()
+                    .map(|v| format!("{:.4e} ({:.0e}){}", v.value, v.residual, if e.converged { "" } else { "*" }))
+            })
+            .unwrap_or_else(|| "–".into());
+        let trace = s.traces.as_ref().map(|t| pm(t.total, t.total_std_error)).unwrap_or_else(|| "–".into());
+        let neg = s.density.as_ref().map(|d| pm(d.negative_mass.0, d.negative_mass.1)).unwrap_or_else(|| "–".into());
+        md.push_str(&format!(
+            "| `{}` | {} | {} | {top} | {trace} | {neg} | {} |\n",
+            r.name,
+            r.method,
+            match r.mode {
+                ModelMode::Eval => "eval",
+                ModelMode::Train => "train",
+            },
+            r.hvps
+        ));
+    }
+    md.push_str("\n`*`: Lanczos did not reach its tolerance; the residual bounds the error.\n");
+    md
+}
