@@ -33,6 +33,7 @@ mod estimator;
 mod hutchinson;
 mod hutchpp;
 mod operator;
+mod plan;
 mod probe;
 mod sample;
 mod seht_d;
@@ -45,6 +46,7 @@ pub use estimator::{Estimator, TraceEstimator};
 pub use hutchinson::{Hutchinson, SehtH};
 pub use hutchpp::HutchPlusPlus;
 pub use operator::HvpOperator;
+pub use plan::{Planned, ProbePlan};
 pub use probe::{
     Distribution, Gaussian, HalfProbability, Probability, ProbeDistribution, ProbeRng, Rademacher, Sparse, probe_rng,
 };
