@@ -7,12 +7,25 @@
 pub mod checkpoint;
 pub mod config;
 mod data;
+mod epoch;
 mod error;
+mod eval;
+mod legacy;
 pub mod losses;
+mod net;
 pub mod optim;
+pub mod records;
+mod run_log;
 pub mod schedule;
+mod step;
+mod trace;
 mod train;
 
 pub use config::ExperimentConfig;
+pub use data::VALIDATION_STREAM;
 pub use error::{Error, Result};
-pub use train::{EpochRecord, EvalMetrics, Metrics, TraceReport, TrainOptions, step_seed, trace_of_run, train};
+pub use eval::EVAL_BATCH_SIZE;
+pub use records::{EpochRecord, EvalMetrics, Metrics, TraceReport};
+pub use step::FORWARD_STREAM;
+pub use trace::{TRACE_BATCH_SIZE, TRACE_STREAM, trace_of_run};
+pub use train::{TrainOptions, step_seed, train};
