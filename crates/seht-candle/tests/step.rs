@@ -88,7 +88,7 @@ fn the_three_gradient_paths_agree() {
             let (per_probe, t_pp, s_pp) = at(Gradient::ExactPerProbe);
             let (first, t_fo, s_fo) = at(Gradient::FirstOrder { relative_step: None });
             let (e_pp, e_fo) = (rel_diff(&per_probe, &exact), rel_diff(&first, &exact));
-            let trace_fo = if t_exact == 0.0 { (t_fo - t_exact).abs() } else { (t_fo / t_exact - 1.0).abs() };
+            let trace_fo = (t_fo - t_exact).abs() / t_exact.abs().max(1.0);
             eprintln!(
                 "{name} seed {seed}: trace {t_exact:.6}, per-probe rel. diff {e_pp:.1e}, first-order {e_fo:.1e} (trace {trace_fo:.1e})"
             );
