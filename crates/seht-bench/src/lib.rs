@@ -152,7 +152,7 @@ impl Workload {
             Net::Lm(m) => m.roles().param_set(&varmap),
         }
         .map_err(wrap)?;
-        let weights = params.select(&Selection::Weights).map_err(wrap)?;
+        let weights = params.select(&Selection::Weights).map_err(candle_core::Error::wrap)?;
         let trainable = params.trainable_vars();
         Ok(Self { name, net, xs, ys, weights, params, trainable })
     }

@@ -69,34 +69,6 @@ pub fn retain_freed_memory() -> bool {
     imp::apply()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Minor page faults of the calling thread so far.
-    fn thread_minor_faults() -> Option<u64> {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-        // Fields after the command name (which may hold spaces): state is 3rd, minflt 10th.
-        stat.rsplit_once(')')?.1.split_whitespace().nth(7)?.parse().ok()
-    }
-
-    #[test]
-    fn freed_blocks_are_reused_without_new_page_faults() {
-        let applied = retain_freed_memory();
-        assert_eq!(applied, cfg!(all(target_os = "linux", target_env = "gnu")));
-        let Some(_) = thread_minor_faults().filter(|_| applied) else { return };
-        const N: usize = 16 << 20; // 4,096 pages, under the mmap threshold
-        let a = std::hint::black_box(vec![1u8; N]);
-        drop(a);
-        let before = thread_minor_faults().expect("minflt");
-        let b = std::hint::black_box(vec![2u8; N]);
-        let faults = thread_minor_faults().expect("minflt") - before;
-        assert_eq!(b[N - 1], 2);
-        // Without the settings the block is a fresh mapping: 4,096 faults.
-        assert!(faults < 256, "{faults} page faults re-allocating a freed 16 MiB block");
-    }
-}
-
 /// A global allocator that counts live and peak heap bytes, for peak-memory
 /// measurements (install it with `#[global_allocator]`, read it with
 /// [`peak_bytes`]). It forwards to the system allocator.
@@ -133,4 +105,32 @@ pub fn peak_bytes<T>(f: impl FnOnce() -> T) -> (T, usize) {
     PEAK.store(base, Ordering::Relaxed);
     let out = f();
     (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Minor page faults of the calling thread so far.
+    fn thread_minor_faults() -> Option<u64> {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+        // Fields after the command name (which may hold spaces): state is 3rd, minflt 10th.
+        stat.rsplit_once(')')?.1.split_whitespace().nth(7)?.parse().ok()
+    }
+
+    #[test]
+    fn freed_blocks_are_reused_without_new_page_faults() {
+        let applied = retain_freed_memory();
+        assert_eq!(applied, cfg!(all(target_os = "linux", target_env = "gnu")));
+        let Some(_) = thread_minor_faults().filter(|_| applied) else { return };
+        const N: usize = 16 << 20; // 4,096 pages, under the mmap threshold
+        let a = std::hint::black_box(vec![1u8; N]);
+        drop(a);
+        let before = thread_minor_faults().expect("minflt");
+        let b = std::hint::black_box(vec![2u8; N]);
+        let faults = thread_minor_faults().expect("minflt") - before;
+        assert_eq!(b[N - 1], 2);
+        // Without the settings the block is a fresh mapping: 4,096 faults.
+        assert!(faults < 256, "{faults} page faults re-allocating a freed 16 MiB block");
+    }
 }

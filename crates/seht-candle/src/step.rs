@@ -174,15 +174,8 @@ impl Penalty {
                 let (total, est) = penalised_loss(&l, weights, &self.estimator, self.lambda, rng)?;
                 let all = total.backward()?;
                 let grads = store(&vars, vars.iter().map(|v| all.get(v.as_tensor()).map(Tensor::detach)));
-                let estimate = TraceEstimate {
-                    value: est.mean,
-                    samples: est.samples,
-                    mean: est.mean,
-                    std_error: est.std_error,
-                    target: est.target,
-                    blocks: est.blocks,
-                    hvps: est.hvps,
-                };
+                let mean = est.mean;
+                let estimate = est.with_value(mean);
                 Ok(PenalisedGrads { grads, loss: value, estimate })
             }
             Gradient::ExactPerProbe => {

@@ -47,7 +47,7 @@ fn upgrade(m: &mut Map<String, Value>) -> Result<(), String> {
     };
     let gradient = match relative_step.as_f64() {
         None => json!({ "kind": "exact-per-probe" }),
-        Some(r) if r == 0.0 => json!({ "kind": "first-order" }),
+        Some(0.0) => json!({ "kind": "first-order" }),
         Some(r) => json!({ "kind": "first-order", "relative_step": r }),
     };
     m.insert("kind".into(), json!("seht"));
