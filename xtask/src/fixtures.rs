@@ -5,62 +5,22 @@
 use std::path::Path;
 
 use anyhow::Result;
-
-fn image_bytes(label: usize, mut noise: impl FnMut() -> u8) -> Vec<u8> {
-    (0..3072)
-        .map(|k| {
-            let (c, y, x) = (k / 1024, (k % 1024) / 32, k % 32);
-            (if (x / 4 + y / 8 + c) % 10 == label % 10 { 180 } else { 40 }) + noise()
-        })
-        .collect()
-}
-
-fn lcg(seed: u64) -> impl FnMut() -> u8 {
-    let mut s = seed;
-    move || {
-        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (s >> 58) as u8
-    }
-}
+use seht_data::fixtures::{self, lcg_noise, pattern_image};
 
 /// Writes `cifar-10-batches-bin/` with `per_file` records per file.
 pub fn cifar10(root: &Path, per_file: usize) -> Result<()> {
-    let dir = root.join("cifar-10-batches-bin");
-    std::fs::create_dir_all(&dir)?;
-    let mut noise = lcg(1);
-    for name in [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        "test_batch.bin",
-    ] {
-        let mut bytes = Vec::with_capacity(per_file * 3073);
-        for i in 0..per_file {
-            bytes.push((i % 10) as u8);
-            bytes.extend(image_bytes(i % 10, &mut noise));
-        }
-        std::fs::write(dir.join(name), bytes)?;
-    }
+    let mut noise = lcg_noise(1);
+    fixtures::write_cifar10(root, per_file, |_, i| ((i % 10) as u8, pattern_image(i % 10, &mut noise)))?;
     Ok(())
 }
 
 /// Writes `cifar-100-binary/` with `train` and `test` records.
 pub fn cifar100(root: &Path, train: usize, test: usize) -> Result<()> {
-    let dir = root.join("cifar-100-binary");
-    std::fs::create_dir_all(&dir)?;
-    let mut noise = lcg(2);
-    for (name, n) in [("train.bin", train), ("test.bin", test)] {
-        let mut bytes = Vec::with_capacity(n * 3074);
-        for i in 0..n {
-            let fine = i % 100;
-            bytes.push((fine / 5) as u8);
-            bytes.push(fine as u8);
-            bytes.extend(image_bytes(fine, &mut noise));
-        }
-        std::fs::write(dir.join(name), bytes)?;
-    }
+    let mut noise = lcg_noise(2);
+    fixtures::write_cifar100(root, train, test, |_, i| {
+        let fine = i % 100;
+        ((fine / 5) as u8, fine as u8, pattern_image(fine, &mut noise))
+    })?;
     Ok(())
 }
 

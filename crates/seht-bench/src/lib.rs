@@ -3,17 +3,15 @@
 //! estimate, a penalised step). Shared by `benches/` and by the peak-memory
 //! example, so both measure the same thing.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use candle_core::Var;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
-use seht_candle::first_order::{default_relative_step, first_order_penalty};
-use seht_candle::{HessianOperator, Param, Role, Selection, penalised_loss, trace_estimate};
-use seht_estimator::{BlockVec, HvpOperator, ProbeRng, Rademacher, SehtD, Sparse, TraceEstimator, probe_rng};
-use seht_models::{Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig, seeded_varbuilder};
+use seht_candle::{Gradient, HessianOperator, Param, ParamSet, Penalty, Selection, penalised_loss, trace_estimate};
+use seht_estimator::{
+    BlockVec, Estimator, HvpOperator, ProbeRng, Rademacher, Reading, SehtD, SehtH, TraceEstimator, probe_rng,
+};
+use seht_models::{ImageClassifier, Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig, seeded_varbuilder};
 
 /// A model on one fixed batch.
 pub struct Workload {
@@ -22,17 +20,38 @@ pub struct Workload {
     net: Net,
     xs: Tensor,
     ys: Tensor,
-    varmap: VarMap,
     /// The penalised parameters (weights only).
     pub weights: Vec<Param>,
+    params: ParamSet,
     trainable: Vec<Var>,
-    buffers: Vec<Var>,
 }
 
+/// An image classifier or a language model.
 enum Net {
-    ResNet(ResNet),
+    Image(Box<dyn ImageClassifier>),
     Lm(RnnLm),
-    Mlp(Vec<candle_nn::Linear>),
+}
+
+/// The multi-layer perceptron of [`Model::Mlp`]: linear layers with ReLU
+/// between them, on flattened images.
+struct Mlp(Vec<candle_nn::Linear>);
+
+impl ImageClassifier for Mlp {
+    fn logits(&self, xs: &Tensor, _phase: Phase) -> seht_models::Result<Tensor> {
+        let mut h = xs.flatten_from(1)?;
+        for (i, l) in self.0.iter().enumerate() {
+            h = candle_core::Module::forward(l, &h)?;
+            if i + 1 < self.0.len() {
+                h = seht_candle::ops::relu(&h).map_err(candle_core::Error::wrap)?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// Names `fcN.weight` / `fcN.bias`: roles from the names.
+    fn param_set(&self, varmap: &VarMap) -> seht_models::Result<ParamSet> {
+        Ok(ParamSet::from_varmap(varmap))
+    }
 }
 
 fn seeded(shape: &[usize], seed: u64, dev: &Device) -> candle_core::Result<Tensor> {
@@ -80,29 +99,24 @@ impl Workload {
         let varmap = VarMap::new();
         let vb = seeded_varbuilder(&varmap, 0, DType::F32, &dev);
         let wrap = candle_core::Error::wrap;
-        let (name, net, xs, ys, params) = match model {
-            Model::Tiny => {
-                let m = ResNet::new(&ResNetConfig::narrow(3, 10, 8, [1, 1, 1, 1]), vb).map_err(wrap)?;
-                let r = m.roles().param_set(&varmap).map_err(wrap)?;
-                (
-                    "tiny-resnet".to_string(),
-                    Net::ResNet(m),
-                    seeded(&[batch, 3, 8, 8], 1, &dev)?,
-                    labels(batch, 10, &dev)?,
-                    r,
-                )
-            }
-            Model::ResNet { width, blocks } => {
-                let m = ResNet::new(&ResNetConfig::narrow(3, 10, width, [blocks; 4]), vb).map_err(wrap)?;
-                let r = m.roles().param_set(&varmap).map_err(wrap)?;
-                (
-                    format!("resnet-w{width}-b{blocks}"),
-                    Net::ResNet(m),
-                    seeded(&[batch, 3, 32, 32], 1, &dev)?,
-                    labels(batch, 10, &dev)?,
-                    r,
-                )
-            }
+        let resnet = |width, blocks| -> candle_core::Result<Net> {
+            Ok(Net::Image(Box::new(
+                ResNet::new(&ResNetConfig::narrow(3, 10, width, blocks), vb.clone()).map_err(wrap)?,
+            )))
+        };
+        let (name, net, xs, ys) = match model {
+            Model::Tiny => (
+                "tiny-resnet".to_string(),
+                resnet(8, [1, 1, 1, 1])?,
+                seeded(&[batch, 3, 8, 8], 1, &dev)?,
+                labels(batch, 10, &dev)?,
+            ),
+            Model::ResNet { width, blocks } => (
+                format!("resnet-w{width}-b{blocks}"),
+                resnet(width, [blocks; 4])?,
+                seeded(&[batch, 3, 32, 32], 1, &dev)?,
+                labels(batch, 10, &dev)?,
+            ),
             Model::Mlp { hidden } => {
                 let dims = [3 * 32 * 32, hidden, hidden, 10];
                 let layers = dims
@@ -112,11 +126,9 @@ impl Workload {
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 (
                     format!("mlp-h{hidden}"),
-                    Net::Mlp(layers),
+                    Net::Image(Box::new(Mlp(layers))),
                     seeded(&[batch, 3 * 32 * 32], 1, &dev)?,
                     labels(batch, 10, &dev)?,
-                    // Names `fcN.weight` / `fcN.bias`: roles from the names.
-                    seht_candle::ParamSet::from_varmap(&varmap),
                 )
             }
             Model::Lstm { hidden } => {
@@ -130,34 +142,27 @@ impl Workload {
                     tie_weights: false,
                     init_range: 0.1,
                 };
-                let m = RnnLm::new(&cfg, vb).map_err(wrap)?;
-                let r = m.roles().param_set(&varmap).map_err(wrap)?;
+                let m = RnnLm::new(&cfg, vb.clone()).map_err(wrap)?;
                 let toks = labels(20 * 36, 10_000, &dev)?.reshape((20, 36))?;
-                (format!("lstm-h{hidden}"), Net::Lm(m), toks.narrow(1, 0, 35)?, toks.narrow(1, 1, 35)?, r)
+                (format!("lstm-h{hidden}"), Net::Lm(m), toks.narrow(1, 0, 35)?, toks.narrow(1, 1, 35)?)
             }
         };
+        let params = match &net {
+            Net::Image(m) => m.param_set(&varmap),
+            Net::Lm(m) => m.roles().param_set(&varmap),
+        }
+        .map_err(wrap)?;
         let weights = params.select(&Selection::Weights).map_err(candle_core::Error::wrap)?;
         let trainable = params.trainable_vars();
-        let buffers = params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
-        Ok(Self { name, net, xs, ys, varmap, weights, trainable, buffers })
+        Ok(Self { name, net, xs, ys, weights, params, trainable })
     }
 
     /// The training loss on the workload's batch (dropout masks from `seed`).
     pub fn loss(&self, seed: u64) -> candle_core::Result<Tensor> {
         let wrap = candle_core::Error::wrap;
         match &self.net {
-            Net::ResNet(m) => {
-                candle_nn::loss::cross_entropy(&m.forward_t(&self.xs, Phase::Train { seed }).map_err(wrap)?, &self.ys)
-            }
-            Net::Mlp(layers) => {
-                let mut h = self.xs.clone();
-                for (i, l) in layers.iter().enumerate() {
-                    h = candle_core::Module::forward(l, &h)?;
-                    if i + 1 < layers.len() {
-                        h = seht_candle::ops::relu(&h).map_err(candle_core::Error::wrap)?;
-                    }
-                }
-                candle_nn::loss::cross_entropy(&h, &self.ys)
+            Net::Image(m) => {
+                candle_nn::loss::cross_entropy(&m.logits(&self.xs, Phase::Train { seed }).map_err(wrap)?, &self.ys)
             }
             Net::Lm(m) => {
                 let (logits, _) =
@@ -174,7 +179,7 @@ impl Workload {
 
     /// Trainable parameter count.
     pub fn num_params(&self) -> usize {
-        seht_candle::ParamSet::from_varmap(&self.varmap).num_trainable()
+        self.params.num_trainable()
     }
 
     /// A plain step's work: forward and backward.
@@ -268,55 +273,24 @@ impl Workload {
         Ok(out)
     }
 
-    /// A first-order penalised step's work (`seht_candle::first_order`):
-    /// three forward/backward passes, no higher-order graph. `p = None` is
-    /// SEHT-H (Rademacher probes over all weights); `Some(p)` is SEHT-D (a
-    /// fresh layer draw, sparse probes), where a draw that selects no layer
-    /// costs a plain step, as in training. Returns the number of probed blocks.
+    /// A first-order penalised step's work (`seht_candle::Penalty` with
+    /// `Gradient::FirstOrder`): three forward/backward passes, no
+    /// higher-order graph. `p = None` is SEHT-H (Rademacher probes over all
+    /// weights); `Some(p)` is SEHT-D (a fresh layer draw, sparse probes,
+    /// unbiased reading), where a draw that selects no layer costs a plain
+    /// step, as in training. Returns the number of probes that cost passes.
     pub fn first_order_step(
         &self,
         probes: usize,
         p: Option<f64>,
         rng: &mut ProbeRng,
     ) -> Result<usize, seht_candle::Error> {
-        let mut loss = || self.loss(0);
-        let rel = default_relative_step(DType::F32);
-        let r = match p {
-            None => first_order_penalty(
-                &self.trainable,
-                &self.weights,
-                &self.buffers,
-                &Rademacher,
-                probes,
-                1.0,
-                1e-3,
-                rel,
-                rng,
-                &mut loss,
-            )?,
-            Some(p) => {
-                let sd = SehtD::new(probes, p, seht_estimator::Reading::Unbiased)?;
-                let selected: Vec<Param> =
-                    sd.draw_blocks(self.weights.len(), rng).iter().map(|&i| self.weights[i].clone()).collect();
-                if selected.is_empty() {
-                    self.plain_step()?;
-                    return Ok(0);
-                }
-                first_order_penalty(
-                    &self.trainable,
-                    &selected,
-                    &self.buffers,
-                    &Sparse::new(p)?,
-                    probes,
-                    sd.sample_scale(),
-                    1e-3,
-                    rel,
-                    rng,
-                    &mut loss,
-                )?
-            }
+        let estimator: Estimator = match p {
+            None => SehtH::seht_h(probes)?.into(),
+            Some(p) => SehtD::new(probes, p, Reading::Unbiased)?.into(),
         };
-        Ok(r.steps.len())
+        let penalty = Penalty::new(estimator, 1e-3, Gradient::FirstOrder { relative_step: None })?;
+        Ok(penalty.gradients(&self.params, || self.loss(0), rng)?.estimate.hvps)
     }
 }
 
@@ -334,33 +308,4 @@ pub fn rng(seed: u64) -> ProbeRng {
     probe_rng(seed)
 }
 
-/// A global allocator that counts live and peak heap bytes (for the
-/// peak-memory report; install it with `#[global_allocator]`).
-pub struct CountingAlloc;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator and only adds bookkeeping.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-    }
-}
-
-/// Runs `f` and returns the peak of live heap bytes above those live before it.
-pub fn peak_bytes<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let base = LIVE.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    let out = f();
-    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
-}
+pub use seht_candle::malloc::{CountingAlloc, peak_bytes};

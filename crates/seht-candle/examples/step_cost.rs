@@ -16,38 +16,17 @@
 #[path = "common/small_cnn.rs"]
 mod small_cnn;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Optimizer, SGD, VarBuilder, VarMap};
+use seht_candle::malloc::{CountingAlloc, peak_bytes};
 use seht_candle::{ParamSet, Selection, penalised_loss, trace_estimate};
 use seht_estimator::{Reading, SehtD, SehtH, probe_rng};
 
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator and only adds bookkeeping.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: CountingAlloc = CountingAlloc;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -81,36 +60,37 @@ fn main() -> Result<()> {
     let mut rng = probe_rng(1);
 
     let mut run = |mode: Mode, n: usize| -> Result<Stats> {
-        let base = LIVE.load(Ordering::Relaxed);
-        PEAK.store(base, Ordering::Relaxed);
         let mut times = Vec::with_capacity(n);
         let mut hvp_step = Vec::with_capacity(n);
-        for _ in 0..n {
-            let t0 = Instant::now();
-            let loss = candle_nn::loss::cross_entropy(&model.forward_t(&xs, true)?, &ys)?;
-            let hvps = match mode {
-                Mode::Plain => {
-                    opt.backward_step(&loss)?;
-                    0
-                }
-                Mode::SehtH | Mode::SehtD => {
-                    let (total, est) = if mode == Mode::SehtH {
-                        penalised_loss(&loss, &weights, &seht_h, 1e-3, &mut rng)?
-                    } else {
-                        penalised_loss(&loss, &weights, &seht_d, 1e-3, &mut rng)?
-                    };
-                    opt.backward_step(&total)?;
-                    est.hvps
-                }
-                Mode::EstimateOnly => {
-                    let est = trace_estimate(&loss, &weights, &seht_h, &mut rng)?;
-                    est.hvps
-                }
-            };
-            times.push(t0.elapsed().as_secs_f64());
-            hvp_step.push(hvps > 0);
-        }
-        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
+        let (done, peak) = peak_bytes(|| -> Result<()> {
+            for _ in 0..n {
+                let t0 = Instant::now();
+                let loss = candle_nn::loss::cross_entropy(&model.forward_t(&xs, true)?, &ys)?;
+                let hvps = match mode {
+                    Mode::Plain => {
+                        opt.backward_step(&loss)?;
+                        0
+                    }
+                    Mode::SehtH | Mode::SehtD => {
+                        let (total, est) = if mode == Mode::SehtH {
+                            penalised_loss(&loss, &weights, &seht_h, 1e-3, &mut rng)?
+                        } else {
+                            penalised_loss(&loss, &weights, &seht_d, 1e-3, &mut rng)?
+                        };
+                        opt.backward_step(&total)?;
+                        est.hvps
+                    }
+                    Mode::EstimateOnly => {
+                        let est = trace_estimate(&loss, &weights, &seht_h, &mut rng)?;
+                        est.hvps
+                    }
+                };
+                times.push(t0.elapsed().as_secs_f64());
+                hvp_step.push(hvps > 0);
+            }
+            Ok(())
+        });
+        done?;
         Ok(Stats { times, hvp_step, peak_mb: peak as f64 / 1e6 })
     };
 

@@ -137,14 +137,7 @@ pub fn penalised_gradients(
             });
         }
     }
-    let estimate = TraceEstimate {
-        value: est.value.value,
-        samples: est.samples,
-        mean: est.mean,
-        std_error: est.std_error,
-        target: est.target,
-        blocks: est.blocks,
-        hvps: est.hvps,
-    };
+    let value = est.value.value;
+    let estimate = est.with_value(value);
     Ok(PenalisedGradients { grads, estimate })
 }

@@ -46,6 +46,35 @@ pub unsafe fn enable_higher_order() -> Result<()> {
     check_higher_order()
 }
 
+/// Turns higher-order autodiff on where that is sound, and checks it: what
+/// every exact penalty path calls before its first backward pass.
+///
+/// When [`ENV_VAR`] is not on and the process has a single thread (read from
+/// `/proc/self/task` on Linux), setting it cannot race with any other
+/// thread's use of the environment, so it is set here. Otherwise nothing is
+/// written, and the per-thread [`check_higher_order`] decides.
+///
+/// # Errors
+///
+/// [`Error::HigherOrderDisabled`] when higher-order gradients are not in
+/// effect on this thread afterwards; its message says how to turn them on.
+pub fn ensure_higher_order() -> Result<()> {
+    if CHECKED.with(Cell::get) {
+        return Ok(());
+    }
+    if !env_enabled() && single_threaded() {
+        // SAFETY: this process has exactly one thread (this one), so no other
+        // thread can read or write the environment concurrently.
+        unsafe { std::env::set_var(ENV_VAR, "1") };
+    }
+    check_higher_order()
+}
+
+/// Whether the process has exactly one thread (false where unknown).
+fn single_threaded() -> bool {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count() == 1).unwrap_or(false)
+}
+
 /// Checks that higher-order gradients are in effect on the calling thread.
 ///
 /// It differentiates `f(x) = (x²)²` twice at `x = 2` in f64 on the CPU

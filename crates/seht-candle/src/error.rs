@@ -42,6 +42,16 @@ pub enum Error {
         /// Its dtype.
         dtype: candle_core::DType,
     },
+    /// A penalty setting is out of range.
+    #[error("penalty: {field} = {value} {reason}")]
+    InvalidPenalty {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: f64,
+        /// What it must be.
+        reason: &'static str,
+    },
     /// Invalid arguments to one of the building blocks in [`crate::ops`].
     #[error("{op}: {message}")]
     InvalidOp {

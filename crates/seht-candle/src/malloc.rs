@@ -15,6 +15,9 @@
 //! never trimmed), so its resident size stays at its peak, which the next
 //! step reaches again anyway.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 /// Largest mmap threshold glibc accepts on 64-bit targets (32 MiB):
 /// blocks below it come from the heap and are reused.
 pub const MMAP_THRESHOLD: i32 = 32 << 20;
@@ -64,6 +67,44 @@ mod imp {
 /// start of a program that trains or benchmarks on the CPU.
 pub fn retain_freed_memory() -> bool {
     imp::apply()
+}
+
+/// A global allocator that counts live and peak heap bytes, for peak-memory
+/// measurements (install it with `#[global_allocator]`, read it with
+/// [`peak_bytes`]). It forwards to the system allocator.
+pub struct CountingAlloc;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator and only adds bookkeeping.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(l) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) };
+        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
+    }
+}
+
+/// Heap bytes live now (0 unless [`CountingAlloc`] is the global allocator).
+pub fn live_bytes() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Runs `f` and returns the peak of live heap bytes above those live before it
+/// (bytes; 0 unless [`CountingAlloc`] is the global allocator).
+pub fn peak_bytes<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let out = f();
+    (out, PEAK.load(Ordering::Relaxed).saturating_sub(base))
 }
 
 #[cfg(test)]

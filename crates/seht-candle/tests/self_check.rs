@@ -79,3 +79,40 @@ fn child_set_too_late() {
         .join()
         .expect("thread");
 }
+
+#[test]
+fn the_penalty_turns_higher_order_on_only_where_that_is_sound() {
+    assert_child_passed("child_penalty_without_variable");
+}
+
+/// Child: no variable. `Penalty::gradients` sets it when this process has a
+/// single thread (then the exact gradient is right), and otherwise refuses
+/// with the advice instead of setting it under other threads.
+#[test]
+fn child_penalty_without_variable() {
+    if std::env::var(CHILD).is_err() {
+        return;
+    }
+    eprintln!("child ran");
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
+    let w = candle_core::Var::new(&[1.0f64, 2.0], &candle_core::Device::Cpu).expect("var");
+    let mut params = seht_candle::ParamSet::new();
+    params.push("w", w.clone(), seht_candle::Role::Weight);
+    let penalty =
+        seht_candle::Penalty::new(seht_estimator::SehtH::seht_h(1).expect("cfg"), 1.0, seht_candle::Gradient::Exact)
+            .expect("penalty");
+    // L = Σ w³: ∇L = 3w², H = diag(6w), σᵀHσ = Σ 6wᵢ for Rademacher σ, ∇(σᵀHσ) = 6.
+    let r = penalty.gradients(&params, || w.as_tensor().powf(3.0)?.sum_all(), &mut seht_estimator::probe_rng(0));
+    eprintln!("{threads} thread(s)");
+    if threads == 1 {
+        let r = r.expect("single-threaded: the variable is set and the check passes");
+        assert!(seht_candle::env_enabled());
+        let g = r.grads.get(w.as_tensor()).expect("grad").to_vec1::<f64>().expect("host");
+        assert_eq!(g, vec![3.0 + 6.0, 12.0 + 6.0]);
+        assert_eq!(r.estimate.mean, 18.0);
+    } else {
+        let err = r.expect_err("several threads: nothing is set, the check fires");
+        assert!(matches!(err, seht_candle::Error::HigherOrderDisabled { .. }), "{err}");
+        assert!(!seht_candle::env_enabled());
+    }
+}

@@ -15,6 +15,7 @@ mod error;
 mod fashion_mnist;
 #[cfg(feature = "fetch")]
 pub mod fetch;
+pub mod fixtures;
 mod image;
 mod loader;
 mod text;

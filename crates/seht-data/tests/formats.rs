@@ -7,7 +7,7 @@ use seht_data::{Cifar100Label, Error, TextCorpus, load_cifar10, load_cifar100, l
 
 #[test]
 fn cifar10_pixels_labels_and_names() {
-    let tmp = TempDir::new("c10");
+    let tmp = temp_dir("c10");
     let dir = write_cifar10(tmp.path(), 4);
     let ds = load_cifar10(&dir).expect("load");
     assert_eq!(ds.train.len(), 20);
@@ -40,7 +40,7 @@ fn cifar10_pixels_labels_and_names() {
 
 #[test]
 fn cifar100_fine_and_coarse_labels() {
-    let tmp = TempDir::new("c100");
+    let tmp = temp_dir("c100");
     let dir = write_cifar100(tmp.path(), 30, 5);
     let fine = load_cifar100(&dir, Cifar100Label::Fine).expect("fine");
     assert_eq!(fine.train.num_classes, 100);
@@ -56,7 +56,7 @@ fn cifar100_fine_and_coarse_labels() {
 
 #[test]
 fn missing_file_is_named() {
-    let tmp = TempDir::new("missing");
+    let tmp = temp_dir("missing");
     let dir = write_cifar10(tmp.path(), 2);
     std::fs::remove_file(dir.join("data_batch_3.bin")).expect("rm");
     match load_cifar10(&dir) {
@@ -70,7 +70,7 @@ fn missing_file_is_named() {
 
 #[test]
 fn partial_record_is_rejected_not_truncated() {
-    let tmp = TempDir::new("size");
+    let tmp = temp_dir("size");
     let dir = write_cifar10(tmp.path(), 2);
     let f = dir.join("test_batch.bin");
     let mut bytes = std::fs::read(&f).expect("read");
@@ -89,7 +89,7 @@ fn partial_record_is_rejected_not_truncated() {
 
 #[test]
 fn label_out_of_range_is_rejected() {
-    let tmp = TempDir::new("label");
+    let tmp = temp_dir("label");
     let dir = write_cifar10(tmp.path(), 3);
     let f = dir.join("data_batch_2.bin");
     let mut bytes = std::fs::read(&f).expect("read");
@@ -109,7 +109,7 @@ fn label_out_of_range_is_rejected() {
 
 #[test]
 fn fashion_mnist_idx_gz() {
-    let tmp = TempDir::new("fmnist");
+    let tmp = temp_dir("fmnist");
     let dir = write_fashion(tmp.path(), 12, 5);
     let ds = load_fashion_mnist(&dir).expect("load");
     assert_eq!((ds.train.len(), ds.test.len()), (12, 5));
@@ -121,7 +121,7 @@ fn fashion_mnist_idx_gz() {
 
 #[test]
 fn fashion_mnist_bad_inputs() {
-    let tmp = TempDir::new("fbad");
+    let tmp = temp_dir("fbad");
     let dir = write_fashion(tmp.path(), 4, 4);
     let img = dir.join("train-images-idx3-ubyte.gz");
     // Corrupt gzip stream.
@@ -173,7 +173,7 @@ fn write_text(dir: &std::path::Path, files: [(&str, &str); 3]) {
 
 #[test]
 fn wikitext_vocabulary_eos_and_unk() {
-    let tmp = TempDir::new("wt2");
+    let tmp = temp_dir("wt2");
     let dir = tmp.path().join("wikitext-2");
     std::fs::create_dir_all(&dir).expect("dir");
     write_text(
@@ -196,7 +196,7 @@ fn wikitext_vocabulary_eos_and_unk() {
 
 #[test]
 fn own_corpus_gets_unk_added_and_empty_splits_are_rejected() {
-    let tmp = TempDir::new("corpus");
+    let tmp = temp_dir("corpus");
     write_text(tmp.path(), [("train.txt", "a b c\nb c d\n"), ("valid.txt", "a z\n"), ("test.txt", "d\n")]);
     let c = TextCorpus::load_splits(tmp.path(), ["train.txt", "valid.txt", "test.txt"], "own corpus").expect("load");
     assert_eq!(c.vocab.id("<unk>"), Some(5), "added after a b c <eos> d");

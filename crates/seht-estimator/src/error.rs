@@ -60,6 +60,15 @@ pub enum Error {
         /// Where it was found.
         context: String,
     },
+    /// An estimator has no probe plan (Hutch++: its residual probes depend on
+    /// products already taken), so a path that needs one cannot run it.
+    #[error("{estimator} has no probe plan drawn in advance ({why}); use SEHT-H, SEHT-D or Hutchinson")]
+    NoProbePlan {
+        /// The estimator.
+        estimator: &'static str,
+        /// Why it has none.
+        why: &'static str,
+    },
     /// The backend operator failed (e.g. an autodiff error in candle).
     #[error("Hessian-vector-product operator failed: {0}")]
     Operator(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),

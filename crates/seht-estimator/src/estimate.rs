@@ -32,6 +32,22 @@ pub struct TraceEstimate<S> {
     pub hvps: usize,
 }
 
+impl<S> TraceEstimate<S> {
+    /// The same estimate with its value in another form (e.g. a detached
+    /// number instead of a scalar on an autodiff graph).
+    pub fn with_value<T>(self, value: T) -> TraceEstimate<T> {
+        TraceEstimate {
+            value,
+            samples: self.samples,
+            mean: self.mean,
+            std_error: self.std_error,
+            target: self.target,
+            blocks: self.blocks,
+            hvps: self.hvps,
+        }
+    }
+}
+
 /// Mean and standard error of the mean of `samples`.
 pub fn mean_and_std_error(samples: &[f64]) -> (f64, Option<f64>) {
     let k = samples.len();

@@ -3,6 +3,7 @@
 use crate::error::Result;
 use crate::estimate::{Target, TraceEstimate};
 use crate::operator::HvpOperator;
+use crate::plan::{Planned, ProbePlan};
 use crate::probe::ProbeRng;
 
 /// A stochastic estimator of the trace of an [`HvpOperator`].
@@ -19,7 +20,15 @@ pub trait TraceEstimator {
 }
 
 /// Any estimator of this crate, chosen at run time (e.g. from a config file).
+///
+/// With the `serde` feature it reads and writes as a table tagged by `kind`:
+/// `{ kind = "hutchinson", probes = 1, distribution = "rademacher" }` (SEHT-H),
+/// `{ kind = "seht-d", probes = 1, p1 = 0.01, p2 = 0.01, reading = "partial-sum" }`,
+/// `{ kind = "hutch-plus-plus", sketch = 2, residual_probes = 2 }`; values are
+/// validated as they are read.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "kebab-case"))]
 pub enum Estimator {
     /// Hutchinson with any probe distribution ([`crate::SehtH`] is the Rademacher case).
     Hutchinson(crate::Hutchinson<crate::Distribution>),
@@ -33,6 +42,51 @@ impl Estimator {
     /// SEHT-H with `probes` Rademacher probes.
     pub fn seht_h(probes: usize) -> Result<Self> {
         Ok(Estimator::Hutchinson(crate::Hutchinson::new(probes, crate::Distribution::Rademacher)?))
+    }
+}
+
+impl From<crate::Hutchinson<crate::Distribution>> for Estimator {
+    fn from(e: crate::Hutchinson<crate::Distribution>) -> Self {
+        Estimator::Hutchinson(e)
+    }
+}
+
+impl From<crate::SehtH> for Estimator {
+    fn from(e: crate::SehtH) -> Self {
+        Estimator::Hutchinson(e.into_dynamic())
+    }
+}
+
+impl From<crate::SehtD> for Estimator {
+    fn from(e: crate::SehtD) -> Self {
+        Estimator::SehtD(e)
+    }
+}
+
+impl From<crate::HutchPlusPlus> for Estimator {
+    fn from(e: crate::HutchPlusPlus) -> Self {
+        Estimator::HutchPlusPlus(e)
+    }
+}
+
+impl Planned for Estimator {
+    type Distribution = crate::Distribution;
+
+    /// The plan of Hutchinson or SEHT-D.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoProbePlan`](crate::Error::NoProbePlan) for Hutch++;
+    /// [`Error::EmptyBlockSet`](crate::Error::EmptyBlockSet) when `n_blocks` is 0.
+    fn plan(&self, n_blocks: usize, rng: &mut ProbeRng) -> Result<ProbePlan> {
+        match self {
+            Estimator::Hutchinson(e) => e.plan(n_blocks, rng),
+            Estimator::SehtD(e) => Ok(e.plan(n_blocks, rng)?.into_dynamic()),
+            Estimator::HutchPlusPlus(_) => Err(crate::Error::NoProbePlan {
+                estimator: "Hutch++",
+                why: "its residual probes are projected with products already taken",
+            }),
+        }
     }
 }
 

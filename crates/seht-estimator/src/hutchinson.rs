@@ -17,12 +17,15 @@ use crate::error::{Error, Result};
 use crate::estimate::{Target, TraceEstimate};
 use crate::estimator::TraceEstimator;
 use crate::operator::HvpOperator;
-use crate::probe::{ProbeDistribution, ProbeRng, Rademacher};
+use crate::plan::{Planned, ProbePlan};
+use crate::probe::{Distribution, ProbeDistribution, ProbeRng, Rademacher};
 use crate::sample::mean_quadratic_forms;
 
 /// Hutchinson's estimator over all blocks of the operator, with `K` probes
 /// drawn from `D`. [`Hutchinson::seht_h`] is the paper's SEHT-H.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct Hutchinson<D = Rademacher> {
     probes: NonZeroUsize,
     distribution: D,
@@ -54,17 +57,38 @@ impl<D: ProbeDistribution> Hutchinson<D> {
     pub fn distribution(&self) -> &D {
         &self.distribution
     }
+
+    /// The same estimator with the distribution as the run-time enum.
+    pub fn into_dynamic(self) -> Hutchinson<Distribution>
+    where
+        D: Into<Distribution>,
+    {
+        Hutchinson { probes: self.probes, distribution: self.distribution.into() }
+    }
 }
 
-impl<D: ProbeDistribution> TraceEstimator for Hutchinson<D> {
-    fn estimate<O: HvpOperator>(&self, op: &O, rng: &mut ProbeRng) -> Result<TraceEstimate<O::Scalar>> {
-        let blocks = op.blocks();
-        if blocks.is_empty() {
+impl<D: ProbeDistribution + Clone> Planned for Hutchinson<D> {
+    type Distribution = D;
+
+    /// Every block, `K` probes from `D`, scale `1/E[σᵢ²]`; draws nothing.
+    fn plan(&self, n_blocks: usize, _rng: &mut ProbeRng) -> Result<ProbePlan<D>> {
+        if n_blocks == 0 {
             return Err(Error::EmptyBlockSet);
         }
-        let all: Vec<usize> = (0..blocks.len()).collect();
-        let scale = 1.0 / self.distribution.second_moment();
-        mean_quadratic_forms(op, all, &self.distribution, self.probes.get(), scale, Target::FullTrace, rng)
+        Ok(ProbePlan {
+            blocks: (0..n_blocks).collect(),
+            distribution: self.distribution.clone(),
+            probes: self.probes.get(),
+            scale: 1.0 / self.distribution.second_moment(),
+            target: Target::FullTrace,
+        })
+    }
+}
+
+impl<D: ProbeDistribution + Clone> TraceEstimator for Hutchinson<D> {
+    fn estimate<O: HvpOperator>(&self, op: &O, rng: &mut ProbeRng) -> Result<TraceEstimate<O::Scalar>> {
+        let plan = self.plan(op.blocks().len(), rng)?;
+        mean_quadratic_forms(op, plan, rng)
     }
 
     fn target(&self) -> Target {

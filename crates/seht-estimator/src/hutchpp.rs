@@ -32,6 +32,8 @@ use crate::sample::{split_flat, to_host_flat, to_operator};
 
 /// Hutch++ with `k` sketch vectors and `r` residual probes (`2k + r` products).
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct HutchPlusPlus {
     sketch: NonZeroUsize,
     residual_probes: NonZeroUsize,

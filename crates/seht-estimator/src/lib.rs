@@ -38,6 +38,7 @@ mod hutchinson;
 mod hutchpp;
 mod lanczos;
 mod operator;
+mod plan;
 mod probe;
 mod sample;
 mod seht_d;
@@ -55,6 +56,7 @@ pub use hutchinson::{Hutchinson, SehtH};
 pub use hutchpp::HutchPlusPlus;
 pub use lanczos::{BasisPrecision, Eigenpair, Eigenpairs, Lanczos, Reorthogonalisation, Which};
 pub use operator::HvpOperator;
+pub use plan::{Planned, ProbePlan};
 pub use probe::{
     Distribution, Gaussian, HalfProbability, Probability, ProbeDistribution, ProbeRng, Rademacher, Sparse, probe_rng,
 };

@@ -22,7 +22,53 @@ pub fn probe_rng(seed: u64) -> ProbeRng {
 
 /// A probability in `(0, 1]`, e.g. SEHT-D's layer-selection probability `p1`.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "f64", into = "f64"))]
 pub struct Probability(f64);
+
+impl TryFrom<f64> for Probability {
+    type Error = Error;
+    fn try_from(p: f64) -> Result<Self> {
+        Self::new("p", p)
+    }
+}
+
+impl From<Probability> for f64 {
+    fn from(p: Probability) -> f64 {
+        p.0
+    }
+}
+
+impl TryFrom<f64> for HalfProbability {
+    type Error = Error;
+    fn try_from(p: f64) -> Result<Self> {
+        Self::new("p", p)
+    }
+}
+
+impl From<HalfProbability> for f64 {
+    fn from(p: HalfProbability) -> f64 {
+        p.0
+    }
+}
+
+impl From<Rademacher> for Distribution {
+    fn from(_: Rademacher) -> Self {
+        Distribution::Rademacher
+    }
+}
+
+impl From<Gaussian> for Distribution {
+    fn from(_: Gaussian) -> Self {
+        Distribution::Gaussian
+    }
+}
+
+impl From<Sparse> for Distribution {
+    fn from(s: Sparse) -> Self {
+        Distribution::Sparse(s)
+    }
+}
 
 impl Probability {
     /// Validates `p ∈ (0, 1]`; `name` names the parameter in the error.
@@ -46,6 +92,8 @@ impl Probability {
 /// A probability in `(0, 1/2]`: the `p` of the paper's `Q(p)`, where each sign
 /// has probability `p`, so an entry is non-zero with probability `2p`.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "f64", into = "f64"))]
 pub struct HalfProbability(f64);
 
 impl HalfProbability {
@@ -125,6 +173,8 @@ impl ProbeDistribution for Gaussian {
 /// `E[σσᵀ] = 2p·I`; given the positions of the zeros, `E[σσᵀ | zeros] = Ĩ`,
 /// the 0/1 diagonal of the selected entries (eq. 13). `Q(1/2)` is Rademacher.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct Sparse {
     p: HalfProbability,
 }
@@ -167,8 +217,11 @@ impl ProbeDistribution for Sparse {
 }
 
 /// Any of the distributions above, chosen at run time (e.g. from a config file)
-/// but still typed: an invalid `p` cannot be represented.
+/// but still typed: an invalid `p` cannot be represented. With the `serde`
+/// feature: `"rademacher"`, `"gaussian"`, `{ sparse = { p = 0.05 } }`.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum Distribution {
     /// See [`Rademacher`].
     Rademacher,

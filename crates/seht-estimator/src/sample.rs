@@ -3,6 +3,7 @@
 use crate::block::BlockVec;
 use crate::error::{Error, Result};
 use crate::operator::HvpOperator;
+use crate::plan::ProbePlan;
 use crate::probe::{ProbeDistribution, ProbeRng};
 
 /// Draws a probe over `blocks` from `dist`, on the host; blocks not listed are
@@ -73,18 +74,16 @@ pub(crate) fn split_flat(blocks: &[crate::Block], flat: &[f64]) -> BlockVec<Vec<
     v
 }
 
-/// The mean of `k` quadratic forms `scale·σᵀHσ`, each probe drawn over
-/// `blocks` from `dist`: the shared loop of Hutchinson-type estimators. An
+/// The mean of the plan's `K` quadratic forms `scale·σᵀHσ`, each probe drawn
+/// over the plan's blocks: the shared loop of Hutchinson-type estimators. An
 /// empty block list or an all-zero probe costs no product and counts as 0.
-pub(crate) fn mean_quadratic_forms<O: HvpOperator>(
+pub(crate) fn mean_quadratic_forms<O: HvpOperator, D: ProbeDistribution>(
     op: &O,
-    blocks: Vec<usize>,
-    dist: &impl crate::probe::ProbeDistribution,
-    k: usize,
-    scale: f64,
-    target: crate::Target,
+    plan: ProbePlan<D>,
     rng: &mut ProbeRng,
 ) -> Result<crate::TraceEstimate<O::Scalar>> {
+    plan.check(op.blocks().len())?;
+    let ProbePlan { blocks, distribution, probes: k, scale, target } = plan;
     let mut terms = Vec::with_capacity(k);
     let mut samples = Vec::with_capacity(k);
     let mut hvps = 0;
@@ -93,7 +92,7 @@ pub(crate) fn mean_quadratic_forms<O: HvpOperator>(
             samples.push(0.0);
             continue;
         }
-        let host = draw_host(op.blocks(), &blocks, dist, rng);
+        let host = draw_host(op.blocks(), &blocks, &distribution, rng);
         if host.support().is_empty() {
             samples.push(0.0);
             continue;

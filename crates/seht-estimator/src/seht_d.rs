@@ -31,11 +31,15 @@ use crate::error::{Error, Result};
 use crate::estimate::{Target, TraceEstimate};
 use crate::estimator::TraceEstimator;
 use crate::operator::HvpOperator;
+use crate::plan::{Planned, ProbePlan};
 use crate::probe::{HalfProbability, Probability, ProbeRng, Sparse};
 use crate::sample::mean_quadratic_forms;
 
-/// Which quantity SEHT-D's samples are read as (see the module docs).
+/// Which quantity SEHT-D's samples are read as (see the module docs). With
+/// the `serde` feature: `"partial-sum"` or `"unbiased"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum Reading {
     /// The paper's partial sum of the selected diagonal entries, `t̃r(H)`.
     PartialSum,
@@ -43,13 +47,43 @@ pub enum Reading {
     Unbiased,
 }
 
-/// SEHT-D: layers drawn with `p1`, entries from `Q(p2)`, `K` probes.
+/// SEHT-D: layers drawn with `p1`, entries from `Q(p2)`, `K` probes. With the
+/// `serde` feature it reads and writes as `{ probes, p1, p2, reading }`, every
+/// field stated and validated as in [`SehtD::with_layer_probability`].
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "SehtDFields", into = "SehtDFields"))]
 pub struct SehtD {
     probes: NonZeroUsize,
     p1: Probability,
     entries: Sparse,
     reading: Reading,
+}
+
+/// SEHT-D's fields as written in a config.
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SehtDFields {
+    probes: usize,
+    p1: f64,
+    p2: f64,
+    reading: Reading,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<SehtDFields> for SehtD {
+    type Error = Error;
+    fn try_from(f: SehtDFields) -> Result<Self> {
+        SehtD::with_layer_probability(f.probes, f.p1, f.p2, f.reading)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl From<SehtD> for SehtDFields {
+    fn from(d: SehtD) -> Self {
+        SehtDFields { probes: d.probes.get(), p1: d.p1.get(), p2: d.entries.p().get(), reading: d.reading }
+    }
 }
 
 impl SehtD {
@@ -102,6 +136,17 @@ impl SehtD {
         (0..n).filter(|_| p1 >= 1.0 || rng.random::<f64>() < p1).collect()
     }
 
+    /// The plan for a given layer selection (instead of a drawn one).
+    pub fn plan_on_blocks(&self, selected: Vec<usize>) -> ProbePlan<Sparse> {
+        ProbePlan {
+            blocks: selected,
+            distribution: self.entries,
+            probes: self.probes.get(),
+            scale: self.sample_scale(),
+            target: self.target(),
+        }
+    }
+
     /// Estimates with a given layer selection (instead of drawing one), e.g. to
     /// check the partial-sum reading against the selected diagonal.
     pub fn estimate_on_blocks<O: HvpOperator>(
@@ -110,29 +155,27 @@ impl SehtD {
         selected: Vec<usize>,
         rng: &mut ProbeRng,
     ) -> Result<TraceEstimate<O::Scalar>> {
-        let blocks = op.blocks();
-        if blocks.is_empty() {
+        mean_quadratic_forms(op, self.plan_on_blocks(selected), rng)
+    }
+}
+
+impl Planned for SehtD {
+    type Distribution = Sparse;
+
+    /// The layer draw (each block with probability `p1`, from `rng`), `K`
+    /// probes from `Q(p2)`, and the reading's scale.
+    fn plan(&self, n_blocks: usize, rng: &mut ProbeRng) -> Result<ProbePlan<Sparse>> {
+        if n_blocks == 0 {
             return Err(Error::EmptyBlockSet);
         }
-        if let Some(&bad) = selected.iter().find(|&&b| b >= blocks.len()) {
-            return Err(Error::DimensionMismatch {
-                context: "SEHT-D block selection (index out of range)".into(),
-                expected: blocks.len(),
-                actual: bad,
-            });
-        }
-        mean_quadratic_forms(op, selected, &self.entries, self.probes.get(), self.sample_scale(), self.target(), rng)
+        Ok(self.plan_on_blocks(self.draw_blocks(n_blocks, rng)))
     }
 }
 
 impl TraceEstimator for SehtD {
     fn estimate<O: HvpOperator>(&self, op: &O, rng: &mut ProbeRng) -> Result<TraceEstimate<O::Scalar>> {
-        let n = op.blocks().len();
-        if n == 0 {
-            return Err(Error::EmptyBlockSet);
-        }
-        let selected = self.draw_blocks(n, rng);
-        self.estimate_on_blocks(op, selected, rng)
+        let plan = self.plan(op.blocks().len(), rng)?;
+        mean_quadratic_forms(op, plan, rng)
     }
 
     fn target(&self) -> Target {

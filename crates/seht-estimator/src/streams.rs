@@ -26,7 +26,8 @@
 //! | data order | epoch | [`Stream::DataOrder`] |
 //! | augmentation of the image at position `p` | epoch | [`Stream::Augmentation`] |
 //! | class-balanced subset | 0 | [`Stream::Subset`] |
-//! | final-model trace probes of batch `b` | `b` | [`Stream::FinalTrace`] |
+//! | validation split held out of the training set | 0 | [`Stream::ValidationSplit`] |
+//! | final-model trace probes and batch order | `u64::MAX` (never a step) | [`Stream::FinalTrace`], the loader's own |
 //! | analysis: per-layer trace probes | 0 | [`Stream::AnalysisTrace`] |
 //! | analysis: Lanczos start vector | 0 | [`Stream::LanczosStart`] |
 //! | analysis: stochastic Lanczos quadrature probes | 0 | [`Stream::SlqProbes`] |
@@ -76,6 +77,8 @@ pub enum Stream {
     },
     /// A class-balanced subset of a dataset.
     Subset,
+    /// The validation split held out of a training set.
+    ValidationSplit,
     /// Probes of the final model's trace measurement.
     FinalTrace,
     /// Per-layer trace probes of a curvature analysis.
@@ -104,6 +107,7 @@ impl Stream {
             Stream::AnalysisTrace => (11, 0),
             Stream::LanczosStart => (12, 0),
             Stream::SlqProbes => (13, 0),
+            Stream::ValidationSplit => (14, 0),
         };
         tag << 48 | sub as u64
     }
@@ -135,6 +139,7 @@ mod tests {
             Stream::DataOrder,
             Stream::Augmentation { position: 0 },
             Stream::Subset,
+            Stream::ValidationSplit,
             Stream::FinalTrace,
             Stream::AnalysisTrace,
             Stream::LanczosStart,

@@ -5,8 +5,8 @@
 
 use rand::Rng;
 use seht_estimator::{
-    Block, DenseOperator, Distribution, Error, Gaussian, HutchPlusPlus, Hutchinson, ProbeDistribution, Reading, SehtD,
-    Sparse, Target, TraceEstimator, probe_rng,
+    Block, DenseOperator, Distribution, Error, Estimator, Gaussian, HutchPlusPlus, Hutchinson, Planned,
+    ProbeDistribution, Reading, SehtD, SehtH, Sparse, Target, TraceEstimator, probe_rng,
 };
 
 /// A random symmetric matrix with entries of both signs and a non-trivial
@@ -302,4 +302,59 @@ fn dense_operator_rejects_bad_shapes_and_asymmetry() {
         DenseOperator::new(2, vec![1.0, 0.0, 0.0, 1.0], vec![Block::new("a", 3)]),
         Err(Error::DimensionMismatch { .. })
     ));
+}
+
+#[test]
+fn a_plan_is_what_the_estimate_draws() {
+    // The same generator state gives the plan's layer draw and the estimate's.
+    let a: Vec<f64> = (0..36).map(|i| if i % 7 == 0 { 1.0 + (i / 7) as f64 } else { 0.0 }).collect();
+    let blocks = (0..6).map(|i| Block::new(format!("b{i}"), 1)).collect();
+    let op = DenseOperator::new(6, a, blocks).expect("op");
+    let est = SehtD::new(3, 0.3, Reading::Unbiased).expect("cfg");
+    let plan = est.plan(6, &mut probe_rng(4)).expect("plan");
+    let e = est.estimate(&op, &mut probe_rng(4)).expect("estimate");
+    assert_eq!(plan.blocks, e.blocks);
+    assert_eq!(plan.scale, 1.0 / (0.3 * 0.6));
+    assert_eq!(plan.probes, 3);
+    let dynamic = Estimator::from(est).plan(6, &mut probe_rng(4)).expect("plan");
+    assert_eq!(dynamic.blocks, plan.blocks);
+    assert_eq!(dynamic.distribution, Distribution::Sparse(Sparse::new(0.3).expect("p")));
+    let h = Estimator::from(SehtH::seht_h(2).expect("cfg")).plan(6, &mut probe_rng(0)).expect("plan");
+    assert_eq!((h.blocks.len(), h.scale, h.distribution), (6, 1.0, Distribution::Rademacher));
+    assert!(matches!(
+        Estimator::from(HutchPlusPlus::with_budget(3).expect("cfg")).plan(6, &mut probe_rng(0)),
+        Err(seht_estimator::Error::NoProbePlan { .. })
+    ));
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn estimators_read_from_toml_are_validated() {
+    #[derive(serde::Deserialize, serde::Serialize, PartialEq, Debug)]
+    struct Cfg {
+        estimator: Estimator,
+    }
+    let read = |s: &str| toml::from_str::<Cfg>(s).map(|c| c.estimator);
+    let d = read(r#"estimator = { kind = "seht-d", probes = 2, p1 = 0.1, p2 = 0.05, reading = "partial-sum" }"#)
+        .expect("seht-d");
+    assert_eq!(d, Estimator::SehtD(SehtD::with_layer_probability(2, 0.1, 0.05, Reading::PartialSum).expect("cfg")));
+    let h = read(r#"estimator = { kind = "hutchinson", probes = 1, distribution = "rademacher" }"#).expect("h");
+    assert_eq!(h, Estimator::from(SehtH::seht_h(1).expect("cfg")));
+    let s = read(r#"estimator = { kind = "hutchinson", probes = 1, distribution = { sparse = { p = 0.25 } } }"#)
+        .expect("sparse");
+    assert_eq!(
+        s,
+        Estimator::Hutchinson(Hutchinson::new(1, Distribution::Sparse(Sparse::new(0.25).expect("p"))).expect("c"))
+    );
+    // Round trip.
+    let text = toml::to_string(&Cfg { estimator: d.clone() }).expect("write");
+    assert_eq!(read(&text).expect("reread"), d);
+    // Out-of-range values and unknown fields are refused, naming what is wrong.
+    let bad = read(r#"estimator = { kind = "seht-d", probes = 2, p1 = 0.1, p2 = 0.7, reading = "unbiased" }"#);
+    assert!(bad.as_ref().is_err_and(|e| e.to_string().contains("p2 = 0.7")), "{bad:?}");
+    let zero = read(r#"estimator = { kind = "hutchinson", probes = 0, distribution = "gaussian" }"#);
+    assert!(zero.is_err(), "{zero:?}");
+    let unknown =
+        read(r#"estimator = { kind = "seht-d", probes = 2, p = 0.1, p1 = 0.1, p2 = 0.1, reading = "unbiased" }"#);
+    assert!(unknown.is_err(), "{unknown:?}");
 }

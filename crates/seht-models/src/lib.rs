@@ -8,6 +8,7 @@
 //! Forward passes take a [`Phase`]: training (BatchNorm batch statistics,
 //! dropout with masks from a seed) or evaluation.
 
+mod classifier;
 mod error;
 mod init;
 mod phase;
@@ -16,6 +17,7 @@ mod rnn_lm;
 mod roles;
 mod wrn;
 
+pub use classifier::ImageClassifier;
 pub use error::{Error, Result};
 pub use init::seeded_varbuilder;
 pub use phase::{Phase, drop_block, dropout};

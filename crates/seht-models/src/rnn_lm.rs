@@ -20,8 +20,10 @@ use crate::error::{Result, invalid};
 use crate::phase::{Phase, dropout};
 use crate::roles::Roles;
 
-/// Which recurrent cell.
+/// Which recurrent cell (with the `serde` feature: `"lstm"` or `"gru"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub enum RnnKind {
     /// Long short-term memory.
     Lstm,

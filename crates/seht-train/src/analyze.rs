@@ -40,9 +40,12 @@ use serde::{Deserialize, Serialize};
 pub use crate::analyze_plot::density_comparison;
 use crate::checkpoint;
 use crate::config::{DataConfig, ExperimentConfig};
+use crate::data::{Task, load_task};
+use crate::epoch::progress_bar;
 use crate::error::{Error, Result, io};
 use crate::losses;
-use crate::train::{Net, Task, TrainOptions, build_net, load_task, progress};
+use crate::net::{Net, build_net};
+use crate::train::TrainOptions;
 
 /// The state of BatchNorm and dropout while the Hessian is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -597,12 +600,18 @@ fn batch_losses(
                         reason: format!("the training set has only {b} full batches of {batch_size}"),
                     });
                 };
-                out.push(losses::cross_entropy(&net.image_logits(&xs, phase(b))?, &ys)?);
+                let Net::Image(model) = net else {
+                    return Err(crate::error::config("model.kind", "rnn", "is not an image model"));
+                };
+                out.push(losses::cross_entropy(&model.logits(&xs, phase(b))?, &ys)?);
             }
             Ok((out, batch_size))
         }
-        Task::Text { train, bptt, .. } => {
-            let lm = net.lm()?;
+        Task::Text(text) => {
+            let (train, bptt) = (&text.train, &text.bptt);
+            let Net::Text(lm) = net else {
+                return Err(crate::error::config("model.kind", "resnet/wrn", "is not a language model"));
+            };
             let windows = train.num_windows(*bptt);
             if aopts.batches > windows {
                 return Err(Error::InvalidOption {
@@ -634,7 +643,7 @@ pub fn analyze(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions
     let (task, shape) = load_task(&cfg, opts)?;
     let varmap = VarMap::new();
     let net = build_net(&cfg, shape, &varmap, &opts.device)?;
-    let params = net.roles().param_set(&varmap)?;
+    let params = net.param_set(&varmap)?;
     set_variables(&varmap, &tensors, &path)?;
     let selected = params.select(&aopts.params.selection())?;
     let (losses, batch_size) = batch_losses(&net, &task, &cfg, aopts, &opts.device)?;
@@ -644,7 +653,7 @@ pub fn analyze(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions
         .map(|l| HessianOperator::with_mode(l, &selected, GraphMode::Detached))
         .collect::<seht_candle::Result<Vec<_>>>()?;
     let budget = aopts.settings.budget(selected.len());
-    let bar = progress(opts.progress, budget, format!("analyze {}", cfg.name));
+    let bar = progress_bar(opts.progress.then(|| format!("analyze {}", cfg.name)), budget);
     let op = MeanHessian::new(ops, bar.clone())?;
     let spectrum = analyze_operator(&op, &aopts.settings)?;
     bar.finish_and_clear();

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use candle_nn::VarMap;
+
 use crate::config::ExperimentConfig;
-use crate::error::{Error, Result, io};
+use crate::error::{Error, Result, io, json};
+use crate::optim::Sgd;
 use crate::schedule::LrSchedule;
 
 /// What a run has done so far.
@@ -46,8 +49,7 @@ pub fn save(dir: &Path, tensors: &HashMap<String, Tensor>, state: &State) -> Res
     let tmp = file.with_extension("tmp");
     candle_core::safetensors::save(tensors, &tmp)?;
     std::fs::rename(&tmp, &file).map_err(io(&file))?;
-    let json =
-        serde_json::to_vec_pretty(state).map_err(|e| Error::Io { path: dir.join("state.json"), source: e.into() })?;
+    let json = serde_json::to_vec_pretty(state).map_err(json(dir.join("state.json")))?;
     write_atomic(&dir.join("state.json"), &json)?;
     for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
@@ -66,11 +68,47 @@ pub fn load(dir: &Path, cfg: &ExperimentConfig, device: &Device) -> Result<Optio
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(Error::Io { path: state_path, source }),
     };
-    let state: State =
-        serde_json::from_slice(&bytes).map_err(|e| Error::Io { path: state_path.clone(), source: e.into() })?;
+    let state: State = serde_json::from_slice(&bytes).map_err(json(&state_path))?;
     if &state.config != cfg {
         return Err(Error::CheckpointMismatch { path: state_path, found: state.config.name.clone() });
     }
     let tensors = candle_core::safetensors::load(dir.join(&state.tensors), device)?;
     Ok(Some((state, tensors)))
+}
+
+/// The tensors a checkpoint stores: every variable (`model.<name>`) and
+/// the momentum buffers (`momentum.<i>`).
+pub(crate) fn tensors_of(varmap: &VarMap, sgd: &Sgd) -> HashMap<String, Tensor> {
+    let mut out: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, v)| (format!("model.{k}"), v.as_tensor().detach()))
+        .collect();
+    for (i, b) in sgd.buffers().iter().enumerate() {
+        if let Some(b) = b {
+            out.insert(format!("momentum.{i}"), b.detach());
+        }
+    }
+    out
+}
+
+/// Sets the variables and the momentum buffers from a checkpoint's tensors.
+pub(crate) fn restore(
+    varmap: &VarMap,
+    sgd: &mut Sgd,
+    n_trainable: usize,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<()> {
+    for (name, var) in varmap.data().lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let t = tensors.get(&format!("model.{name}")).ok_or_else(|| Error::CheckpointMismatch {
+            path: path.to_path_buf(),
+            found: format!("a checkpoint without variable {name}"),
+        })?;
+        var.set(t)?;
+    }
+    sgd.set_buffers((0..n_trainable).map(|i| tensors.get(&format!("momentum.{i}")).cloned()).collect());
+    Ok(())
 }

@@ -4,6 +4,11 @@
 
 use std::path::Path;
 
+use std::num::NonZeroU64;
+
+use seht_candle::{Gradient, Penalty};
+use seht_estimator::{Distribution, Estimator};
+use seht_models::RnnKind;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, config, io};
@@ -27,7 +32,10 @@ pub struct ExperimentConfig {
     pub optim: OptimConfig,
     /// Learning-rate schedule.
     pub schedule: ScheduleConfig,
-    /// The regularization method.
+    /// The regularization method (the SEHT forms written before the single
+    /// `seht` kind — `seht-h`, `seht-d`, `seht-first-order` — are read too,
+    /// and converted: see [`crate::legacy`]).
+    #[serde(deserialize_with = "crate::legacy::regularizer")]
     pub regularizer: Regularizer,
     /// Hessian trace of the final model (SEHT-H over the weights), measured
     /// on this many training batches with this many probes each; 0 to skip.
@@ -135,7 +143,7 @@ pub enum ModelConfig {
     /// Recurrent language model.
     Rnn {
         /// `lstm` or `gru`.
-        cell: RnnCell,
+        cell: RnnKind,
         /// Embedding size.
         embedding: usize,
         /// Hidden size.
@@ -149,16 +157,6 @@ pub enum ModelConfig {
         /// Uniform initialisation range.
         init_range: f64,
     },
-}
-
-/// Recurrent cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RnnCell {
-    /// LSTM.
-    Lstm,
-    /// GRU.
-    Gru,
 }
 
 /// SGD with momentum and weight decay (PyTorch semantics).
@@ -195,16 +193,6 @@ pub enum ScheduleConfig {
         /// Factor (the paper divides by 4: 0.25).
         factor: f64,
     },
-}
-
-/// Which part of the SEHT-D samples a penalty uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SehtReading {
-    /// The paper's partial sum over the selected entries.
-    PartialSum,
-    /// The unbiased full-trace estimate.
-    Unbiased,
 }
 
 /// The regularization method: one typed variant per method of the paper's tables.
@@ -253,53 +241,72 @@ pub enum Regularizer {
         /// Drop probability.
         p: f64,
     },
-    /// SEHT-H: `L + λ·tr̂(H)` with `probes` Rademacher probes.
-    SehtH {
-        /// Probes K.
-        probes: usize,
-        /// λ.
-        lambda: f64,
-        /// Apply the penalty every `every`-th step only (1: every step).
-        every: usize,
-        /// When `every > 1`, multiply λ by `every` on the steps that apply it,
-        /// so that the expected penalty per step is unchanged.
-        rescale: bool,
-    },
-    /// SEHT-D: `L + λ·tr̃(H)`, layers and entries drawn with `p`.
-    SehtD {
-        /// Probes K.
-        probes: usize,
-        /// p (p1 = p2 = p).
-        p: f64,
-        /// λ.
-        lambda: f64,
-        /// Which reading.
-        reading: SehtReading,
-        /// Apply every `every`-th step.
-        every: usize,
-        /// Rescale λ by `every`.
-        rescale: bool,
-    },
-    /// SEHT with the penalty's gradient from first-order gradients only
-    /// (`seht_candle::first_order`): no third-order pass, 1 + 2K
-    /// forward-backward passes on the steps that apply it.
-    SehtFirstOrder {
-        /// Probes K.
-        probes: usize,
-        /// 0 for Rademacher probes over all weights (SEHT-H); else SEHT-D's
-        /// p (layers and entries, p1 = p2 = p).
-        p: f64,
-        /// λ.
-        lambda: f64,
-        /// Reading of the samples when `p > 0`.
-        reading: SehtReading,
-        /// Apply every `every`-th step.
-        every: usize,
-        /// Rescale λ by `every`.
-        rescale: bool,
-        /// Relative finite-difference step ε_rel (0: `u^{1/4}` for the dtype).
-        relative_step: f64,
-    },
+    /// SEHT: `L + λ·tr̂(H)`, with any estimator and any way of forming the
+    /// penalty's gradient (the paper's SEHT-H and SEHT-D, exact or first-order).
+    Seht(SehtPenalty),
+}
+
+/// The SEHT regularizer: `{ kind = "seht", estimator = { … }, lambda, every,
+/// rescale, gradient = { … } }`, the estimator and gradient in the forms of
+/// `seht_estimator::Estimator` and `seht_candle::Gradient`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SehtPenalty {
+    /// The trace estimator (SEHT-H: `{ kind = "hutchinson", probes = K,
+    /// distribution = "rademacher" }`; SEHT-D: `{ kind = "seht-d", probes = K,
+    /// p1 = p, p2 = p, reading = "partial-sum" }`).
+    pub estimator: Estimator,
+    /// λ.
+    pub lambda: f64,
+    /// Apply the penalty every `every`-th step only (1: every step).
+    pub every: NonZeroU64,
+    /// When `every > 1`, multiply λ by `every` on the steps that apply it, so
+    /// that the expected penalty per step is unchanged.
+    pub rescale: bool,
+    /// How the penalty's gradient is formed (`{ kind = "exact-per-probe" }`,
+    /// `{ kind = "exact" }`, `{ kind = "first-order" }`).
+    pub gradient: Gradient,
+}
+
+impl SehtPenalty {
+    /// The penalty to apply at optimiser step `step` (counted from 0 over the
+    /// run), or `None` when this step is not one of every `every`-th. λ is
+    /// multiplied by `every` when `rescale` is set.
+    ///
+    /// # Errors
+    ///
+    /// The penalty's own validation ([`Penalty::new`]).
+    pub fn at_step(&self, step: u64) -> seht_candle::Result<Option<Penalty>> {
+        let every = self.every.get();
+        if step % every != 0 {
+            return Ok(None);
+        }
+        let lambda = if self.rescale { self.lambda * every as f64 } else { self.lambda };
+        Penalty::new(self.estimator.clone(), lambda, self.gradient).map(Some)
+    }
+
+    /// A short name: the estimator with its settings, λ, the period and the gradient path.
+    pub fn label(&self) -> String {
+        let est = match &self.estimator {
+            Estimator::Hutchinson(h) if *h.distribution() == Distribution::Rademacher => {
+                format!("SEHT-H K={}", h.probes())
+            }
+            Estimator::Hutchinson(h) => format!("Hutchinson {:?} K={}", h.distribution(), h.probes()),
+            Estimator::SehtD(d) if d.p1().get() == d.p2().get() => {
+                format!("SEHT-D K={} p={} {:?}", d.probes(), d.p1().get(), d.reading())
+            }
+            Estimator::SehtD(d) => {
+                format!("SEHT-D K={} p1={} p2={} {:?}", d.probes(), d.p1().get(), d.p2().get(), d.reading())
+            }
+            Estimator::HutchPlusPlus(h) => format!("Hutch++ budget {}", h.budget()),
+        };
+        let path = match self.gradient {
+            Gradient::Exact => " exact",
+            Gradient::ExactPerProbe => "",
+            Gradient::FirstOrder { .. } => " first-order",
+        };
+        format!("{est}{path} λ={} every {}", self.lambda, self.every)
+    }
 }
 
 impl Regularizer {
@@ -314,17 +321,7 @@ impl Regularizer {
             Regularizer::Jacobian { n_proj, lambda } => format!("jacobian n_proj={n_proj} λ={lambda}"),
             Regularizer::Dropblock { block_size, keep_prob } => format!("dropblock {block_size}/{keep_prob}"),
             Regularizer::Dropout { p } => format!("dropout {p}"),
-            Regularizer::SehtH { probes, lambda, every, .. } => format!("SEHT-H K={probes} λ={lambda} every {every}"),
-            Regularizer::SehtD { probes, p, lambda, reading, every, .. } => {
-                format!("SEHT-D K={probes} p={p} λ={lambda} {reading:?} every {every}")
-            }
-            Regularizer::SehtFirstOrder { probes, p, lambda, every, .. } => {
-                if *p > 0.0 {
-                    format!("SEHT-D first-order K={probes} p={p} λ={lambda} every {every}")
-                } else {
-                    format!("SEHT-H first-order K={probes} λ={lambda} every {every}")
-                }
-            }
+            Regularizer::Seht(p) => p.label(),
         }
     }
 
@@ -377,31 +374,9 @@ impl Regularizer {
                 }
             }
             Regularizer::Dropout { p } => unit("p", p, false),
-            Regularizer::SehtH { probes, lambda, every, .. } => {
-                positive("probes", probes)?;
-                positive("every", every)?;
-                nonneg("lambda", lambda)
-            }
-            Regularizer::SehtD { probes, p, lambda, every, .. } => {
-                positive("probes", probes)?;
-                positive("every", every)?;
-                nonneg("lambda", lambda)?;
-                if p > 0.0 && p <= 0.5 { Ok(()) } else { Err(config("regularizer.p", p, "must lie in (0, 1/2]")) }
-            }
-            Regularizer::SehtFirstOrder { probes, p, lambda, every, relative_step, .. } => {
-                positive("probes", probes)?;
-                positive("every", every)?;
-                nonneg("lambda", lambda)?;
-                if !(0.0..=0.5).contains(&p) {
-                    return Err(config("regularizer.p", p, "must be 0 (SEHT-H) or lie in (0, 1/2] (SEHT-D)"));
-                }
-                if !(0.0..1.0).contains(&relative_step) {
-                    return Err(config(
-                        "regularizer.relative_step",
-                        relative_step,
-                        "must lie in [0, 1) (0: the dtype's default)",
-                    ));
-                }
+            Regularizer::Seht(ref p) => {
+                nonneg("lambda", p.lambda)?;
+                p.at_step(0).map_err(|e| config("regularizer", p.label(), e.to_string()))?;
                 Ok(())
             }
         }

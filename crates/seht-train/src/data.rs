@@ -1,12 +1,14 @@
 //! Loading the data a config names.
 
+use seht_estimator::{Stream, step_key};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use seht_data::{ImageSet, Subset, TextCorpus};
+use seht_data::{Batchified, ImageSet, Subset, TextCorpus};
 
-use crate::config::{ImageDataConfig, ImageDataset, TextDataConfig};
+use crate::config::{DataConfig, ExperimentConfig, ImageDataConfig, ImageDataset, TextDataConfig};
 use crate::error::{Result, config};
+use crate::train::TrainOptions;
 
 /// Training, validation (maybe empty) and test images.
 pub struct ImageData {
@@ -61,9 +63,8 @@ pub fn load_images(cfg: &ImageDataConfig, data_dir: &Path, seed: u64) -> Result<
             ));
         }
         let mut order: Vec<usize> = (0..train.len()).collect();
-        use rand::SeedableRng;
         use rand::seq::SliceRandom;
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x7a11d));
+        order.shuffle(&mut Stream::ValidationSplit.rng(step_key(seed, 0)));
         let (v, t) = order.split_at(cfg.validation);
         let (mut v, mut t) = (v.to_vec(), t.to_vec());
         v.sort_unstable();
@@ -116,4 +117,64 @@ pub fn load_text(cfg: &TextDataConfig, data_dir: &Path) -> Result<(TextCorpus, S
         corpus.vocab.len()
     );
     Ok((corpus, description))
+}
+
+/// A corpus cut into training and evaluation columns.
+pub struct TextData {
+    /// Training tokens in `batch_size` columns.
+    pub train: Batchified,
+    /// Validation tokens in `eval_batch_size` columns.
+    pub valid: Batchified,
+    /// Test tokens in `eval_batch_size` columns.
+    pub test: Batchified,
+    /// BPTT window length.
+    pub bptt: usize,
+    /// A description of what was loaded, for outputs.
+    pub description: String,
+}
+
+/// The data of a run.
+pub enum Task {
+    /// Image classification.
+    Images(ImageData),
+    /// Word-level language modelling.
+    Text(TextData),
+}
+
+impl Task {
+    /// What was loaded, for outputs.
+    pub fn description(&self) -> &str {
+        match self {
+            Task::Images(d) => &d.description,
+            Task::Text(d) => &d.description,
+        }
+    }
+}
+
+/// Loads the config's data; returns it with the model's `(in_channels,
+/// classes)` (text: `(0, vocabulary size)`).
+pub(crate) fn load_task(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<(Task, (usize, usize))> {
+    Ok(match &cfg.data {
+        DataConfig::Image(d) => {
+            let data = load_images(d, &opts.data_dir, cfg.seed)?;
+            let (c, h, w) = data.train.shape;
+            if let Some(p) = Some(d.crop_padding).filter(|&p| p > h.min(w)) {
+                return Err(config("data.crop_padding", p, format!("larger than the {h}×{w} images")));
+            }
+            let shape = (c, data.train.num_classes);
+            (Task::Images(data), shape)
+        }
+        DataConfig::Text(d) => {
+            let (corpus, description) = load_text(d, &opts.data_dir)?;
+            let vocab = corpus.vocab.len();
+            let text = TextData {
+                train: Batchified::new(&corpus.train.tokens, d.batch_size)?,
+                valid: Batchified::new(&corpus.valid.tokens, d.eval_batch_size)?,
+                test: Batchified::new(&corpus.test.tokens, d.eval_batch_size)?,
+                bptt: d.bptt,
+                description,
+            };
+            (Task::Text(text), (0, vocab))
+        }
+    })
 }

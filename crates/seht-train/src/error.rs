@@ -61,6 +61,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A JSON file (`state.json`, `log.jsonl`, `metrics.json`) could not be
+    /// read or written as JSON.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser's or writer's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A fault of this crate (a broken internal invariant), not of the input.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// Training produced a non-finite loss.
     #[error("non-finite loss {value} at epoch {epoch}, step {step} (λ too large? learning rate too high?)")]
     Diverged {
@@ -98,4 +111,9 @@ pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Err
 
 pub(crate) fn config(field: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
     Error::Config { field: field.into(), value: value.to_string(), reason: reason.into() }
+}
+
+pub(crate) fn json(path: impl Into<PathBuf>) -> impl FnOnce(serde_json::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Json { path, source }
 }

@@ -83,19 +83,3 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     }
     Ok(norm)
 }
-
-/// [`clip_grad_norm`] for gradients held in a list; returns the norm before clipping.
-pub fn clip_grad_list(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
-    let mut sq = 0.0;
-    for g in grads.iter().flatten() {
-        sq += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    }
-    let norm = sq.sqrt();
-    if max_norm > 0.0 && norm > max_norm {
-        let scale = max_norm / (norm + 1e-6);
-        for g in grads.iter_mut().flatten() {
-            *g = g.affine(scale, 0.0)?;
-        }
-    }
-    Ok(norm)
-}

@@ -35,9 +35,9 @@ fn options(mode: ModelMode) -> AnalyzeOptions {
 
 #[test]
 fn analyze_writes_consistent_results_for_a_run_and_for_its_checkpoint() {
-    let data = TempDir::new("analyze-data");
+    let data = temp_dir("analyze-data");
     write_cifar10(data.path(), 8);
-    let out = TempDir::new("analyze-out");
+    let out = temp_dir("analyze-out");
     let o = opts(data.path(), out.path());
     seht_train::train(&image_config("a", Regularizer::Baseline, 1), &o).expect("train");
     let run = out.path().join("a");
@@ -119,9 +119,9 @@ fn without_seconds(mut s: Spectrum) -> Spectrum {
 
 #[test]
 fn bad_input_is_named() {
-    let data = TempDir::new("analyze-bad-data");
+    let data = temp_dir("analyze-bad-data");
     write_cifar10(data.path(), 8);
-    let out = TempDir::new("analyze-bad-out");
+    let out = temp_dir("analyze-bad-out");
     let o = opts(data.path(), out.path());
     seht_train::train(&image_config("b", Regularizer::Baseline, 1), &o).expect("train");
     let run = out.path().join("b");

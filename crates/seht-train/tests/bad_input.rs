@@ -38,13 +38,12 @@ clip_grad_norm = 0.0
 kind = "cosine"
 
 [regularizer]
-kind = "seht-d"
-probes = 1
-p = 0.05
+kind = "seht"
 lambda = 0.01
-reading = "partial-sum"
 every = 1
 rescale = false
+estimator = { kind = "seht-d", probes = 1, p1 = 0.05, p2 = 0.05, reading = "partial-sum" }
+gradient = { kind = "exact-per-probe" }
 
 [final_trace]
 batches = 0
@@ -70,6 +69,43 @@ fn unknown_fields_are_rejected_naming_the_field() {
 }
 
 #[test]
+fn out_of_range_estimator_settings_are_refused_as_read_naming_the_value() {
+    for (from, to, says) in [
+        ("p2 = 0.05", "p2 = 0.6", "p2 = 0.6 is outside (0, 1/2]"),
+        ("p1 = 0.05", "p1 = 0.0", "p1 = 0 is outside (0, 1]"),
+        ("probes = 1, p1", "probes = 0, p1", "probes must be at least 1"),
+        ("every = 1", "every = 0", "nonzero"),
+        ("\"exact-per-probe\" }", "\"first-order\", relative_step = 1.5 }", "relative_step = 1.5"),
+    ] {
+        let e = parse(&GOOD.replacen(from, to, 1)).expect_err(to);
+        assert!(e.to_string().contains(says), "{to}: {e}");
+    }
+}
+
+#[test]
+fn the_old_seht_forms_are_read_as_the_new_one() {
+    let new = parse(GOOD).expect("good");
+    let old = GOOD.replace(
+        "kind = \"seht\"\nlambda = 0.01\nevery = 1\nrescale = false\nestimator = { kind = \"seht-d\", probes = 1, p1 = 0.05, p2 = 0.05, reading = \"partial-sum\" }\ngradient = { kind = \"exact-per-probe\" }",
+        "kind = \"seht-d\"\nprobes = 1\np = 0.05\nlambda = 0.01\nreading = \"partial-sum\"\nevery = 1\nrescale = false",
+    );
+    assert_ne!(old, GOOD);
+    assert_eq!(parse(&old).expect("old seht-d"), new);
+    let first_order = old
+        .replace("kind = \"seht-d\"", "kind = \"seht-first-order\"")
+        .replace("rescale = false", "rescale = false\nrelative_step = 0.0");
+    let fo = parse(&first_order).expect("old seht-first-order");
+    let Regularizer::Seht(p) = &fo.regularizer else { panic!("not converted: {:?}", fo.regularizer) };
+    assert_eq!(p.gradient, seht_candle::Gradient::FirstOrder { relative_step: None });
+    let h = parse(&first_order.replace("p = 0.05", "p = 0.0")).expect("old first-order SEHT-H");
+    let Regularizer::Seht(p) = &h.regularizer else { panic!("not converted") };
+    assert_eq!(p.estimator, seht_estimator::SehtH::seht_h(1).expect("cfg").into());
+    // A typo in an old form is still named.
+    let e = parse(&old.replace("every = 1", "every = 1\nlamda = 3")).expect_err("typo");
+    assert!(e.to_string().contains("lamda"), "{e}");
+}
+
+#[test]
 fn missing_fields_are_rejected_no_hidden_defaults() {
     let e = parse(&GOOD.replace("weight_decay = 5e-4\n", "")).expect_err("missing");
     assert!(e.to_string().contains("weight_decay"), "{e}");
@@ -79,9 +115,6 @@ fn missing_fields_are_rejected_no_hidden_defaults() {
 fn out_of_range_values_name_the_field() {
     for (from, to, field) in [
         ("lambda = 0.01", "lambda = -0.01", "regularizer.lambda"),
-        ("p = 0.05", "p = 0.6", "regularizer.p"),
-        ("p = 0.05", "p = 0.0", "regularizer.p"),
-        ("probes = 1\np", "probes = 0\np", "regularizer.probes"),
         ("lr = 0.01", "lr = 0.0", "optim.lr"),
         ("momentum = 0.9", "momentum = 1.5", "optim.momentum"),
         ("epochs = 2", "epochs = 0", "epochs"),
@@ -103,8 +136,8 @@ fn methods_that_do_not_fit_the_task_are_rejected() {
 
 #[test]
 fn a_missing_data_folder_is_named_before_training() {
-    let data = TempDir::new("bad-missing");
-    let out = TempDir::new("bad-missing-out");
+    let data = temp_dir("bad-missing");
+    let out = temp_dir("bad-missing-out");
     let e = seht_train::train(&image_config("m", Regularizer::Baseline, 1), &opts(data.path(), out.path()))
         .expect_err("no data");
     assert!(e.to_string().contains("data_batch_1.bin") && e.to_string().contains("missing"), "{e}");
@@ -113,9 +146,9 @@ fn a_missing_data_folder_is_named_before_training() {
 
 #[test]
 fn a_checkpoint_from_another_config_is_refused() {
-    let data = TempDir::new("bad-ckpt");
+    let data = temp_dir("bad-ckpt");
     write_cifar10(data.path(), 4);
-    let out = TempDir::new("bad-ckpt-out");
+    let out = temp_dir("bad-ckpt-out");
     let mut cfg = image_config("same-name", Regularizer::Baseline, 2);
     let mut o = opts(data.path(), out.path());
     o.stop_after_epochs = Some(1);

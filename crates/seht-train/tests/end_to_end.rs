@@ -4,13 +4,15 @@
 mod common;
 
 use common::*;
-use seht_train::config::{Regularizer, SehtReading};
+use seht_candle::Gradient;
+use seht_estimator::{Reading, SehtH};
+use seht_train::config::Regularizer;
 
 #[test]
 fn every_image_method_trains_and_writes_a_complete_run_folder() {
-    let data = TempDir::new("e2e-data");
+    let data = temp_dir("e2e-data");
     write_cifar10(data.path(), 16); // 80 training images, 16 test
-    let out = TempDir::new("e2e-out");
+    let out = temp_dir("e2e-out");
     for (name, reg) in image_methods() {
         let cfg = image_config(name, reg, 3);
         let m = seht_train::train(&cfg, &opts(data.path(), out.path())).expect(name).expect("finished");
@@ -30,10 +32,9 @@ fn every_image_method_trains_and_writes_a_complete_run_folder() {
         assert!(m.final_trace.as_ref().is_some_and(|t| t.mean.is_finite()));
         let copied = seht_train::ExperimentConfig::from_file(&run.join("config.toml")).expect("config copy parses");
         assert_eq!(copied, cfg, "{name}: the config beside the results is the config that ran");
-        match cfg.regularizer {
-            Regularizer::SehtH { .. } => assert_eq!(m.penalty_steps, m.steps),
-            Regularizer::SehtD { every, .. } | Regularizer::SehtFirstOrder { every, .. } => {
-                assert_eq!(m.penalty_steps, m.steps.div_ceil(every as u64), "every {every}-th step");
+        match &cfg.regularizer {
+            Regularizer::Seht(p) => {
+                assert_eq!(m.penalty_steps, m.steps.div_ceil(p.every.get()), "every {}-th step", p.every);
                 assert!(records.iter().any(|r| r.trace_mean.is_some()));
             }
             _ => assert_eq!(m.penalty_steps, 0),
@@ -43,34 +44,16 @@ fn every_image_method_trains_and_writes_a_complete_run_folder() {
 
 #[test]
 fn language_models_train_with_and_without_the_penalty() {
-    let data = TempDir::new("lm-data");
+    let data = temp_dir("lm-data");
     write_text(data.path());
-    let out = TempDir::new("lm-out");
+    let out = temp_dir("lm-out");
     for (name, reg) in [
         ("lstm-baseline", Regularizer::Baseline),
-        (
-            "lstm-seht-d",
-            Regularizer::SehtD {
-                probes: 1,
-                p: 0.3,
-                lambda: 1e-3,
-                reading: SehtReading::Unbiased,
-                every: 1,
-                rescale: false,
-            },
-        ),
+        ("lstm-seht-d", seht(seht_d(0.3, Reading::Unbiased), 1, Gradient::ExactPerProbe)),
         ("lstm-confidence", Regularizer::ConfidencePenalty { beta: 0.1 }),
         (
             "lstm-seht-h-first-order",
-            Regularizer::SehtFirstOrder {
-                probes: 1,
-                p: 0.0,
-                lambda: 1e-3,
-                reading: SehtReading::Unbiased,
-                every: 1,
-                rescale: false,
-                relative_step: 0.0,
-            },
+            seht(SehtH::seht_h(1).expect("cfg").into(), 1, Gradient::FirstOrder { relative_step: None }),
         ),
     ] {
         let m = seht_train::train(&text_config(name, reg, 3), &opts(data.path(), out.path()))
@@ -87,21 +70,10 @@ fn language_models_train_with_and_without_the_penalty() {
 
 #[test]
 fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
-    let data = TempDir::new("resume-data");
+    let data = temp_dir("resume-data");
     write_cifar10(data.path(), 8);
-    let (a, b) = (TempDir::new("resume-a"), TempDir::new("resume-b"));
-    let cfg = image_config(
-        "resume",
-        Regularizer::SehtD {
-            probes: 1,
-            p: 0.3,
-            lambda: 1e-3,
-            reading: SehtReading::Unbiased,
-            every: 1,
-            rescale: false,
-        },
-        3,
-    );
+    let (a, b) = (temp_dir("resume-a"), temp_dir("resume-b"));
+    let cfg = image_config("resume", seht(seht_d(0.3, Reading::Unbiased), 1, Gradient::ExactPerProbe), 3);
     let whole = seht_train::train(&cfg, &opts(data.path(), a.path())).expect("train").expect("finished");
     let mut o = opts(data.path(), b.path());
     o.stop_after_epochs = Some(1);
@@ -110,6 +82,14 @@ fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
         serde_json::from_slice(&std::fs::read(b.path().join("resume/checkpoint/state.json")).expect("state"))
             .expect("json");
     assert_eq!(state["epochs_done"], 1);
+    // A checkpoint written before the single `seht` kind records its
+    // regularizer in the old form: it still belongs to the same config.
+    let mut old = state.clone();
+    old["config"]["regularizer"] = serde_json::json!({
+        "kind": "seht-d", "probes": 1, "p": 0.3, "lambda": 1e-3, "reading": "unbiased", "every": 1, "rescale": false
+    });
+    let state_path = b.path().join("resume/checkpoint/state.json");
+    std::fs::write(&state_path, serde_json::to_vec(&old).expect("json")).expect("old-form state");
     // A leftover temporary file from a kill during a write is ignored.
     std::fs::write(b.path().join("resume/checkpoint/state.tmp"), b"{garbage").expect("tmp");
     let resumed = seht_train::train(&cfg, &opts(data.path(), b.path())).expect("resume").expect("finished");
@@ -123,9 +103,9 @@ fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
 
 #[test]
 fn seht_trace_measures_a_trained_run() {
-    let data = TempDir::new("trace-data");
+    let data = temp_dir("trace-data");
     write_cifar10(data.path(), 8);
-    let out = TempDir::new("trace-out");
+    let out = temp_dir("trace-out");
     seht_train::train(&image_config("t", Regularizer::Baseline, 1), &opts(data.path(), out.path())).expect("train");
     let t = seht_train::trace_of_run(&out.path().join("t"), &opts(data.path(), out.path()), 2, 3).expect("trace");
     assert!(t.mean.is_finite() && t.std_error.is_finite() && t.std_error > 0.0, "{t:?}");

@@ -28,7 +28,7 @@ impl SmallCnn {
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = xs.clone();
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            h = bn.forward_t(&conv.forward(&h)?, train)?.relu()?;
+            h = ops::relu(&bn.forward_t(&conv.forward(&h)?, train)?).map_err(candle_core::Error::wrap)?;
             if i < 2 {
                 h = ops::max_pool2d(&h, 2).map_err(candle_core::Error::wrap)?;
             }

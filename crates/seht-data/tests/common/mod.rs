@@ -4,29 +4,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// A fresh temporary folder (removed on drop).
-pub struct TempDir(pub PathBuf);
+pub use tempfile::TempDir;
 
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "seht-data-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh temporary folder named after `tag` (removed on drop).
+pub fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("seht-data-{tag}-")).tempdir().expect("temp dir")
 }
 
 /// Pixel `k` (0..3072) of image `i` in fixture set `salt`: a formula the
@@ -45,47 +27,19 @@ pub fn cifar10_record(salt: usize, i: usize, label: u8) -> Vec<u8> {
 /// Writes a CIFAR-10 folder with `per_file` records in each of the six files;
 /// label of record i in file f is (f + i) % 10. Returns the folder.
 pub fn write_cifar10(root: &Path, per_file: usize) -> PathBuf {
-    let dir = root.join("cifar-10-batches-bin");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let names = [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        "test_batch.bin",
-    ];
-    for (f, name) in names.iter().enumerate() {
-        let mut bytes = Vec::new();
-        for i in 0..per_file {
-            bytes.extend(cifar10_record(f, i, ((f + i) % 10) as u8));
-        }
-        std::fs::write(dir.join(name), bytes).expect("write");
-    }
-    std::fs::write(
-        dir.join("batches.meta.txt"),
-        "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n",
-    )
-    .expect("meta");
-    dir
+    seht_data::fixtures::write_cifar10(root, per_file, |f, i| {
+        let label = ((f + i) % 10) as u8;
+        (label, cifar10_record(f, i, label)[1..].to_vec())
+    })
+    .expect("CIFAR-10 fixture")
 }
 
 /// Writes a CIFAR-100 folder: record i has coarse label i % 20, fine (i*7) % 100.
 pub fn write_cifar100(root: &Path, train: usize, test: usize) -> PathBuf {
-    let dir = root.join("cifar-100-binary");
-    std::fs::create_dir_all(&dir).expect("dir");
-    for (f, (name, n)) in [("train.bin", train), ("test.bin", test)].into_iter().enumerate() {
-        let mut bytes = Vec::new();
-        for i in 0..n {
-            bytes.push((i % 20) as u8);
-            bytes.push(((i * 7) % 100) as u8);
-            bytes.extend((0..3072).map(|k| pixel(10 + f, i, k)));
-        }
-        std::fs::write(dir.join(name), bytes).expect("write");
-    }
-    let fine: String = (0..100).map(|i| format!("fine{i}\n")).collect();
-    std::fs::write(dir.join("fine_label_names.txt"), fine).expect("names");
-    dir
+    seht_data::fixtures::write_cifar100(root, train, test, |f, i| {
+        ((i % 20) as u8, ((i * 7) % 100) as u8, (0..3072).map(|k| pixel(10 + f, i, k)).collect())
+    })
+    .expect("CIFAR-100 fixture")
 }
 
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -2,66 +2,28 @@
 //! text corpus in the WikiText layout, and config builders.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use seht_candle::Gradient;
+use seht_estimator::{Estimator, Reading, SehtD, SehtH};
 use seht_train::ExperimentConfig;
 use seht_train::config::*;
 
-pub struct TempDir(pub PathBuf);
+pub use tempfile::TempDir;
 
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "seht-train-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh temporary folder named after `tag` (removed on drop).
+pub fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("seht-train-{tag}-")).tempdir().expect("temp dir")
 }
 
 /// CIFAR-10 binary files whose images are a per-class pattern plus noise, so
 /// that a tiny network can learn them. `per_file` records in each of the six files.
 pub fn write_cifar10(root: &Path, per_file: usize) {
-    let dir = root.join("cifar-10-batches-bin");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let names = [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        "test_batch.bin",
-    ];
-    let mut state = 12345u64;
-    let mut noise = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 58) as u8
-    };
-    for name in names {
-        let mut bytes = Vec::new();
-        for i in 0..per_file {
-            let label = (i % 10) as u8;
-            bytes.push(label);
-            for k in 0..3072 {
-                let (c, y, x) = (k / 1024, (k % 1024) / 32, k % 32);
-                let on = (x / 4 + y / 8 + c) % 10 == label as usize;
-                bytes.push(if on { 180 } else { 40 } + noise());
-            }
-        }
-        std::fs::write(dir.join(name), bytes).expect("write");
-    }
+    let mut noise = seht_data::fixtures::lcg_noise(12345);
+    seht_data::fixtures::write_cifar10(root, per_file, |_, i| {
+        ((i % 10) as u8, seht_data::fixtures::pattern_image(i % 10, &mut noise))
+    })
+    .expect("CIFAR-10 fixture");
 }
 
 /// A tiny corpus in the WikiText-2 layout.
@@ -116,7 +78,7 @@ pub fn text_config(name: &str, regularizer: Regularizer, epochs: usize) -> Exper
             eval_tokens: 0,
         }),
         model: ModelConfig::Rnn {
-            cell: RnnCell::Lstm,
+            cell: seht_models::RnnKind::Lstm,
             embedding: 16,
             hidden: 16,
             layers: 2,
@@ -152,29 +114,24 @@ pub fn image_methods() -> Vec<(&'static str, Regularizer)> {
         ("jacobian", Regularizer::Jacobian { n_proj: 1, lambda: 0.01 }),
         ("dropblock", Regularizer::Dropblock { block_size: 2, keep_prob: 0.9 }),
         ("dropout", Regularizer::Dropout { p: 0.2 }),
-        ("seht-h", Regularizer::SehtH { probes: 1, lambda: 1e-3, every: 1, rescale: false }),
-        (
-            "seht-d",
-            Regularizer::SehtD {
-                probes: 1,
-                p: 0.3,
-                lambda: 1e-3,
-                reading: SehtReading::PartialSum,
-                every: 2,
-                rescale: true,
-            },
-        ),
-        (
-            "seht-d-first-order",
-            Regularizer::SehtFirstOrder {
-                probes: 1,
-                p: 0.3,
-                lambda: 1e-3,
-                reading: SehtReading::Unbiased,
-                every: 2,
-                rescale: true,
-                relative_step: 0.0,
-            },
-        ),
+        ("seht-h", seht(SehtH::seht_h(1).expect("cfg").into(), 1, Gradient::ExactPerProbe)),
+        ("seht-d", seht(seht_d(0.3, Reading::PartialSum), 2, Gradient::ExactPerProbe)),
+        ("seht-d-first-order", seht(seht_d(0.3, Reading::Unbiased), 2, Gradient::FirstOrder { relative_step: None })),
     ]
+}
+
+/// SEHT-D with `p1 = p2 = p` and one probe.
+pub fn seht_d(p: f64, reading: Reading) -> Estimator {
+    SehtD::new(1, p, reading).expect("SEHT-D config").into()
+}
+
+/// The SEHT regularizer with λ = 1e-3, rescaled when `every > 1`.
+pub fn seht(estimator: Estimator, every: u64, gradient: Gradient) -> Regularizer {
+    Regularizer::Seht(SehtPenalty {
+        estimator,
+        lambda: 1e-3,
+        every: std::num::NonZeroU64::new(every).expect("every ≥ 1"),
+        rescale: every > 1,
+        gradient,
+    })
 }

@@ -1,0 +1,246 @@
+//! The penalty in one call: `L + λ·tr̂(H)`'s gradient as a candle
+//! [`GradStore`], ready for any `candle_nn::Optimizer`.
+//!
+//! A [`Penalty`] says which estimator, which λ, which parameters the Hessian
+//! is taken over (weights only by default, as in the paper), and how the
+//! penalty's gradient is formed ([`Gradient`]):
+//!
+//! | [`Gradient`] | cost | memory | result |
+//! | --- | --- | --- | --- |
+//! | `Exact` | one third-order pass over all probes | K probes' graphs | exact |
+//! | `ExactPerProbe` | one third-order pass per probe | one probe's graph | exact (same numbers) |
+//! | `FirstOrder` | 1 + 2K first-order passes | a plain step's | `O(ε²)` finite-difference error |
+//!
+//! The three paths draw the same layers, probes and scale from the same
+//! generator state (the estimator's [`ProbePlan`](seht_estimator::ProbePlan)),
+//! so with one seed they estimate the same quantity and the two exact ones
+//! return the same gradient up to rounding (tested in f64 to 1e-10).
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use seht_estimator::{Estimator, Planned, ProbeRng, TraceEstimate, mean_and_std_error};
+
+use crate::accumulate::penalised_gradients;
+use crate::autodiff::ensure_higher_order;
+use crate::error::{Error, Result};
+use crate::first_order::{default_relative_step, first_order_penalty};
+use crate::params::{Param, ParamSet, Role, Selection};
+use crate::penalty::penalised_loss;
+
+/// How the penalty's gradient `λ·∇tr̂(H)` is formed.
+///
+/// With the `serde` feature: `{ kind = "exact" }`, `{ kind = "exact-per-probe" }`,
+/// `{ kind = "first-order" }` or `{ kind = "first-order", relative_step = 0.02 }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields))]
+pub enum Gradient {
+    /// `(L + λ·tr̂).backward()` ([`penalised_loss`]): one third-order pass,
+    /// with every probe's second-order graph alive until it (memory grows
+    /// K-fold with the probes).
+    Exact,
+    /// The same gradient differentiating one probe's quadratic form at a time
+    /// ([`penalised_gradients`]): memory of one probe, the forward and first
+    /// backward graph traversed once per probe. What training uses.
+    ExactPerProbe,
+    /// Central differences of first-order gradients
+    /// ([`first_order_penalty`](crate::first_order::first_order_penalty)):
+    /// no higher-order autodiff at all, 1 + 2K forward-backward passes.
+    /// Its error is `O(ε_rel²)` truncation plus `O(u/ε_rel²)` rounding: on a
+    /// smooth network, about 1e-7 relative in f64 and 1e-2 in f32 with the
+    /// default step.
+    FirstOrder {
+        /// The relative step `ε_rel` in `(0, 1)`; absent: `u^{1/4}` for the
+        /// weights' dtype ([`default_relative_step`]).
+        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+        relative_step: Option<f64>,
+    },
+}
+
+impl Gradient {
+    /// Whether this path needs candle's higher-order autodiff.
+    pub fn needs_higher_order(&self) -> bool {
+        !matches!(self, Gradient::FirstOrder { .. })
+    }
+}
+
+/// The Hessian-trace penalty `λ·tr̂(H)` of one training step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Penalty {
+    /// The trace estimator (SEHT-H, SEHT-D, Hutchinson, Hutch++).
+    pub estimator: Estimator,
+    /// λ, ≥ 0.
+    pub lambda: f64,
+    /// How the penalty's gradient is formed.
+    pub gradient: Gradient,
+    /// The parameters the Hessian is taken over ([`Selection::Weights`] unless
+    /// changed with [`Penalty::over`]).
+    pub selection: Selection,
+}
+
+/// What [`Penalty::gradients`] returns.
+#[derive(Debug)]
+pub struct PenalisedGrads {
+    /// `∇(L + λ·tr̂(H))` for every trainable variable of the [`ParamSet`]
+    /// (detached), keyed by the variables' tensors: hand it to
+    /// `candle_nn::Optimizer::step`.
+    pub grads: GradStore,
+    /// The loss `L` at the unperturbed weights, without the penalty.
+    pub loss: f64,
+    /// The trace estimate. For [`Gradient::FirstOrder`] its samples are the
+    /// central differences of `σᵀHσ` and `hvps` counts the products they stand
+    /// for (two gradient passes each).
+    pub estimate: TraceEstimate<f64>,
+}
+
+impl Penalty {
+    /// A penalty over the weights.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPenalty`] when λ is negative or not finite, or a
+    /// first-order `relative_step` lies outside `(0, 1)`; and, for
+    /// [`Gradient::FirstOrder`], the estimator's error when it has no probe
+    /// plan (Hutch++).
+    pub fn new(estimator: impl Into<Estimator>, lambda: f64, gradient: Gradient) -> Result<Self> {
+        let estimator = estimator.into();
+        if !(lambda >= 0.0 && lambda.is_finite()) {
+            return Err(Error::InvalidPenalty { field: "lambda", value: lambda, reason: "must be finite and ≥ 0" });
+        }
+        if let Gradient::FirstOrder { relative_step: Some(r) } = gradient
+            && !(r > 0.0 && r < 1.0)
+        {
+            return Err(Error::InvalidPenalty { field: "relative_step", value: r, reason: "must lie in (0, 1)" });
+        }
+        if let (Gradient::FirstOrder { .. }, Estimator::HutchPlusPlus(_)) = (&gradient, &estimator) {
+            // Surface the estimator's own reason now rather than at the first step.
+            estimator.plan(1, &mut seht_estimator::probe_rng(0))?;
+        }
+        Ok(Self { estimator, lambda, gradient, selection: Selection::Weights })
+    }
+
+    /// The same penalty over other parameters.
+    pub fn over(mut self, selection: Selection) -> Self {
+        self.selection = selection;
+        self
+    }
+
+    /// The gradient of `L + λ·tr̂(H)` for every trainable variable of `params`.
+    ///
+    /// `loss` computes the loss from the variables' current values. The exact
+    /// paths call it once; the first-order path calls it `1 + 2K` times
+    /// (the unperturbed weights first, recording the activation pattern that
+    /// the perturbed calls replay — [`crate::pattern`]), so it must compute
+    /// the same function each time — the same batch, the same dropout masks —
+    /// and the buffers it writes (BatchNorm running statistics, role
+    /// [`Role::Buffer`]) are restored so that they move once. Whatever the
+    /// closure records on its first call (logits, a recurrent state) belongs
+    /// to the unperturbed weights. Probes (and SEHT-D's layer draw) come from
+    /// `rng` only.
+    ///
+    /// The exact paths need candle's higher-order autodiff: this turns it on
+    /// where that is sound (the variable unset and this process still
+    /// single-threaded) and otherwise checks it
+    /// ([`ensure_higher_order`](crate::ensure_higher_order)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HigherOrderDisabled`] (exact paths, see above); the
+    /// selection's errors ([`ParamSet::select`]); candle's; the estimator's.
+    pub fn gradients(
+        &self,
+        params: &ParamSet,
+        loss: impl FnMut() -> candle_core::Result<Tensor>,
+        rng: &mut ProbeRng,
+    ) -> Result<PenalisedGrads> {
+        let weights = params.select(&self.selection)?;
+        self.gradients_inner(&weights, params, &mut { loss }, rng)
+    }
+
+    fn gradients_inner(
+        &self,
+        weights: &[Param],
+        params: &ParamSet,
+        loss: &mut dyn FnMut() -> candle_core::Result<Tensor>,
+        rng: &mut ProbeRng,
+    ) -> Result<PenalisedGrads> {
+        let vars = params.trainable_vars();
+        if self.gradient.needs_higher_order() {
+            ensure_higher_order()?;
+        }
+        match self.gradient {
+            Gradient::Exact => {
+                let l = loss()?;
+                let value = scalar(&l)?;
+                let (total, est) = penalised_loss(&l, weights, &self.estimator, self.lambda, rng)?;
+                let all = total.backward()?;
+                let grads = store(&vars, vars.iter().map(|v| all.get(v.as_tensor()).map(Tensor::detach)));
+                let mean = est.mean;
+                let estimate = est.with_value(mean);
+                Ok(PenalisedGrads { grads, loss: value, estimate })
+            }
+            Gradient::ExactPerProbe => {
+                let l = loss()?;
+                let value = scalar(&l)?;
+                let r = penalised_gradients(&l, weights, &vars, &self.estimator, self.lambda, rng)?;
+                Ok(PenalisedGrads { grads: store(&vars, r.grads.into_iter()), loss: value, estimate: r.estimate })
+            }
+            Gradient::FirstOrder { relative_step } => {
+                let plan = self.estimator.plan(weights.len(), rng)?;
+                let penalised: Vec<Param> = plan.blocks.iter().map(|&i| weights[i].clone()).collect();
+                let estimate = |samples: Vec<f64>, hvps: usize| {
+                    let (mean, std_error) = mean_and_std_error(&samples);
+                    TraceEstimate {
+                        value: mean,
+                        samples,
+                        mean,
+                        std_error,
+                        target: plan.target,
+                        blocks: plan.blocks.clone(),
+                        hvps,
+                    }
+                };
+                let Some(first) = penalised.first() else {
+                    // SEHT-D's draw selected no layer: a plain step, every sample 0.
+                    let l = loss()?;
+                    let value = scalar(&l)?;
+                    let all = l.backward()?;
+                    let grads = store(&vars, vars.iter().map(|v| all.get(v.as_tensor()).map(Tensor::detach)));
+                    return Ok(PenalisedGrads { grads, loss: value, estimate: estimate(vec![0.0; plan.probes], 0) });
+                };
+                let rel = relative_step.unwrap_or_else(|| default_relative_step(first.var.dtype()));
+                let buffers: Vec<Var> = params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
+                let r = first_order_penalty(
+                    &vars,
+                    &penalised,
+                    &buffers,
+                    &plan.distribution,
+                    plan.probes,
+                    plan.scale,
+                    self.lambda,
+                    rel,
+                    rng,
+                    loss,
+                )?;
+                let hvps = r.steps.len();
+                let grads = store(&vars, r.grads.into_iter().map(Some));
+                Ok(PenalisedGrads { grads, loss: r.loss, estimate: estimate(r.samples, hvps) })
+            }
+        }
+    }
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// A gradient store holding `grads[i]` for `vars[i]` (absent ones left out).
+fn store(vars: &[Var], grads: impl Iterator<Item = Option<Tensor>>) -> GradStore {
+    let mut out = GradStore::default();
+    for (v, g) in vars.iter().zip(grads) {
+        if let Some(g) = g {
+            out.insert(v.as_tensor(), g);
+        }
+    }
+    out
+}

@@ -1,0 +1,118 @@
+//! One optimiser step: the forward pass a task supplies, the SEHT penalty
+//! when it is due (`seht_candle::Penalty`), clipping, SGD.
+
+use candle_core::{DType, Tensor};
+use seht_candle::ParamSet;
+use seht_estimator::{Stream, step_key};
+use seht_models::Phase;
+
+use crate::config::{ExperimentConfig, Regularizer, SehtPenalty};
+use crate::error::{Error, Result};
+use crate::optim::{Sgd, clip_grad_norm};
+
+/// What a task's forward pass gives the step.
+pub(crate) struct Forward {
+    /// What is differentiated: the loss plus any regularizer term.
+    pub objective: Tensor,
+    /// The loss reported in the logs (without regularizer terms).
+    pub loss: f64,
+    /// Correct top-1 predictions (images; 0 for text).
+    pub correct: usize,
+    /// Examples those were counted over (0 for text).
+    pub count: usize,
+}
+
+impl Forward {
+    /// The scalar `loss` as an `f64`.
+    pub(crate) fn value(loss: &Tensor) -> Result<f64> {
+        Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    }
+}
+
+/// What one step did.
+pub(crate) struct StepOutcome {
+    /// The forward pass of the unperturbed weights.
+    pub forward: Forward,
+    /// The trace estimate, on steps that applied the penalty.
+    pub trace: Option<f64>,
+}
+
+/// The optimiser and the penalty of a run.
+pub(crate) struct Stepper {
+    /// SGD over the trainable variables.
+    pub sgd: Sgd,
+    params: ParamSet,
+    seht: Option<SehtPenalty>,
+    clip: f64,
+    seed: u64,
+}
+
+impl Stepper {
+    /// The run's optimiser over `params`' trainable variables and its penalty.
+    pub(crate) fn new(cfg: &ExperimentConfig, params: ParamSet) -> Self {
+        let o = cfg.optim;
+        let seht = match &cfg.regularizer {
+            Regularizer::Seht(p) => Some(p.clone()),
+            _ => None,
+        };
+        Self {
+            sgd: Sgd::new(params.trainable_vars(), o.momentum, o.weight_decay),
+            params,
+            seht,
+            clip: o.clip_grad_norm,
+            seed: cfg.seed,
+        }
+    }
+
+    /// The parameters (weights, buffers, …).
+    pub(crate) fn params(&self) -> &ParamSet {
+        &self.params
+    }
+
+    /// Optimiser step number `step` of the run with learning rate `lr`.
+    ///
+    /// `forward` computes the step's objective in the phase it is given,
+    /// `Phase::Train { seed: key }` with `key = step_key(seed, step)`: the
+    /// dropout masks, and any draw of its own (Mixup, Jacobian projections),
+    /// come from their own streams of that key (`seht_estimator::streams`),
+    /// so repeated calls repeat them. With the first-order penalty it is
+    /// called `1 + 2K` times, the unperturbed weights first; that first
+    /// result is returned. The probes and SEHT-D's layer draw come from
+    /// [`Stream::Probes`] of the key.
+    pub(crate) fn step(
+        &mut self,
+        step: u64,
+        lr: f64,
+        forward: &mut dyn FnMut(Phase) -> Result<Forward>,
+    ) -> Result<StepOutcome> {
+        let key = step_key(self.seed, step);
+        let phase = Phase::Train { seed: key };
+        let penalty = match &self.seht {
+            Some(p) => p.at_step(step)?,
+            None => None,
+        };
+        let (mut grads, forward, trace) = match penalty {
+            Some(penalty) => {
+                // The unperturbed pass is the first call (the first-order
+                // path records its activation pattern there).
+                let mut first = None;
+                let objective = || {
+                    let f = forward(phase).map_err(candle_core::Error::wrap)?;
+                    let objective = f.objective.clone();
+                    first.get_or_insert(f);
+                    Ok(objective)
+                };
+                let r = penalty.gradients(&self.params, objective, &mut Stream::Probes.rng(key))?;
+                let f = first.ok_or(Error::Internal("the penalty returned without a forward pass"))?;
+                (r.grads, f, Some(r.estimate.mean))
+            }
+            None => {
+                let f = forward(phase)?;
+                (f.objective.backward()?, f, None)
+            }
+        };
+        clip_grad_norm(&mut grads, &self.params.trainable_vars(), self.clip)?;
+        self.sgd.step(&grads, lr)?;
+        Ok(StepOutcome { forward, trace })
+    }
+}
