@@ -16,6 +16,7 @@ mod net;
 pub mod optim;
 pub mod records;
 mod run_log;
+pub mod sam;
 pub mod schedule;
 mod step;
 mod trace;

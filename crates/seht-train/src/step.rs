@@ -1,15 +1,16 @@
 //! One optimiser step: the forward pass a task supplies, the SEHT penalty
 //! when it is due (`seht_candle::Penalty`), clipping, SGD.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use seht_candle::ParamSet;
+use seht_candle::{ParamSet, Role};
 use seht_models::Phase;
 
 use crate::config::{ExperimentConfig, Regularizer, SehtPenalty};
 use crate::error::{Error, Result};
 use crate::optim::{Sgd, clip_grad_norm};
+use crate::sam::{Sharpness, sam_gradients};
 
 /// The stream of a penalised step's forward pass, apart from the probes'
 /// (`step_seed(step seed, FORWARD_STREAM)`). The SEHT regularizer's forward
@@ -51,6 +52,8 @@ pub(crate) struct Stepper {
     pub sgd: Sgd,
     params: ParamSet,
     seht: Option<SehtPenalty>,
+    /// SAM or ASAM, with ρ.
+    sharpness: Option<(f64, Sharpness)>,
     clip: f64,
     seed: u64,
 }
@@ -63,7 +66,13 @@ impl Stepper {
             Regularizer::Seht(p) => Some(p.clone()),
             _ => None,
         };
+        let sharpness = match cfg.regularizer {
+            Regularizer::Sam { rho } => Some((rho, Sharpness::Sam)),
+            Regularizer::Asam { rho, eta } => Some((rho, Sharpness::Asam { eta })),
+            _ => None,
+        };
         Self {
+            sharpness,
             sgd: Sgd::new(params.trainable_vars(), o.momentum, o.weight_decay),
             params,
             seht,
@@ -97,8 +106,8 @@ impl Stepper {
             Some(p) => p.at_step(step)?,
             None => None,
         };
-        let (mut grads, forward, trace) = match penalty {
-            Some(penalty) => {
+        let (mut grads, forward, trace) = match (penalty, self.sharpness) {
+            (Some(penalty), _) => {
                 let mut forward_rng = ChaCha8Rng::seed_from_u64(crate::train::step_seed(s, FORWARD_STREAM));
                 let mut last = None;
                 let objective = || {
@@ -111,7 +120,20 @@ impl Stepper {
                 let f = last.ok_or(Error::Internal("the penalty returned without a forward pass"))?;
                 (r.grads, f, Some(r.estimate.mean))
             }
-            None => {
+            // SAM/ASAM: both passes get the same phase (dropout masks) and a
+            // copy of the same generator (the same mixup/projection draws).
+            (None, Some((rho, method))) => {
+                let buffers: Vec<Var> = self.params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
+                let mut objective = || {
+                    let mut f = forward(phase, &mut rng.clone())?;
+                    let objective = f.objective.clone();
+                    f.objective = objective.detach(); // the graph goes with the first pass
+                    Ok((objective, f))
+                };
+                let r = sam_gradients(&self.params.trainable_vars(), &buffers, rho, method, &mut objective)?;
+                (r.grads, r.first, None)
+            }
+            (None, None) => {
                 let f = forward(phase, &mut rng)?;
                 (f.objective.backward()?, f, None)
             }
