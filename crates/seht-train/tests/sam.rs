@@ -260,3 +260,19 @@ fn a_killed_sam_run_resumes_to_the_same_result() {
         assert_eq!(whole.final_trace.as_ref().map(|t| t.mean), resumed.final_trace.as_ref().map(|t| t.mean));
     }
 }
+
+#[test]
+fn the_table_configs_are_the_baselines_with_sam_or_asam() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    for table in ["table1", "table2"] {
+        let base = seht_train::ExperimentConfig::from_file(&root.join(table).join("baseline.toml")).expect("baseline");
+        for (m, reg) in [("sam", Regularizer::Sam { rho: 0.05 }), ("asam", Regularizer::Asam { rho: 2.0, eta: 0.01 })] {
+            let cfg = seht_train::ExperimentConfig::from_file(&root.join(table).join(format!("{m}.toml"))).expect(m);
+            assert_eq!(cfg.regularizer, reg, "{table}/{m}");
+            let mut want = base.clone();
+            want.name = format!("{table}-{m}");
+            want.regularizer = reg;
+            assert_eq!(cfg, want, "{table}/{m}: every other setting is the baseline's");
+        }
+    }
+}
