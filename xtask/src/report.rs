@@ -362,7 +362,8 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         "# λ selection on a validation split\n\nAs the paper selected λ (section 5: grid {1e-4, 1e-3, 1e-2, 1e-1}), but on data held out from training \
          (image tables: images held out of the training subset; text tables: the corpus's validation split), never on the test set. \
          Criterion: final-epoch validation top-1 accuracy (higher is better) or perplexity (lower is better). \
-         The main tables' rows use the λ the paper reports, stated under each grid with whether the selection agrees.\n\n",
+         The main tables' rows use the λ the paper reports, stated under each grid with whether the selection agrees. \
+         SAM's and ASAM's ρ (not in the paper) are selected the same way, from their authors' CIFAR values' neighbourhood.\n\n",
     );
     let mut csv = String::from("table,method,lambda,metric,mean,std,seeds,selected\n");
     let mut keys: Vec<(String, String)> = Vec::new();
@@ -376,7 +377,9 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         let base: toml::Value = toml::from_str(&std::fs::read_to_string(
             root.join("configs").join(&table).join(format!("{method}.toml")),
         )?)?;
-        let main_lambda = base.get("regularizer").and_then(|r| r.get("lambda")).and_then(toml::Value::as_float);
+        let field = crate::reproduce::grid_field(&base);
+        let symbol = if field == "rho" { "ρ" } else { "λ" };
+        let main_lambda = base.get("regularizer").and_then(|r| r.get(field)).and_then(toml::Value::as_float);
         let mut rows: Vec<(f64, String, f64, f64, usize)> = Vec::new();
         let mut lambdas: Vec<f64> = Vec::new();
         for c in grid.iter().filter(|c| c.table == table && c.method == method) {
@@ -416,7 +419,7 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         let best = best.map(|b| b.0);
         let _ = writeln!(
             md,
-            "## {table}, {method}\n\n| λ | {} | seeds | |\n|---|---|---|---|",
+            "## {table}, {method}\n\n| {symbol} | {} | seeds | |\n|---|---|---|---|",
             rows.first().map(|r| r.1.as_str()).unwrap_or("metric")
         );
         for (l, metric, m, sd, n) in &rows {
@@ -426,11 +429,12 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         }
         let _ = writeln!(
             md,
-            "\nSelected λ = {}; λ in the main rows = {}{}.\n",
+            "\nSelected {symbol} = {}; {symbol} in the main rows = {}{}.\n",
             best.map(|b| format!("{b:e}")).unwrap_or("none".into()),
             main_lambda.map(|l| format!("{l:e}")).unwrap_or("?".into()),
             match (best, main_lambda) {
-                (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() => " (the selection differs from the paper's λ)",
+                (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() =>
+                    " (the selection differs from the main rows' value)",
                 _ => "",
             }
         );

@@ -155,8 +155,13 @@ pub struct Cell {
 
 /// The λ grid of a preset (`[<preset>.lambda_grid]`): λ selection as the
 /// paper did it (section 5), but on a validation split, never the test set.
+/// The same machinery selects SAM's and ASAM's ρ: a method whose config's
+/// regularizer has `rho` and no `lambda` gets `rho` patched, and
+/// `values_for = { "table1/sam" = [...] }` gives a method its own grid.
 pub struct LambdaGrid {
     pub values: Vec<f64>,
+    /// Per-method grids (`table/method` → values), replacing `values`.
+    pub values_for: BTreeMap<String, Vec<f64>>,
     /// `table/method` keys.
     pub methods: Vec<String>,
     /// Training images held out for validation (image tables).
@@ -181,12 +186,23 @@ pub fn lambda_grid(preset: &Preset) -> Result<Option<LambdaGrid>> {
         .iter()
         .map(|v| v.as_str().map(String::from).with_context(|| ctx("methods (\"tableN/method\" strings)")))
         .collect::<Result<Vec<_>>>()?;
+    let mut values_for = BTreeMap::new();
+    for (k, v) in g.get("values_for").and_then(Value::as_table).into_iter().flatten() {
+        let vs = v
+            .as_array()
+            .with_context(|| ctx("values_for (arrays of floats)"))?
+            .iter()
+            .map(|x| x.as_float().with_context(|| ctx("values_for (arrays of floats)")))
+            .collect::<Result<Vec<_>>>()?;
+        values_for.insert(k.clone(), vs);
+    }
     let validation = g.get("validation").and_then(Value::as_integer).with_context(|| ctx("validation"))?;
     let seeds = g.get("seeds").and_then(Value::as_integer).with_context(|| ctx("seeds"))?;
-    if values.is_empty() || values.iter().any(|v| !(*v > 0.0 && v.is_finite())) || validation < 1 || seeds < 1 {
+    let bad = |vs: &[f64]| vs.is_empty() || vs.iter().any(|v| !(*v > 0.0 && v.is_finite()));
+    if bad(&values) || values_for.values().any(|v| bad(v)) || validation < 1 || seeds < 1 {
         bail!("configs/presets.toml: [{}.lambda_grid]: values must be positive, validation and seeds ≥ 1", preset.name);
     }
-    Ok(Some(LambdaGrid { values, methods, validation, seeds: seeds as usize }))
+    Ok(Some(LambdaGrid { values, values_for, methods, validation, seeds: seeds as usize }))
 }
 
 /// Methods of a table in the paper's row order (then any others, sorted).
@@ -272,6 +288,14 @@ fn write_config(out: &Path, table: &str, name: &str, cfg: &Value) -> Result<Path
     Ok(path)
 }
 
+/// The regularizer field a grid patches: `rho` for SAM/ASAM (a regularizer
+/// with `rho` and no `lambda`), else `lambda`.
+pub fn grid_field(cfg: &Value) -> &'static str {
+    let reg = cfg.get("regularizer");
+    let has = |f: &str| reg.and_then(|r| r.get(f)).is_some();
+    if has("rho") && !has("lambda") { "rho" } else { "lambda" }
+}
+
 /// Builds the matrix: patched configs written under `out/configs/`.
 pub fn matrix(
     root: &Path,
@@ -326,11 +350,13 @@ pub fn matrix(
             let Some(g) = grid.as_ref().filter(|g| g.methods.contains(&format!("{table}/{method}"))) else {
                 continue;
             };
-            for &lambda in &g.values {
+            let key = format!("{table}/{method}");
+            let field = grid_field(&cfg);
+            for &lambda in g.values_for.get(&key).unwrap_or(&g.values) {
                 for seed in 0..g.seeds as u64 {
                     let name = format!("{table}-{method}-grid-l{lambda:e}-s{seed}");
                     let mut c = cfg.clone();
-                    let mut patch = format!("name = \"{name}\"\nseed = {seed}\n[regularizer]\nlambda = {lambda:e}\n");
+                    let mut patch = format!("name = \"{name}\"\nseed = {seed}\n[regularizer]\n{field} = {lambda:e}\n");
                     if kind == "image" {
                         patch.push_str(&format!("[data]\nvalidation = {}\n", g.validation));
                     }

@@ -244,6 +244,20 @@ pub enum Regularizer {
     /// SEHT: `L + λ·tr̂(H)`, with any estimator and any way of forming the
     /// penalty's gradient (the paper's SEHT-H and SEHT-D, exact or first-order).
     Seht(SehtPenalty),
+    /// SAM (Foret et al. 2021): the gradient at `w + ρ·g/‖g‖`, every
+    /// trainable variable perturbed (see [`crate::sam`]). Not in the paper.
+    Sam {
+        /// ρ, the neighbourhood radius (the authors' CIFAR value: 0.05).
+        rho: f64,
+    },
+    /// ASAM (Kwon et al. 2021): the gradient at `w + ρ·T²g/‖Tg‖`,
+    /// `T = diag(|w| + η)` (see [`crate::sam`]). Not in the paper.
+    Asam {
+        /// ρ (the authors' CIFAR value with SGD: 2.0).
+        rho: f64,
+        /// η (the authors': 0.01).
+        eta: f64,
+    },
 }
 
 /// The SEHT regularizer: `{ kind = "seht", estimator = { … }, lambda, every,
@@ -322,6 +336,8 @@ impl Regularizer {
             Regularizer::Dropblock { block_size, keep_prob } => format!("dropblock {block_size}/{keep_prob}"),
             Regularizer::Dropout { p } => format!("dropout {p}"),
             Regularizer::Seht(p) => p.label(),
+            Regularizer::Sam { rho } => format!("SAM ρ={rho}"),
+            Regularizer::Asam { rho, eta } => format!("ASAM ρ={rho} η={eta}"),
         }
     }
 
@@ -339,6 +355,13 @@ impl Regularizer {
         };
         let positive = |f: &str, v: usize| -> Result<()> {
             if v >= 1 { Ok(()) } else { Err(config(format!("regularizer.{f}"), v, "must be at least 1")) }
+        };
+        let positive_real = |f: &str, v: f64| -> Result<()> {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(config(format!("regularizer.{f}"), v, "must be finite and > 0"))
+            }
         };
         let image_only = |name: &str| -> Result<()> {
             if text { Err(config("regularizer.kind", name, "applies to image classification only")) } else { Ok(()) }
@@ -378,6 +401,17 @@ impl Regularizer {
                 nonneg("lambda", p.lambda)?;
                 p.at_step(0).map_err(|e| config("regularizer", p.label(), e.to_string()))?;
                 Ok(())
+            }
+            // Image only: the language model's recurrent state would be
+            // carried on from the perturbed (second) pass.
+            Regularizer::Sam { rho } => {
+                image_only("sam")?;
+                positive_real("rho", rho)
+            }
+            Regularizer::Asam { rho, eta } => {
+                image_only("asam")?;
+                positive_real("rho", rho)?;
+                nonneg("eta", eta)
             }
         }
     }

@@ -18,6 +18,7 @@ mod net;
 pub mod optim;
 pub mod records;
 mod run_log;
+pub mod sam;
 pub mod schedule;
 mod step;
 mod trace;

@@ -1,14 +1,15 @@
 //! One optimiser step: the forward pass a task supplies, the SEHT penalty
 //! when it is due (`seht_candle::Penalty`), clipping, SGD.
 
-use candle_core::{DType, Tensor};
-use seht_candle::ParamSet;
+use candle_core::{DType, Tensor, Var};
+use seht_candle::{ParamSet, Role};
 use seht_estimator::{Stream, step_key};
 use seht_models::Phase;
 
 use crate::config::{ExperimentConfig, Regularizer, SehtPenalty};
 use crate::error::{Error, Result};
 use crate::optim::{Sgd, clip_grad_norm};
+use crate::sam::{Sharpness, sam_gradients};
 
 /// What a task's forward pass gives the step.
 pub(crate) struct Forward {
@@ -43,6 +44,8 @@ pub(crate) struct Stepper {
     pub sgd: Sgd,
     params: ParamSet,
     seht: Option<SehtPenalty>,
+    /// SAM or ASAM, with ρ.
+    sharpness: Option<(f64, Sharpness)>,
     clip: f64,
     seed: u64,
 }
@@ -55,7 +58,13 @@ impl Stepper {
             Regularizer::Seht(p) => Some(p.clone()),
             _ => None,
         };
+        let sharpness = match cfg.regularizer {
+            Regularizer::Sam { rho } => Some((rho, Sharpness::Sam)),
+            Regularizer::Asam { rho, eta } => Some((rho, Sharpness::Asam { eta })),
+            _ => None,
+        };
         Self {
+            sharpness,
             sgd: Sgd::new(params.trainable_vars(), o.momentum, o.weight_decay),
             params,
             seht,
@@ -91,8 +100,8 @@ impl Stepper {
             Some(p) => p.at_step(step)?,
             None => None,
         };
-        let (mut grads, forward, trace) = match penalty {
-            Some(penalty) => {
+        let (mut grads, forward, trace) = match (penalty, self.sharpness) {
+            (Some(penalty), _) => {
                 // The unperturbed pass is the first call (the first-order
                 // path records its activation pattern there).
                 let mut first = None;
@@ -106,7 +115,21 @@ impl Stepper {
                 let f = first.ok_or(Error::Internal("the penalty returned without a forward pass"))?;
                 (r.grads, f, Some(r.estimate.mean))
             }
-            None => {
+            // SAM/ASAM: both passes get the same phase, so the same dropout
+            // masks and the same Mixup/projection draws (their streams of the
+            // step's key).
+            (None, Some((rho, method))) => {
+                let buffers: Vec<Var> = self.params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
+                let mut objective = || {
+                    let mut f = forward(phase)?;
+                    let objective = f.objective.clone();
+                    f.objective = objective.detach(); // the graph goes with the first pass
+                    Ok((objective, f))
+                };
+                let r = sam_gradients(&self.params.trainable_vars(), &buffers, rho, method, &mut objective)?;
+                (r.grads, r.first, None)
+            }
+            (None, None) => {
                 let f = forward(phase)?;
                 (f.objective.backward()?, f, None)
             }
