@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use seht_data::{Augment, BatchConfig, EpochBatches, ImageSet, Subset, load_cifar10, subset};
 
 fn cifar(per_file: usize) -> (TempDir, ImageSet) {
-    let tmp = TempDir::new("batches");
+    let tmp = temp_dir("batches");
     let dir = write_cifar10(tmp.path(), per_file);
     let ds = load_cifar10(&dir).expect("load");
     (tmp, ds.train)

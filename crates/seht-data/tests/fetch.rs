@@ -124,7 +124,7 @@ fn leak(s: String) -> &'static str {
 
 /// A `.tar.gz` of a fixture CIFAR-10 folder.
 fn cifar10_targz() -> Vec<u8> {
-    let tmp = TempDir::new("targz-src");
+    let tmp = temp_dir("targz-src");
     write_cifar10(tmp.path(), 2);
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut t = tar::Builder::new(gz);
@@ -153,7 +153,7 @@ fn downloads_verifies_unpacks_and_then_skips() {
     let server = Server::start();
     let bytes = cifar10_targz();
     server.route("/c10.tar.gz", Route::Normal(bytes.clone()));
-    let data = TempDir::new("fetch-ok");
+    let data = temp_dir("fetch-ok");
     let archive = cifar_archive(&bytes);
     let folder = fetch_archive(&archive, data.path(), &opts(server.url("/c10.tar.gz"))).expect("fetch");
     let ds = seht_data::load_cifar10(&folder).expect("load what was fetched");
@@ -170,7 +170,7 @@ fn corrupt_archive_fails_its_checksum_and_is_removed() {
     let mut bad = bytes.clone();
     bad[100] ^= 0xff;
     server.route("/bad.tar.gz", Route::Normal(bad));
-    let data = TempDir::new("fetch-bad");
+    let data = temp_dir("fetch-bad");
     match fetch_archive(&cifar_archive(&bytes), data.path(), &opts(server.url("/bad.tar.gz"))) {
         Err(Error::Checksum { path, algorithm, .. }) => {
             assert_eq!(algorithm, "SHA-256");
@@ -194,7 +194,7 @@ fn truncated_download_resumes_with_a_range_request() {
     let bytes = cifar10_targz();
     let half = bytes.len() / 2;
     server.route("/c10.tar.gz", Route::Truncate(bytes.clone(), half));
-    let data = TempDir::new("fetch-resume");
+    let data = temp_dir("fetch-resume");
     let archive = cifar_archive(&bytes);
     let err = fetch_archive(&archive, data.path(), &opts(server.url("/c10.tar.gz"))).expect_err("truncated");
     let msg = err.to_string();
@@ -214,7 +214,7 @@ fn a_server_that_ignores_ranges_restarts_the_download() {
     let server = Server::start();
     let bytes = cifar10_targz();
     server.route("/c10.tar.gz", Route::Truncate(bytes.clone(), 1000));
-    let data = TempDir::new("fetch-restart");
+    let data = temp_dir("fetch-restart");
     let archive = cifar_archive(&bytes);
     assert!(fetch_archive(&archive, data.path(), &opts(server.url("/c10.tar.gz"))).is_err());
     server.route("/c10.tar.gz", Route::IgnoreRange(bytes));
@@ -224,7 +224,7 @@ fn a_server_that_ignores_ranges_restarts_the_download() {
 #[test]
 fn offline_fails_at_once_naming_the_url_and_the_manual_route() {
     let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port(); // closed on drop
-    let data = TempDir::new("fetch-offline");
+    let data = temp_dir("fetch-offline");
     let url = format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz");
     let t0 = std::time::Instant::now();
     let err = fetch_archive(&seht_data::fetch::CIFAR10, data.path(), &opts(url.clone())).expect_err("no server");
@@ -240,7 +240,7 @@ fn offline_fails_at_once_naming_the_url_and_the_manual_route() {
 #[test]
 fn missing_remote_file_is_an_http_error() {
     let server = Server::start();
-    let data = TempDir::new("fetch-404");
+    let data = temp_dir("fetch-404");
     let err = fetch_archive(&cifar_archive(b"x"), data.path(), &opts(server.url("/nope"))).expect_err("404");
     assert!(err.to_string().contains("HTTP status 404"), "{err}");
 }
@@ -248,7 +248,7 @@ fn missing_remote_file_is_an_http_error() {
 #[test]
 fn an_archive_placed_by_hand_is_used_without_a_download() {
     let bytes = cifar10_targz();
-    let data = TempDir::new("fetch-manual");
+    let data = temp_dir("fetch-manual");
     std::fs::write(data.path().join("cifar-10-binary.tar.gz"), &bytes).expect("place");
     let folder = fetch_archive(&cifar_archive(&bytes), data.path(), &opts("http://127.0.0.1:9/unused".into()))
         .expect("no download");
@@ -270,7 +270,7 @@ fn wikitext_zip_unpacks_into_its_folder() {
         checksum: Checksum::Sha256(leak(format!("{:x}", sha2::Sha256::digest(&bytes)))),
         ..seht_data::fetch::WIKITEXT2
     };
-    let data = TempDir::new("fetch-zip");
+    let data = temp_dir("fetch-zip");
     let folder = fetch_archive(&archive, data.path(), &opts(server.url("/wt2.zip"))).expect("fetch");
     let c = seht_data::TextCorpus::load_wikitext2(&folder).expect("load");
     assert_eq!(c.train.tokens.len(), 5);

@@ -7,7 +7,7 @@ use seht_data::{Cifar100Label, Error, TextCorpus, load_cifar10, load_cifar100, l
 
 #[test]
 fn cifar10_pixels_labels_and_names() {
-    let tmp = TempDir::new("c10");
+    let tmp = temp_dir("c10");
     let dir = write_cifar10(tmp.path(), 4);
     let ds = load_cifar10(&dir).expect("load");
     assert_eq!(ds.train.len(), 20);
@@ -40,7 +40,7 @@ fn cifar10_pixels_labels_and_names() {
 
 #[test]
 fn cifar100_fine_and_coarse_labels() {
-    let tmp = TempDir::new("c100");
+    let tmp = temp_dir("c100");
     let dir = write_cifar100(tmp.path(), 30, 5);
     let fine = load_cifar100(&dir, Cifar100Label::Fine).expect("fine");
     assert_eq!(fine.train.num_classes, 100);
@@ -56,7 +56,7 @@ fn cifar100_fine_and_coarse_labels() {
 
 #[test]
 fn missing_file_is_named() {
-    let tmp = TempDir::new("missing");
+    let tmp = temp_dir("missing");
     let dir = write_cifar10(tmp.path(), 2);
     std::fs::remove_file(dir.join("data_batch_3.bin")).expect("rm");
     match load_cifar10(&dir) {
@@ -70,7 +70,7 @@ fn missing_file_is_named() {
 
 #[test]
 fn partial_record_is_rejected_not_truncated() {
-    let tmp = TempDir::new("size");
+    let tmp = temp_dir("size");
     let dir = write_cifar10(tmp.path(), 2);
     let f = dir.join("test_batch.bin");
     let mut bytes = std::fs::read(&f).expect("read");
@@ -89,7 +89,7 @@ fn partial_record_is_rejected_not_truncated() {
 
 #[test]
 fn label_out_of_range_is_rejected() {
-    let tmp = TempDir::new("label");
+    let tmp = temp_dir("label");
     let dir = write_cifar10(tmp.path(), 3);
     let f = dir.join("data_batch_2.bin");
     let mut bytes = std::fs::read(&f).expect("read");
@@ -109,7 +109,7 @@ fn label_out_of_range_is_rejected() {
 
 #[test]
 fn fashion_mnist_idx_gz() {
-    let tmp = TempDir::new("fmnist");
+    let tmp = temp_dir("fmnist");
     let dir = write_fashion(tmp.path(), 12, 5);
     let ds = load_fashion_mnist(&dir).expect("load");
     assert_eq!((ds.train.len(), ds.test.len()), (12, 5));
@@ -121,7 +121,7 @@ fn fashion_mnist_idx_gz() {
 
 #[test]
 fn fashion_mnist_bad_inputs() {
-    let tmp = TempDir::new("fbad");
+    let tmp = temp_dir("fbad");
     let dir = write_fashion(tmp.path(), 4, 4);
     let img = dir.join("train-images-idx3-ubyte.gz");
     // Corrupt gzip stream.
@@ -173,7 +173,7 @@ fn write_text(dir: &std::path::Path, files: [(&str, &str); 3]) {
 
 #[test]
 fn wikitext_vocabulary_eos_and_unk() {
-    let tmp = TempDir::new("wt2");
+    let tmp = temp_dir("wt2");
     let dir = tmp.path().join("wikitext-2");
     std::fs::create_dir_all(&dir).expect("dir");
     write_text(
@@ -196,7 +196,7 @@ fn wikitext_vocabulary_eos_and_unk() {
 
 #[test]
 fn own_corpus_gets_unk_added_and_empty_splits_are_rejected() {
-    let tmp = TempDir::new("corpus");
+    let tmp = temp_dir("corpus");
     write_text(tmp.path(), [("train.txt", "a b c\nb c d\n"), ("valid.txt", "a z\n"), ("test.txt", "d\n")]);
     let c = TextCorpus::load_splits(tmp.path(), ["train.txt", "valid.txt", "test.txt"], "own corpus").expect("load");
     assert_eq!(c.vocab.id("<unk>"), Some(5), "added after a b c <eos> d");
@@ -230,4 +230,48 @@ fn batchify_and_bptt_windows_follow_the_reference() {
     assert!(b.window(2, 3, &dev).is_err());
     assert!(seht_data::Batchified::new(&tokens, 0).is_err());
     assert!(seht_data::Batchified::new(&tokens, 20).is_err());
+}
+
+/// The Fashion-MNIST subset shipped in the repository (`data/shipped`): the
+/// loader checks its SHA256SUMS, and it is the class-balanced subset that
+/// scripts/make-shipped-fashion-mnist.py describes.
+#[test]
+fn shipped_fashion_mnist_subset() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/shipped/fashion-mnist");
+    assert_eq!(seht_data::checksums::verify_sha256sums(&dir).expect("checksums"), 4);
+    let ds = load_fashion_mnist(&dir).expect("load");
+    assert_eq!((ds.train.len(), ds.test.len()), (3000, 1000));
+    assert_eq!(ds.train.class_counts(), vec![300; 10]);
+    assert_eq!(ds.test.class_counts(), vec![100; 10]);
+    assert_eq!(ds.train.shape, (1, 28, 28));
+}
+
+#[test]
+fn sha256sums_are_checked_before_loading() {
+    let tmp = temp_dir("fsums");
+    let dir = write_fashion(tmp.path(), 4, 3);
+    let files = ["t10k-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz"];
+    let list: String = files
+        .iter()
+        .map(|f| format!("{}  {f}\n", seht_data::checksums::sha256_file(&dir.join(f)).expect("sha")))
+        .collect();
+    std::fs::write(dir.join("SHA256SUMS"), &list).expect("write");
+    assert_eq!(load_fashion_mnist(&dir).expect("intact").train.len(), 4);
+    // One changed byte in a listed file (still a valid IDX file of the same size).
+    let img = dir.join("train-images-idx3-ubyte.gz");
+    let changed = gzip(&idx(&[4, 28, 28], &[7u8; 4 * 784]));
+    std::fs::write(&img, changed).expect("write");
+    match load_fashion_mnist(&dir) {
+        Err(Error::Modified { path, list, expected, actual }) => {
+            assert!(path.ends_with("train-images-idx3-ubyte.gz") && list.ends_with("SHA256SUMS"));
+            assert_ne!(expected, actual);
+        }
+        other => panic!("expected Modified, got {other:?}"),
+    }
+    // A malformed list names its line.
+    std::fs::write(dir.join("SHA256SUMS"), format!("{list}not-a-hash  x\n")).expect("write");
+    match seht_data::checksums::verify_sha256sums(&dir) {
+        Err(Error::Format { path, reason }) => assert!(path.ends_with("SHA256SUMS") && reason.contains("line 3")),
+        other => panic!("expected Format, got {other:?}"),
+    }
 }
