@@ -10,9 +10,11 @@ mod data;
 mod error;
 pub mod losses;
 pub mod optim;
+mod progress;
 pub mod schedule;
 mod train;
 
 pub use config::ExperimentConfig;
 pub use error::{Error, Result};
+pub use progress::Progress;
 pub use train::{EpochRecord, EvalMetrics, Metrics, TraceReport, TrainOptions, step_seed, trace_of_run, train};

@@ -18,7 +18,6 @@ use seht_models::{
     DropBlockConfig, Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig, RnnState, Roles, WideResNet,
     WideResNetConfig, seeded_varbuilder,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, State};
 use crate::config::{DataConfig, ExperimentConfig, ModelConfig, Regularizer, RnnCell, SehtReading};
@@ -26,6 +25,7 @@ use crate::data::{ImageData, load_images, load_text};
 use crate::error::{Error, Result, config, io};
 use crate::losses::{self, MixupDraw};
 use crate::optim::{Sgd, clip_grad_list, clip_grad_norm};
+use crate::progress::Progress;
 use crate::schedule::LrSchedule;
 
 /// How a run is executed (not part of the experiment's config).
@@ -37,92 +37,14 @@ pub struct TrainOptions {
     pub out_dir: PathBuf,
     /// Device.
     pub device: Device,
-    /// Show progress bars.
-    pub progress: bool,
+    /// How progress is shown.
+    pub progress: Progress,
     /// Stop (as if killed) after this many epochs of this session, leaving
     /// the checkpoint; for tests of resumption.
     pub stop_after_epochs: Option<usize>,
 }
 
-/// Evaluation metrics on one split.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EvalMetrics {
-    /// Mean cross-entropy.
-    pub loss: f64,
-    /// Top-1 accuracy (images).
-    pub top1: Option<f64>,
-    /// Top-5 accuracy (images).
-    pub top5: Option<f64>,
-    /// Perplexity `exp(loss)` (text).
-    pub perplexity: Option<f64>,
-}
-
-/// One line of `log.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// Epoch (1-based).
-    pub epoch: usize,
-    /// Learning rate used.
-    pub lr: f64,
-    /// Mean training loss (without the penalty).
-    pub train_loss: f64,
-    /// Training top-1 accuracy on the (augmented) batches, images only.
-    pub train_top1: Option<f64>,
-    /// Validation metrics, when a validation split exists.
-    pub valid: Option<EvalMetrics>,
-    /// Test metrics.
-    pub test: EvalMetrics,
-    /// Mean trace estimate of the steps that applied the penalty.
-    pub trace_mean: Option<f64>,
-    /// Steps of this epoch that applied the penalty.
-    pub penalty_steps: u64,
-    /// Steps of this epoch.
-    pub steps: u64,
-    /// Wall time of the epoch's training steps (s).
-    pub train_seconds: f64,
-    /// Wall time per training step (s).
-    pub seconds_per_step: f64,
-}
-
-/// The Hessian trace of a model, measured on training batches.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TraceReport {
-    /// Mean of the SEHT-H samples.
-    pub mean: f64,
-    /// Standard error over probes and batches.
-    pub std_error: f64,
-    /// Batches used.
-    pub batches: usize,
-    /// Probes per batch.
-    pub probes: usize,
-}
-
-/// `metrics.json`: the final and the best epoch, with what they mean.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
-    /// Run name.
-    pub name: String,
-    /// The method, as a label.
-    pub method: String,
-    /// What data were used.
-    pub data: String,
-    /// The last epoch.
-    pub final_epoch: EpochRecord,
-    /// The best epoch.
-    pub best_epoch: EpochRecord,
-    /// How "best" was chosen.
-    pub best_by: String,
-    /// Hessian trace of the final model, if measured.
-    pub final_trace: Option<TraceReport>,
-    /// Training seconds over all epochs (excluding evaluation).
-    pub train_seconds: f64,
-    /// Mean training seconds per epoch.
-    pub seconds_per_epoch: f64,
-    /// Optimiser steps.
-    pub steps: u64,
-    /// Steps that applied the penalty.
-    pub penalty_steps: u64,
-}
+pub use seht_records::{EpochRecord, EvalMetrics, Metrics, TraceReport};
 
 enum Net {
     Res(ResNet),
@@ -413,20 +335,6 @@ fn eval_text(lm: &RnnLm, data: &Batchified, bptt: usize, device: &Device) -> Res
     Ok(EvalMetrics { loss: mean, top1: None, top5: None, perplexity: Some(mean.exp()) })
 }
 
-fn progress(show: bool, len: usize, prefix: String) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} {per_sec} ETA {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(prefix);
-    bar
-}
-
 enum Task {
     Images(ImageData),
     Text { train: Batchified, valid: Batchified, test: Batchified, bptt: usize, description: String },
@@ -563,7 +471,6 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
     let mut session_epochs = 0;
     for epoch in epochs_done..cfg.epochs {
         let lr = schedule.lr(epoch);
-        let bar_prefix = format!("{} epoch {}/{}", cfg.name, epoch + 1, cfg.epochs);
         let (mut loss_sum, mut correct, mut count, mut n_steps) = (0.0, 0usize, 0usize, 0u64);
         let (mut trace_sum, mut epoch_penalty) = (0.0, 0u64);
         let mut train_seconds = 0.0;
@@ -606,7 +513,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
                     prefetch: 2,
                 };
                 let mut it = EpochBatches::new(data.train.clone(), bc, epoch as u64, 0)?;
-                let bar = progress(opts.progress, bc.num_batches(data.train.len()), bar_prefix);
+                let bar = opts.progress.epoch_bar(bc.num_batches(data.train.len()), &cfg.name, epoch + 1, cfg.epochs);
                 while let Some((xs, ys)) = it.next_batch(&opts.device)? {
                     let t0 = Instant::now();
                     let s = step_seed(cfg.seed, steps);
@@ -704,7 +611,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
                 let lm = net.lm()?;
                 let mut state: RnnState = lm.zero_state(train.batch())?;
                 let windows = train.num_windows(*bptt);
-                let bar = progress(opts.progress, windows, bar_prefix);
+                let bar = opts.progress.epoch_bar(windows, &cfg.name, epoch + 1, cfg.epochs);
                 for k in 0..windows {
                     let t0 = Instant::now();
                     let (x, y) = train.window(k, *bptt, &opts.device)?;
@@ -793,7 +700,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             train_seconds,
             seconds_per_step: train_seconds / n_steps.max(1) as f64,
         };
-        if opts.progress {
+        if opts.progress.shows_epochs() {
             eprintln!("{}", summary_line(&cfg.name, &rec));
         }
         append_log(&log_path, &rec)?;

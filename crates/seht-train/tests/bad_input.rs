@@ -103,8 +103,8 @@ fn methods_that_do_not_fit_the_task_are_rejected() {
 
 #[test]
 fn a_missing_data_folder_is_named_before_training() {
-    let data = TempDir::new("bad-missing");
-    let out = TempDir::new("bad-missing-out");
+    let data = temp_dir("bad-missing");
+    let out = temp_dir("bad-missing-out");
     let e = seht_train::train(&image_config("m", Regularizer::Baseline, 1), &opts(data.path(), out.path()))
         .expect_err("no data");
     assert!(e.to_string().contains("data_batch_1.bin") && e.to_string().contains("missing"), "{e}");
@@ -113,9 +113,9 @@ fn a_missing_data_folder_is_named_before_training() {
 
 #[test]
 fn a_checkpoint_from_another_config_is_refused() {
-    let data = TempDir::new("bad-ckpt");
+    let data = temp_dir("bad-ckpt");
     write_cifar10(data.path(), 4);
-    let out = TempDir::new("bad-ckpt-out");
+    let out = temp_dir("bad-ckpt-out");
     let mut cfg = image_config("same-name", Regularizer::Baseline, 2);
     let mut o = opts(data.path(), out.path());
     o.stop_after_epochs = Some(1);

@@ -8,9 +8,9 @@ use seht_train::config::{Regularizer, SehtReading};
 
 #[test]
 fn every_image_method_trains_and_writes_a_complete_run_folder() {
-    let data = TempDir::new("e2e-data");
+    let data = temp_dir("e2e-data");
     write_cifar10(data.path(), 16); // 80 training images, 16 test
-    let out = TempDir::new("e2e-out");
+    let out = temp_dir("e2e-out");
     for (name, reg) in image_methods() {
         let cfg = image_config(name, reg, 3);
         let m = seht_train::train(&cfg, &opts(data.path(), out.path())).expect(name).expect("finished");
@@ -43,9 +43,9 @@ fn every_image_method_trains_and_writes_a_complete_run_folder() {
 
 #[test]
 fn language_models_train_with_and_without_the_penalty() {
-    let data = TempDir::new("lm-data");
+    let data = temp_dir("lm-data");
     write_text(data.path());
-    let out = TempDir::new("lm-out");
+    let out = temp_dir("lm-out");
     for (name, reg) in [
         ("lstm-baseline", Regularizer::Baseline),
         (
@@ -87,9 +87,9 @@ fn language_models_train_with_and_without_the_penalty() {
 
 #[test]
 fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
-    let data = TempDir::new("resume-data");
+    let data = temp_dir("resume-data");
     write_cifar10(data.path(), 8);
-    let (a, b) = (TempDir::new("resume-a"), TempDir::new("resume-b"));
+    let (a, b) = (temp_dir("resume-a"), temp_dir("resume-b"));
     let cfg = image_config(
         "resume",
         Regularizer::SehtD {
@@ -123,9 +123,9 @@ fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
 
 #[test]
 fn seht_trace_measures_a_trained_run() {
-    let data = TempDir::new("trace-data");
+    let data = temp_dir("trace-data");
     write_cifar10(data.path(), 8);
-    let out = TempDir::new("trace-out");
+    let out = temp_dir("trace-out");
     seht_train::train(&image_config("t", Regularizer::Baseline, 1), &opts(data.path(), out.path())).expect("train");
     let t = seht_train::trace_of_run(&out.path().join("t"), &opts(data.path(), out.path()), 2, 3).expect("trace");
     assert!(t.mean.is_finite() && t.std_error.is_finite() && t.std_error > 0.0, "{t:?}");

@@ -2,79 +2,28 @@
 //! text corpus in the WikiText layout, and config builders.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use seht_train::ExperimentConfig;
 use seht_train::config::*;
 
-pub struct TempDir(pub PathBuf);
+pub use tempfile::TempDir;
 
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "seht-train-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh temporary folder (removed on drop), named after the test's tag.
+pub fn temp_dir(tag: &str) -> TempDir {
+    tempfile::Builder::new().prefix(&format!("seht-train-{tag}-")).tempdir().expect("temp dir")
 }
 
 /// CIFAR-10 binary files whose images are a per-class pattern plus noise, so
 /// that a tiny network can learn them. `per_file` records in each of the six files.
 pub fn write_cifar10(root: &Path, per_file: usize) {
-    let dir = root.join("cifar-10-batches-bin");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let names = [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        "test_batch.bin",
-    ];
-    let mut state = 12345u64;
-    let mut noise = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 58) as u8
-    };
-    for name in names {
-        let mut bytes = Vec::new();
-        for i in 0..per_file {
-            let label = (i % 10) as u8;
-            bytes.push(label);
-            for k in 0..3072 {
-                let (c, y, x) = (k / 1024, (k % 1024) / 32, k % 32);
-                let on = (x / 4 + y / 8 + c) % 10 == label as usize;
-                bytes.push(if on { 180 } else { 40 } + noise());
-            }
-        }
-        std::fs::write(dir.join(name), bytes).expect("write");
-    }
+    seht_data::fixtures::cifar10(root, per_file, seht_data::fixtures::Pixels::Learnable { seed: 12345 })
+        .expect("cifar10 fixture");
 }
 
-/// A tiny corpus in the WikiText-2 layout.
+/// A tiny corpus in the WikiText-2 layout (60, 12 and 12 sentences).
 pub fn write_text(root: &Path) {
-    let dir = root.join("wikitext-2");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let sentence = |i: usize| {
-        format!(" the {} sat on the {} . \n", ["cat", "dog", "bird"][i % 3], ["mat", "log", "hat"][(i / 3) % 3])
-    };
-    let text = |n: usize, off: usize| (0..n).map(|i| sentence(i + off)).collect::<String>();
-    std::fs::write(dir.join("wiki.train.tokens"), text(60, 0)).expect("w");
-    std::fs::write(dir.join("wiki.valid.tokens"), text(12, 1)).expect("w");
-    std::fs::write(dir.join("wiki.test.tokens"), text(12, 2)).expect("w");
+    seht_data::fixtures::wikitext(root, [60, 12, 12]).expect("text fixture");
 }
 
 pub fn image_config(name: &str, regularizer: Regularizer, epochs: usize) -> ExperimentConfig {
@@ -136,7 +85,7 @@ pub fn opts(data: &Path, out: &Path) -> seht_train::TrainOptions {
         data_dir: data.to_path_buf(),
         out_dir: out.to_path_buf(),
         device: candle_core::Device::Cpu,
-        progress: false,
+        progress: seht_train::Progress::Hidden,
         stop_after_epochs: None,
     }
 }
