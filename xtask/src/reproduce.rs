@@ -51,7 +51,21 @@ pub struct Args {
 
 fn build_seht(root: &Path) -> Result<PathBuf> {
     eprintln!("building the seht binary (cargo build --release -p seht-train --bin seht) …");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // `cargo run` gives xtask its own package's variables (CARGO_PKG_NAME, …):
+    // the nested build must not see them, so that its environment is that of
+    // the same build run from a shell (cargo fingerprints the variables build
+    // scripts watch, and a difference rebuilds those crates).
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            cargo.env_remove(&k);
+        }
+    }
+    let status = cargo
         .args(["build", "--release", "-p", "seht-train", "--bin", "seht"])
         .current_dir(root)
         .status()

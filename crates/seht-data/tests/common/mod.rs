@@ -1,6 +1,6 @@
 //! Test helpers: temporary folders, and the fixture writers of
 //! `seht_data::fixtures` with the formula pixels these tests recompute.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 
