@@ -27,9 +27,9 @@ impl Stat {
         Some(Stat { mean, sd, n: xs.len() })
     }
 
-    /// Squared standard error of the mean (0 for one value: unknown spread).
+    /// Squared standard error of the mean (NaN for one value: unknown spread).
     fn var_of_mean(&self) -> f64 {
-        if self.sd.is_finite() { self.sd * self.sd / self.n as f64 } else { 0.0 }
+        self.sd * self.sd / self.n as f64
     }
 
     fn show(&self, digits: usize) -> String {
@@ -141,9 +141,15 @@ pub fn table(quality: Quality, rows: &[MethodSummary]) -> String {
     md
 }
 
-/// `a − b` with the standard error of the difference of two means.
+/// `a − b` with the standard error of the difference of two means (NaN
+/// when either has a single value).
 fn diff(a: Stat, b: Stat) -> (f64, f64) {
     (a.mean - b.mean, (a.var_of_mean() + b.var_of_mean()).sqrt())
+}
+
+/// `d ± se`, or `d` alone when the standard error is unknown.
+fn signed(d: f64, se: f64, digits: usize) -> String {
+    if se.is_finite() { format!("{d:+.p$} ± {se:.p$}", p = digits) } else { format!("{d:+.p$}", p = digits) }
 }
 
 /// One sentence per method against the baseline: what its penalty did to the
@@ -159,11 +165,11 @@ pub fn sentences(quality: Quality, rows: &[MethodSummary]) -> String {
         if let (Some(a), Some(b)) = (r.trace, base.trace) {
             let (d, se) = diff(a, b);
             let rel = if b.mean.abs() > 0.0 { format!(" ({:+.0}%)", 100.0 * d / b.mean.abs()) } else { String::new() };
-            parts.push(format!("final Hessian trace {} against {}: {d:+.1} ± {se:.1}{rel}", a.show(1), b.show(1)));
+            parts.push(format!("final Hessian trace {} against {}: {}{rel}", a.show(1), b.show(1), signed(d, se, 1)));
         }
         if let (Some(a), Some(b)) = (r.quality, base.quality) {
             let (d, se) = diff(a, b);
-            parts.push(format!("{} {} ({d:+.2} ± {se:.2})", quality.label(), a.show(2)));
+            parts.push(format!("{} {} ({})", quality.label(), a.show(2), signed(d, se, 2)));
         }
         if let Some(c) = r.cost_ratio {
             parts.push(format!("{c:.2}× the baseline's time per epoch"));
@@ -206,8 +212,10 @@ mod tests {
         let (d, se) = diff(stat(&[1.0, 2.0, 3.0]), stat(&[3.0, 5.0, 7.0]));
         assert_eq!(d, -3.0);
         assert!((se - (5.0f64 / 3.0).sqrt()).abs() < 1e-12, "{se}");
-        // One seed: no spread, nothing added.
-        assert_eq!(diff(stat(&[4.0]), stat(&[1.0])), (3.0, 0.0));
+        // One seed: the spread, and so the standard error, is unknown.
+        let (d, se) = diff(stat(&[4.0]), stat(&[1.0]));
+        assert_eq!((d, se.is_nan()), (3.0, true));
+        assert_eq!(signed(d, se, 1), "+3.0");
     }
 
     #[test]
