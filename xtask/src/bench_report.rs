@@ -71,8 +71,7 @@ fn estimates(root: &Path) -> Result<BTreeMap<(String, String), f64>> {
     Ok(out)
 }
 
-pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let no_run = args.iter().any(|a| a == "--no-run");
+pub fn run(root: &Path, no_run: bool) -> Result<()> {
     if !no_run {
         let status = Command::new(cargo()).args(["bench", "-p", "seht-bench"]).current_dir(root).status()?;
         if !status.success() {

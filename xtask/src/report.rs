@@ -1,39 +1,28 @@
-//! Tables (Markdown and CSV), the training-time and Hessian-trace tables,
-//! Figure 1 (SVG and PNG) and `summary.md`, from the runs' `metrics.json`
-//! and `log.jsonl`.
+//! The outputs of a reproduction, from the runs' typed records
+//! (`metrics.json`, `log.jsonl` via `seht-records`): what the run found
+//! (per method: accuracy, final Hessian trace, cost), the paper's tables
+//! beside ours (Markdown and CSV), the training-time and Hessian-trace
+//! tables, the figures (`figure`), the λ selection and `summary.md`; and
+//! `check-results`, which verifies them.
 
-use std::collections::BTreeMap;
+mod figure;
+mod findings;
+
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde_json::Value;
+use seht_records::{EpochRecord, Metrics, read_log};
 
 use crate::paper::{PaperTable, TABLES};
-use crate::reproduce::{Args, Cell, DataNotes, Preset};
+use crate::preset::{Cell, DataNotes, DataSource, Plan};
 
-fn read_json(path: &Path) -> Result<Value> {
-    serde_json::from_slice(&std::fs::read(path).with_context(|| format!("{}", path.display()))?)
-        .with_context(|| format!("{}", path.display()))
-}
-
-fn num(v: &Value, path: &[&str]) -> Option<f64> {
-    let mut v = v;
-    for p in path {
-        v = v.get(p)?;
-    }
-    v.as_f64()
-}
-
-/// The numbers a table reports for one run, in the paper's column order.
-fn values(table: &str, m: &Value) -> Vec<Option<f64>> {
+/// The numbers a paper table reports for one run, in the paper's column order.
+fn values(table: &str, m: &Metrics) -> Vec<Option<f64>> {
     match table {
-        "table1" => vec![num(m, &["final_epoch", "test", "top1"]).map(|v| 100.0 * v)],
-        "table2" => vec![
-            num(m, &["final_epoch", "test", "top1"]).map(|v| 100.0 * v),
-            num(m, &["final_epoch", "test", "top5"]).map(|v| 100.0 * v),
-        ],
-        _ => vec![num(m, &["best_epoch", "valid", "perplexity"]), num(m, &["best_epoch", "test", "perplexity"])],
+        "table1" => vec![m.final_epoch.test.top1.map(|v| 100.0 * v)],
+        "table2" => vec![m.final_epoch.test.top1.map(|v| 100.0 * v), m.final_epoch.test.top5.map(|v| 100.0 * v)],
+        _ => vec![m.best_epoch.valid.as_ref().and_then(|v| v.perplexity), m.best_epoch.test.perplexity],
     }
 }
 
@@ -48,41 +37,39 @@ fn pm(m: f64, s: f64) -> String {
     if s.is_nan() { format!("{m:.2}") } else { format!("{m:.2} ± {s:.2}") }
 }
 
+/// The runs of one method of one table (main matrix, not the λ grid).
 pub struct MethodRuns {
+    /// Method (config file stem).
     pub method: String,
-    pub metrics: Vec<Value>,
-    pub logs: Vec<Vec<Value>>,
+    /// `metrics.json` of each seed.
+    pub metrics: Vec<Metrics>,
+    /// `log.jsonl` of each seed.
+    pub logs: Vec<Vec<EpochRecord>>,
 }
 
 fn collect(out: &Path, cells: &[Cell], table: &str) -> Result<Vec<MethodRuns>> {
-    let mut by: BTreeMap<usize, MethodRuns> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
+    let mut by: Vec<MethodRuns> = Vec::new();
     for c in cells.iter().filter(|c| c.table == table && c.grid_lambda.is_none()) {
-        if !order.contains(&c.method) {
-            order.push(c.method.clone());
-        }
-        let i = order.iter().position(|m| m == &c.method).unwrap_or(0);
         let run = out.join("runs").join(&c.name);
-        let m = read_json(&run.join("metrics.json"))?;
-        let log: Vec<Value> = std::fs::read_to_string(run.join("log.jsonl"))?
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let e = by.entry(i).or_insert_with(|| MethodRuns {
-            method: c.method.clone(),
-            metrics: Vec::new(),
-            logs: Vec::new(),
-        });
-        e.metrics.push(m);
-        e.logs.push(log);
+        let m = Metrics::read(&run)?;
+        let log = read_log(&run)?;
+        let i = match by.iter().position(|r| r.method == c.method) {
+            Some(i) => i,
+            None => {
+                by.push(MethodRuns { method: c.method.clone(), metrics: Vec::new(), logs: Vec::new() });
+                by.len() - 1
+            }
+        };
+        by[i].metrics.push(m);
+        by[i].logs.push(log);
     }
-    Ok(by.into_values().collect())
+    Ok(by)
 }
 
-fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&String>) -> (String, String) {
+fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&DataSource>) -> (String, String) {
     let mut md = format!("# {}\n\n", t.title);
     if let Some(n) = note {
-        let _ = writeln!(md, "**Data:** {n}\n");
+        let _ = writeln!(md, "**Data:** {}\n", n.describe());
     }
     let _ = write!(md, "| method | seeds |");
     for c in t.columns {
@@ -150,12 +137,7 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&String>) -> 
         }
         md.push('\n');
     }
-    let best_by = runs
-        .first()
-        .and_then(|r| r.metrics.first())
-        .and_then(|m| m.get("best_by"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let best_by = runs.first().and_then(|r| r.metrics.first()).map(|m| m.best_by.as_str()).unwrap_or("");
     let _ = writeln!(
         md,
         "\nOurs: mean ± standard deviation over seeds. {} Δ = ours − paper. Rows marked \"quoted, not run\" are numbers the paper quotes from other papers.",
@@ -168,26 +150,23 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&String>) -> 
     (md, csv)
 }
 
-fn time_and_trace(t: &PaperTable, runs: &[MethodRuns]) -> (String, String) {
-    let spe =
-        |r: &MethodRuns| mean_std(&r.metrics.iter().filter_map(|m| num(m, &["seconds_per_epoch"])).collect::<Vec<_>>());
+fn time_and_trace(table: &str, runs: &[MethodRuns]) -> (String, String) {
+    let spe = |r: &MethodRuns| mean_std(&r.metrics.iter().map(|m| m.seconds_per_epoch).collect::<Vec<_>>());
     let base = runs.iter().find(|r| r.method == "baseline").map(|r| spe(r).0);
     let mut time = format!(
-        "## {}: training time\n\n| method | s / epoch | ratio to baseline | penalty steps / steps |\n| --- | ---: | ---: | ---: |\n",
-        t.id
+        "## {table}: training time\n\n| method | s / epoch | ratio to baseline | penalty steps / steps |\n| --- | ---: | ---: | ---: |\n"
     );
     let mut trace = format!(
-        "## {}: Hessian trace of the final model (SEHT-H over the weights)\n\n| method | trace, mean ± std over seeds | standard error of one run |\n| --- | ---: | ---: |\n",
-        t.id
+        "## {table}: Hessian trace of the final model (SEHT-H over the weights)\n\n| method | trace, mean ± std over seeds | standard error of one run |\n| --- | ---: | ---: |\n"
     );
     for r in runs {
         let (m, _) = spe(r);
         let ratio = base.map(|b| format!("{:.2}×", m / b)).unwrap_or_else(|| "—".into());
-        let ps: f64 = r.metrics.iter().filter_map(|m| num(m, &["penalty_steps"])).sum();
-        let st: f64 = r.metrics.iter().filter_map(|m| num(m, &["steps"])).sum();
-        let _ = writeln!(time, "| {} | {m:.2} | {ratio} | {:.0} / {:.0} |", r.method, ps, st);
-        let tr: Vec<f64> = r.metrics.iter().filter_map(|m| num(m, &["final_trace", "mean"])).collect();
-        let se = r.metrics.first().and_then(|m| num(m, &["final_trace", "std_error"]));
+        let ps: u64 = r.metrics.iter().map(|m| m.penalty_steps).sum();
+        let st: u64 = r.metrics.iter().map(|m| m.steps).sum();
+        let _ = writeln!(time, "| {} | {m:.2} | {ratio} | {ps} / {st} |", r.method);
+        let tr: Vec<f64> = r.metrics.iter().filter_map(|m| m.final_trace.as_ref().map(|t| t.mean)).collect();
+        let se = r.metrics.first().and_then(|m| m.final_trace.as_ref()).map(|t| t.std_error);
         if tr.is_empty() {
             let _ = writeln!(trace, "| {} | not measured | |", r.method);
         } else {
@@ -202,124 +181,6 @@ fn time_and_trace(t: &PaperTable, runs: &[MethodRuns]) -> (String, String) {
         }
     }
     (time, trace)
-}
-
-const FONTS: [&str; 3] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-];
-
-fn register_font() -> bool {
-    for f in FONTS {
-        if let Ok(bytes) = std::fs::read(f) {
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            if plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes).is_ok() {
-                return true;
-            }
-        }
-    }
-    false
-}
-
-type Series<'a> = Vec<(&'a str, Vec<(f64, f64, f64)>)>;
-
-fn draw_chart<DB: plotters::prelude::DrawingBackend>(
-    root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
-    series: &Series<'_>,
-    epochs: usize,
-    (ymin, ymax): (f64, f64),
-    text: bool,
-    note: &str,
-) -> Result<()> {
-    use plotters::prelude::*;
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let mut b = ChartBuilder::on(&root);
-    b.margin(20).x_label_area_size(if text { 40 } else { 5 }).y_label_area_size(if text { 50 } else { 5 });
-    if text {
-        b.caption(format!("Figure 1: test accuracy per epoch ({note})"), ("sans-serif", 18));
-    }
-    let mut chart =
-        b.build_cartesian_2d(1f64..(epochs as f64).max(2.0), ymin..ymax).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    if text {
-        chart.configure_mesh().x_desc("epoch").y_desc("test top-1 (%)").draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    }
-    for (i, (name, pts)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let band: Vec<(f64, f64)> = pts
-            .iter()
-            .enumerate()
-            .map(|(e, p)| ((e + 1) as f64, p.2))
-            .chain(pts.iter().enumerate().rev().map(|(e, p)| ((e + 1) as f64, p.1)))
-            .collect();
-        chart
-            .draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let line = chart
-            .draw_series(LineSeries::new(
-                pts.iter().enumerate().map(|(e, p)| ((e + 1) as f64, p.0)),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        if text {
-            line.label(*name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        }
-    }
-    if text {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    }
-    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok(())
-}
-
-/// Figure 1: test accuracy per epoch, baseline vs SEHT variants, mean and a
-/// band (min to max over seeds).
-fn figure(runs: &[MethodRuns], out: &Path, note: &str) -> Result<bool> {
-    use plotters::prelude::*;
-    let series: Series<'_> = runs
-        .iter()
-        .filter(|r| r.method == "baseline" || r.method.starts_with("seht"))
-        .map(|r| {
-            let epochs = r.logs.iter().map(Vec::len).min().unwrap_or(0);
-            let pts = (0..epochs)
-                .map(|e| {
-                    let xs: Vec<f64> =
-                        r.logs.iter().filter_map(|l| num(&l[e], &["test", "top1"]).map(|v| 100.0 * v)).collect();
-                    let lo = xs.iter().cloned().fold(f64::INFINITY, f64::min);
-                    let hi = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                    (xs.iter().sum::<f64>() / xs.len().max(1) as f64, lo, hi)
-                })
-                .collect();
-            (r.method.as_str(), pts)
-        })
-        .collect();
-    let epochs = series.iter().map(|s| s.1.len()).max().unwrap_or(0).max(1);
-    let (ymin, ymax) =
-        series.iter().flat_map(|s| s.1.iter()).fold((100.0f64, 0.0f64), |(a, b), p| (a.min(p.1), b.max(p.2)));
-    let (ymin, ymax) = if ymin > ymax { (0.0, 100.0) } else { ((ymin - 2.0).max(0.0), (ymax + 2.0).min(100.0)) };
-    let has_font = register_font();
-    draw_chart(
-        SVGBackend::new(&out.join("figure1.svg"), (900, 560)).into_drawing_area(),
-        &series,
-        epochs,
-        (ymin, ymax),
-        has_font,
-        note,
-    )?;
-    draw_chart(
-        BitMapBackend::new(&out.join("figure1.png"), (900, 560)).into_drawing_area(),
-        &series,
-        epochs,
-        (ymin, ymax),
-        has_font,
-        note,
-    )?;
-    Ok(has_font)
 }
 
 fn machine() -> String {
@@ -351,6 +212,26 @@ fn git_revision(root: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The criterion of λ selection: validation accuracy or perplexity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GridMetric {
+    ValidTop1,
+    ValidPerplexity,
+}
+
+impl GridMetric {
+    fn label(self) -> &'static str {
+        match self {
+            GridMetric::ValidTop1 => "valid top-1 (%)",
+            GridMetric::ValidPerplexity => "valid perplexity",
+        }
+    }
+
+    fn higher_is_better(self) -> bool {
+        self == GridMetric::ValidTop1
+    }
+}
+
 /// The λ grid's validation results and the selected λ per method
 /// (`lambda.md`, `lambda.csv`); `None` when the matrix has no grid cells.
 fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<String>> {
@@ -362,8 +243,7 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         "# λ selection on a validation split\n\nAs the paper selected λ (section 5: grid {1e-4, 1e-3, 1e-2, 1e-1}), but on data held out from training \
          (image tables: images held out of the training subset; text tables: the corpus's validation split), never on the test set. \
          Criterion: final-epoch validation top-1 accuracy (higher is better) or perplexity (lower is better). \
-         The main tables' rows use the λ the paper reports, stated under each grid with whether the selection agrees. \
-         SAM's and ASAM's ρ (not in the paper) are selected the same way, from their authors' CIFAR values' neighbourhood.\n\n",
+         The main tables' rows use the λ the paper reports, stated under each grid with whether the selection agrees.\n\n",
     );
     let mut csv = String::from("table,method,lambda,metric,mean,std,seeds,selected\n");
     let mut keys: Vec<(String, String)> = Vec::new();
@@ -377,10 +257,8 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         let base: toml::Value = toml::from_str(&std::fs::read_to_string(
             root.join("configs").join(&table).join(format!("{method}.toml")),
         )?)?;
-        let field = crate::reproduce::grid_field(&base);
-        let symbol = if field == "rho" { "ρ" } else { "λ" };
-        let main_lambda = base.get("regularizer").and_then(|r| r.get(field)).and_then(toml::Value::as_float);
-        let mut rows: Vec<(f64, String, f64, f64, usize)> = Vec::new();
+        let main_lambda = base.get("regularizer").and_then(|r| r.get("lambda")).and_then(toml::Value::as_float);
+        let mut rows: Vec<(f64, GridMetric, f64, f64, usize)> = Vec::new();
         let mut lambdas: Vec<f64> = Vec::new();
         for c in grid.iter().filter(|c| c.table == table && c.method == method) {
             let l = c.grid_lambda.unwrap_or(f64::NAN);
@@ -390,24 +268,23 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         }
         for l in lambdas {
             let mut xs = Vec::new();
-            let mut metric = String::new();
+            let mut metric = None;
             for c in grid.iter().filter(|c| c.table == table && c.method == method && c.grid_lambda == Some(l)) {
-                let m = read_json(&out.join("runs").join(&c.name).join("metrics.json"))?;
-                let (name, v) = match (
-                    num(&m, &["final_epoch", "valid", "top1"]),
-                    num(&m, &["final_epoch", "valid", "perplexity"]),
-                ) {
-                    (Some(a), _) => ("valid top-1 (%)", 100.0 * a),
-                    (None, Some(p)) => ("valid perplexity", p),
-                    _ => anyhow::bail!("{}: no validation metric in metrics.json", c.name),
+                let run = out.join("runs").join(&c.name);
+                let m = Metrics::read(&run)?;
+                let valid = m.final_epoch.valid.as_ref();
+                let (kind, v) = match (valid.and_then(|v| v.top1), valid.and_then(|v| v.perplexity)) {
+                    (Some(a), _) => (GridMetric::ValidTop1, 100.0 * a),
+                    (None, Some(p)) => (GridMetric::ValidPerplexity, p),
+                    _ => anyhow::bail!("{}: no validation metric in metrics.json", run.display()),
                 };
-                metric = name.into();
+                metric = Some(kind);
                 xs.push(v);
             }
             let (m, sd) = mean_std(&xs);
-            rows.push((l, metric, m, sd, xs.len()));
+            rows.push((l, metric.unwrap_or(GridMetric::ValidTop1), m, sd, xs.len()));
         }
-        let higher = rows.first().is_some_and(|r| r.1.contains("top-1"));
+        let higher = rows.first().is_some_and(|r| r.1.higher_is_better());
         // The first λ (in grid order) with the best metric: ties keep the smaller penalty.
         let mut best: Option<(f64, f64)> = None;
         for r in rows.iter().filter(|r| r.2.is_finite()) {
@@ -419,22 +296,21 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         let best = best.map(|b| b.0);
         let _ = writeln!(
             md,
-            "## {table}, {method}\n\n| {symbol} | {} | seeds | |\n|---|---|---|---|",
-            rows.first().map(|r| r.1.as_str()).unwrap_or("metric")
+            "## {table}, {method}\n\n| λ | {} | seeds | |\n|---|---|---|---|",
+            rows.first().map(|r| r.1.label()).unwrap_or("metric")
         );
         for (l, metric, m, sd, n) in &rows {
             let sel = best == Some(*l);
             let _ = writeln!(md, "| {l:e} | {} | {n} | {} |", pm(*m, *sd), if sel { "**selected**" } else { "" });
-            let _ = writeln!(csv, "{table},{method},{l:e},{metric},{m:.6},{sd:.6},{n},{}", u8::from(sel));
+            let _ = writeln!(csv, "{table},{method},{l:e},{},{m:.6},{sd:.6},{n},{}", metric.label(), u8::from(sel));
         }
         let _ = writeln!(
             md,
-            "\nSelected {symbol} = {}; {symbol} in the main rows = {}{}.\n",
+            "\nSelected λ = {}; λ in the main rows = {}{}.\n",
             best.map(|b| format!("{b:e}")).unwrap_or("none".into()),
             main_lambda.map(|l| format!("{l:e}")).unwrap_or("?".into()),
             match (best, main_lambda) {
-                (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() =>
-                    " (the selection differs from the main rows' value)",
+                (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() => " (the selection differs from the paper's λ)",
                 _ => "",
             }
         );
@@ -459,60 +335,104 @@ fn recorded_time(out: &Path) -> Option<(f64, usize)> {
     Some((seen.values().sum(), seen.len()))
 }
 
-pub fn write(
-    root: &Path,
-    out: &Path,
-    preset: &Preset,
-    args: &Args,
-    cells: &[Cell],
-    notes: &DataNotes,
-    wall: f64,
-) -> Result<()> {
-    let mut summary = format!(
-        "# Reproduction of \"Stochastic Estimators of Hessian Trace\" — preset `{}`\n\n{}.\n\n\
-         - Machine: {}\n- Git revision: {}\n- Wall time: {:.1} minutes ({} runs, {} at a time; preset's estimate: {} minutes)\n- Seeds per cell: {}\n\n## Data\n\n",
+/// The figure of a table: `figure1` for the paper's Table 1, `<table>-figure`
+/// for a preset's own experiment; `None` for text tables.
+fn figure_stem(table: &str) -> String {
+    if table == "table1" { "figure1".into() } else { format!("{table}-figure") }
+}
+
+fn is_image_table(runs: &[MethodRuns]) -> bool {
+    runs.iter().flat_map(|r| &r.metrics).any(|m| m.final_epoch.test.top1.is_some())
+}
+
+/// Where the main outputs went.
+pub struct Written {
+    /// `summary.md`.
+    pub summary: PathBuf,
+    /// The figure (PNG), when a table has one.
+    pub figure: Option<PathBuf>,
+}
+
+/// Writes every output of a finished matrix into `out`.
+pub fn write(root: &Path, out: &Path, plan: &Plan, cells: &[Cell], notes: &DataNotes, wall: f64) -> Result<Written> {
+    let preset = &plan.preset;
+    let mut head = format!(
+        "# Stochastic Estimators of Hessian Trace — preset `{}`\n\n{}.\n\n\
+         - Machine: {}\n- Git revision: {}\n- Wall time: {:.1} minutes ({} runs, {} at a time; preset's estimate: {} minutes on 2 cores)\n- Seeds per cell: {}\n",
         preset.name,
         preset.description,
         machine(),
         git_revision(root),
         wall / 60.0,
         cells.len(),
-        args.jobs,
+        plan.jobs,
         preset.expected_minutes,
-        args.seeds.unwrap_or(preset.seeds),
+        plan.seeds,
     );
-    let mut times = String::new();
-    let mut traces = String::new();
-    for t in TABLES.iter().filter(|t| args.tables.iter().any(|a| a == t.id)) {
-        let runs = collect(out, cells, t.id)?;
-        let data_used = runs
-            .first()
-            .and_then(|r| r.metrics.first())
-            .and_then(|m| m.get("data"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let note = notes.get(t.id);
-        let _ =
-            writeln!(summary, "- {}: {}{}", t.id, data_used, note.map(|n| format!(" — **{n}**")).unwrap_or_default());
-        let (md, csv) = table_outputs(t, &runs, note);
-        std::fs::write(out.join(format!("{}.md", t.id)), md)?;
-        std::fs::write(out.join(format!("{}.csv", t.id)), csv)?;
-        let (tm, tr) = time_and_trace(t, &runs);
+    if let Some((secs, n)) = recorded_time(out) {
+        let _ = writeln!(
+            head,
+            "- Training time of all {n} runs, summed over every invocation of this preset (runs/timing.csv): {:.1} minutes",
+            secs / 60.0
+        );
+    }
+    let mut found = String::from("\n## What this run found\n\n");
+    let mut data = String::from("\n## Data\n\n");
+    let mut outputs = String::from("\n## Outputs\n\n");
+    let (mut times, mut traces) = (String::new(), String::new());
+    let mut figure_png = None;
+    for table in &plan.tables {
+        let runs = collect(out, cells, table)?;
+        let data_used = runs.first().and_then(|r| r.metrics.first()).map(|m| m.data.clone()).unwrap_or_default();
+        let note = notes.get(table);
+        let _ = writeln!(
+            data,
+            "- {table}: {data_used}{}",
+            note.map(|n| format!(" — **{}**", n.describe())).unwrap_or_default()
+        );
+        let (quality, rows) = findings::summarise(&runs);
+        let paper = TABLES.iter().find(|t| t.id == table);
+        let _ = writeln!(
+            found,
+            "### {}\n\n{}\n{}",
+            paper
+                .map(|t| t.title.to_string())
+                .unwrap_or_else(|| format!("{table} ({})", note.map(DataSource::short).unwrap_or("configured data"))),
+            findings::table(quality, &rows),
+            findings::sentences(quality, &rows)
+        );
+        let (md, csv) = match paper {
+            Some(t) => table_outputs(t, &runs, note),
+            None => (
+                format!(
+                    "# {table}\n\n{}{}\n{}",
+                    note.map(|n| format!("**Data:** {}\n\n", n.describe())).unwrap_or_default(),
+                    findings::table(quality, &rows),
+                    findings::sentences(quality, &rows)
+                ),
+                findings::csv(table, quality, &rows),
+            ),
+        };
+        std::fs::write(out.join(format!("{table}.md")), md)?;
+        std::fs::write(out.join(format!("{table}.csv")), csv)?;
+        let _ = writeln!(outputs, "- [{table}.md]({table}.md) ([CSV]({table}.csv))");
+        let (tm, tr) = time_and_trace(table, &runs);
         times.push_str(&tm);
         times.push('\n');
         traces.push_str(&tr);
         traces.push('\n');
-        if t.id == "table1" {
-            let fig_note = match note {
-                Some(n) if n.starts_with("fixture") => "fixture data".to_string(),
-                Some(n) if n.contains("Fashion-MNIST") => "Fashion-MNIST in place of CIFAR-10".to_string(),
-                _ => "CIFAR-10".to_string(),
+        if (table == "table1" || paper.is_none()) && is_image_table(&runs) {
+            let stem = figure_stem(table);
+            let source = note.map(DataSource::short).unwrap_or("CIFAR-10");
+            let caption = match paper {
+                Some(_) => format!("Figure 1: test accuracy per epoch ({} preset, {source})", preset.name),
+                None => format!("test accuracy per epoch ({} preset, {source})", preset.name),
             };
-            let text = figure(&runs, out, &format!("{} preset, {fig_note}", preset.name))?;
-            if !text {
-                summary.push_str("\n(No DejaVu font found: the figure was drawn without axis labels.)\n");
+            if !figure::write(&runs, out, &stem, &caption, paper.is_none())? {
+                outputs.push_str("- (No DejaVu font found: the figure was drawn without axis labels.)\n");
             }
+            let _ = writeln!(outputs, "- Figure: [{stem}.svg]({stem}.svg), [{stem}.png]({stem}.png)");
+            figure_png.get_or_insert(out.join(format!("{stem}.png")));
         }
     }
     std::fs::write(
@@ -525,32 +445,49 @@ pub fn write(
             "# Hessian trace of the final models\n\nDid the penalty lower the trace? SEHT-H (Rademacher) over the weights, on training batches, evaluation mode.\n\n{traces}"
         ),
     )?;
-    let lambda = lambda_report(out, cells, root)?;
-    if let Some((secs, n)) = recorded_time(out) {
-        let _ = writeln!(
-            summary,
-            "\nTraining time of all {n} runs, summed over every invocation of this preset (runs/timing.csv): {:.1} minutes.",
-            secs / 60.0
-        );
+    if lambda_report(out, cells, root)?.is_some() {
+        outputs.push_str("- λ selection on a validation split: [lambda.md](lambda.md) ([CSV](lambda.csv))\n");
     }
-    summary.push_str("\n## Outputs\n\n");
-    if lambda.is_some() {
-        summary.push_str("- λ selection on a validation split: [lambda.md](lambda.md) ([CSV](lambda.csv))\n");
-    }
-    for t in &args.tables {
-        let _ = writeln!(summary, "- [{t}.md]({t}.md) ([CSV]({t}.csv))");
-    }
-    if args.tables.iter().any(|t| t == "table1") {
-        summary.push_str("- Figure 1: [figure1.svg](figure1.svg), [figure1.png](figure1.png)\n");
-    }
-    summary.push_str("- [training_time.md](training_time.md), [hessian_trace.md](hessian_trace.md)\n- Configs of every run: `configs/`; run folders (config, log.jsonl, metrics.json, checkpoint): `runs/`\n");
-    std::fs::write(out.join("summary.md"), summary)?;
-    Ok(())
+    outputs.push_str("- [training_time.md](training_time.md), [hessian_trace.md](hessian_trace.md)\n- Configs of every run: `configs/`; run folders (config, log.jsonl, metrics.json, checkpoint): `runs/`\n");
+    let summary = out.join("summary.md");
+    std::fs::write(&summary, format!("{head}{found}{data}{outputs}"))?;
+    Ok(Written { summary, figure: figure_png })
 }
 
-/// `cargo xtask check-results DIR --tables … --seeds N`: every expected file
-/// exists and parses, with one row per method and the configured seed count.
-pub fn check(root: &Path, dir: &Path, tables: &[String], seeds: usize) -> Result<()> {
+/// `cargo xtask check-results`.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The output folder of one preset (e.g. results/demo).
+    dir: PathBuf,
+    /// The preset it holds (default: the folder's name, when it names one).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Config folders to check, comma-separated (default: the preset's).
+    #[arg(long, value_delimiter = ',')]
+    tables: Option<Vec<String>>,
+    /// Seeds each method must have (default: the preset's).
+    #[arg(long)]
+    seeds: Option<usize>,
+}
+
+/// Every expected file exists and parses, with one row per method and the
+/// expected seed count.
+pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
+    let dir = &args.dir;
+    let preset_name = args.preset.clone().or_else(|| {
+        let name = dir.file_name()?.to_string_lossy().to_string();
+        crate::preset::load_preset(root, &name).is_ok().then_some(name)
+    });
+    let preset = preset_name.map(|p| crate::preset::load_preset(root, &p)).transpose()?;
+    let tables = match (&args.tables, &preset) {
+        (Some(t), _) => crate::preset::table_names(root, t)?,
+        (None, Some(p)) => p.tables.clone(),
+        (None, None) => anyhow::bail!(
+            "{}: name the preset (--preset) or the tables (--tables): the folder's name is not a preset",
+            dir.display()
+        ),
+    };
+    let seeds = args.seeds.or(preset.as_ref().map(|p| p.seeds)).unwrap_or(1);
     for f in ["summary.md", "training_time.md", "hessian_trace.md"] {
         let p = dir.join(f);
         anyhow::ensure!(
@@ -559,8 +496,8 @@ pub fn check(root: &Path, dir: &Path, tables: &[String], seeds: usize) -> Result
             p.display()
         );
     }
-    for t in tables {
-        let methods = crate::reproduce::methods(root, t)?;
+    for t in &tables {
+        let methods = crate::preset::methods(root, t)?;
         let csv = std::fs::read_to_string(dir.join(format!("{t}.csv"))).with_context(|| format!("{t}.csv"))?;
         let mut lines = csv.lines();
         anyhow::ensure!(lines.next().is_some_and(|h| h.starts_with("table,method,")), "{t}.csv has no header");
@@ -582,6 +519,16 @@ pub fn check(root: &Path, dir: &Path, tables: &[String], seeds: usize) -> Result
         }
         let md = std::fs::read_to_string(dir.join(format!("{t}.md")))?;
         anyhow::ensure!(md.lines().filter(|l| l.starts_with("| ")).count() > methods.len(), "{t}.md lacks rows");
+        let is_paper = TABLES.iter().any(|p| p.id == t);
+        let images = rows.iter().any(|r| r.get(2) == Some(&findings::Quality::Top1.label()));
+        let stem = figure_stem(t);
+        if t == "table1" || (!is_paper && images) {
+            let svg =
+                std::fs::read_to_string(dir.join(format!("{stem}.svg"))).with_context(|| format!("{stem}.svg"))?;
+            anyhow::ensure!(svg.contains("<svg") && svg.contains("</svg>"), "{stem}.svg is not an SVG document");
+            let png = std::fs::read(dir.join(format!("{stem}.png"))).with_context(|| format!("{stem}.png"))?;
+            anyhow::ensure!(png.starts_with(b"\x89PNG"), "{stem}.png is not a PNG file");
+        }
     }
     if std::fs::read_to_string(dir.join("summary.md"))?.contains("lambda.md") {
         let csv = std::fs::read_to_string(dir.join("lambda.csv")).context("lambda.csv")?;
@@ -595,12 +542,6 @@ pub fn check(root: &Path, dir: &Path, tables: &[String], seeds: usize) -> Result
             );
         }
         anyhow::ensure!(rows.iter().any(|r| r[7] == "1"), "lambda.csv selects no λ");
-    }
-    if tables.iter().any(|t| t == "table1") {
-        let svg = std::fs::read_to_string(dir.join("figure1.svg")).context("figure1.svg")?;
-        anyhow::ensure!(svg.contains("<svg") && svg.contains("</svg>"), "figure1.svg is not an SVG document");
-        let png = std::fs::read(dir.join("figure1.png")).context("figure1.png")?;
-        anyhow::ensure!(png.starts_with(b"\x89PNG"), "figure1.png is not a PNG file");
     }
     println!("{}: all outputs present and well-formed for {} ({} seeds each)", dir.display(), tables.join(", "), seeds);
     Ok(())

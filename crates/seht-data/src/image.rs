@@ -1,5 +1,6 @@
 //! An in-memory image classification dataset.
 
+#[cfg(feature = "tensors")]
 use candle_core::{Device, Tensor};
 
 use crate::error::{Result, invalid};
@@ -80,6 +81,7 @@ impl ImageSet {
         }
     }
 
+    #[cfg(feature = "tensors")]
     /// All images as a normalised `(n, c, h, w)` f32 tensor and the labels as
     /// a `(n,)` u32 tensor, without augmentation (for evaluation).
     pub fn to_tensors(&self, device: &Device) -> Result<(Tensor, Tensor)> {

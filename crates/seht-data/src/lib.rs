@@ -9,6 +9,7 @@
 //! file is never read as a shorter dataset.
 
 mod augment;
+pub mod checksums;
 mod cifar;
 pub mod corpus;
 mod error;
@@ -17,6 +18,7 @@ mod fashion_mnist;
 pub mod fetch;
 pub mod fixtures;
 mod image;
+#[cfg(feature = "tensors")]
 mod loader;
 mod text;
 
@@ -25,6 +27,7 @@ pub use cifar::{CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, Cifar100
 pub use error::{Error, Result};
 pub use fashion_mnist::{load_fashion_mnist, parse_idx};
 pub use image::{ImageDataset, ImageSet};
+#[cfg(feature = "tensors")]
 pub use loader::{BatchConfig, EpochBatches, HostBatch, Subset, epoch_order, subset};
 pub use text::{Batchified, EOS, Split, TextCorpus, UNK, Vocab, WIKITEXT2_FILES};
 

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "tensors")]
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result, invalid, read_file};
@@ -182,6 +183,7 @@ impl Batchified {
         (self.len - 1).div_ceil(bptt.max(1))
     }
 
+    #[cfg(feature = "tensors")]
     /// Window `k`: inputs are columns `k·bptt ..`, targets the same shifted by
     /// one; the last window may be shorter. Both `(batch, seq)` u32 tensors.
     pub fn window(&self, k: usize, bptt: usize, device: &Device) -> Result<(Tensor, Tensor)> {

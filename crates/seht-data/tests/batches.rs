@@ -1,4 +1,5 @@
 //! Augmentation, subsets and epoch iteration.
+#![cfg(feature = "tensors")]
 
 mod common;
 

@@ -27,15 +27,18 @@ fn cifar10_pixels_labels_and_names() {
         }
     }
     assert_eq!(ds.test.labels, vec![5, 6, 7, 8]);
-    // Normalisation: (x/255 − mean_c)/std_c, channel c = k / 1024.
-    let (xs, ys) = ds.test.to_tensors(&candle_core::Device::Cpu).expect("tensors");
-    assert_eq!(xs.dims(), [4, 3, 32, 32]);
-    let v = xs.flatten_all().expect("f").to_vec1::<f32>().expect("v");
-    for (k, c) in [(0usize, 0usize), (1500, 1), (3000, 2)] {
-        let want = (pixel(5, 0, k) as f32 / 255.0 - seht_data::CIFAR10_MEAN[c]) / seht_data::CIFAR10_STD[c];
-        assert!((v[k] - want).abs() < 1e-6);
+    #[cfg(feature = "tensors")]
+    {
+        // Normalisation: (x/255 − mean_c)/std_c, channel c = k / 1024.
+        let (xs, ys) = ds.test.to_tensors(&candle_core::Device::Cpu).expect("tensors");
+        assert_eq!(xs.dims(), [4, 3, 32, 32]);
+        let v = xs.flatten_all().expect("f").to_vec1::<f32>().expect("v");
+        for (k, c) in [(0usize, 0usize), (1500, 1), (3000, 2)] {
+            let want = (pixel(5, 0, k) as f32 / 255.0 - seht_data::CIFAR10_MEAN[c]) / seht_data::CIFAR10_STD[c];
+            assert!((v[k] - want).abs() < 1e-6);
+        }
+        assert_eq!(ys.to_vec1::<u32>().expect("labels"), vec![5, 6, 7, 8]);
     }
-    assert_eq!(ys.to_vec1::<u32>().expect("labels"), vec![5, 6, 7, 8]);
 }
 
 #[test]
@@ -213,6 +216,7 @@ fn own_corpus_gets_unk_added_and_empty_splits_are_rejected() {
     ));
 }
 
+#[cfg(feature = "tensors")]
 #[test]
 fn batchify_and_bptt_windows_follow_the_reference() {
     let tokens: Vec<u32> = (0..23).collect();
@@ -230,4 +234,50 @@ fn batchify_and_bptt_windows_follow_the_reference() {
     assert!(b.window(2, 3, &dev).is_err());
     assert!(seht_data::Batchified::new(&tokens, 0).is_err());
     assert!(seht_data::Batchified::new(&tokens, 20).is_err());
+}
+
+/// The Fashion-MNIST subset shipped in the repository (`data/shipped`): the
+/// loader checks its SHA256SUMS, and it is the class-balanced subset that
+/// scripts/make-shipped-fashion-mnist.py describes.
+#[test]
+fn shipped_fashion_mnist_subset() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/shipped/fashion-mnist");
+    assert_eq!(seht_data::checksums::verify_sha256sums(&dir).expect("checksums"), 4);
+    let ds = load_fashion_mnist(&dir).expect("load");
+    assert_eq!((ds.train.len(), ds.test.len()), (3000, 1000));
+    assert_eq!(ds.train.class_counts(), vec![300; 10]);
+    assert_eq!(ds.test.class_counts(), vec![100; 10]);
+    assert_eq!(ds.train.shape, (1, 28, 28));
+}
+
+#[test]
+fn sha256sums_are_checked_before_loading() {
+    let tmp = temp_dir("fsums");
+    let dir = write_fashion(tmp.path(), 4, 3);
+    let files = ["t10k-images-idx3-ubyte.gz", "train-images-idx3-ubyte.gz"];
+    let list: String = files
+        .iter()
+        .map(|f| format!("{}  {f}\n", seht_data::checksums::sha256_file(&dir.join(f)).expect("sha")))
+        .collect();
+    std::fs::write(dir.join("SHA256SUMS"), &list).expect("write");
+    assert_eq!(load_fashion_mnist(&dir).expect("intact").train.len(), 4);
+    // One changed byte in a listed file (still a valid IDX file of the same size).
+    let img = dir.join("train-images-idx3-ubyte.gz");
+    let changed = gzip(&idx(&[4, 28, 28], &[7u8; 4 * 784]));
+    std::fs::write(&img, changed).expect("write");
+    match load_fashion_mnist(&dir) {
+        Err(Error::Modified { path, list, expected, actual }) => {
+            assert!(path.ends_with("train-images-idx3-ubyte.gz") && list.ends_with("SHA256SUMS"));
+            assert_ne!(expected, actual);
+        }
+        other => panic!("expected Modified, got {other:?}"),
+    }
+    // A malformed list names its line.
+    std::fs::write(dir.join("SHA256SUMS"), format!("\nnot-a-hash  x\n{list}")).expect("write");
+    match seht_data::checksums::verify_sha256sums(&dir) {
+        Err(Error::Format { path, reason }) => {
+            assert!(path.ends_with("SHA256SUMS") && reason.contains("line 2"), "{reason}")
+        }
+        other => panic!("expected Format, got {other:?}"),
+    }
 }

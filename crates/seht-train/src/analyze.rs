@@ -653,7 +653,7 @@ pub fn analyze(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions
         .map(|l| HessianOperator::with_mode(l, &selected, GraphMode::Detached))
         .collect::<seht_candle::Result<Vec<_>>>()?;
     let budget = aopts.settings.budget(selected.len());
-    let bar = progress_bar(opts.progress.then(|| format!("analyze {}", cfg.name)), budget);
+    let bar = progress_bar((opts.progress == crate::Progress::Bars).then(|| format!("analyze {}", cfg.name)), budget);
     let op = MeanHessian::new(ops, bar.clone())?;
     let spectrum = analyze_operator(&op, &aopts.settings)?;
     bar.finish_and_clear();

@@ -30,8 +30,12 @@ pub(crate) struct EpochContext<'a> {
     pub regularizer: &'a Regularizer,
     /// The device.
     pub device: &'a candle_core::Device,
-    /// The progress bar's label, or `None` for no bar.
-    pub progress: Option<String>,
+    /// How progress is shown.
+    pub progress: crate::progress::Progress,
+    /// The run's name (the bar's label).
+    pub name: &'a str,
+    /// Epochs of the run.
+    pub epochs: usize,
 }
 
 /// Sums over an epoch's steps.
@@ -92,7 +96,7 @@ fn run_steps(
     len: usize,
     mut body: impl FnMut(u64) -> Result<Option<StepOutcome>>,
 ) -> Result<EpochTotals> {
-    let bar = progress_bar(ctx.progress.take(), len);
+    let bar = ctx.progress.epoch_bar(len, ctx.name, ctx.epoch + 1, ctx.epochs);
     let mut totals = EpochTotals::default();
     loop {
         let t0 = Instant::now();

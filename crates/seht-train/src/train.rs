@@ -17,6 +17,7 @@ use crate::epoch::{EpochContext, image_epoch, text_epoch};
 use crate::error::{Error, Result, io};
 use crate::eval::{eval_images, eval_text};
 use crate::net::{Net, build_net};
+use crate::progress::Progress;
 use crate::records::{EpochRecord, EvalMetrics, Metrics};
 use crate::run_log::{append_log, read_log, read_metrics, rewrite_log, summary_line, write_metrics};
 use crate::schedule::LrSchedule;
@@ -32,8 +33,8 @@ pub struct TrainOptions {
     pub out_dir: PathBuf,
     /// Device.
     pub device: Device,
-    /// Show progress bars.
-    pub progress: bool,
+    /// How progress is shown.
+    pub progress: Progress,
     /// Stop (as if killed) after this many epochs of this session, leaving
     /// the checkpoint; for tests of resumption.
     pub stop_after_epochs: Option<usize>,
@@ -86,7 +87,9 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             steps: &mut steps,
             regularizer: &cfg.regularizer,
             device: &opts.device,
-            progress: opts.progress.then(|| format!("{} epoch {}/{}", cfg.name, epoch + 1, cfg.epochs)),
+            progress: opts.progress,
+            name: &cfg.name,
+            epochs: cfg.epochs,
         };
         let totals = match (&task, &net, &cfg.data) {
             (Task::Images(data), Net::Image(net), DataConfig::Image(d)) => {
@@ -102,7 +105,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         penalty_steps += totals.penalty_steps;
         seconds += totals.seconds;
         let rec = totals.record(epoch, lr, test, valid);
-        if opts.progress {
+        if opts.progress.shows_epochs() {
             eprintln!("{}", summary_line(&cfg.name, &rec));
         }
         append_log(&log_path, &rec)?;

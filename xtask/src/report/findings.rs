@@ -1,0 +1,242 @@
+//! What a run found, per method: final test accuracy (or perplexity), final
+//! Hessian trace and time per epoch, each as mean ± standard deviation over
+//! seeds, the cost relative to the baseline, and one sentence per method
+//! comparing it with the baseline (difference ± its standard error).
+
+use std::fmt::Write as _;
+
+use super::{MethodRuns, mean_std};
+
+/// Mean, standard deviation (NaN for one value) and count of a sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (n − 1); NaN when n < 2.
+    pub sd: f64,
+    /// Number of values.
+    pub n: usize,
+}
+
+impl Stat {
+    fn of(xs: &[f64]) -> Option<Stat> {
+        if xs.is_empty() {
+            return None;
+        }
+        let (mean, sd) = mean_std(xs);
+        Some(Stat { mean, sd, n: xs.len() })
+    }
+
+    /// Squared standard error of the mean (NaN for one value: unknown spread).
+    fn var_of_mean(&self) -> f64 {
+        self.sd * self.sd / self.n as f64
+    }
+
+    fn show(&self, digits: usize) -> String {
+        if self.sd.is_finite() {
+            format!("{:.d$} ± {:.d$}", self.mean, self.sd, d = digits)
+        } else {
+            format!("{:.d$}", self.mean, d = digits)
+        }
+    }
+}
+
+/// The quality measure of a table: image tables report test top-1
+/// accuracy (higher is better), text tables test perplexity (lower is better).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quality {
+    /// Final-epoch test top-1 accuracy, %.
+    Top1,
+    /// Test perplexity of the epoch with the lowest validation loss.
+    Perplexity,
+}
+
+impl Quality {
+    /// Column label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Quality::Top1 => "test top-1 (%)",
+            Quality::Perplexity => "test perplexity",
+        }
+    }
+}
+
+/// One method's results over its seeds.
+#[derive(Debug, Clone)]
+pub struct MethodSummary {
+    /// Method (config file stem).
+    pub method: String,
+    /// Seeds run.
+    pub seeds: usize,
+    /// Test quality.
+    pub quality: Option<Stat>,
+    /// Final Hessian trace (SEHT-H over the weights), when measured.
+    pub trace: Option<Stat>,
+    /// Training seconds per epoch.
+    pub seconds_per_epoch: Option<Stat>,
+    /// Seconds per epoch over the baseline's, when the table has a baseline.
+    pub cost_ratio: Option<f64>,
+}
+
+/// The summaries of `runs` (one per method, in their order) and the
+/// quality measure used.
+pub fn summarise(runs: &[MethodRuns]) -> (Quality, Vec<MethodSummary>) {
+    let quality = if runs.iter().flat_map(|r| &r.metrics).any(|m| m.final_epoch.test.top1.is_some()) {
+        Quality::Top1
+    } else {
+        Quality::Perplexity
+    };
+    let mut out: Vec<MethodSummary> = runs
+        .iter()
+        .map(|r| {
+            let q: Vec<f64> = r
+                .metrics
+                .iter()
+                .filter_map(|m| match quality {
+                    Quality::Top1 => m.final_epoch.test.top1.map(|v| 100.0 * v),
+                    Quality::Perplexity => m.best_epoch.test.perplexity,
+                })
+                .collect();
+            let tr: Vec<f64> = r.metrics.iter().filter_map(|m| m.final_trace.as_ref().map(|t| t.mean)).collect();
+            let spe: Vec<f64> = r.metrics.iter().map(|m| m.seconds_per_epoch).collect();
+            MethodSummary {
+                method: r.method.clone(),
+                seeds: r.metrics.len(),
+                quality: Stat::of(&q),
+                trace: Stat::of(&tr),
+                seconds_per_epoch: Stat::of(&spe),
+                cost_ratio: None,
+            }
+        })
+        .collect();
+    let base = out.iter().find(|s| s.method == "baseline").and_then(|s| s.seconds_per_epoch).map(|s| s.mean);
+    for s in &mut out {
+        s.cost_ratio = base.zip(s.seconds_per_epoch).map(|(b, m)| m.mean / b);
+    }
+    (quality, out)
+}
+
+fn cell(s: Option<Stat>, digits: usize) -> String {
+    s.map(|s| s.show(digits)).unwrap_or_else(|| "—".into())
+}
+
+/// The findings table (Markdown) of one experiment.
+pub fn table(quality: Quality, rows: &[MethodSummary]) -> String {
+    let mut md = format!(
+        "| method | seeds | {} | final Hessian trace | s / epoch | cost vs baseline |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
+        quality.label()
+    );
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.method,
+            r.seeds,
+            cell(r.quality, 2),
+            cell(r.trace, 1),
+            cell(r.seconds_per_epoch, 2),
+            r.cost_ratio.map(|c| format!("{c:.2}×")).unwrap_or_else(|| "—".into())
+        );
+    }
+    md
+}
+
+/// `a − b` with the standard error of the difference of two means (NaN
+/// when either has a single value).
+fn diff(a: Stat, b: Stat) -> (f64, f64) {
+    (a.mean - b.mean, (a.var_of_mean() + b.var_of_mean()).sqrt())
+}
+
+/// `d ± se`, or `d` alone when the standard error is unknown.
+fn signed(d: f64, se: f64, digits: usize) -> String {
+    if se.is_finite() { format!("{d:+.p$} ± {se:.p$}", p = digits) } else { format!("{d:+.p$}", p = digits) }
+}
+
+/// One sentence per method against the baseline: what its penalty did to the
+/// trace, what it cost in accuracy and in time. Empty without a baseline.
+pub fn sentences(quality: Quality, rows: &[MethodSummary]) -> String {
+    let Some(base) = rows.iter().find(|r| r.method == "baseline") else { return String::new() };
+    let mut md = String::new();
+    if let (Some(q), Some(t)) = (base.quality, base.trace) {
+        let _ = writeln!(md, "- **baseline**: {} {}, final Hessian trace {}.", quality.label(), q.show(2), t.show(1));
+    }
+    for r in rows.iter().filter(|r| r.method != "baseline") {
+        let mut parts = Vec::new();
+        if let (Some(a), Some(b)) = (r.trace, base.trace) {
+            let (d, se) = diff(a, b);
+            let rel = if b.mean.abs() > 0.0 { format!(" ({:+.0}%)", 100.0 * d / b.mean.abs()) } else { String::new() };
+            parts.push(format!("final Hessian trace {} against {}: {}{rel}", a.show(1), b.show(1), signed(d, se, 1)));
+        }
+        if let (Some(a), Some(b)) = (r.quality, base.quality) {
+            let (d, se) = diff(a, b);
+            parts.push(format!("{} {} ({})", quality.label(), a.show(2), signed(d, se, 2)));
+        }
+        if let Some(c) = r.cost_ratio {
+            parts.push(format!("{c:.2}× the baseline's time per epoch"));
+        }
+        let _ = writeln!(md, "- **{}**: {}.", r.method, parts.join("; "));
+    }
+    md.push_str(
+        "\nDifferences are against the baseline, ± the standard error of the difference of the two means (seeds as samples); a difference within about two standard errors is not distinguishable from noise at this number of seeds.\n",
+    );
+    md
+}
+
+/// CSV rows (`table,method,column,mean,std,seeds,paper_mean,paper_pm,difference,status`)
+/// of an experiment that is not one of the paper's tables.
+pub fn csv(table: &str, quality: Quality, rows: &[MethodSummary]) -> String {
+    let mut csv = String::from("table,method,column,mean,std,seeds,paper_mean,paper_pm,difference,status\n");
+    for r in rows {
+        for (col, s) in
+            [(quality.label(), r.quality), ("final Hessian trace", r.trace), ("s / epoch", r.seconds_per_epoch)]
+        {
+            if let Some(s) = s {
+                let _ = writeln!(csv, "{table},{},{col},{},{},{},,,,run", r.method, s.mean, s.sd, s.n);
+            }
+        }
+    }
+    csv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(xs: &[f64]) -> Stat {
+        Stat::of(xs).expect("values")
+    }
+
+    #[test]
+    fn difference_and_its_standard_error() {
+        // Means 2 and 5, sample variances 1 and 4 over 3 values: se = sqrt(1/3 + 4/3).
+        let (d, se) = diff(stat(&[1.0, 2.0, 3.0]), stat(&[3.0, 5.0, 7.0]));
+        assert_eq!(d, -3.0);
+        assert!((se - (5.0f64 / 3.0).sqrt()).abs() < 1e-12, "{se}");
+        // One seed: the spread, and so the standard error, is unknown.
+        let (d, se) = diff(stat(&[4.0]), stat(&[1.0]));
+        assert_eq!((d, se.is_nan()), (3.0, true));
+        assert_eq!(signed(d, se, 1), "+3.0");
+    }
+
+    #[test]
+    fn sentences_compare_each_method_with_the_baseline() {
+        let row = |m: &str, q: &[f64], t: &[f64], ratio| MethodSummary {
+            method: m.into(),
+            seeds: q.len(),
+            quality: Some(stat(q)),
+            trace: Some(stat(t)),
+            seconds_per_epoch: Some(stat(&[1.0])),
+            cost_ratio: Some(ratio),
+        };
+        let rows =
+            [row("baseline", &[80.0, 82.0], &[100.0, 120.0], 1.0), row("seht-h", &[79.0, 81.0], &[50.0, 70.0], 6.0)];
+        let s = sentences(Quality::Top1, &rows);
+        assert!(
+            s.contains("**seht-h**: final Hessian trace 60.0 ± 14.1 against 110.0 ± 14.1: -50.0 ± 14.1 (-45%)"),
+            "{s}"
+        );
+        assert!(s.contains("6.00× the baseline's time per epoch"), "{s}");
+        assert!(s.contains("test top-1 (%) 80.00 ± 1.41 (-1.00 ± 1.41)"), "{s}");
+        assert!(sentences(Quality::Top1, &rows[1..]).is_empty());
+    }
+}
