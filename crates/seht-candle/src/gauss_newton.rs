@@ -62,7 +62,7 @@
 
 use candle_core::{D, DType, Tensor, Var};
 use rand::Rng;
-use seht_estimator::{ProbeRng, Target, TraceEstimate, mean_and_std_error};
+use seht_estimator::{ProbeRng, Target, TraceEstimate};
 
 use crate::error::{Error, Result};
 use crate::params::Param;
@@ -169,16 +169,7 @@ fn grads_of(loss: &Tensor, vars: &[Var]) -> Result<Vec<Tensor>> {
 }
 
 fn estimate(samples: Vec<f64>, blocks: usize, hvps: usize) -> TraceEstimate<f64> {
-    let (mean, std_error) = mean_and_std_error(&samples);
-    TraceEstimate {
-        value: mean,
-        samples,
-        mean,
-        std_error,
-        target: Target::FullTrace,
-        blocks: (0..blocks).collect(),
-        hvps,
-    }
+    TraceEstimate::from_samples(samples, Target::FullTrace, (0..blocks).collect(), hvps)
 }
 
 /// A detached estimate of `tr(G)` over `penalised` from logits `(N, C)`

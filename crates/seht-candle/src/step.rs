@@ -18,7 +18,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
-use seht_estimator::{Estimator, Planned, ProbeRng, TraceEstimate, mean_and_std_error};
+use seht_estimator::{Estimator, Planned, ProbeRng, TraceEstimate};
 
 use crate::accumulate::penalised_gradients;
 use crate::autodiff::ensure_higher_order;
@@ -189,16 +189,7 @@ impl Penalty {
                 let plan = self.estimator.plan(weights.len(), rng)?;
                 let penalised: Vec<Param> = plan.blocks.iter().map(|&i| weights[i].clone()).collect();
                 let estimate = |samples: Vec<f64>, hvps: usize| {
-                    let (mean, std_error) = mean_and_std_error(&samples);
-                    TraceEstimate {
-                        value: mean,
-                        samples,
-                        mean,
-                        std_error,
-                        target: plan.target,
-                        blocks: plan.blocks.clone(),
-                        hvps,
-                    }
+                    TraceEstimate::from_samples(samples, plan.target, plan.blocks.clone(), hvps)
                 };
                 let Some(first) = penalised.first() else {
                     // SEHT-D's draw selected no layer: a plain step, every sample 0.

@@ -24,6 +24,16 @@ fn compare(a: &[f64], b: &[f64]) -> (f64, f64) {
     (diff / nb, dot / (na * nb))
 }
 
+/// The first-order penalised gradient (SEHT-H, `k` probes from `seed`) of
+/// `n`'s loss over its weights.
+fn first_order(n: &Net, k: usize, lambda: f64, rel: f64, seed: u64) -> seht_candle::first_order::FirstOrderStep {
+    let (vars, weights, buffers) = n.params();
+    first_order_penalty(&vars, &weights, &buffers, &Rademacher, k, 1.0, lambda, rel, &mut probe_rng(seed), &mut || {
+        n.loss()
+    })
+    .expect("first order")
+}
+
 /// What follows the convolution.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Body {
@@ -106,19 +116,7 @@ fn first_order_gradient_converges_to_the_exact_one_in_f64() {
     let mut errors = Vec::new();
     for rel in [1e-2, 1e-3, 1e-4] {
         let before: Vec<Tensor> = buffers.iter().map(|b| b.as_tensor().copy().expect("copy")).collect();
-        let fo = first_order_penalty(
-            &vars,
-            &weights,
-            &buffers,
-            &Rademacher,
-            k,
-            1.0,
-            lambda,
-            rel,
-            &mut probe_rng(11),
-            &mut || n.loss(),
-        )
-        .expect("first order");
+        let fo = first_order(&n, k, lambda, rel, 11);
         let after_fo = flat(&buffers.iter().map(|b| b.as_tensor().copy().expect("copy")).collect::<Vec<_>>());
         // The running statistics must have moved exactly as one plain forward pass moves them.
         for (b, v) in buffers.iter().zip(&before) {
@@ -143,7 +141,7 @@ fn first_order_gradient_converges_to_the_exact_one_in_f64() {
 #[test]
 fn first_order_gradient_in_f32_agrees_with_the_exact_one() {
     let n = net(DType::F32);
-    let (vars, weights, buffers) = n.params();
+    let (vars, weights, _) = n.params();
     let lambda = 0.5;
     let (total, _) =
         penalised_loss(&n.loss().expect("loss"), &weights, &SehtH::seht_h(1).expect("cfg"), lambda, &mut probe_rng(5))
@@ -151,19 +149,7 @@ fn first_order_gradient_in_f32_agrees_with_the_exact_one() {
     let g = total.backward().expect("backward");
     let exact = flat(&vars.iter().map(|v| g.get(v.as_tensor()).expect("grad").clone()).collect::<Vec<_>>());
     let rel = default_relative_step(DType::F32);
-    let fo = first_order_penalty(
-        &vars,
-        &weights,
-        &buffers,
-        &Rademacher,
-        1,
-        1.0,
-        lambda,
-        rel,
-        &mut probe_rng(5),
-        &mut || n.loss(),
-    )
-    .expect("fo");
+    let fo = first_order(&n, 1, lambda, rel, 5);
     let (err, cos) = compare(&flat(&fo.grads), &exact);
     eprintln!("f32, ε_rel = {rel}: gradient rel. error {err:.2e}, cosine {cos:.6}");
     assert!(cos > 0.99 && err < 0.1, "f32: rel. error {err}, cosine {cos}");
@@ -230,19 +216,7 @@ fn exact_and_first_order(n: &Net, k: usize, lambda: f64, rel: f64, seed: u64) ->
     for (b, v) in buffers.iter().zip(&saved) {
         b.set(v).expect("restore");
     }
-    let fo = first_order_penalty(
-        &vars,
-        &weights,
-        &buffers,
-        &Rademacher,
-        k,
-        1.0,
-        lambda,
-        rel,
-        &mut probe_rng(seed),
-        &mut || n.loss(),
-    )
-    .expect("first order");
+    let fo = first_order(n, k, lambda, rel, seed);
     for (b, v) in buffers.iter().zip(&saved) {
         b.set(v).expect("restore");
     }

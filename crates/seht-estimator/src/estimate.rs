@@ -32,6 +32,15 @@ pub struct TraceEstimate<S> {
     pub hvps: usize,
 }
 
+impl TraceEstimate<f64> {
+    /// An estimate whose value is the mean of `samples`, with their standard
+    /// error; `target`, the `blocks` covered and the `hvps` spent as given.
+    pub fn from_samples(samples: Vec<f64>, target: Target, blocks: Vec<usize>, hvps: usize) -> Self {
+        let (mean, std_error) = mean_and_std_error(&samples);
+        Self { value: mean, samples, mean, std_error, target, blocks, hvps }
+    }
+}
+
 impl<S> TraceEstimate<S> {
     /// The same estimate with its value in another form (e.g. a detached
     /// number instead of a scalar on an autodiff graph).
