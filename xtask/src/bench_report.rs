@@ -93,14 +93,7 @@ pub fn run(root: &Path, no_run: bool) -> Result<()> {
         }
     }
     let est = estimates(root)?;
-    let machine = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
+    let machine = crate::report::cpu_model().unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let md = render(&est, &peak, &format!("{cores} cores ({machine})"));
     let path = root.join("docs/performance.md");
