@@ -70,7 +70,7 @@ pub fn clamp(xs: &Tensor, lo: f64, hi: f64) -> Result<Tensor> {
         return Err(invalid("clamp", format!("bounds [{lo}, {hi}] are not an interval")));
     }
     let x = xs.detach();
-    let inside = (x.ge(lo)?.to_dtype(DType::U8)? * x.le(hi)?)?.to_dtype(xs.dtype())?;
+    let inside = pattern::mask("clamp", xs, || Ok((x.ge(lo)? * x.le(hi)?)?))?;
     // x inside the interval; the (constant) clamped value outside.
     let outside = (x.clamp(lo, hi)? * (1.0 - &inside)?)?;
     Ok((xs.mul(&inside)? + outside)?)

@@ -14,8 +14,8 @@
 //! ([`crate::first_order`]).
 //!
 //! The ops that consult the pattern are [`crate::ops::relu`],
-//! [`crate::ops::max_pool2d`] and [`crate::ops::pool2d`] with
-//! [`crate::ops::PoolKind::Max`]: each computes a 0/1 mask from its input and
+//! [`crate::ops::clamp`], [`crate::ops::max_pool2d`] and [`crate::ops::pool2d`]
+//! with [`crate::ops::PoolKind::Max`]: each computes a 0/1 mask from its input and
 //! multiplies by it. Outside [`record`] and [`replay`] they compute the mask
 //! and nothing is kept. Inside [`record`] every mask is appended to the
 //! pattern in the order the ops run; inside [`replay`] each op takes the next

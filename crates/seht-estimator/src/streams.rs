@@ -25,7 +25,7 @@
 //! | labels sampled from the model (Gauss–Newton/Fisher penalties) | step | [`Stream::LabelSampling`] |
 //! | data order | epoch | [`Stream::DataOrder`] |
 //! | augmentation of the image at position `p` | epoch | [`Stream::Augmentation`] |
-//! | class-balanced subset | 0 | [`Stream::Subset`] |
+//! | class-balanced subset | (the subset's own seed, used as the key) | [`Stream::Subset`] |
 //! | validation split held out of the training set | 0 | [`Stream::ValidationSplit`] |
 //! | final-model trace probes and batch order | `u64::MAX` (never a step) | [`Stream::FinalTrace`], the loader's own |
 //! | analysis: per-layer trace probes | 0 | [`Stream::AnalysisTrace`] |

@@ -40,6 +40,14 @@ fn upgrade(m: &mut Map<String, Value>) -> Result<(), String> {
     let p = if kind == "seht-h" { json!(0.0) } else { take("p")? };
     let reading = if kind == "seht-h" { Value::Null } else { take("reading")? };
     let relative_step = if kind == "seht-first-order" { take("relative_step")? } else { Value::Null };
+    // p = 0 meant SEHT-H only in the first-order form; an old `seht-d` with
+    // p = 0 was invalid and stays so (converted, it would silently become
+    // SEHT-H).
+    if kind == "seht-d" && p.as_f64() == Some(0.0) {
+        return Err(format!(
+            "regularizer `{kind}` (old form): p = 0 is not a SEHT-D probability (must lie in (0, 1/2])"
+        ));
+    }
     let estimator = if p.as_f64() == Some(0.0) {
         json!({ "kind": "hutchinson", "probes": probes, "distribution": "rademacher" })
     } else {

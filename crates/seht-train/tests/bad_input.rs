@@ -159,3 +159,14 @@ fn a_checkpoint_from_another_config_is_refused() {
         other => panic!("expected CheckpointMismatch, got {other:?}"),
     }
 }
+
+/// An old-form `seht-d` with `p = 0` is refused, not converted to SEHT-H
+/// (only the old first-order form used `p = 0` for SEHT-H).
+#[test]
+fn an_old_seht_d_with_p_zero_is_refused() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo/seht-d-k1-p0.05.toml");
+    let text = std::fs::read_to_string(&path).expect("demo config");
+    assert!(ExperimentConfig::from_toml_str(&text, &path).is_ok(), "the config itself reads");
+    let e = ExperimentConfig::from_toml_str(&text.replace("p = 0.05", "p = 0"), &path).expect_err("p = 0");
+    assert!(e.to_string().contains("p = 0"), "{e}");
+}
