@@ -9,9 +9,11 @@ use common::*;
 use seht_candle::{Error, Gradient, ParamSet, Penalty, Role, penalised_loss};
 use seht_estimator::{Estimator, HutchPlusPlus, Reading, SehtD, SehtH, probe_rng};
 
-/// A smooth network (convolution, BatchNorm in training mode, tanh, mean
-/// pooling, linear, cross-entropy) in f64.
+/// A network in f64: convolution, BatchNorm in training mode, then tanh
+/// (smooth) or ReLU and 2×2 max pooling (piecewise linear), a second
+/// convolution, mean pooling, linear, cross-entropy.
 struct Net {
+    relu_pool: bool,
     params: ParamSet,
     bn: candle_nn::BatchNorm,
     c1: Var,
@@ -22,6 +24,10 @@ struct Net {
 }
 
 fn net() -> Net {
+    net_with(false)
+}
+
+fn net_with(relu_pool: bool) -> Net {
     let varmap = VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F64, &DEV);
     let bn = candle_nn::batch_norm(4, BatchNormConfig::default(), vb.pp("bn")).expect("bn");
@@ -31,6 +37,7 @@ fn net() -> Net {
     params.push("c2.weight", c2.clone(), Role::Weight);
     params.push("fc.weight", fc.clone(), Role::Weight);
     Net {
+        relu_pool,
         params,
         bn,
         c1,
@@ -43,8 +50,15 @@ fn net() -> Net {
 
 impl Net {
     fn loss(&self) -> candle_core::Result<Tensor> {
-        let h = self.bn.forward_t(&self.x.conv2d(&self.c1, 1, 1, 1, 1)?, true)?.tanh()?;
-        let h = h.conv2d(&self.c2, 1, 1, 1, 1)?.tanh()?;
+        use seht_candle::ops;
+        let wrap = candle_core::Error::wrap;
+        let h = self.bn.forward_t(&self.x.conv2d(&self.c1, 1, 1, 1, 1)?, true)?;
+        let h = if self.relu_pool {
+            let h = ops::max_pool2d(&ops::relu(&h).map_err(wrap)?, 2).map_err(wrap)?;
+            ops::relu(&h.conv2d(&self.c2, 1, 1, 1, 1)?).map_err(wrap)?
+        } else {
+            h.tanh()?.conv2d(&self.c2, 1, 1, 1, 1)?.tanh()?
+        };
         let h = seht_candle::ops::global_avg_pool(&h).map_err(candle_core::Error::wrap)?;
         candle_nn::loss::cross_entropy(&h.matmul(&self.fc.t()?)?, &self.y)
     }
@@ -70,9 +84,16 @@ fn rel_diff(a: &[f64], b: &[f64]) -> f64 {
     d / b.iter().map(|x| x * x).sum::<f64>().sqrt()
 }
 
+/// On the smooth network and on the ReLU/max-pool one (where the
+/// first-order path replays the activation pattern).
 #[test]
 fn the_three_gradient_paths_agree() {
-    let n = net();
+    for relu_pool in [false, true] {
+        three_paths_agree(&net_with(relu_pool));
+    }
+}
+
+fn three_paths_agree(n: &Net) {
     let estimators: [(&str, Estimator); 3] = [
         ("SEHT-H K=3", SehtH::seht_h(3).expect("cfg").into()),
         ("SEHT-D K=2 unbiased", SehtD::with_layer_probability(2, 0.7, 0.3, Reading::Unbiased).expect("cfg").into()),
@@ -90,12 +111,13 @@ fn the_three_gradient_paths_agree() {
             let (e_pp, e_fo) = (rel_diff(&per_probe, &exact), rel_diff(&first, &exact));
             let trace_fo = (t_fo - t_exact).abs() / t_exact.abs().max(1.0);
             eprintln!(
-                "{name} seed {seed}: trace {t_exact:.6}, per-probe rel. diff {e_pp:.1e}, first-order {e_fo:.1e} (trace {trace_fo:.1e})"
+                "relu/pool {} {name} seed {seed}: trace {t_exact:.6}, per-probe rel. diff {e_pp:.1e}, first-order {e_fo:.1e} (trace {trace_fo:.1e})",
+                n.relu_pool
             );
             assert!(e_pp < 1e-10, "{name} seed {seed}: exact paths differ by {e_pp:e}");
             assert!((t_pp - t_exact).abs() <= 1e-10 * t_exact.abs().max(1.0), "{name}: {t_pp} vs {t_exact}");
             assert_eq!(s_pp.len(), s_exact.len());
-            // The documented first-order tolerance in f64 on a smooth network.
+            // The documented first-order tolerance in f64.
             assert!(e_fo < 1e-6, "{name} seed {seed}: first-order gradient off by {e_fo:e}");
             assert!(trace_fo < 1e-6, "{name} seed {seed}: first-order trace off by {trace_fo:e}");
             // Same draw: the same probes are zero or not on every path.
