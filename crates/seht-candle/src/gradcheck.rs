@@ -43,7 +43,12 @@ fn host_tensor(values: Vec<f64>, like: &Var) -> Result<Tensor> {
     Ok(Tensor::from_vec(values, like.shape(), like.device())?.to_dtype(like.dtype())?)
 }
 
-fn flat(ts: &[Tensor]) -> Result<Vec<f64>> {
+/// The entries of several tensors, flattened in order, as `f64` on the host
+/// (for comparing gradients).
+///
+/// # Errors
+/// candle's, e.g. a non-float tensor.
+pub fn flatten_f64(ts: &[Tensor]) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     for t in ts {
         out.extend(t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?);
@@ -51,7 +56,8 @@ fn flat(ts: &[Tensor]) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+/// `‖a − b‖ / ‖b‖`: the relative error of `a` against the reference `b`.
+pub fn relative_error(a: &[f64], b: &[f64]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
     let den: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
     num / den.max(1e-300)
@@ -111,16 +117,16 @@ fn fd_check_inner(
     drop(op);
 
     shift(vars, w, &sigma, eps)?;
-    let gp = flat(&gradient(vars, &loss()?)?)?;
+    let gp = flatten_f64(&gradient(vars, &loss()?)?)?;
     shift(vars, w, &sigma, -eps)?;
-    let gm = flat(&gradient(vars, &loss()?)?)?;
+    let gm = flatten_f64(&gradient(vars, &loss()?)?)?;
     restore(vars, w)?;
     let fd: Vec<f64> = gp.iter().zip(&gm).map(|(p, m)| (p - m) / (2.0 * eps)).collect();
-    let hvp = rel_err(&flat(&hv)?, &fd);
+    let hvp = relative_error(&flatten_f64(&hv)?, &fd);
 
     let q = quadratic(vars, &loss()?, &sigma)?;
     let quadratic_value = q.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    let grad_q = flat(&gradient(vars, &q)?)?;
+    let grad_q = flatten_f64(&gradient(vars, &q)?)?;
     let mut dir_rng = probe_rng(seed ^ 0x5eed_5eed);
     let (mut ad, mut fdq) = (Vec::with_capacity(3), Vec::with_capacity(3));
     for _ in 0..3 {
@@ -137,5 +143,5 @@ fn fd_check_inner(
         restore(vars, w)?;
         fdq.push((qp - qm) / (2.0 * eps));
     }
-    Ok(FdReport { hvp, grad_quadratic: rel_err(&ad, &fdq), quadratic: quadratic_value })
+    Ok(FdReport { hvp, grad_quadratic: relative_error(&ad, &fdq), quadratic: quadratic_value })
 }

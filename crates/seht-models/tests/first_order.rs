@@ -21,17 +21,14 @@ fn seeded_randn(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
 }
 
 fn flat(ts: &[Tensor]) -> Vec<f64> {
-    ts.iter()
-        .flat_map(|t| t.flatten_all().and_then(|t| t.to_dtype(DType::F64)).and_then(|t| t.to_vec1()).expect("flat"))
-        .collect()
+    seht_candle::gradcheck::flatten_f64(ts).expect("flat")
 }
 
 /// (relative error, cosine) of `a` against `b`.
 fn compare(a: &[f64], b: &[f64]) -> (f64, f64) {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let (na, nb) = (a.iter().map(|x| x * x).sum::<f64>().sqrt(), b.iter().map(|x| x * x).sum::<f64>().sqrt());
-    let diff = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
-    (diff / nb, dot / (na * nb))
+    (seht_candle::gradcheck::relative_error(a, b), dot / (na * nb))
 }
 
 /// Exact and first-order penalised gradients (SEHT-H, one probe) of `loss`

@@ -169,6 +169,11 @@ enum ProgressArg {
     Hidden,
 }
 
+/// Options of a command that reads a trained model (no run folder is written).
+fn reading_options(data_dir: PathBuf, dev: &str, progress: Progress) -> Result<TrainOptions> {
+    Ok(TrainOptions { data_dir, out_dir: PathBuf::new(), device: device(dev)?, progress, stop_after_epochs: None })
+}
+
 fn device(spec: &str) -> Result<candle_core::Device> {
     if spec == "cpu" {
         return Ok(candle_core::Device::Cpu);
@@ -205,13 +210,7 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
         Command::Trace { run, data_dir, batches, probes, device: dev } => {
-            let opts = TrainOptions {
-                data_dir,
-                out_dir: PathBuf::new(),
-                device: device(&dev)?,
-                progress: Progress::Hidden,
-                stop_after_epochs: None,
-            };
+            let opts = reading_options(data_dir, &dev, Progress::Hidden)?;
             let t = seht_train::trace_of_run(&run, &opts, batches, probes)?;
             println!(
                 "Hessian trace (SEHT-H, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)",
@@ -248,13 +247,7 @@ fn main() -> Result<()> {
                 }
                 _ => bail!("give --run DIR, or --config FILE with --checkpoint FILE"),
             };
-            let opts = TrainOptions {
-                data_dir,
-                out_dir: PathBuf::new(),
-                device: device(&dev)?,
-                progress: if quiet { Progress::Hidden } else { Progress::Bars },
-                stop_after_epochs: None,
-            };
+            let opts = reading_options(data_dir, &dev, if quiet { Progress::Hidden } else { Progress::Bars })?;
             let aopts = AnalyzeOptions {
                 mode: match mode {
                     Mode::Eval => ModelMode::Eval,
