@@ -59,8 +59,6 @@ fn time(dev: &Device, reps: usize, mut f: impl FnMut() -> Res<()>) -> Res<(f64, 
 }
 
 fn main() -> Res<()> {
-    // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { seht_candle::enable_higher_order() }?;
     seht_candle::retain_freed_memory();
     let gpu = Device::new_cuda(0).map_err(|e| format!("no CUDA device 0: {e}"))?;
     let reps: usize = std::env::var("SEHT_GPU_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);

@@ -12,8 +12,6 @@ use seht_estimator::{Reading, SehtD, SehtH};
 static ALLOC: CountingAlloc = CountingAlloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { seht_candle::enable_higher_order() }?;
     seht_candle::retain_freed_memory();
     let only = std::env::var("SEHT_BENCH_MODELS").ok();
     for (key, model, batch) in [

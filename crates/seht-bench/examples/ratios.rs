@@ -30,8 +30,6 @@ fn minor_faults() -> u64 {
 type Step<'a> = Box<dyn FnMut() -> Result<(), seht_candle::Error> + 'a>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { seht_candle::enable_higher_order() }?;
     let all: Vec<String> = std::env::args().skip(1).collect();
     let retain = !all.iter().any(|a| a == "--no-retain");
     if retain {

@@ -11,7 +11,10 @@ use seht_candle::{Gradient, HessianOperator, Param, ParamSet, Penalty, Selection
 use seht_estimator::{
     BlockVec, Estimator, HvpOperator, ProbeRng, Rademacher, Reading, SehtD, SehtH, TraceEstimator, probe_rng,
 };
-use seht_models::{ImageClassifier, Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig, seeded_varbuilder};
+use seht_models::{
+    ImageClassifier, Phase, ResNet, ResNetConfig, RnnKind, RnnLm, RnnLmConfig, WideResNet, WideResNetConfig,
+    seeded_varbuilder,
+};
 
 /// A model on one fixed batch.
 pub struct Workload {
@@ -83,6 +86,14 @@ pub enum Model {
         /// Embedding and hidden size.
         hidden: usize,
     },
+    /// Wide ResNet `depth`-`widen` (Zagoruyko & Komodakis 2016) on 3×32×32,
+    /// 10 classes, dropout 0.3 (WRN-28-10: depth 28, widen 10).
+    WideResNet {
+        /// Depth (6n + 4).
+        depth: usize,
+        /// Widening factor.
+        widen: usize,
+    },
 }
 
 impl Workload {
@@ -128,6 +139,16 @@ impl Workload {
                     format!("mlp-h{hidden}"),
                     Net::Image(Box::new(Mlp(layers))),
                     seeded(&[batch, 3 * 32 * 32], 1, &dev)?,
+                    labels(batch, 10, &dev)?,
+                )
+            }
+            Model::WideResNet { depth, widen } => {
+                let cfg =
+                    WideResNetConfig { depth, widen_factor: widen, dropout: 0.3, in_channels: 3, num_classes: 10 };
+                (
+                    format!("wrn-{depth}-{widen}"),
+                    Net::Image(Box::new(WideResNet::new(&cfg, vb.clone()).map_err(wrap)?)),
+                    seeded(&[batch, 3, 32, 32], 1, &dev)?,
                     labels(batch, 10, &dev)?,
                 )
             }
@@ -184,7 +205,7 @@ impl Workload {
 
     /// A plain step's work: forward and backward.
     pub fn plain_step(&self) -> candle_core::Result<()> {
-        self.loss(0)?.backward()?;
+        seht_candle::backward_no_graph(&self.loss(0)?)?;
         Ok(())
     }
 
@@ -222,7 +243,7 @@ impl Workload {
     /// `loss + λ·tr̂` (the third-order pass).
     pub fn penalised_step(&self, est: &impl TraceEstimator, rng: &mut ProbeRng) -> Result<usize, seht_candle::Error> {
         let (total, e) = penalised_loss(&self.loss(0)?, &self.weights, est, 1e-3, rng)?;
-        total.backward()?;
+        seht_candle::backward_no_graph(&total)?;
         Ok(e.hvps)
     }
 
@@ -263,7 +284,7 @@ impl Workload {
         rng: &mut ProbeRng,
     ) -> Result<Vec<f32>, seht_candle::Error> {
         let (total, _) = penalised_loss(&self.loss(0)?, &self.weights, est, lambda, rng)?;
-        let g = total.backward()?;
+        let g = seht_candle::backward_no_graph(&total)?;
         let mut out = Vec::new();
         for v in &self.trainable {
             if let Some(t) = g.get(v.as_tensor()) {

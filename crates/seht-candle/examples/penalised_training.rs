@@ -24,8 +24,6 @@ use seht_candle::{ParamSet, Selection, penalised_loss};
 use seht_estimator::{SehtH, probe_rng};
 
 fn main() -> Result<()> {
-    // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { seht_candle::enable_higher_order() }?;
     seht_candle::retain_freed_memory();
     let mut args = std::env::args().skip(1);
     let steps: usize = args.next().map(|s| s.parse()).transpose().context("steps must be an integer")?.unwrap_or(30);

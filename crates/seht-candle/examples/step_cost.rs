@@ -43,8 +43,6 @@ struct Stats {
 }
 
 fn main() -> Result<()> {
-    // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { seht_candle::enable_higher_order() }?;
     seht_candle::retain_freed_memory();
     let steps: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(10);
     let dev = Device::Cpu;

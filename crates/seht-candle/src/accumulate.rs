@@ -71,7 +71,7 @@ impl HvpOperator for Accumulating<'_> {
     fn quadratic_form(&self, v: &BlockVec<Tensor>) -> Result<Combination> {
         let q = self.op.quadratic_form(v)?;
         let value = q.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let store = q.backward()?;
+        let store = crate::autodiff::backward_no_graph(&q)?;
         let grads = self.vars.iter().map(|var| store.get(var.as_tensor()).map(Tensor::detach)).collect();
         drop(store);
         drop(q);

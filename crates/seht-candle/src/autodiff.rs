@@ -1,103 +1,104 @@
-//! Turning candle's higher-order autodiff on, and checking that it is on.
+//! Which backward passes keep the graph of their gradients.
 //!
-//! candle's `Tensor::backward` detaches every gradient it computes unless the
-//! environment variable [`ENV_VAR`] is non-empty and not `"0"`. The variable is
-//! read once per thread, at the first backward pass on that thread, and fixed
-//! for that thread from then on. Without it a second derivative is silently
-//! zero or wrong. This module sets it and verifies, per thread, that it took.
+//! A Hessian-vector product differentiates a gradient, so the backward pass
+//! that computes that gradient must record its own operations (PyTorch's
+//! `create_graph = True`). Recording costs memory: every intermediate of the
+//! backward pass stays alive as long as the gradients do, about four times a
+//! plain step's working memory on a ResNet (docs/performance.md). So this
+//! crate decides per backward pass, not per process:
+//!
+//! - [`backward_create_graph`]: the gradient on the graph, for the passes whose
+//!   result is differentiated again (the gradient inside a Hessian-vector
+//!   product, the Hessian-vector product inside the exact penalty);
+//! - [`backward_no_graph`]: every other pass (plain steps, the first-order
+//!   penalty, the outer pass of an estimate or of a penalised step).
+//!
+//! Both set candle's per-thread switch ([`candle_core::backprop::set_do_not_detach`],
+//! added by this workspace's candle patch, `vendor/candle-core`, see
+//! docs/architecture.md) for one pass and restore it afterwards, so neither
+//! depends on the `CANDLE_GRAD_DO_NOT_DETACH` environment variable, and
+//! threads and callers' own loops keep whatever they had (by default: no
+//! graph, the lean setting).
 
 use std::cell::Cell;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::error::{Error, Result};
-
-/// The environment variable candle reads: `CANDLE_GRAD_DO_NOT_DETACH`.
-pub const ENV_VAR: &str = "CANDLE_GRAD_DO_NOT_DETACH";
 
 thread_local! {
     static CHECKED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Whether [`ENV_VAR`] is set to a value that candle reads as "on".
-pub fn env_enabled() -> bool {
-    std::env::var(ENV_VAR).map(|s| !s.is_empty() && s != "0").unwrap_or(false)
-}
+/// Restores candle's per-thread switch when dropped (also on unwinding).
+struct Restore(bool);
 
-/// Turns higher-order autodiff on for the process and checks it on the calling
-/// thread. Call it first thing in `main`.
-///
-/// If [`ENV_VAR`] is not already on, this sets it to `"1"`. Threads started
-/// afterwards read it at their first backward pass; a thread that already ran
-/// a backward pass keeps the old setting (the self-check then fails on it).
-///
-/// # Safety
-///
-/// Setting an environment variable is only sound while no other thread can be
-/// reading the environment (see [`std::env::set_var`]): call this before any
-/// thread is spawned, including candle's and rayon's worker pools, which start
-/// on the first tensor operation. When [`ENV_VAR`] is already on (for example
-/// exported by the shell), nothing is written and the call is always sound.
-pub unsafe fn enable_higher_order() -> Result<()> {
-    if !env_enabled() {
-        // SAFETY: forwarded to the caller (see the function's contract).
-        unsafe { std::env::set_var(ENV_VAR, "1") };
+impl Drop for Restore {
+    fn drop(&mut self) {
+        candle_core::backprop::set_do_not_detach(self.0);
     }
-    check_higher_order()
 }
 
-/// Turns higher-order autodiff on where that is sound, and checks it: what
-/// every exact penalty path calls before its first backward pass.
-///
-/// When [`ENV_VAR`] is not on and the process has a single thread (read from
-/// `/proc/self/task` on Linux), setting it cannot race with any other
-/// thread's use of the environment, so it is set here. Otherwise nothing is
-/// written, and the per-thread [`check_higher_order`] decides.
+/// `∂t/∂(every variable t depends on)`, with (`create_graph`) or without the
+/// graph of the gradients, whatever the thread's setting is.
 ///
 /// # Errors
 ///
-/// [`Error::HigherOrderDisabled`] when higher-order gradients are not in
-/// effect on this thread afterwards; its message says how to turn them on.
-pub fn ensure_higher_order() -> Result<()> {
-    if CHECKED.with(Cell::get) {
-        return Ok(());
-    }
-    if !env_enabled() && single_threaded() {
-        // SAFETY: this process has exactly one thread (this one), so no other
-        // thread can read or write the environment concurrently.
-        unsafe { std::env::set_var(ENV_VAR, "1") };
-    }
-    check_higher_order()
+/// candle's, from the backward pass.
+pub fn backward_with(t: &Tensor, create_graph: bool) -> candle_core::Result<GradStore> {
+    let _restore = Restore(candle_core::backprop::set_do_not_detach(create_graph));
+    t.backward()
 }
 
-/// Whether the process has exactly one thread (false where unknown).
-fn single_threaded() -> bool {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count() == 1).unwrap_or(false)
+/// The gradients of `t` on the graph, ready to be differentiated again
+/// (PyTorch's `backward(create_graph=True)`).
+///
+/// # Errors
+///
+/// candle's, from the backward pass.
+pub fn backward_create_graph(t: &Tensor) -> candle_core::Result<GradStore> {
+    backward_with(t, true)
 }
 
-/// Checks that higher-order gradients are in effect on the calling thread.
+/// The gradients of `t` without their graph: what a step needs, at a plain
+/// step's memory.
+///
+/// # Errors
+///
+/// candle's, from the backward pass.
+pub fn backward_no_graph(t: &Tensor) -> candle_core::Result<GradStore> {
+    backward_with(t, false)
+}
+
+/// Checks that [`backward_create_graph`] gives second derivatives on the
+/// calling thread: a guard against a candle without this workspace's patch
+/// semantics, which would make every Hessian-vector product silently wrong.
 ///
 /// It differentiates `f(x) = (x²)²` twice at `x = 2` in f64 on the CPU
 /// (`f' = 4x³ = 32`, `f'' = 12x² = 48`). The function is a chain of two
 /// operations on purpose: a single operation's derivative is computed from its
-/// input directly and survives candle's detaching, while a chain's second
-/// derivative comes out as `4x² = 16`. The first success on a thread is
+/// input directly and survives detaching, while a chain's second derivative
+/// comes out as `4x² = 16` without the graph. The first success on a thread is
 /// cached, so later calls are free.
-/// Returns [`Error::HigherOrderDisabled`] when the second derivative is
-/// missing or wrong, which is what candle gives without [`ENV_VAR`].
+///
+/// # Errors
+///
+/// [`Error::HigherOrderDisabled`] when the second derivative is missing or
+/// wrong.
 pub fn check_higher_order() -> Result<()> {
     if CHECKED.with(Cell::get) {
         return Ok(());
     }
     let x = Var::from_tensor(&Tensor::new(2.0f64, &Device::Cpu)?)?;
     let y = x.as_tensor().sqr()?.sqr()?;
-    let grads = y.backward()?;
+    let grads = backward_create_graph(&y)?;
     let dy = grads
         .get(x.as_tensor())
         .ok_or_else(|| Error::HigherOrderDisabled { detail: "no first derivative of (x²)²".into() })?
         .to_dtype(DType::F64)?;
     let first = dy.to_scalar::<f64>()?;
-    let second = match dy.backward()?.get(x.as_tensor()) {
+    let second = match backward_no_graph(&dy)?.get(x.as_tensor()) {
         Some(d2) => d2.to_scalar::<f64>()?,
         None => {
             return Err(Error::HigherOrderDisabled {

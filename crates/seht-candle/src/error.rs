@@ -10,13 +10,12 @@ pub enum Error {
     /// An error from the estimator crate (invalid configuration, …).
     #[error(transparent)]
     Estimator(#[from] seht_estimator::Error),
-    /// Higher-order gradients are not in effect on this thread, so any
+    /// Second derivatives came out missing or wrong in the self-check, so any
     /// Hessian-vector product would be silently wrong.
     #[error(
-        "higher-order autodiff is not in effect on this thread ({detail}); candle reads \
-         CANDLE_GRAD_DO_NOT_DETACH once per thread, at its first backward pass: call \
-         seht_candle::enable_higher_order() at the start of main, before any candle work \
-         or thread is started (or export CANDLE_GRAD_DO_NOT_DETACH=1)"
+        "higher-order autodiff does not work on this thread ({detail}): the candle in use \
+         must carry this workspace's patch (vendor/candle-core, `[patch.crates-io]` in the \
+         workspace's Cargo.toml), whose per-thread switch keeps a backward pass's graph"
     )]
     HigherOrderDisabled {
         /// What the self-check observed.

@@ -69,7 +69,7 @@ pub struct FirstOrderStep {
 
 fn gradient(loss: &Tensor, vars: &[Var]) -> Result<(f64, Vec<Tensor>)> {
     let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-    let g = loss.backward()?;
+    let g = crate::autodiff::backward_no_graph(loss)?;
     let grads = vars
         .iter()
         .map(|v| Ok(g.get(v.as_tensor()).map(Tensor::detach).map(Ok).unwrap_or_else(|| v.zeros_like())?))

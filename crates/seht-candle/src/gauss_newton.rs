@@ -162,7 +162,7 @@ fn positions(vars: &[Var], penalised: &[Param]) -> Result<Vec<usize>> {
 
 /// Gradients of `loss` for each of `vars` (zeros where absent), detached.
 fn grads_of(loss: &Tensor, vars: &[Var]) -> Result<Vec<Tensor>> {
-    let store = loss.backward()?;
+    let store = crate::autodiff::backward_no_graph(loss)?;
     vars.iter()
         .map(|v| Ok(store.get(v.as_tensor()).map(Tensor::detach).map(Ok).unwrap_or_else(|| v.zeros_like())?))
         .collect()
@@ -247,7 +247,7 @@ pub fn gauss_newton_penalty(
             for _ in 0..draws {
                 let yhat = sample_labels(&logits, rng)?;
                 let lhat = candle_nn::loss::cross_entropy(&logits, &yhat)?;
-                let store = lhat.backward()?;
+                let store = crate::autodiff::backward_create_graph(&lhat)?;
                 let gs: Vec<&Tensor> = penalised.iter().filter_map(|p| store.get(p.var.as_tensor())).collect();
                 let q = sum_sq(&gs)?;
                 samples.push(n * scalar(&q)?);

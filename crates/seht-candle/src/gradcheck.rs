@@ -78,7 +78,7 @@ fn restore(vars: &[Var], w: &[Tensor]) -> Result<()> {
 }
 
 fn gradient(vars: &[Var], loss: &Tensor) -> Result<Vec<Tensor>> {
-    let g = loss.backward()?;
+    let g = crate::autodiff::backward_no_graph(loss)?;
     vars.iter().map(|v| Ok(g.get(v.as_tensor()).cloned().map(Ok).unwrap_or_else(|| v.zeros_like())?.detach())).collect()
 }
 

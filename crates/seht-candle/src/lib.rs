@@ -30,6 +30,7 @@
 
 mod accumulate;
 mod autodiff;
+mod batch_norm;
 mod error;
 pub mod first_order;
 pub mod gauss_newton;
@@ -43,7 +44,7 @@ mod penalty;
 mod step;
 
 pub use accumulate::{Combination, PenalisedGradients, penalised_gradients};
-pub use autodiff::{ENV_VAR, check_higher_order, enable_higher_order, ensure_higher_order, env_enabled};
+pub use autodiff::{backward_create_graph, backward_no_graph, backward_with, check_higher_order};
 pub use error::{Error, Result};
 pub use malloc::retain_freed_memory;
 pub use operator::{GraphMode, HessianOperator};

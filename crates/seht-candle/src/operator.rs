@@ -73,7 +73,7 @@ impl HessianOperator {
             }
         }
         let loss = loss.flatten_all()?.sum_all()?;
-        let store = loss.backward()?;
+        let store = crate::autodiff::backward_create_graph(&loss)?;
         let grads = params.iter().map(|p| store.get(p.var.as_tensor()).cloned()).collect();
         let kept = keep.iter().map(|v| store.get(v.as_tensor()).map(Tensor::detach)).collect();
         drop(store);
@@ -118,7 +118,8 @@ impl HessianOperator {
         }
         match s {
             None => Ok(None),
-            Some(s) => Ok(Some(s.backward()?)),
+            // The products carry their graph only where they are differentiated again.
+            Some(s) => Ok(Some(crate::autodiff::backward_with(&s, self.mode == GraphMode::Differentiable)?)),
         }
     }
 

@@ -34,6 +34,7 @@
 
 use candle_core::{D, DType, Tensor};
 
+pub use crate::batch_norm::BatchNorm;
 use crate::error::{Error, Result};
 use crate::pattern;
 

@@ -21,7 +21,7 @@ use candle_core::{DType, Tensor, Var};
 use seht_estimator::{Estimator, Planned, ProbeRng, TraceEstimate};
 
 use crate::accumulate::penalised_gradients;
-use crate::autodiff::ensure_higher_order;
+use crate::autodiff::{backward_no_graph, check_higher_order};
 use crate::error::{Error, Result};
 use crate::first_order::{default_relative_step, first_order_penalty};
 use crate::params::{Param, ParamSet, Role, Selection};
@@ -138,10 +138,11 @@ impl Penalty {
     /// to the unperturbed weights. Probes (and SEHT-D's layer draw) come from
     /// `rng` only.
     ///
-    /// The exact paths need candle's higher-order autodiff: this turns it on
-    /// where that is sound (the variable unset and this process still
-    /// single-threaded) and otherwise checks it
-    /// ([`ensure_higher_order`](crate::ensure_higher_order)).
+    /// Only the backward passes whose gradients are differentiated again keep
+    /// their graph ([`backward_create_graph`](crate::backward_create_graph));
+    /// the final pass and every first-order pass do not. Nothing global needs
+    /// setting first; the exact paths run the self-check
+    /// ([`check_higher_order`](crate::check_higher_order)) once per thread.
     ///
     /// # Errors
     ///
@@ -166,14 +167,14 @@ impl Penalty {
     ) -> Result<PenalisedGrads> {
         let vars = params.trainable_vars();
         if self.gradient.needs_higher_order() {
-            ensure_higher_order()?;
+            check_higher_order()?;
         }
         match self.gradient {
             Gradient::Exact => {
                 let l = loss()?;
                 let value = scalar(&l)?;
                 let (total, est) = penalised_loss(&l, weights, &self.estimator, self.lambda, rng)?;
-                let all = total.backward()?;
+                let all = backward_no_graph(&total)?;
                 let grads = store(&vars, vars.iter().map(|v| all.get(v.as_tensor()).map(Tensor::detach)));
                 let mean = est.mean;
                 let estimate = est.with_value(mean);
@@ -195,7 +196,7 @@ impl Penalty {
                     // SEHT-D's draw selected no layer: a plain step, every sample 0.
                     let l = loss()?;
                     let value = scalar(&l)?;
-                    let all = l.backward()?;
+                    let all = backward_no_graph(&l)?;
                     let grads = store(&vars, vars.iter().map(|v| all.get(v.as_tensor()).map(Tensor::detach)));
                     return Ok(PenalisedGrads { grads, loss: value, estimate: estimate(vec![0.0; plan.probes], 0) });
                 };

@@ -1,118 +1,74 @@
-//! The self-check fires when higher-order autodiff is off. Each case runs in a
-//! child process of this test binary, with the environment variable removed,
-//! because candle reads it once per thread and this workspace sets it for
-//! every test process (.cargo/config.toml).
+//! Which backward passes keep their graph is decided per pass, not per
+//! process: `backward_create_graph` gives second derivatives and
+//! `backward_no_graph` detached gradients whatever the thread's setting, both
+//! restore that setting, and the exact penalty is right on a thread whose
+//! first backward pass kept no graph (what candle's environment variable,
+//! read once per thread, used to make silently wrong).
 
-use std::process::Command;
+use candle_core::backprop::{do_not_detach, set_do_not_detach};
+use candle_core::{Device, Tensor, Var};
+use seht_candle::{Gradient, ParamSet, Penalty, Role, backward_create_graph, backward_no_graph};
+use seht_estimator::{SehtH, probe_rng};
 
-const CHILD: &str = "SEHT_SELF_CHECK_CHILD";
-
-fn run_child(test: &str) -> std::process::Output {
-    Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env_remove(seht_candle::ENV_VAR)
-        .env(CHILD, "1")
-        .output()
-        .expect("run child test")
+/// `f(x) = (x²)²` at `x = 2`: `f' = 32`, `f'' = 48` (a chain, so that the
+/// second derivative needs the first's graph).
+fn chain(x: &Var) -> Tensor {
+    x.as_tensor().sqr().expect("sqr").sqr().expect("sqr")
 }
 
-fn assert_child_passed(test: &str) {
-    let out = run_child(test);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child {test} failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "child {test} did not run:\n{stdout}");
-    assert!(stderr.contains("child ran"), "child {test} returned early:\n{stderr}");
-}
-
-#[test]
-fn self_check_fires_without_the_variable() {
-    assert_child_passed("child_without_variable");
+/// `d/dx` of the gradient of `(x²)²`, or `None` when the gradient carries no graph.
+fn second_derivative(grads: &candle_core::backprop::GradStore, x: &Var) -> Option<f64> {
+    let g = grads.get(x.as_tensor()).expect("first derivative");
+    assert_eq!(g.to_scalar::<f64>().expect("host"), 32.0);
+    backward_no_graph(g).expect("backward").get(x.as_tensor()).map(|t| t.to_scalar::<f64>().expect("host"))
 }
 
 #[test]
-fn setting_the_variable_after_a_backward_pass_is_too_late_for_that_thread() {
-    assert_child_passed("child_set_too_late");
+fn the_self_check_passes_without_any_setting() {
+    seht_candle::check_higher_order().expect("the per-pass switch needs nothing set");
 }
 
 #[test]
-fn with_the_variable_the_check_passes() {
-    assert!(seht_candle::env_enabled(), "cargo sets {} for this workspace", seht_candle::ENV_VAR);
-    seht_candle::check_higher_order().expect("higher-order autodiff is on");
-}
-
-/// Child: no variable → the check fails with a message that says what to do,
-/// and building an operator fails the same way instead of returning wrong numbers.
-#[test]
-fn child_without_variable() {
-    if std::env::var(CHILD).is_err() {
-        return; // only meaningful in the child process started above
-    }
-    eprintln!("child ran");
-    let err = seht_candle::check_higher_order().expect_err("must fire");
-    assert!(matches!(err, seht_candle::Error::HigherOrderDisabled { .. }));
-    assert!(err.to_string().contains("enable_higher_order"), "{err}");
-    let w = candle_core::Var::new(&[1.0f64, 2.0], &candle_core::Device::Cpu).expect("var");
-    let loss = w.as_tensor().powf(3.0).expect("cube").sum_all().expect("sum");
-    let p = vec![seht_candle::Param { name: "w".into(), var: w, role: seht_candle::Role::Weight }];
-    assert!(matches!(
-        seht_candle::HessianOperator::new(&loss, &p),
-        Err(seht_candle::Error::HigherOrderDisabled { .. })
-    ));
-}
-
-/// Child: a backward pass fixes the setting for the thread; enabling afterwards
-/// fails on that thread and works on a fresh thread.
-#[test]
-fn child_set_too_late() {
-    if std::env::var(CHILD).is_err() {
-        return;
-    }
-    eprintln!("child ran");
-    let w = candle_core::Var::new(2.0f64, &candle_core::Device::Cpu).expect("var");
-    let _ = w.as_tensor().sqr().expect("sq").backward().expect("first backward fixes the thread's setting");
-    // SAFETY: the child runs this single test with --test-threads=1, and
-    // candle's CPU thread pools have not been touched by a scalar op.
-    let err = unsafe { seht_candle::enable_higher_order() }.expect_err("too late for this thread");
-    assert!(matches!(err, seht_candle::Error::HigherOrderDisabled { .. }));
-    std::thread::spawn(|| seht_candle::check_higher_order().expect("a new thread reads the variable"))
-        .join()
-        .expect("thread");
+fn each_pass_keeps_its_graph_or_not_whatever_the_thread_setting() {
+    std::thread::spawn(|| {
+        let x = Var::new(2.0f64, &Device::Cpu).expect("var");
+        for thread_setting in [false, true] {
+            set_do_not_detach(thread_setting);
+            assert_eq!(second_derivative(&backward_create_graph(&chain(&x)).expect("bwd"), &x), Some(48.0));
+            assert_eq!(do_not_detach(), thread_setting, "restored after a pass with the graph");
+            // Without the graph, d/dx of the detached gradient is absent or, at most,
+            // the single last operation's local term (candle keeps that one): never 48.
+            let lean = second_derivative(&backward_no_graph(&chain(&x)).expect("bwd"), &x);
+            assert_ne!(lean, Some(48.0), "thread setting {thread_setting}: no graph wanted, {lean:?}");
+            assert_eq!(do_not_detach(), thread_setting, "restored after a pass without the graph");
+        }
+    })
+    .join()
+    .expect("thread");
 }
 
 #[test]
-fn the_penalty_turns_higher_order_on_only_where_that_is_sound() {
-    assert_child_passed("child_penalty_without_variable");
-}
-
-/// Child: no variable. `Penalty::gradients` sets it when this process has a
-/// single thread (then the exact gradient is right), and otherwise refuses
-/// with the advice instead of setting it under other threads.
-#[test]
-fn child_penalty_without_variable() {
-    if std::env::var(CHILD).is_err() {
-        return;
-    }
-    eprintln!("child ran");
-    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0);
-    let w = candle_core::Var::new(&[1.0f64, 2.0], &candle_core::Device::Cpu).expect("var");
-    let mut params = seht_candle::ParamSet::new();
-    params.push("w", w.clone(), seht_candle::Role::Weight);
-    let penalty =
-        seht_candle::Penalty::new(seht_estimator::SehtH::seht_h(1).expect("cfg"), 1.0, seht_candle::Gradient::Exact)
-            .expect("penalty");
-    // L = Σ w³: ∇L = 3w², H = diag(6w), σᵀHσ = Σ 6wᵢ for Rademacher σ, ∇(σᵀHσ) = 6.
-    let r = penalty.gradients(&params, || w.as_tensor().powf(3.0)?.sum_all(), &mut seht_estimator::probe_rng(0));
-    eprintln!("{threads} thread(s)");
-    if threads == 1 {
-        let r = r.expect("single-threaded: the variable is set and the check passes");
-        assert!(seht_candle::env_enabled());
-        let g = r.grads.get(w.as_tensor()).expect("grad").to_vec1::<f64>().expect("host");
-        assert_eq!(g, vec![3.0 + 6.0, 12.0 + 6.0]);
-        assert_eq!(r.estimate.mean, 18.0);
-    } else {
-        let err = r.expect_err("several threads: nothing is set, the check fires");
-        assert!(matches!(err, seht_candle::Error::HigherOrderDisabled { .. }), "{err}");
-        assert!(!seht_candle::env_enabled());
-    }
+fn the_exact_penalty_is_right_after_a_lean_backward_on_the_same_thread() {
+    std::thread::spawn(|| {
+        let w = Var::new(&[1.0f64, 2.0], &Device::Cpu).expect("var");
+        // A plain pass first: under candle's environment variable this fixed the
+        // thread to "detach" and every later Hessian-vector product was wrong.
+        set_do_not_detach(false);
+        let _ = w.as_tensor().sqr().expect("sq").sum_all().expect("sum").backward().expect("plain backward");
+        let mut params = ParamSet::new();
+        params.push("w", w.clone(), Role::Weight);
+        for gradient in [Gradient::Exact, Gradient::ExactPerProbe] {
+            let penalty = Penalty::new(SehtH::seht_h(1).expect("cfg"), 1.0, gradient).expect("penalty");
+            // L = Σ w³: ∇L = 3w², H = diag(6w), σᵀHσ = Σ 6wᵢ for Rademacher σ, ∇(σᵀHσ) = 6.
+            let r = penalty
+                .gradients(&params, || w.as_tensor().powf(3.0)?.sum_all(), &mut probe_rng(0))
+                .expect("penalised gradients");
+            let g = r.grads.get(w.as_tensor()).expect("grad").to_vec1::<f64>().expect("host");
+            assert_eq!(g, vec![3.0 + 6.0, 12.0 + 6.0], "{gradient:?}: exact gradient of L + σᵀHσ");
+            assert_eq!(r.estimate.mean, 18.0);
+            assert!(!do_not_detach(), "the thread's lean setting is left as it was");
+        }
+    })
+    .join()
+    .expect("thread");
 }

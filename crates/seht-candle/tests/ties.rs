@@ -19,7 +19,7 @@ fn values(t: &Tensor) -> Vec<f64> {
 }
 
 fn grad_of(loss: &Tensor, x: &Var) -> Tensor {
-    loss.backward().expect("backward").get(x.as_tensor()).expect("gradient").clone()
+    seht_candle::backward_create_graph(loss).expect("backward").get(x.as_tensor()).expect("gradient").clone()
 }
 
 /// The smallest input: `[[1, 2], [2, 2]]`. PyTorch's `max_pool2d`

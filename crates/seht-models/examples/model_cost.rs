@@ -34,8 +34,6 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { seht_candle::enable_higher_order() }?;
     seht_candle::retain_freed_memory();
     let reps: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(3);
     let dev = Device::Cpu;

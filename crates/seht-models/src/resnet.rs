@@ -9,9 +9,10 @@
 //! `layer{1..4}.{i}.conv1|bn1|conv2|bn2`, `layer{s}.{i}.shortcut.0|1` (1×1
 //! convolution and BatchNorm where the shape changes), `linear`.
 
-use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder};
+use candle_core::{Module, Tensor};
+use candle_nn::{Conv2d, Linear, VarBuilder};
 use seht_candle::ops;
+use seht_candle::ops::BatchNorm;
 
 use crate::error::{Result, invalid};
 use crate::phase::{Phase, drop_block, dropout};

@@ -1,7 +1,8 @@
 //! The parameters a model creates, each with its role, and the layer helpers
 //! that record them.
 
-use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
+use seht_candle::ops::BatchNorm;
 use seht_candle::{ParamSet, Role};
 
 use crate::error::{Error, Result};
@@ -65,9 +66,10 @@ pub(crate) fn conv(
     Ok(c)
 }
 
-/// BatchNorm (ε = 1e-5, momentum 0.1, affine), as in PyTorch.
+/// BatchNorm (ε = 1e-5, momentum 0.1, affine), as in PyTorch; the lean-graph
+/// [`seht_candle::ops::BatchNorm`].
 pub(crate) fn batch_norm(c: usize, vb: VarBuilder, roles: &mut Roles) -> Result<BatchNorm> {
-    let bn = candle_nn::batch_norm(c, candle_nn::BatchNormConfig::default(), vb.clone())?;
+    let bn = BatchNorm::new(c, vb.clone()).map_err(candle_core::Error::wrap)?;
     roles.add(&vb, "weight", Role::NormWeight);
     roles.add(&vb, "bias", Role::NormBias);
     roles.add(&vb, "running_mean", Role::Buffer);

@@ -12,9 +12,10 @@
 //! Parameter paths: `conv1`, `block{1..3}.layer.{i}.bn1|conv1|bn2|conv2|convShortcut`,
 //! `bn1`, `fc`.
 
-use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Linear, VarBuilder};
+use candle_core::{Module, Tensor};
+use candle_nn::{Conv2d, Linear, VarBuilder};
 use seht_candle::ops;
+use seht_candle::ops::BatchNorm;
 
 use crate::error::{Result, invalid};
 use crate::phase::{Phase, dropout};

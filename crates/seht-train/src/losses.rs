@@ -84,7 +84,7 @@ pub fn jacobian_frobenius_sq(logits: &Tensor, input: &Var, n_proj: usize, rng: &
         }
         let v = Tensor::from_vec(v, (n, k), logits.device())?.to_dtype(logits.dtype())?;
         let proj = (logits * v)?.sum_all()?;
-        let grads = proj.backward()?;
+        let grads = seht_candle::backward_create_graph(&proj)?;
         let Some(jv) = grads.get(input.as_tensor()) else { continue };
         let sq = jv.sqr()?.sum_all()?;
         total = Some(match total {

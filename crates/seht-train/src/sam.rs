@@ -125,7 +125,7 @@ pub fn sam_gradients<T>(
     }
     // First pass at w: the step's own forward (updates the buffers once).
     let (objective, first) = loss()?;
-    let g = objective.backward()?;
+    let g = seht_candle::backward_no_graph(&objective)?;
     let grads: Vec<Tensor> = vars
         .iter()
         .map(|v| match g.get(v.as_tensor()) {
@@ -142,7 +142,7 @@ pub fn sam_gradients<T>(
         v.set(&(w + e)?)?;
     }
     // Second pass at w + ε; whatever happens, w and the buffers come back.
-    let second = loss().and_then(|(o, _)| Ok(o.backward()?));
+    let second = loss().and_then(|(o, _)| Ok(seht_candle::backward_no_graph(&o)?));
     for (v, w) in vars.iter().zip(&w0) {
         v.set(w)?;
     }

@@ -131,7 +131,7 @@ impl Stepper {
             }
             (None, None) => {
                 let f = forward(phase)?;
-                (f.objective.backward()?, f, None)
+                (seht_candle::backward_no_graph(&f.objective)?, f, None)
             }
         };
         clip_grad_norm(&mut grads, &self.params.trainable_vars(), self.clip)?;

@@ -22,10 +22,8 @@ pub fn models() -> Vec<(&'static str, Model, usize)> {
     }
 }
 
-/// Higher-order autodiff on, freed buffers kept (as the `seht` CLI does).
+/// Freed buffers kept (as the `seht` CLI does).
 pub fn setup() {
-    // SAFETY: first thing in the benchmark binary, before other threads.
-    unsafe { seht_candle::enable_higher_order() }.expect("higher-order autodiff");
     seht_candle::retain_freed_memory();
 }
 

@@ -187,8 +187,6 @@ fn device(spec: &str) -> Result<candle_core::Device> {
 }
 
 fn main() -> Result<()> {
-    // SAFETY: first statement of main; no other thread exists yet.
-    unsafe { seht_candle::enable_higher_order() }?;
     // Reuse freed tensor buffers instead of page-faulting fresh ones every step.
     seht_candle::retain_freed_memory();
     let cli = Cli::parse();

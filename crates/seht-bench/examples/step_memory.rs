@@ -1,0 +1,170 @@
+//! Whole-process memory of one training step, one configuration per process.
+//!
+//! ```sh
+//! cargo run --release -p seht-bench --example step_memory -- resnet18 32 exact-h1
+//! cargo run --release -p seht-bench --example step_memory -- --table [--limit-gib 22]
+//! ```
+//!
+//! One configuration (`MODEL BATCH STEP`) prints one CSV line
+//! `candle,MODEL,BATCH,STEP,working_gib,peak_rss_gib,heap_peak_gib,seconds`:
+//!
+//! - `working_gib`: peak resident set size (`VmHWM`, whole process) during the
+//!   first step minus the resident set size just before it (GiB, 2³⁰ bytes);
+//! - `peak_rss_gib`: that peak itself;
+//! - `heap_peak_gib`: the allocator's view, the peak of live heap bytes above
+//!   those live before the step ([`CountingAlloc`]);
+//! - `seconds`: the median of three further steps.
+//!
+//! `MODEL`: `resnet18` (full width, CIFAR, training-mode BatchNorm), `wrn28-10`,
+//! `lstm` (2 × 512, batch 20 × 35; BATCH is ignored). `STEP`: `plain`
+//! (forward, backward), `hvp` (gradient on the graph, one Hessian-vector
+//! product), `exact-h1` (exact SEHT-H K = 1 penalised step), `exact-d` (exact
+//! SEHT-D p = 0.05, a step whose draw selected layers), `first-order`
+//! (first-order SEHT-H K = 1). `--table` runs the configurations of issue 16
+//! each in its own process under an address-space limit (`--limit-gib`,
+//! default 22) and prints a Markdown table; a configuration over the limit
+//! shows as such.
+
+use std::process::Command;
+use std::time::Instant;
+
+use seht_bench::{CountingAlloc, Model, Workload, peak_bytes, rng};
+use seht_estimator::{Reading, SehtD, SehtH};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+const STEPS: [&str; 5] = ["plain", "hvp", "exact-h1", "exact-d", "first-order"];
+
+/// `field` of /proc/self/status in bytes.
+fn status_bytes(field: &str) -> Res<u64> {
+    let s = std::fs::read_to_string("/proc/self/status")?;
+    let line = s.lines().find(|l| l.starts_with(field)).ok_or_else(|| format!("/proc/self/status has no {field}"))?;
+    let kb: u64 = line[field.len()..].trim().trim_end_matches("kB").trim().parse()?;
+    Ok(kb * 1024)
+}
+
+fn model(name: &str) -> Res<Model> {
+    Ok(match name {
+        "resnet18" => Model::ResNet { width: 64, blocks: 2 },
+        "resnet16" => Model::ResNet { width: 16, blocks: 1 },
+        "wrn28-10" => Model::WideResNet { depth: 28, widen: 10 },
+        "wrn16-2" => Model::WideResNet { depth: 16, widen: 2 },
+        "lstm" => Model::Lstm { hidden: 512 },
+        "lstm128" => Model::Lstm { hidden: 128 },
+        other => {
+            return Err(format!("unknown model `{other}`: resnet18, resnet16, wrn28-10, wrn16-2, lstm, lstm128").into());
+        }
+    })
+}
+
+/// One step of kind `step`; the number of Hessian-vector products it made
+/// (SEHT-D: 0 when its draw selected no layer).
+fn step(w: &Workload, step: &str, r: &mut seht_estimator::ProbeRng) -> Res<usize> {
+    Ok(match step {
+        "plain" => {
+            w.plain_step()?;
+            0
+        }
+        "hvp" => {
+            w.hvp(r)?;
+            1
+        }
+        "exact-h1" => w.penalised_step(&SehtH::seht_h(1)?, r)?,
+        "exact-d" => w.penalised_step(&SehtD::new(1, 0.05, Reading::Unbiased)?, r)?,
+        "first-order" => w.first_order_step(1, None, r)?,
+        other => return Err(format!("unknown step `{other}`: {}", STEPS.join(", ")).into()),
+    })
+}
+
+fn one(model_name: &str, batch: usize, kind: &str) -> Res<()> {
+    seht_candle::retain_freed_memory();
+    let w = Workload::new(model(model_name)?, batch)?;
+    let mut r = rng(3);
+    // SEHT-D: the peak of a step whose draw selected layers (reset and redraw
+    // until one does, at most 40 draws).
+    let (mut working, mut peak, mut heap) = (0, 0, 0);
+    for _ in 0..40 {
+        let base = status_bytes("VmRSS:")?;
+        std::fs::write("/proc/self/clear_refs", "5")?; // resets VmHWM to VmRSS
+        let (hvps, b) = peak_bytes(|| step(&w, kind, &mut r));
+        let hwm = status_bytes("VmHWM:")?;
+        (working, peak, heap) = (hwm.saturating_sub(base), hwm, b);
+        if kind != "exact-d" || hvps? > 0 {
+            break;
+        }
+    }
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        step(&w, kind, &mut r)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "candle,{model_name},{batch},{kind},{:.3},{:.3},{:.3},{:.3}",
+        working as f64 / GIB,
+        peak as f64 / GIB,
+        heap as f64 / GIB,
+        times[1]
+    );
+    Ok(())
+}
+
+fn table(limit_gib: u64) -> Res<()> {
+    let exe = std::env::current_exe()?;
+    let mut configs: Vec<(&str, usize, &str)> = Vec::new();
+    for batch in [8, 32, 128] {
+        for s in STEPS {
+            configs.push(("resnet18", batch, s));
+        }
+    }
+    for s in STEPS {
+        configs.push(("wrn28-10", 32, s));
+    }
+    for s in STEPS {
+        configs.push(("lstm", 20, s));
+    }
+    println!("| model | batch | step | working memory (GiB) | peak RSS (GiB) | peak heap (GiB) | step (s) |");
+    println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");
+    for (m, b, s) in configs {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -v {}; exec \"$0\" {m} {b} {s}", limit_gib << 20))
+            .arg(&exe)
+            .output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().find(|l| l.starts_with("candle,")) {
+            Some(line) if out.status.success() => {
+                let f: Vec<&str> = line.split(',').collect();
+                println!("| {m} | {b} | {s} | {} | {} | {} | {} |", f[4], f[5], f[6], f[7]);
+            }
+            _ => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let why = err.lines().last().unwrap_or("no output");
+                println!("| {m} | {b} | {s} | over {limit_gib} GiB or failed ({}) | | | |", why.trim());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--table") {
+        let limit = match args.iter().position(|a| a == "--limit-gib") {
+            Some(i) => args.get(i + 1).ok_or("--limit-gib needs a value")?.parse()?,
+            None => 22,
+        };
+        return table(limit);
+    }
+    let [m, b, s] = args.as_slice() else {
+        return Err("usage: step_memory MODEL BATCH STEP | --table [--limit-gib N]".into());
+    };
+    let batch: usize = b.parse().map_err(|e| format!("BATCH `{b}`: {e}"))?;
+    one(m, batch, s)
+}
