@@ -1,8 +1,9 @@
 //! Whole-process memory of one training step, one configuration per process.
 //!
 //! ```sh
-//! cargo run --release -p seht-bench --example step_memory -- resnet18 32 exact-h1
-//! cargo run --release -p seht-bench --example step_memory -- --table [--limit-gib 22]
+//! cargo run --release -p seht-bench --example step_memory -- resnet18 32 exact-h1 [--repeats 3]
+//! cargo run --release -p seht-bench --example step_memory -- --table [--limit-gib 22] \
+//!     [--configs resnet18/8/plain,lstm/20/hvp,…] [--repeats 0]
 //! ```
 //!
 //! One configuration (`MODEL BATCH STEP`) prints one CSV line
@@ -13,17 +14,18 @@
 //! - `peak_rss_gib`: that peak itself;
 //! - `heap_peak_gib`: the allocator's view, the peak of live heap bytes above
 //!   those live before the step ([`CountingAlloc`]);
-//! - `seconds`: the median of three further steps.
+//! - `seconds`: the median of `--repeats` further steps (default 3; 0: not
+//!   timed, printed as `-`).
 //!
 //! `MODEL`: `resnet18` (full width, CIFAR, training-mode BatchNorm), `wrn28-10`,
 //! `lstm` (2 × 512, batch 20 × 35; BATCH is ignored). `STEP`: `plain`
 //! (forward, backward), `hvp` (gradient on the graph, one Hessian-vector
 //! product), `exact-h1` (exact SEHT-H K = 1 penalised step), `exact-d` (exact
 //! SEHT-D p = 0.05, a step whose draw selected layers), `first-order`
-//! (first-order SEHT-H K = 1). `--table` runs the configurations of issue 16
-//! each in its own process under an address-space limit (`--limit-gib`,
-//! default 22) and prints a Markdown table; a configuration over the limit
-//! shows as such.
+//! (first-order SEHT-H K = 1). `--table` runs configurations (`--configs`,
+//! default: those of issue 16) each in its own process under an
+//! address-space limit (`--limit-gib`, default 22) and prints a Markdown
+//! table; a configuration over the limit shows as such.
 
 use std::process::Command;
 use std::time::Instant;
@@ -81,7 +83,7 @@ fn step(w: &Workload, step: &str, r: &mut seht_estimator::ProbeRng) -> Res<usize
     })
 }
 
-fn one(model_name: &str, batch: usize, kind: &str) -> Res<()> {
+fn one(model_name: &str, batch: usize, kind: &str, repeats: usize) -> Res<()> {
     seht_candle::retain_freed_memory();
     let w = Workload::new(model(model_name)?, batch)?;
     let mut r = rng(3);
@@ -99,42 +101,53 @@ fn one(model_name: &str, batch: usize, kind: &str) -> Res<()> {
         }
     }
     let mut times = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..repeats {
         let t = Instant::now();
         step(&w, kind, &mut r)?;
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).map_or("-".to_string(), |t| format!("{t:.3}"));
     println!(
-        "candle,{model_name},{batch},{kind},{:.3},{:.3},{:.3},{:.3}",
+        "candle,{model_name},{batch},{kind},{:.3},{:.3},{:.3},{median}",
         working as f64 / GIB,
         peak as f64 / GIB,
         heap as f64 / GIB,
-        times[1]
     );
     Ok(())
 }
 
-fn table(limit_gib: u64) -> Res<()> {
+fn table(limit_gib: u64, only: Option<&str>, repeats: usize) -> Res<()> {
     let exe = std::env::current_exe()?;
-    let mut configs: Vec<(&str, usize, &str)> = Vec::new();
-    for batch in [8, 32, 128] {
-        for s in STEPS {
-            configs.push(("resnet18", batch, s));
+    let mut configs: Vec<(String, usize, String)> = Vec::new();
+    match only {
+        Some(list) => {
+            for c in list.split(',') {
+                let f: Vec<&str> = c.trim().split('/').collect();
+                let [m, b, s] = f.as_slice() else {
+                    return Err(format!("--configs entry `{c}`: expected MODEL/BATCH/STEP").into());
+                };
+                configs.push((
+                    m.to_string(),
+                    b.parse().map_err(|e| format!("--configs entry `{c}`: {e}"))?,
+                    s.to_string(),
+                ));
+            }
         }
-    }
-    for s in STEPS {
-        configs.push(("wrn28-10", 32, s));
-    }
-    for s in STEPS {
-        configs.push(("lstm", 20, s));
+        None => {
+            for (m, b) in [("resnet18", 8), ("resnet18", 32), ("resnet18", 128), ("wrn28-10", 32), ("lstm", 20)] {
+                for s in STEPS {
+                    configs.push((m.to_string(), b, s.to_string()));
+                }
+            }
+        }
     }
     println!("| model | batch | step | working memory (GiB) | peak RSS (GiB) | peak heap (GiB) | step (s) |");
     println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");
     for (m, b, s) in configs {
         let out = Command::new("sh")
             .arg("-c")
-            .arg(format!("ulimit -v {}; exec \"$0\" {m} {b} {s}", limit_gib << 20))
+            .arg(format!("ulimit -v {}; exec \"$0\" {m} {b} {s} --repeats {repeats}", limit_gib << 20))
             .arg(&exe)
             .output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -155,16 +168,29 @@ fn table(limit_gib: u64) -> Res<()> {
 
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let option = |name: &str| -> Res<Option<&String>> {
+        match args.iter().position(|a| a == name) {
+            Some(i) => Ok(Some(args.get(i + 1).ok_or_else(|| format!("{name} needs a value"))?)),
+            None => Ok(None),
+        }
+    };
+    let repeats: usize = match option("--repeats")? {
+        Some(r) => r.parse().map_err(|e| format!("--repeats `{r}`: {e}"))?,
+        None => 3,
+    };
     if args.first().map(String::as_str) == Some("--table") {
-        let limit = match args.iter().position(|a| a == "--limit-gib") {
-            Some(i) => args.get(i + 1).ok_or("--limit-gib needs a value")?.parse()?,
+        let limit = match option("--limit-gib")? {
+            Some(l) => l.parse().map_err(|e| format!("--limit-gib `{l}`: {e}"))?,
             None => 22,
         };
-        return table(limit);
+        return table(limit, option("--configs")?.map(String::as_str), repeats);
     }
-    let [m, b, s] = args.as_slice() else {
-        return Err("usage: step_memory MODEL BATCH STEP | --table [--limit-gib N]".into());
+    let [m, b, s, ..] = args.as_slice() else {
+        return Err(
+            "usage: step_memory MODEL BATCH STEP [--repeats N] | --table [--limit-gib N] [--configs …] [--repeats N]"
+                .into(),
+        );
     };
     let batch: usize = b.parse().map_err(|e| format!("BATCH `{b}`: {e}"))?;
-    one(m, batch, s)
+    one(m, batch, s, repeats)
 }

@@ -7,7 +7,9 @@ use candle_core::Var;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
-use seht_candle::{Gradient, HessianOperator, Param, ParamSet, Penalty, Selection, penalised_loss, trace_estimate};
+use seht_candle::{
+    Gradient, GraphMode, HessianOperator, Param, ParamSet, Penalty, Selection, penalised_loss, trace_estimate,
+};
 use seht_estimator::{
     BlockVec, Estimator, HvpOperator, ProbeRng, Rademacher, Reading, SehtD, SehtH, TraceEstimator, probe_rng,
 };
@@ -224,7 +226,9 @@ impl Workload {
     }
 
     fn rademacher_hvp(&self, rng: &mut ProbeRng) -> Result<BlockVec<Tensor>, seht_candle::Error> {
-        let op = HessianOperator::new(&self.loss(0)?, &self.weights)?;
+        // A product that is not differentiated again: without its graph (as
+        // `torch.autograd.grad` without `create_graph` in the peer benchmark).
+        let op = HessianOperator::with_mode(&self.loss(0)?, &self.weights, GraphMode::Detached)?;
         let v: Vec<Option<Tensor>> = op
             .blocks()
             .iter()

@@ -63,9 +63,7 @@ impl HvpOperator for Accumulating<'_> {
     /// Products are detached: estimators use them only to choose probes
     /// (Hutch++'s sketch, held fixed), never as part of the estimate.
     fn hvp(&self, v: &BlockVec<Tensor>) -> Result<BlockVec<Tensor>> {
-        let hv = self.op.hvp(v)?;
-        let parts = hv.parts().iter().map(|p| p.as_ref().map(Tensor::detach)).collect();
-        Ok(BlockVec::from_parts(parts))
+        self.op.hvp_with(v, false)
     }
 
     fn quadratic_form(&self, v: &BlockVec<Tensor>) -> Result<Combination> {

@@ -72,8 +72,9 @@ pub fn backward_no_graph(t: &Tensor) -> candle_core::Result<GradStore> {
 }
 
 /// Checks that [`backward_create_graph`] gives second derivatives on the
-/// calling thread: a guard against a candle without this workspace's patch
-/// semantics, which would make every Hessian-vector product silently wrong.
+/// calling thread: a guard against a backward rule or a candle change that
+/// loses the graph, which would make every Hessian-vector product silently
+/// wrong.
 ///
 /// It differentiates `f(x) = (x²)²` twice at `x = 2` in f64 on the CPU
 /// (`f' = 4x³ = 32`, `f'' = 12x² = 48`). The function is a chain of two

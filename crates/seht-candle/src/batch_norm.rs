@@ -11,7 +11,7 @@
 //! variance over every axis but 1.
 //!
 //! It keeps 4 full-size tensors on the graph (`x − μ`, its square, the
-//! product, the sum) where `candle_nn`'s keeps 6 plus a transposed copy, and
+//! product, the sum) where `candle_nn`'s keeps 5 plus a transposed copy, and
 //! the gradient graph that a Hessian-vector product builds through it is
 //! about half as large (`op_memory` example, docs/performance.md "Memory").
 //! Every derivative is that of the formula above: the finite-difference tests
@@ -62,10 +62,12 @@ impl BatchNorm {
     /// # Errors
     ///
     /// [`Error::InvalidOp`] for an input of rank < 2, with another number of
-    /// channels, or (training) with one value per channel; candle's.
+    /// channels (or none), or (training) with one value per channel; candle's.
+    /// Statistics are computed in the input's dtype (`candle_nn` computes
+    /// them in f32 for f16/bf16 inputs; no model here uses half precision).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = self.weight.elem_count();
-        if x.rank() < 2 || x.dim(1)? != c {
+        if c == 0 || x.rank() < 2 || x.dim(1)? != c {
             return Err(invalid(format!(
                 "BatchNorm over {c} channels given an input of shape {:?} (expected (N, {c}, …))",
                 x.dims()

@@ -13,9 +13,9 @@ pub enum Error {
     /// Second derivatives came out missing or wrong in the self-check, so any
     /// Hessian-vector product would be silently wrong.
     #[error(
-        "higher-order autodiff does not work on this thread ({detail}): the candle in use \
-         must carry this workspace's patch (vendor/candle-core, `[patch.crates-io]` in the \
-         workspace's Cargo.toml), whose per-thread switch keeps a backward pass's graph"
+        "higher-order autodiff does not work on this thread ({detail}): a backward pass \
+         lost the graph of its gradients; the candle in use must keep it under \
+         seht_candle::backward_create_graph (this workspace's patch, vendor/candle-core)"
     )]
     HigherOrderDisabled {
         /// What the self-check observed.

@@ -111,7 +111,7 @@ fn fd_check_inner(
     let sigma: Vec<Tensor> =
         vars.iter().map(|v| host_tensor(Rademacher.sample(&mut rng, v.elem_count()), v)).collect::<Result<_>>()?;
 
-    let op = HessianOperator::new(&loss()?, &params(vars))?;
+    let op = HessianOperator::with_mode(&loss()?, &params(vars), crate::GraphMode::Detached)?;
     let hv = op.hvp(&BlockVec::from_parts(sigma.iter().cloned().map(Some).collect()))?;
     let hv: Vec<Tensor> = hv.into_parts().into_iter().flatten().collect();
     drop(op);

@@ -24,8 +24,9 @@ pub enum GraphMode {
 /// `Hv = ∂(gᵀv)/∂w` (Pearlmutter 1994; the paper's eq. 12). Only the blocks
 /// where `v` is non-zero enter `gᵀv`, so sparse probes cost less.
 ///
-/// The operator needs higher-order autodiff ([`crate::enable_higher_order`])
-/// and checks for it on construction.
+/// Construction keeps the gradient's graph
+/// ([`backward_create_graph`](crate::backward_create_graph)) and runs the
+/// per-thread self-check ([`check_higher_order`](crate::check_higher_order)).
 pub struct HessianOperator {
     params: Vec<Param>,
     blocks: Vec<Block>,
@@ -105,7 +106,7 @@ impl HessianOperator {
     }
 
     /// `gᵀv` over `v`'s support, and the product `Hv` on the blocks `out`.
-    fn products(&self, v: &BlockVec<Tensor>) -> Result<Option<candle_core::backprop::GradStore>> {
+    fn products(&self, v: &BlockVec<Tensor>, create_graph: bool) -> Result<Option<candle_core::backprop::GradStore>> {
         let mut s: Option<Tensor> = None;
         for (i, vi) in v.present() {
             if let Some(g) = &self.grads[i] {
@@ -118,8 +119,7 @@ impl HessianOperator {
         }
         match s {
             None => Ok(None),
-            // The products carry their graph only where they are differentiated again.
-            Some(s) => Ok(Some(crate::autodiff::backward_with(&s, self.mode == GraphMode::Differentiable)?)),
+            Some(s) => Ok(Some(crate::autodiff::backward_with(&s, create_graph)?)),
         }
     }
 
@@ -128,6 +128,21 @@ impl HessianOperator {
             GraphMode::Differentiable => t,
             GraphMode::Detached => t.detach(),
         }
+    }
+
+    /// `Hv`, on the graph (`create_graph`) or detached, whatever the mode.
+    pub(crate) fn hvp_with(&self, v: &BlockVec<Tensor>, create_graph: bool) -> Result<BlockVec<Tensor>> {
+        let store = self.products(v, create_graph)?;
+        let mut out = BlockVec::zeros(self.blocks.len());
+        for (i, p) in self.params.iter().enumerate() {
+            let hv = match store.as_ref().and_then(|s| s.get(p.var.as_tensor())) {
+                Some(t) if create_graph => self.finish(t.clone()),
+                Some(t) => t.detach(),
+                None => p.var.zeros_like()?,
+            };
+            out.set(i, hv);
+        }
+        Ok(out)
     }
 
     fn zero(&self) -> Result<Tensor> {
@@ -154,20 +169,12 @@ impl HvpOperator for HessianOperator {
     }
 
     fn hvp(&self, v: &BlockVec<Tensor>) -> Result<BlockVec<Tensor>> {
-        let store = self.products(v)?;
-        let mut out = BlockVec::zeros(self.blocks.len());
-        for (i, p) in self.params.iter().enumerate() {
-            let hv = match store.as_ref().and_then(|s| s.get(p.var.as_tensor())) {
-                Some(t) => self.finish(t.clone()),
-                None => p.var.zeros_like()?,
-            };
-            out.set(i, hv);
-        }
-        Ok(out)
+        self.hvp_with(v, self.mode == GraphMode::Differentiable)
     }
 
     fn quadratic_form(&self, v: &BlockVec<Tensor>) -> Result<Tensor> {
-        let Some(store) = self.products(v)? else { return self.zero() };
+        // The products carry their graph only where they are differentiated again.
+        let Some(store) = self.products(v, self.mode == GraphMode::Differentiable)? else { return self.zero() };
         let mut q: Option<Tensor> = None;
         for (i, vi) in v.present() {
             if let Some(hv) = store.get(self.params[i].var.as_tensor()) {

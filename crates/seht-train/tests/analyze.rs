@@ -153,7 +153,7 @@ fn bad_input_is_named() {
 /// form agrees with its product.
 #[test]
 fn mean_hessian_averages_its_batches() {
-    seht_candle::check_higher_order().expect("higher-order autodiff (CANDLE_GRAD_DO_NOT_DETACH)");
+    seht_candle::check_higher_order().expect("higher-order autodiff self-check");
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &dev);

@@ -746,6 +746,14 @@ impl GradStore {
             }
             .bt())?
         }
+        if !grad.device().same_device(tensor.device()) {
+            Err(Error::DeviceMismatchBinaryOp {
+                lhs: tensor.device().location(),
+                rhs: grad.device().location(),
+                op: "backward-accumulate",
+            }
+            .bt())?
+        }
         if grad.dtype() != tensor.dtype() {
             Err(Error::DTypeMismatchBinaryOp {
                 lhs: tensor.dtype(),
