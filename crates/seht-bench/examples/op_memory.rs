@@ -45,11 +45,14 @@ fn profile(name: &str, f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>, vars:
     let base = live_bytes();
     let loss = (f(x.as_tensor())? * &c)?.sum_all()?;
     let forward = live_bytes() - base;
+    let (res, plain) = peak_bytes(|| backward_no_graph(&loss).map(drop));
+    res?;
     let g = backward_create_graph(&loss)?;
     let grad_graph = live_bytes() - base;
     drop(g);
-    let (res, peak) = peak_bytes(|| -> Res<()> {
-        let g = backward_create_graph(&loss)?;
+    // Σ_p g_p·σ_p over the variables with a gradient: one Hessian-vector
+    // product's directional derivative.
+    let directional = |g: &candle_core::backprop::GradStore| -> Res<Option<Tensor>> {
         let mut s: Option<Tensor> = None;
         for (v, p) in vars.iter().zip(&probes) {
             if let Some(gi) = g.get(v.as_tensor()) {
@@ -60,13 +63,37 @@ fn profile(name: &str, f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>, vars:
                 });
             }
         }
-        if let Some(s) = s {
+        Ok(s)
+    };
+    let (res, peak) = peak_bytes(|| -> Res<()> {
+        let g = backward_create_graph(&loss)?;
+        if let Some(s) = directional(&g)? {
             backward_no_graph(&s)?;
         }
         Ok(())
     });
     res?;
-    println!("| {name} | {:.1} | {:.1} | {:.1} |", forward as f64 / unit, grad_graph as f64 / unit, peak as f64 / unit);
+    // The exact penalised step: loss + σᵀHσ, the product kept on the graph
+    // and the whole differentiated once more (third order).
+    let (res, exact) = peak_bytes(|| -> Res<()> {
+        let g = backward_create_graph(&loss)?;
+        if let Some(s) = directional(&g)? {
+            let hv = backward_create_graph(&s)?;
+            if let Some(q) = directional(&hv)? {
+                backward_no_graph(&(&loss + q)?)?;
+            }
+        }
+        Ok(())
+    });
+    res?;
+    println!(
+        "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        forward as f64 / unit,
+        plain as f64 / unit,
+        grad_graph as f64 / unit,
+        peak as f64 / unit,
+        exact as f64 / unit
+    );
     Ok(())
 }
 
@@ -98,13 +125,21 @@ fn main() -> Res<()> {
         v.insert(0, x.clone());
         v
     };
-    println!("| op (input 32×64×32×32, f32) | forward | + gradient on the graph | HVP peak |");
-    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| op (input 32×64×32×32, f32) | forward | plain backward peak | + gradient on the graph | HVP peak | exact step peak |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     profile("conv 3×3, 64→64", &|t| conv.forward(t), &with_x(vars_of("conv")), &x)?;
     profile("BatchNorm (candle_nn, training)", &|t| bn.forward_t(t, true), &with_x(vars_of("bn")), &x)?;
     profile(
         "BatchNorm (seht_candle::ops, training)",
         &|t| lean.forward_t(t, true).map_err(candle_core::Error::wrap),
+        &with_x(vars_of("lean")),
+        &x,
+    )?;
+    profile(
+        "BatchNorm (seht_candle::ops, composed from candle ops)",
+        &|t| lean.forward_t_composed(t, true).map_err(candle_core::Error::wrap),
         &with_x(vars_of("lean")),
         &x,
     )?;

@@ -10,14 +10,22 @@
 //! `y = (x − μ) ⊙ (γ/√(σ² + ε)) + β`, with `μ`, `σ²` the biased batch mean and
 //! variance over every axis but 1.
 //!
-//! It keeps 4 full-size tensors on the graph (`x − μ`, its square, the
-//! product, the sum) where `candle_nn`'s keeps 5 plus a transposed copy, and
-//! the gradient graph that a Hessian-vector product builds through it is
-//! about half as large (`op_memory` example, docs/performance.md "Memory").
-//! Every derivative is that of the formula above: the finite-difference tests
-//! check it to third order.
+//! On the CPU in f32 and f64 the training-mode forward is one fused op
+//! (a candle `CustomOp3`): its graph node holds only its input `x`, `γ` and
+//! `β`, where the same formula built from candle ops keeps 3 more full-size
+//! tensors (`x − μ`, its square, the product; `candle_nn`'s keeps 5 plus a
+//! transposed copy). Its backward rule is written in candle ops (recomputing
+//! `x̂` from `x`), so it is differentiable again: a Hessian-vector product and
+//! the exact penalty's third-order pass go through it like through any other
+//! op. Other devices and dtypes use the composed formula
+//! ([`BatchNorm::forward_t_composed`]). Every derivative is that of the
+//! formula above: the finite-difference tests check it to third order, and
+//! `tests/batch_norm.rs` checks the fused op against the composed one in f64.
 
-use candle_core::{Tensor, Var};
+use std::sync::{Arc, Mutex};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, Var, WithDType};
 use candle_nn::{Init, VarBuilder};
 
 use crate::error::{Error, Result};
@@ -59,20 +67,59 @@ impl BatchNorm {
     /// graph, and move the running statistics (off the graph). Evaluation:
     /// `x ⊙ s + t` with `s = γ/√(running σ² + ε)`, `t = β − running μ ⊙ s`.
     ///
+    /// Training on the CPU in f32/f64 uses the fused op (see the module
+    /// docs): derivatives to third order, where the third pass keeps no
+    /// graph (as every pass of this crate's penalties does). On a thread
+    /// whose backward passes all keep their graph (candle's
+    /// `CANDLE_GRAD_DO_NOT_DETACH`, or `set_do_not_detach(true)` at the
+    /// forward), on other devices and in other dtypes it uses
+    /// [`forward_t_composed`](Self::forward_t_composed), which has every
+    /// order. Shapes: `x` is `(N, C, …)`, the output the same.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidOp`] for an input of rank < 2, with another number of
     /// channels (or none), or (training) with one value per channel; candle's.
-    /// Statistics are computed in the input's dtype (`candle_nn` computes
-    /// them in f32 for f16/bf16 inputs; no model here uses half precision).
+    /// A fourth derivative through the fused op is candle's error naming
+    /// `seht-batch-norm`. Statistics are accumulated in f64 by the fused op,
+    /// in the input's dtype by the composed one (`candle_nn` computes them in
+    /// f32 for f16/bf16 inputs; no model here uses half precision).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let c = self.weight.elem_count();
-        if c == 0 || x.rank() < 2 || x.dim(1)? != c {
-            return Err(invalid(format!(
-                "BatchNorm over {c} channels given an input of shape {:?} (expected (N, {c}, …))",
-                x.dims()
-            )));
+        // A thread that keeps the graph of every backward pass (candle's
+        // `CANDLE_GRAD_DO_NOT_DETACH`) may differentiate more than three
+        // times: it gets the composed formula, which has every order.
+        let fused = x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+            && !candle_core::backprop::do_not_detach();
+        if !train || !fused {
+            return self.forward_t_composed(x, train);
         }
+        let c = self.check(x)?;
+        let count = self.count(x, c)?;
+        let stats = Arc::new(Mutex::new(None));
+        let y = x.contiguous()?.apply_op3(&self.weight, &self.bias, Train { eps: self.eps, stats: stats.clone() })?;
+        let (mean, var) = stats
+            .lock()
+            .map_err(|_| invalid("the fused forward's statistics were poisoned by a panic".into()))?
+            .take()
+            .ok_or_else(|| invalid("the fused forward left no statistics".into()))?;
+        let mean = Tensor::from_vec(mean, c, x.device())?.to_dtype(x.dtype())?;
+        let var = Tensor::from_vec(var, c, x.device())?.to_dtype(x.dtype())?;
+        self.update_running(&mean, &var, count)?;
+        Ok(y)
+    }
+
+    /// [`forward_t`](Self::forward_t) built from candle ops: the same function
+    /// on every device and dtype, with 3 more full-size tensors on the
+    /// training graph than the fused CPU op. The reference the fused op is
+    /// tested against, and what `forward_t` uses off the CPU or in half
+    /// precision.
+    ///
+    /// # Errors
+    ///
+    /// As [`forward_t`](Self::forward_t).
+    pub fn forward_t_composed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = self.check(x)?;
         let mut shape = vec![1usize; x.rank()];
         shape[1] = c;
         let weight = self.weight.reshape(shape.as_slice())?;
@@ -82,9 +129,32 @@ impl BatchNorm {
                 &(self.running_var.as_detached_tensor().reshape(shape.as_slice())? + self.eps)?.sqrt()?,
             )?;
             let shift = (bias - self.running_mean.as_detached_tensor().reshape(shape.as_slice())?.mul(&scale)?)?;
-            return Ok(x.broadcast_mul(&scale)?.broadcast_add(&shift)?);
+            return Ok(((x * per_channel(&scale, x.dims())?)? + per_channel(&shift, x.dims())?)?);
         }
-        let axes: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+        let count = self.count(x, c)?;
+        let inv = 1.0 / count as f64;
+        let mean = per_channel_sum(x)?.affine(inv, 0.0)?;
+        let centred = (x - per_channel(&mean, x.dims())?)?;
+        let var = per_channel_sum(&centred.sqr()?)?.affine(inv, 0.0)?;
+        self.update_running(&mean.detach().flatten_all()?, &var.detach().flatten_all()?, count)?;
+        let scale = weight.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(((centred * per_channel(&scale, x.dims())?)? + per_channel(&bias, x.dims())?)?)
+    }
+
+    /// The number of channels, after checking `x`'s shape against it.
+    fn check(&self, x: &Tensor) -> Result<usize> {
+        let c = self.weight.elem_count();
+        if c == 0 || x.rank() < 2 || x.dim(1)? != c {
+            return Err(invalid(format!(
+                "BatchNorm over {c} channels given an input of shape {:?} (expected (N, {c}, …))",
+                x.dims()
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Values per channel of a training batch (at least 2).
+    fn count(&self, x: &Tensor, c: usize) -> Result<usize> {
         let count = x.elem_count() / c;
         if count < 2 {
             return Err(invalid(format!(
@@ -92,21 +162,504 @@ impl BatchNorm {
                 x.dims()
             )));
         }
-        let inv = 1.0 / count as f64;
-        let mean = x.sum_keepdim(axes.clone())?.affine(inv, 0.0)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.sum_keepdim(axes)?.affine(inv, 0.0)?;
+        Ok(count)
+    }
+
+    /// Running statistics from a batch's mean and biased variance, both `(C,)`
+    /// and detached; the variance enters unbiased, as in PyTorch.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> Result<()> {
         let m = self.momentum;
         let unbiased = count as f64 / (count as f64 - 1.0);
-        self.running_mean.set(
-            &(self.running_mean.as_detached_tensor().affine(1.0 - m, 0.0)?
-                + mean.detach().flatten_all()?.affine(m, 0.0)?)?,
-        )?;
-        self.running_var.set(
-            &(self.running_var.as_detached_tensor().affine(1.0 - m, 0.0)?
-                + var.detach().flatten_all()?.affine(m * unbiased, 0.0)?)?,
-        )?;
-        let scale = weight.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(centred.broadcast_mul(&scale)?.broadcast_add(&bias)?)
+        self.running_mean
+            .set(&(self.running_mean.as_detached_tensor().affine(1.0 - m, 0.0)? + mean.affine(m, 0.0)?)?)?;
+        self.running_var
+            .set(&(self.running_var.as_detached_tensor().affine(1.0 - m, 0.0)? + var.affine(m * unbiased, 0.0)?)?)?;
+        Ok(())
+    }
+}
+
+/// Sum of an `(N, C, …)` tensor over every axis but 1, shape `(1, C, 1, …)`:
+/// first over the trailing axes `2..`, then over axis 0.
+///
+/// One `sum_keepdim` over `(0, 2, 3)` gives the same value but takes candle's
+/// strided CPU reduction (a division per element and axis), 28× slower on a
+/// ResNet-18 activation than the contiguous reduction over trailing axes that
+/// the first stage gets; the second stage reduces only `N·C` values.
+fn per_channel_sum(x: &Tensor) -> candle_core::Result<Tensor> {
+    let trailing: Vec<usize> = (2..x.rank()).collect();
+    let partial = if trailing.is_empty() { x.clone() } else { x.sum_keepdim(trailing)? };
+    partial.sum_keepdim(0)
+}
+
+/// A `(1, C, 1, …)` tensor broadcast to `dims` in two stages, `(N, C, 1, …)`
+/// then `dims`, so that the backward pass's sum (and, in a Hessian-vector
+/// product, the sums of every later derivative) is again the two-stage one of
+/// [`per_channel_sum`] and not one strided reduction.
+fn per_channel(t: &Tensor, dims: &[usize]) -> candle_core::Result<Tensor> {
+    let mut stage = vec![1usize; dims.len()];
+    stage[0] = dims[0];
+    stage[1] = dims[1];
+    t.broadcast_as(stage.as_slice())?.broadcast_as(dims)
+}
+
+// ---------------------------------------------------------------------------
+// The fused CPU path.
+//
+// `y = Train(x, γ, β)` is one op whose graph node holds only its inputs. Its
+// backward rule, in a pass that keeps no graph, is one numerical kernel on
+// detached inputs. In a pass that keeps its graph (the gradient inside a
+// Hessian-vector product) it is written with ops of its own, one per order
+// of derivative, so that what the graph records is one node per order
+// holding its inputs, not the dozen full-size intermediates of the formula:
+//
+// - `x̂ = Normalise(x)` (recomputed) for `∂γ = Σ g ⊙ x̂`;
+// - order 1, `NormaliseVjp(x, g) = J(x) g` with J the (symmetric) Jacobian of
+//   x ↦ x̂: `J g = (g − mean g − x̂ ⊙ mean(g ⊙ x̂)) / √(σ² + ε)` per channel,
+//   so `∂x = J(x)(γ ⊙ g)`;
+// - order 2, `NormaliseVjp2(x, g, u) = (∂_x⟨u, J(x) g⟩, J(x) u)`, stacked;
+// - order 3, NormaliseVjp2's own backward, computed by a local
+//   differentiation of the composed formula on copies of its inputs (one
+//   layer's memory, freed at once), and only for a pass that keeps no graph:
+//   a fourth derivative through a fused BatchNorm is an error
+//   (`forward_t_composed` has every order).
+//
+// `tests/batch_norm.rs` checks the path against the composed formula to
+// third order in f64.
+// ---------------------------------------------------------------------------
+
+/// `J(x) g`, composed from candle ops (the formula above).
+fn normalise_vjp_composed(x: &Tensor, g: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let dims = x.dims();
+    let inv_n = x.dim(1)? as f64 / x.elem_count() as f64;
+    let mean = per_channel_sum(x)?.affine(inv_n, 0.0)?;
+    let centred = (x - per_channel(&mean, dims)?)?;
+    let var = per_channel_sum(&centred.sqr()?)?.affine(inv_n, 0.0)?;
+    let inv_std = per_channel(&(var + eps)?.sqrt()?.recip()?, dims)?;
+    let x_hat = (centred * &inv_std)?;
+    let g_mean = per_channel_sum(g)?.affine(inv_n, 0.0)?;
+    let gx_mean = per_channel_sum(&(g * &x_hat)?)?.affine(inv_n, 0.0)?;
+    ((g - per_channel(&g_mean, dims)?)? - (x_hat * per_channel(&gx_mean, dims)?)?)? * inv_std
+}
+
+fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&T::cpu_storage_as_slice(s)?[start..end]),
+        None => candle_core::bail!("seht-batch-norm: {what} is not contiguous"),
+    }
+}
+
+fn tensor_of<T: WithDType>(s: &CpuStorage, l: &Layout, what: &str) -> candle_core::Result<Tensor> {
+    Tensor::from_slice(slice::<T>(s, l, what)?, l.dims(), &candle_core::Device::Cpu)
+}
+
+fn same_dtype(op: &str, dtypes: &[DType]) -> candle_core::Result<DType> {
+    let d = dtypes[0];
+    if !matches!(d, DType::F32 | DType::F64) || dtypes.iter().any(|&e| e != d) {
+        candle_core::bail!("{op}: arguments must all be f32 or all f64, got {dtypes:?}");
+    }
+    Ok(d)
+}
+
+/// Per-channel statistics of a contiguous `(N, C, S…)` slice, accumulated in
+/// f64 (two passes): `(mean, biased variance)` of channel `j` for each `j`.
+fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<f64>, Vec<f64>) {
+    let count = (n * s) as f64;
+    let mut mean = vec![0f64; c];
+    let mut var = vec![0f64; c];
+    for i in 0..n {
+        for (j, m) in mean.iter_mut().enumerate() {
+            *m += x[(i * c + j) * s..(i * c + j + 1) * s].iter().map(|v| v.to_f64()).sum::<f64>();
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= count);
+    for i in 0..n {
+        for (j, v) in var.iter_mut().enumerate() {
+            let mu = mean[j];
+            *v += x[(i * c + j) * s..(i * c + j + 1) * s].iter().map(|v| (v.to_f64() - mu).powi(2)).sum::<f64>();
+        }
+    }
+    var.iter_mut().for_each(|v| *v /= count);
+    (mean, var)
+}
+
+/// `(N, C, S)` of a layout of rank ≥ 2.
+fn ncs(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
+    let d = l.dims();
+    if d.len() < 2 {
+        candle_core::bail!("seht-batch-norm: input of rank {} (expected (N, C, …))", d.len());
+    }
+    Ok((d[0], d[1], d[2..].iter().product()))
+}
+
+/// Per-channel batch mean and biased variance, left by the fused forward.
+type Stats = Arc<Mutex<Option<(Vec<f64>, Vec<f64>)>>>;
+
+/// `(x, γ, β) ↦ x̂ ⊙ γ + β`, leaving the batch mean and biased variance in
+/// `stats`.
+struct Train {
+    eps: f64,
+    stats: Stats,
+}
+
+impl Train {
+    fn run<T: WithDType>(&self, x: &[T], w: &[T], b: &[T], l: &Layout) -> candle_core::Result<CpuStorage> {
+        let (n, c, s) = ncs(l)?;
+        if w.len() != c || b.len() != c {
+            candle_core::bail!("seht-batch-norm: {} weights and {} biases for {c} channels", w.len(), b.len());
+        }
+        let (mean, var) = channel_stats(x, n, c, s);
+        let mut y = vec![T::zero(); x.len()];
+        for i in 0..n {
+            for j in 0..c {
+                let scale = w[j].to_f64() / (var[j] + self.eps).sqrt();
+                let (mu, shift) = (mean[j], b[j].to_f64());
+                let r = (i * c + j) * s..(i * c + j + 1) * s;
+                for (out, v) in y[r.clone()].iter_mut().zip(&x[r]) {
+                    *out = T::from_f64((v.to_f64() - mu) * scale + shift);
+                }
+            }
+        }
+        *self.stats.lock().map_err(|_| candle_core::Error::Msg("seht-batch-norm: poisoned statistics".into()))? =
+            Some((mean, var));
+        Ok(T::to_cpu_storage_owned(y))
+    }
+
+    /// `(∂x, ∂γ, ∂β)` for the incoming gradient `g`, numerically.
+    fn gradients<T: WithDType>(
+        &self,
+        x: &[T],
+        w: &[T],
+        g: &[T],
+        dims: &[usize],
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let (n, c, s) = (dims[0], dims[1], dims[2..].iter().product::<usize>());
+        if x.len() != n * c * s || g.len() != x.len() || w.len() != c {
+            candle_core::bail!(
+                "seht-batch-norm: {} inputs, {} gradients and {} weights for shape {dims:?}",
+                x.len(),
+                g.len(),
+                w.len()
+            );
+        }
+        let count = (n * s) as f64;
+        let (mean, var) = channel_stats(x, n, c, s);
+        let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let (mut g_sum, mut gx_sum) = (vec![0f64; c], vec![0f64; c]);
+        for i in 0..n {
+            for j in 0..c {
+                let r = (i * c + j) * s..(i * c + j + 1) * s;
+                for (gv, xv) in g[r.clone()].iter().zip(&x[r]) {
+                    let gv = gv.to_f64();
+                    g_sum[j] += gv;
+                    gx_sum[j] += gv * (xv.to_f64() - mean[j]) * inv[j];
+                }
+            }
+        }
+        let mut dx = vec![T::zero(); x.len()];
+        for i in 0..n {
+            for j in 0..c {
+                let (gm, gxm, f) = (g_sum[j] / count, gx_sum[j] / count, w[j].to_f64() * inv[j]);
+                let r = (i * c + j) * s..(i * c + j + 1) * s;
+                for ((o, gv), xv) in dx[r.clone()].iter_mut().zip(&g[r.clone()]).zip(&x[r]) {
+                    let x_hat = (xv.to_f64() - mean[j]) * inv[j];
+                    *o = T::from_f64((gv.to_f64() - gm - x_hat * gxm) * f);
+                }
+            }
+        }
+        let dev = candle_core::Device::Cpu;
+        let small = |v: Vec<f64>| Tensor::from_vec(v.into_iter().map(T::from_f64).collect::<Vec<T>>(), c, &dev);
+        Ok((Tensor::from_vec(dx, dims, &dev)?, small(gx_sum)?, small(g_sum)?))
+    }
+}
+
+impl CustomOp3 for Train {
+    fn name(&self) -> &'static str {
+        "seht-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match same_dtype(self.name(), &[s1.dtype(), s2.dtype(), s3.dtype()])? {
+            DType::F32 => self.run(
+                slice::<f32>(s1, l1, "the input")?,
+                slice::<f32>(s2, l2, "γ")?,
+                slice::<f32>(s3, l3, "β")?,
+                l1,
+            )?,
+            _ => self.run(
+                slice::<f64>(s1, l1, "the input")?,
+                slice::<f64>(s2, l2, "γ")?,
+                slice::<f64>(s3, l3, "β")?,
+                l1,
+            )?,
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if !candle_core::backprop::do_not_detach() {
+            let (x, w, g) = (x.detach(), weight.detach().contiguous()?, g.detach().contiguous()?);
+            let (xs, xl) = x.storage_and_layout();
+            let (ws, wl) = w.storage_and_layout();
+            let (gs, gl) = g.storage_and_layout();
+            let (candle_core::Storage::Cpu(xs), candle_core::Storage::Cpu(ws), candle_core::Storage::Cpu(gs)) =
+                (&*xs, &*ws, &*gs)
+            else {
+                candle_core::bail!("seht-batch-norm: the fused op runs on the CPU only");
+            };
+            let (dx, dw, db) = match same_dtype(self.name(), &[xs.dtype(), ws.dtype(), gs.dtype()])? {
+                DType::F32 => self.gradients(
+                    slice::<f32>(xs, xl, "the input")?,
+                    slice::<f32>(ws, wl, "γ")?,
+                    slice::<f32>(gs, gl, "the gradient")?,
+                    x.dims(),
+                )?,
+                _ => self.gradients(
+                    slice::<f64>(xs, xl, "the input")?,
+                    slice::<f64>(ws, wl, "γ")?,
+                    slice::<f64>(gs, gl, "the gradient")?,
+                    x.dims(),
+                )?,
+            };
+            return Ok((Some(dx), Some(dw), Some(db)));
+        }
+        let mut shape = vec![1usize; x.rank()];
+        shape[1] = weight.elem_count();
+        let x_hat = x.apply_op1(Normalise { eps: self.eps })?;
+        let scaled = (g * per_channel(&weight.reshape(shape.as_slice())?, g.dims())?)?;
+        let d_x = x.apply_op2(&scaled, NormaliseVjp { eps: self.eps })?;
+        let d_weight = per_channel_sum(&(g * x_hat)?)?.flatten_all()?;
+        let d_bias = per_channel_sum(g)?.flatten_all()?;
+        Ok((Some(d_x), Some(d_weight), Some(d_bias)))
+    }
+}
+
+/// `x ↦ x̂`.
+struct Normalise {
+    eps: f64,
+}
+
+impl Normalise {
+    fn run<T: WithDType>(&self, x: &[T], l: &Layout) -> candle_core::Result<CpuStorage> {
+        let (n, c, s) = ncs(l)?;
+        let (mean, var) = channel_stats(x, n, c, s);
+        let mut y = vec![T::zero(); x.len()];
+        for i in 0..n {
+            for j in 0..c {
+                let (mu, inv) = (mean[j], 1.0 / (var[j] + self.eps).sqrt());
+                let r = (i * c + j) * s..(i * c + j + 1) * s;
+                for (out, v) in y[r.clone()].iter_mut().zip(&x[r]) {
+                    *out = T::from_f64((v.to_f64() - mu) * inv);
+                }
+            }
+        }
+        Ok(T::to_cpu_storage_owned(y))
+    }
+}
+
+impl candle_core::CustomOp1 for Normalise {
+    fn name(&self) -> &'static str {
+        "seht-batch-norm-normalise"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match same_dtype(self.name(), &[s.dtype()])? {
+            DType::F32 => self.run(slice::<f32>(s, l, "the input")?, l)?,
+            _ => self.run(slice::<f64>(s, l, "the input")?, l)?,
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let op = NormaliseVjp { eps: self.eps };
+        Ok(Some(if candle_core::backprop::do_not_detach() {
+            x.apply_op2(&g.contiguous()?, op)?
+        } else {
+            x.detach().apply_op2_no_bwd(&g.detach().contiguous()?, &op)?
+        }))
+    }
+}
+
+/// `(x, g) ↦ J(x) g`.
+struct NormaliseVjp {
+    eps: f64,
+}
+
+impl NormaliseVjp {
+    fn run<T: WithDType>(&self, x: &[T], g: &[T], l: &Layout) -> candle_core::Result<CpuStorage> {
+        let (n, c, s) = ncs(l)?;
+        if g.len() != x.len() {
+            candle_core::bail!("seht-batch-norm: gradient of {} values for an input of {}", g.len(), x.len());
+        }
+        let count = (n * s) as f64;
+        let (mean, var) = channel_stats(x, n, c, s);
+        let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
+        let (mut g_mean, mut gx_mean) = (vec![0f64; c], vec![0f64; c]);
+        for i in 0..n {
+            for j in 0..c {
+                let r = (i * c + j) * s..(i * c + j + 1) * s;
+                for (gv, xv) in g[r.clone()].iter().zip(&x[r]) {
+                    let gv = gv.to_f64();
+                    g_mean[j] += gv;
+                    gx_mean[j] += gv * (xv.to_f64() - mean[j]) * inv[j];
+                }
+            }
+        }
+        let mut out = vec![T::zero(); x.len()];
+        for i in 0..n {
+            for j in 0..c {
+                let (gm, gxm) = (g_mean[j] / count, gx_mean[j] / count);
+                let r = (i * c + j) * s..(i * c + j + 1) * s;
+                for ((o, gv), xv) in out[r.clone()].iter_mut().zip(&g[r.clone()]).zip(&x[r]) {
+                    let x_hat = (xv.to_f64() - mean[j]) * inv[j];
+                    *o = T::from_f64((gv.to_f64() - gm - x_hat * gxm) * inv[j]);
+                }
+            }
+        }
+        Ok(T::to_cpu_storage_owned(out))
+    }
+}
+
+impl candle_core::CustomOp2 for NormaliseVjp {
+    fn name(&self) -> &'static str {
+        "seht-batch-norm-vjp"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match same_dtype(self.name(), &[s1.dtype(), s2.dtype()])? {
+            DType::F32 => self.run(slice::<f32>(s1, l1, "the input")?, slice::<f32>(s2, l2, "the gradient")?, l1)?,
+            _ => self.run(slice::<f64>(s1, l1, "the input")?, slice::<f64>(s2, l2, "the gradient")?, l1)?,
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        _res: &Tensor,
+        u: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let op = NormaliseVjp2 { eps: self.eps };
+        let both = if candle_core::backprop::do_not_detach() {
+            x.apply_op3(g, &u.contiguous()?, op)?
+        } else {
+            x.detach().apply_op3_no_bwd(&g.detach(), &u.detach().contiguous()?, &op)?
+        };
+        Ok((Some(both.get(0)?), Some(both.get(1)?)))
+    }
+}
+
+/// `(x, g, u) ↦ (∂_x⟨u, J(x) g⟩, J(x) u)`, stacked on a new axis 0.
+struct NormaliseVjp2 {
+    eps: f64,
+}
+
+/// Fresh variables holding copies of `ts`.
+fn fresh(ts: &[&Tensor]) -> candle_core::Result<Vec<Var>> {
+    ts.iter().map(|t| Var::from_tensor(&t.detach())).collect()
+}
+
+fn grad_or_zeros(grads: &candle_core::backprop::GradStore, v: &Var) -> candle_core::Result<Tensor> {
+    match grads.get(v.as_tensor()) {
+        Some(g) => Ok(g.detach()),
+        None => v.as_tensor().zeros_like(),
+    }
+}
+
+impl NormaliseVjp2 {
+    fn value(&self, x: &Tensor, g: &Tensor, u: &Tensor) -> candle_core::Result<Tensor> {
+        let v = fresh(&[x, g])?;
+        let inner = (normalise_vjp_composed(v[0].as_tensor(), v[1].as_tensor(), self.eps)? * u)?.sum_all()?;
+        let grads = crate::autodiff::backward_no_graph(&inner)?;
+        Tensor::stack(&[grad_or_zeros(&grads, &v[0])?, grad_or_zeros(&grads, &v[1])?], 0)
+    }
+}
+
+impl CustomOp3 for NormaliseVjp2 {
+    fn name(&self) -> &'static str {
+        "seht-batch-norm-vjp2"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = match same_dtype(self.name(), &[s1.dtype(), s2.dtype(), s3.dtype()])? {
+            DType::F32 => self.value(
+                &tensor_of::<f32>(s1, l1, "the input")?,
+                &tensor_of::<f32>(s2, l2, "the gradient")?,
+                &tensor_of::<f32>(s3, l3, "the direction")?,
+            )?,
+            _ => self.value(
+                &tensor_of::<f64>(s1, l1, "the input")?,
+                &tensor_of::<f64>(s2, l2, "the gradient")?,
+                &tensor_of::<f64>(s3, l3, "the direction")?,
+            )?,
+        };
+        let shape = out.shape().clone();
+        let storage = match out.dtype() {
+            DType::F32 => f32::to_cpu_storage_owned(out.flatten_all()?.to_vec1::<f32>()?),
+            _ => f64::to_cpu_storage_owned(out.flatten_all()?.to_vec1::<f64>()?),
+        };
+        Ok((storage, shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        u: &Tensor,
+        _res: &Tensor,
+        w: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        if candle_core::backprop::do_not_detach() {
+            candle_core::bail!(
+                "seht-batch-norm: a fourth derivative through the fused BatchNorm is not implemented \
+                 (use BatchNorm::forward_t_composed, which has every order)"
+            );
+        }
+        let v = fresh(&[x, g, u])?;
+        let inner =
+            (normalise_vjp_composed(v[0].as_tensor(), v[1].as_tensor(), self.eps)? * v[2].as_tensor())?.sum_all()?;
+        let first = crate::autodiff::backward_create_graph(&inner)?;
+        let w = w.detach();
+        let mut outer = Tensor::zeros((), x.dtype(), x.device())?;
+        for (k, var) in v[..2].iter().enumerate() {
+            if let Some(d) = first.get(var.as_tensor()) {
+                outer = (outer + (d * w.get(k)?)?.sum_all()?)?;
+            }
+        }
+        let second = crate::autodiff::backward_no_graph(&outer)?;
+        Ok((
+            Some(grad_or_zeros(&second, &v[0])?),
+            Some(grad_or_zeros(&second, &v[1])?),
+            Some(grad_or_zeros(&second, &v[2])?),
+        ))
     }
 }

@@ -1,6 +1,7 @@
 //! `ops::BatchNorm` against `candle_nn`'s: the same parameters, outputs,
-//! running statistics and evaluation output (f64, relative 1e-12), and bad
-//! shapes refused with an error naming the op.
+//! running statistics and evaluation output (f64, relative 1e-12); its fused
+//! CPU op against the same formula in candle ops, to third order; bad shapes
+//! refused with an error naming the op.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
@@ -66,6 +67,61 @@ fn matches_candle_nn_in_training_and_evaluation() {
             &ours.forward_t(&x, false).expect("ours"),
             &reference.forward_t(&x, false).expect("reference"),
         );
+    }
+}
+
+/// Output, gradient, Hessian-vector product and the gradient of `‖Hv‖²` with
+/// respect to `(x, γ, β)` for `L = Σ tanh(y) ⊙ c`, `y` the training-mode
+/// output of `forward` (one of the two paths), in `dtype`.
+fn derivatives(
+    shape: &[usize],
+    dtype: DType,
+    forward: impl Fn(&BatchNorm, &Tensor) -> seht_candle::Result<Tensor>,
+) -> Vec<(String, Tensor)> {
+    let c = shape[1];
+    let cast = |t: Tensor| t.to_dtype(dtype).expect("cast");
+    let mut vm = VarMap::new();
+    let bn = BatchNorm::new(c, VarBuilder::from_varmap(&vm, dtype, &DEV).pp("bn")).expect("bn");
+    vm.set_one("bn.weight", cast(randn(&[c], 1).affine(0.3, 1.0).expect("γ"))).expect("set");
+    vm.set_one("bn.bias", cast(randn(&[c], 2))).expect("set");
+    let param = |name: &str| vm.data().lock().expect("lock").get(name).expect("var").as_tensor().clone();
+    let x = candle_core::Var::from_tensor(&cast(randn(shape, 4).affine(1.5, 0.2).expect("x"))).expect("var");
+    let inputs = [x.as_tensor().clone(), param("bn.weight"), param("bn.bias")];
+    let y = forward(&bn, &inputs[0]).expect("forward");
+    let loss = (y.tanh().expect("tanh") * cast(randn(shape, 5))).expect("mul").sum_all().expect("sum");
+    let grads = seht_candle::backward_create_graph(&loss).expect("gradient");
+    let mut dot = Tensor::zeros((), dtype, &DEV).expect("zero");
+    for (i, t) in inputs.iter().enumerate() {
+        let g = grads.get(t).expect("gradient of an input");
+        dot = (dot + (g * cast(randn(t.dims(), 6 + i as u64))).expect("gv").sum_all().expect("sum")).expect("add");
+    }
+    let hv = seht_candle::backward_create_graph(&dot).expect("Hessian-vector product");
+    let mut norm = Tensor::zeros((), dtype, &DEV).expect("zero");
+    for t in &inputs {
+        norm = (norm + hv.get(t).expect("Hv").sqr().expect("sqr").sum_all().expect("sum")).expect("add");
+    }
+    let third = seht_candle::backward_no_graph(&norm).expect("third order");
+    let mut out = vec![("output".to_string(), y.detach())];
+    for (name, t) in ["x", "γ", "β"].iter().zip(&inputs) {
+        out.push((format!("gradient {name}"), grads.get(t).expect("g").detach()));
+        out.push((format!("Hv {name}"), hv.get(t).expect("Hv").detach()));
+        out.push((format!("∇‖Hv‖² {name}"), third.get(t).expect("third").detach()));
+    }
+    out
+}
+
+#[test]
+fn fused_op_matches_the_composed_formula_to_third_order() {
+    for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-4)] {
+        for shape in [vec![6usize, 3, 5, 4], vec![7, 3], vec![2, 3, 2, 2, 3]] {
+            let fused = derivatives(&shape, dtype, |bn, x| bn.forward_t(x, true));
+            let composed = derivatives(&shape, dtype, |bn, x| bn.forward_t_composed(x, true));
+            for ((name, a), (_, b)) in fused.iter().zip(&composed) {
+                let (a, b) = (a.to_dtype(DType::F64).expect("a"), b.to_dtype(DType::F64).expect("b"));
+                let err = seht_candle::gradcheck::relative_error(&values(&a), &values(&b));
+                assert!(err <= tol, "{dtype:?} {shape:?} {name}: relative difference {err:.2e} > {tol:.0e}");
+            }
+        }
     }
 }
 
