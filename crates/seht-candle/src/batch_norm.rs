@@ -68,30 +68,19 @@ impl BatchNorm {
     /// `x ⊙ s + t` with `s = γ/√(running σ² + ε)`, `t = β − running μ ⊙ s`.
     ///
     /// Training on the CPU in f32/f64 uses the fused op (see the module
-    /// docs): derivatives to third order, where the third pass keeps no
-    /// graph (as every pass of this crate's penalties does). On a thread
-    /// whose backward passes all keep their graph (candle's
-    /// `CANDLE_GRAD_DO_NOT_DETACH`, or `set_do_not_detach(true)` at the
-    /// forward), on other devices and in other dtypes it uses
-    /// [`forward_t_composed`](Self::forward_t_composed), which has every
-    /// order. Shapes: `x` is `(N, C, …)`, the output the same.
+    /// docs), with derivatives of every order; on other devices and in other
+    /// dtypes [`forward_t_composed`](Self::forward_t_composed). Shapes: `x` is
+    /// `(N, C, …)`, the output the same.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidOp`] for an input of rank < 2, with another number of
     /// channels (or none), or (training) with one value per channel; candle's.
-    /// A fourth derivative through the fused op is candle's error naming
-    /// `seht-batch-norm`. Statistics are accumulated in f64 by the fused op,
-    /// in the input's dtype by the composed one (`candle_nn` computes them in
-    /// f32 for f16/bf16 inputs; no model here uses half precision).
+    /// Statistics are accumulated in f64 by the fused op, in the input's
+    /// dtype by the composed one (`candle_nn` computes them in f32 for
+    /// f16/bf16 inputs; no model here uses half precision).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        // A thread that keeps the graph of every backward pass (candle's
-        // `CANDLE_GRAD_DO_NOT_DETACH`) may differentiate more than three
-        // times: it gets the composed formula, which has every order.
-        let fused = x.device().is_cpu()
-            && matches!(x.dtype(), DType::F32 | DType::F64)
-            && !candle_core::backprop::do_not_detach();
-        if !train || !fused {
+        if !train || !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
             return self.forward_t_composed(x, train);
         }
         let c = self.check(x)?;
@@ -217,29 +206,14 @@ fn per_channel(t: &Tensor, dims: &[usize]) -> candle_core::Result<Tensor> {
 //   x ↦ x̂: `J g = (g − mean g − x̂ ⊙ mean(g ⊙ x̂)) / √(σ² + ε)` per channel,
 //   so `∂x = J(x)(γ ⊙ g)`;
 // - order 2, `NormaliseVjp2(x, g, u) = (∂_x⟨u, J(x) g⟩, J(x) u)`, stacked;
-// - order 3, NormaliseVjp2's own backward, computed by a local
-//   differentiation of the composed formula on copies of its inputs (one
-//   layer's memory, freed at once), and only for a pass that keeps no graph:
-//   a fourth derivative through a fused BatchNorm is an error
-//   (`forward_t_composed` has every order).
+// - order 3, NormaliseVjp2's own backward, by formulas derived by hand and
+//   computed with candle ops: on detached inputs in a pass that keeps no
+//   graph (every third pass of this crate's penalties), on the tracked ones
+//   otherwise, so a fourth derivative and beyond go through candle's rules.
 //
 // `tests/batch_norm.rs` checks the path against the composed formula to
-// third order in f64.
+// fourth order in f64.
 // ---------------------------------------------------------------------------
-
-/// `J(x) g`, composed from candle ops (the formula above).
-fn normalise_vjp_composed(x: &Tensor, g: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    let dims = x.dims();
-    let inv_n = x.dim(1)? as f64 / x.elem_count() as f64;
-    let mean = per_channel_sum(x)?.affine(inv_n, 0.0)?;
-    let centred = (x - per_channel(&mean, dims)?)?;
-    let var = per_channel_sum(&centred.sqr()?)?.affine(inv_n, 0.0)?;
-    let inv_std = per_channel(&(var + eps)?.sqrt()?.recip()?, dims)?;
-    let x_hat = (centred * &inv_std)?;
-    let g_mean = per_channel_sum(g)?.affine(inv_n, 0.0)?;
-    let gx_mean = per_channel_sum(&(g * &x_hat)?)?.affine(inv_n, 0.0)?;
-    ((g - per_channel(&g_mean, dims)?)? - (x_hat * per_channel(&gx_mean, dims)?)?)? * inv_std
-}
 
 fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
     match l.contiguous_offsets() {
@@ -575,24 +549,129 @@ struct NormaliseVjp2 {
     eps: f64,
 }
 
-/// Fresh variables holding copies of `ts`.
-fn fresh(ts: &[&Tensor]) -> candle_core::Result<Vec<Var>> {
-    ts.iter().map(|t| Var::from_tensor(&t.detach())).collect()
+/// Per-channel algebra of `x ↦ x̂` at one `x` (`(N, C, …)`, `n` values per
+/// channel): `x̂`, `r = 1/√(σ² + ε)` (shape `(1, C, 1, …)`), per-channel dot
+/// products and `J v = r (v − mean v − x̂ ⟨v, x̂⟩/n)`. Built from candle ops:
+/// on tracked inputs every result is differentiable again.
+struct Channel {
+    x_hat: Tensor,
+    r: Tensor,
+    n: f64,
+    dims: Vec<usize>,
 }
 
-fn grad_or_zeros(grads: &candle_core::backprop::GradStore, v: &Var) -> candle_core::Result<Tensor> {
-    match grads.get(v.as_tensor()) {
-        Some(g) => Ok(g.detach()),
-        None => v.as_tensor().zeros_like(),
+impl Channel {
+    fn new(x: &Tensor, eps: f64) -> candle_core::Result<Self> {
+        let dims = x.dims().to_vec();
+        let n = (x.elem_count() / x.dim(1)?) as f64;
+        let mean = per_channel_sum(x)?.affine(1.0 / n, 0.0)?;
+        let centred = (x - per_channel(&mean, &dims)?)?;
+        let var = per_channel_sum(&centred.sqr()?)?.affine(1.0 / n, 0.0)?;
+        let r = (var + eps)?.sqrt()?.recip()?;
+        let x_hat = (centred * per_channel(&r, &dims)?)?;
+        Ok(Self { x_hat, r, n, dims })
+    }
+
+    /// `(1, C, 1, …)` tensor broadcast to the full shape.
+    fn full(&self, t: &Tensor) -> candle_core::Result<Tensor> {
+        per_channel(t, &self.dims)
+    }
+
+    /// Per-channel `⟨a, b⟩`, shape `(1, C, 1, …)`.
+    fn dot(&self, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        per_channel_sum(&(a * b)?)
+    }
+
+    /// `K(a, b) = ⟨a, b⟩ − n·mean(a)·mean(b)` per channel.
+    fn k(&self, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+        self.dot(a, b)? - (per_channel_sum(a)? * per_channel_sum(b)?)?.affine(1.0 / self.n, 0.0)?
+    }
+
+    /// `J v`, given `vx = ⟨v, x̂⟩`.
+    fn j(&self, v: &Tensor, vx: &Tensor) -> candle_core::Result<Tensor> {
+        let mean = per_channel_sum(v)?.affine(1.0 / self.n, 0.0)?;
+        let centred = (v - self.full(&mean)?)?;
+        (centred - (&self.x_hat * self.full(&vx.affine(1.0 / self.n, 0.0)?)?)?)? * self.full(&self.r)?
+    }
+
+    /// `F(g, u) = ∂_x⟨u, J(x) g⟩ = −(r²/n)(K(g, u) − ab/n) x̂ − (r/n)(b J u + a J g)`
+    /// with `a = ⟨u, x̂⟩`, `b = ⟨g, x̂⟩`, `J u`, `J g` given.
+    #[allow(clippy::too_many_arguments)]
+    fn f(
+        &self,
+        g: &Tensor,
+        u: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        ju: &Tensor,
+        jg: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let n = self.n;
+        let r2 = self.r.sqr()?;
+        let coef = ((r2 * (self.k(g, u)? - (a * b)?.affine(1.0 / n, 0.0)?)?)?).affine(-1.0 / n, 0.0)?;
+        let rn = self.r.affine(-1.0 / n, 0.0)?;
+        let first = (&self.x_hat * self.full(&coef)?)?;
+        let second = ((ju * self.full(&(&rn * b)?)?)? + (jg * self.full(&(&rn * a)?)?)?)?;
+        first + second
     }
 }
 
 impl NormaliseVjp2 {
+    /// `(F(g, u), J u)`, stacked on axis 0.
     fn value(&self, x: &Tensor, g: &Tensor, u: &Tensor) -> candle_core::Result<Tensor> {
-        let v = fresh(&[x, g])?;
-        let inner = (normalise_vjp_composed(v[0].as_tensor(), v[1].as_tensor(), self.eps)? * u)?.sum_all()?;
-        let grads = crate::autodiff::backward_no_graph(&inner)?;
-        Tensor::stack(&[grad_or_zeros(&grads, &v[0])?, grad_or_zeros(&grads, &v[1])?], 0)
+        let ch = Channel::new(x, self.eps)?;
+        let (a, b) = (ch.dot(u, &ch.x_hat)?, ch.dot(g, &ch.x_hat)?);
+        let (ju, jg) = (ch.j(u, &a)?, ch.j(g, &b)?);
+        Tensor::stack(&[ch.f(g, u, &a, &b, &ju, &jg)?, ju], 0)
+    }
+
+    /// `∂_{x, g, u} Φ` for `Φ = ⟨w₁, F(g, u)⟩ + ⟨w₂, J u⟩` (the third
+    /// derivatives, derived by hand from the formulas above; checked against
+    /// autodiff of the composed formula by `tests/batch_norm.rs`):
+    ///
+    /// - `∂_u Φ = −(r/n)(p J g + b J w₁ + ⟨w₁, J g⟩ x̂) + J w₂`,
+    /// - `∂_g Φ = −(r/n)(p J u + a J w₁ + ⟨w₁, J u⟩ x̂)`,
+    /// - `∂_x Φ = ∇T₁ + ∇T₂ + F(u, w₂)`, where `T₁ = −(r²/n)(K(g, u) − ab/n) p`
+    ///   and `T₂ = −(r/n)(b⟨w₁, J u⟩ + a⟨w₁, J g⟩)` are the two parts of
+    ///   `⟨w₁, F(g, u)⟩`, with `∇r = −r² x̂/n`, `∇a = J u`, `∇b = J g`,
+    ///   `∇p = J w₁`, `∇⟨w₁, J u⟩ = F(u, w₁)`, `∇⟨w₁, J g⟩ = F(g, w₁)`;
+    ///
+    /// `p = ⟨w₁, x̂⟩`, `a = ⟨u, x̂⟩`, `b = ⟨g, x̂⟩`.
+    fn vjp(&self, x: &Tensor, g: &Tensor, u: &Tensor, w: &Tensor) -> candle_core::Result<[Tensor; 3]> {
+        let ch = Channel::new(x, self.eps)?;
+        let n = ch.n;
+        let (w1, w2) = (w.get(0)?, w.get(1)?);
+        let x_hat = &ch.x_hat;
+        let (a, b) = (ch.dot(u, x_hat)?, ch.dot(g, x_hat)?);
+        let (p, s) = (ch.dot(&w1, x_hat)?, ch.dot(&w2, x_hat)?);
+        let (ju, jg) = (ch.j(u, &a)?, ch.j(g, &b)?);
+        let (jw1, jw2) = (ch.j(&w1, &p)?, ch.j(&w2, &s)?);
+        let (q_u, q_g) = (ch.dot(&w1, &ju)?, ch.dot(&w1, &jg)?);
+        let r = &ch.r;
+        let full = |t: &Tensor| ch.full(t);
+        let rn = r.affine(-1.0 / n, 0.0)?;
+        // ∂_u Φ and ∂_g Φ.
+        let d_u = ((((&jg * full(&(&rn * &p)?)?)? + (&jw1 * full(&(&rn * &b)?)?)?)?
+            + (x_hat * full(&(&rn * &q_g)?)?)?)?
+            + &jw2)?;
+        let d_g = (((&ju * full(&(&rn * &p)?)?)? + (&jw1 * full(&(&rn * &a)?)?)?)? + (x_hat * full(&(&rn * &q_u)?)?)?)?;
+        // ∇T₁ = −(1/n)[−(2r³/n)(K − ab/n) p x̂ − (r² p/n)(b J u + a J g) + r² (K − ab/n) J w₁].
+        let r2 = r.sqr()?;
+        let kab = (ch.k(g, u)? - (&a * &b)?.affine(1.0 / n, 0.0)?)?;
+        let t1 = ((((x_hat * full(&((&r2 * r)? * (&kab * &p)?)?.affine(2.0 / (n * n), 0.0)?)?)?
+            + (&ju * full(&((&r2 * &p)? * &b)?.affine(1.0 / (n * n), 0.0)?)?)?)?
+            + (&jg * full(&((&r2 * &p)? * &a)?.affine(1.0 / (n * n), 0.0)?)?)?)?
+            - (&jw1 * full(&(&r2 * &kab)?.affine(1.0 / n, 0.0)?)?)?)?;
+        // ∇T₂ = −(1/n)[−(r²/n)(b q_u + a q_g) x̂ + r(q_u J g + q_g J u + b F(u, w₁) + a F(g, w₁))].
+        let f_uw1 = ch.f(u, &w1, &p, &a, &jw1, &ju)?;
+        let f_gw1 = ch.f(g, &w1, &p, &b, &jw1, &jg)?;
+        let t2 = ((((x_hat * full(&(&r2 * ((&b * &q_u)? + (&a * &q_g)?)?)?.affine(1.0 / (n * n), 0.0)?)?)?
+            + (&jg * full(&(&rn * &q_u)?)?)?)?
+            + (&ju * full(&(&rn * &q_g)?)?)?)?
+            + ((&f_uw1 * full(&(&rn * &b)?)?)? + (&f_gw1 * full(&(&rn * &a)?)?)?)?)?;
+        let f_uw2 = ch.f(u, &w2, &s, &a, &jw2, &ju)?;
+        let d_x = ((t1 + t2)? + f_uw2)?;
+        Ok([d_x, d_g, d_u])
     }
 }
 
@@ -638,28 +717,13 @@ impl CustomOp3 for NormaliseVjp2 {
         _res: &Tensor,
         w: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        if candle_core::backprop::do_not_detach() {
-            candle_core::bail!(
-                "seht-batch-norm: a fourth derivative through the fused BatchNorm is not implemented \
-                 (use BatchNorm::forward_t_composed, which has every order)"
-            );
-        }
-        let v = fresh(&[x, g, u])?;
-        let inner =
-            (normalise_vjp_composed(v[0].as_tensor(), v[1].as_tensor(), self.eps)? * v[2].as_tensor())?.sum_all()?;
-        let first = crate::autodiff::backward_create_graph(&inner)?;
-        let w = w.detach();
-        let mut outer = Tensor::zeros((), x.dtype(), x.device())?;
-        for (k, var) in v[..2].iter().enumerate() {
-            if let Some(d) = first.get(var.as_tensor()) {
-                outer = (outer + (d * w.get(k)?)?.sum_all()?)?;
-            }
-        }
-        let second = crate::autodiff::backward_no_graph(&outer)?;
-        Ok((
-            Some(grad_or_zeros(&second, &v[0])?),
-            Some(grad_or_zeros(&second, &v[1])?),
-            Some(grad_or_zeros(&second, &v[2])?),
-        ))
+        let [d_x, d_g, d_u] = if candle_core::backprop::do_not_detach() {
+            // Kept graph (a fourth derivative to come): the same formulas on
+            // the tracked inputs, differentiable again.
+            self.vjp(x, g, u, w)?
+        } else {
+            self.vjp(&x.detach(), &g.detach(), &u.detach(), &w.detach())?
+        };
+        Ok((Some(d_x), Some(d_g), Some(d_u)))
     }
 }

@@ -1,6 +1,6 @@
 //! `ops::BatchNorm` against `candle_nn`'s: the same parameters, outputs,
 //! running statistics and evaluation output (f64, relative 1e-12); its fused
-//! CPU op against the same formula in candle ops, to third order; bad shapes
+//! CPU op against the same formula in candle ops, to fourth order; bad shapes
 //! refused with an error naming the op.
 
 use candle_core::{DType, Device, Tensor};
@@ -70,8 +70,8 @@ fn matches_candle_nn_in_training_and_evaluation() {
     }
 }
 
-/// Output, gradient, Hessian-vector product and the gradient of `‖Hv‖²` with
-/// respect to `(x, γ, β)` for `L = Σ tanh(y) ⊙ c`, `y` the training-mode
+/// Output, gradient, Hessian-vector product, the gradient of `‖Hv‖²` and
+/// one fourth-order product with respect to `(x, γ, β)` for `L = Σ tanh(y) ⊙ c`, `y` the training-mode
 /// output of `forward` (one of the two paths), in `dtype`.
 fn derivatives(
     shape: &[usize],
@@ -100,18 +100,25 @@ fn derivatives(
     for t in &inputs {
         norm = (norm + hv.get(t).expect("Hv").sqr().expect("sqr").sum_all().expect("sum")).expect("add");
     }
-    let third = seht_candle::backward_no_graph(&norm).expect("third order");
+    let third = seht_candle::backward_create_graph(&norm).expect("third order");
+    let mut last = Tensor::zeros((), dtype, &DEV).expect("zero");
+    for (i, t) in inputs.iter().enumerate() {
+        let d = third.get(t).expect("third");
+        last = (last + (d * cast(randn(t.dims(), 9 + i as u64))).expect("dz").sum_all().expect("sum")).expect("add");
+    }
+    let fourth = seht_candle::backward_no_graph(&last).expect("fourth order");
     let mut out = vec![("output".to_string(), y.detach())];
     for (name, t) in ["x", "γ", "β"].iter().zip(&inputs) {
         out.push((format!("gradient {name}"), grads.get(t).expect("g").detach()));
         out.push((format!("Hv {name}"), hv.get(t).expect("Hv").detach()));
         out.push((format!("∇‖Hv‖² {name}"), third.get(t).expect("third").detach()));
+        out.push((format!("fourth order {name}"), fourth.get(t).expect("fourth").detach()));
     }
     out
 }
 
 #[test]
-fn fused_op_matches_the_composed_formula_to_third_order() {
+fn fused_op_matches_the_composed_formula_to_fourth_order() {
     for (dtype, tol) in [(DType::F64, 1e-12), (DType::F32, 1e-4)] {
         for shape in [vec![6usize, 3, 5, 4], vec![7, 3], vec![2, 3, 2, 2, 3]] {
             let fused = derivatives(&shape, dtype, |bn, x| bn.forward_t(x, true));

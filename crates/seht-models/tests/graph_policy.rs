@@ -3,10 +3,9 @@
 //! crate's models in f64, the Hessian-vector product and the exact penalised
 //! gradient through `HessianOperator` equal those of the old policy, where
 //! every backward pass kept its graph (candle's thread switch on throughout,
-//! as `CANDLE_GRAD_DO_NOT_DETACH=1` had it), to a relative 1e-12. The old
-//! policy's forward also takes BatchNorm's composed formula (a thread that
-//! keeps every graph does), the new one the fused CPU op, so the ResNet and
-//! WRN cases compare those two as well.
+//! as `CANDLE_GRAD_DO_NOT_DETACH=1` had it), to a relative 1e-12. (The old
+//! policy's third pass keeps its graph too, so it also takes the fused
+//! BatchNorm's differentiable third-order rule, the new one its detached one.)
 
 use candle_core::backprop::set_do_not_detach;
 use candle_core::{DType, Device, Tensor};
