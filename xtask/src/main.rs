@@ -31,8 +31,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a preset's experiments (default: `demo`, real data shipped in the
-    /// repository, about 10 minutes on 2 cores) and write its summary, tables
-    /// and figure.
+    /// repository, about 6 minutes of runs on 2 cores, 12 from a fresh
+    /// clone) and write its summary, tables and figure.
     Reproduce(reproduce::Args),
     /// Verify a reproduce output folder: every output exists and parses, one
     /// row per method with the expected number of seeds.

@@ -10,17 +10,19 @@
 //! `y = (x − μ) ⊙ (γ/√(σ² + ε)) + β`, with `μ`, `σ²` the biased batch mean and
 //! variance over every axis but 1.
 //!
-//! On the CPU in f32 and f64 the training-mode forward is one fused op
-//! (a candle `CustomOp3`): its graph node holds only its input `x`, `γ` and
-//! `β`, where the same formula built from candle ops keeps 3 more full-size
-//! tensors (`x − μ`, its square, the product; `candle_nn`'s keeps 5 plus a
-//! transposed copy). Its backward rule is written in candle ops (recomputing
-//! `x̂` from `x`), so it is differentiable again: a Hessian-vector product and
-//! the exact penalty's third-order pass go through it like through any other
-//! op. Other devices and dtypes use the composed formula
+//! On the CPU the training-mode forward is one fused op (a candle
+//! `CustomOp3`; f16/bf16 inputs computed in f32): its graph node holds only
+//! its input `x`, `γ` and `β`, where the same formula built from candle ops
+//! keeps 3 more full-size tensors (`x − μ`, its square, the product;
+//! `candle_nn`'s keeps 5 plus a transposed copy). Its backward rule is a
+//! numerical kernel in a pass that keeps no graph, and custom ops of their
+//! own (first and second order) and a closed form in candle ops (third) in a
+//! pass that keeps it, so it is differentiable to every order: see the
+//! design comment above `Train`. Other devices use the composed formula
 //! ([`BatchNorm::forward_t_composed`]). Every derivative is that of the
 //! formula above: the finite-difference tests check it to third order, and
-//! `tests/batch_norm.rs` checks the fused op against the composed one in f64.
+//! `tests/batch_norm.rs` checks the fused op against the composed one to
+//! fourth order in f64 and f32, with and without kept graphs.
 
 use std::sync::{Arc, Mutex};
 
@@ -67,33 +69,58 @@ impl BatchNorm {
     /// graph, and move the running statistics (off the graph). Evaluation:
     /// `x ⊙ s + t` with `s = γ/√(running σ² + ε)`, `t = β − running μ ⊙ s`.
     ///
-    /// Training on the CPU in f32/f64 uses the fused op (see the module
-    /// docs), with derivatives of every order; on other devices and in other
-    /// dtypes [`forward_t_composed`](Self::forward_t_composed). Shapes: `x` is
+    /// Training on the CPU uses the fused op (see the module docs), with
+    /// derivatives of every order; f16/bf16 inputs are computed in f32 (with
+    /// f32 copies of the parameters) and the output cast back, as
+    /// `candle_nn` does. Other devices use
+    /// [`forward_t_composed`](Self::forward_t_composed). Shapes: `x` is
     /// `(N, C, …)`, the output the same.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidOp`] for an input of rank < 2, with another number of
-    /// channels (or none), or (training) with one value per channel; candle's.
+    /// channels (or none), (training) with one value per channel, or of
+    /// another dtype than the parameters (unless f16/bf16); candle's.
     /// Statistics are accumulated in f64 by the fused op, in the input's
-    /// dtype by the composed one (`candle_nn` computes them in f32 for
-    /// f16/bf16 inputs; no model here uses half precision).
+    /// dtype by the composed one.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !train || !x.device().is_cpu() || !matches!(x.dtype(), DType::F32 | DType::F64) {
+        let c = self.check(x)?;
+        let half = matches!(x.dtype(), DType::F16 | DType::BF16);
+        if !half && self.weight.dtype() != x.dtype() {
+            return Err(invalid(format!(
+                "input of dtype {:?} with parameters of dtype {:?} (they must match, or the input be f16/bf16)",
+                x.dtype(),
+                self.weight.dtype()
+            )));
+        }
+        if !train || !x.device().is_cpu() || !(half || matches!(x.dtype(), DType::F32 | DType::F64)) {
             return self.forward_t_composed(x, train);
         }
-        let c = self.check(x)?;
+        if half {
+            // As candle_nn: statistics and normalisation in f32, the output
+            // back in the input's dtype (bf16 sums lose the mean at batch 16).
+            let f32_params = |t: &Tensor| t.to_dtype(DType::F32);
+            let y =
+                self.train_fused(&x.to_dtype(DType::F32)?, &f32_params(&self.weight)?, &f32_params(&self.bias)?, c)?;
+            return Ok(y.to_dtype(x.dtype())?);
+        }
+        self.train_fused(x, &self.weight, &self.bias, c)
+    }
+
+    /// The fused training forward on `x` with parameters `weight`, `bias`
+    /// (all f32 or all f64), moving the running statistics.
+    fn train_fused(&self, x: &Tensor, weight: &Tensor, bias: &Tensor, c: usize) -> Result<Tensor> {
         let count = self.count(x, c)?;
         let stats = Arc::new(Mutex::new(None));
-        let y = x.contiguous()?.apply_op3(&self.weight, &self.bias, Train { eps: self.eps, stats: stats.clone() })?;
+        let y = x.contiguous()?.apply_op3(weight, bias, Train { eps: self.eps, stats: stats.clone() })?;
         let (mean, var) = stats
             .lock()
             .map_err(|_| invalid("the fused forward's statistics were poisoned by a panic".into()))?
             .take()
             .ok_or_else(|| invalid("the fused forward left no statistics".into()))?;
-        let mean = Tensor::from_vec(mean, c, x.device())?.to_dtype(x.dtype())?;
-        let var = Tensor::from_vec(var, c, x.device())?.to_dtype(x.dtype())?;
+        let stat_dtype = self.running_mean.dtype();
+        let mean = Tensor::from_vec(mean, c, x.device())?.to_dtype(stat_dtype)?;
+        let var = Tensor::from_vec(var, c, x.device())?.to_dtype(stat_dtype)?;
         self.update_running(&mean, &var, count)?;
         Ok(y)
     }
@@ -118,6 +145,8 @@ impl BatchNorm {
                 &(self.running_var.as_detached_tensor().reshape(shape.as_slice())? + self.eps)?.sqrt()?,
             )?;
             let shift = (bias - self.running_mean.as_detached_tensor().reshape(shape.as_slice())?.mul(&scale)?)?;
+            // f16/bf16 inputs with f32 parameters: the factors in the input's dtype.
+            let (scale, shift) = (scale.to_dtype(x.dtype())?, shift.to_dtype(x.dtype())?);
             return Ok(((x * per_channel(&scale, x.dims())?)? + per_channel(&shift, x.dims())?)?);
         }
         let count = self.count(x, c)?;
