@@ -285,6 +285,69 @@ fn channel_stats<T: WithDType>(x: &[T], n: usize, c: usize, s: usize) -> (Vec<f6
     (mean, var)
 }
 
+/// `x̂ ⊙ γ + β` per channel (`affine` = `(γ, β)`; `None`: `x̂`) of a contiguous
+/// `(N, C, S…)` slice, given its statistics, computed in f64.
+fn normalise_kernel<T: WithDType>(
+    x: &[T],
+    mean: &[f64],
+    var: &[f64],
+    eps: f64,
+    (n, c, s): (usize, usize, usize),
+    affine: Option<(&[T], &[T])>,
+) -> Vec<T> {
+    let mut y = vec![T::zero(); x.len()];
+    for i in 0..n {
+        for j in 0..c {
+            let (w, b) = affine.map_or((1.0, 0.0), |(w, b)| (w[j].to_f64(), b[j].to_f64()));
+            let (mu, scale) = (mean[j], w / (var[j] + eps).sqrt());
+            let r = (i * c + j) * s..(i * c + j + 1) * s;
+            for (out, v) in y[r.clone()].iter_mut().zip(&x[r]) {
+                *out = T::from_f64((v.to_f64() - mu) * scale + b);
+            }
+        }
+    }
+    y
+}
+
+/// `J(x)(γ ⊙ g)` per channel (`weight` = γ; `None`: `J(x) g`) of contiguous
+/// `(N, C, S…)` slices, with the per-channel sums `Σ g` and `Σ g ⊙ x̂` it
+/// needs (the gradients of β and γ), computed in f64.
+fn vjp_kernel<T: WithDType>(
+    x: &[T],
+    g: &[T],
+    eps: f64,
+    (n, c, s): (usize, usize, usize),
+    weight: Option<&[T]>,
+) -> (Vec<T>, Vec<f64>, Vec<f64>) {
+    let count = (n * s) as f64;
+    let (mean, var) = channel_stats(x, n, c, s);
+    let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    let (mut g_sum, mut gx_sum) = (vec![0f64; c], vec![0f64; c]);
+    for i in 0..n {
+        for j in 0..c {
+            let r = (i * c + j) * s..(i * c + j + 1) * s;
+            for (gv, xv) in g[r.clone()].iter().zip(&x[r]) {
+                let gv = gv.to_f64();
+                g_sum[j] += gv;
+                gx_sum[j] += gv * (xv.to_f64() - mean[j]) * inv[j];
+            }
+        }
+    }
+    let mut out = vec![T::zero(); x.len()];
+    for i in 0..n {
+        for j in 0..c {
+            let f = weight.map_or(1.0, |w| w[j].to_f64()) * inv[j];
+            let (gm, gxm) = (g_sum[j] / count, gx_sum[j] / count);
+            let r = (i * c + j) * s..(i * c + j + 1) * s;
+            for ((o, gv), xv) in out[r.clone()].iter_mut().zip(&g[r.clone()]).zip(&x[r]) {
+                let x_hat = (xv.to_f64() - mean[j]) * inv[j];
+                *o = T::from_f64((gv.to_f64() - gm - x_hat * gxm) * f);
+            }
+        }
+    }
+    (out, g_sum, gx_sum)
+}
+
 /// `(N, C, S)` of a layout of rank ≥ 2.
 fn ncs(l: &Layout) -> candle_core::Result<(usize, usize, usize)> {
     let d = l.dims();
@@ -311,17 +374,7 @@ impl Train {
             candle_core::bail!("seht-batch-norm: {} weights and {} biases for {c} channels", w.len(), b.len());
         }
         let (mean, var) = channel_stats(x, n, c, s);
-        let mut y = vec![T::zero(); x.len()];
-        for i in 0..n {
-            for j in 0..c {
-                let scale = w[j].to_f64() / (var[j] + self.eps).sqrt();
-                let (mu, shift) = (mean[j], b[j].to_f64());
-                let r = (i * c + j) * s..(i * c + j + 1) * s;
-                for (out, v) in y[r.clone()].iter_mut().zip(&x[r]) {
-                    *out = T::from_f64((v.to_f64() - mu) * scale + shift);
-                }
-            }
-        }
+        let y = normalise_kernel(x, &mean, &var, self.eps, (n, c, s), Some((w, b)));
         *self.stats.lock().map_err(|_| candle_core::Error::Msg("seht-batch-norm: poisoned statistics".into()))? =
             Some((mean, var));
         Ok(T::to_cpu_storage_owned(y))
@@ -344,31 +397,7 @@ impl Train {
                 w.len()
             );
         }
-        let count = (n * s) as f64;
-        let (mean, var) = channel_stats(x, n, c, s);
-        let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let (mut g_sum, mut gx_sum) = (vec![0f64; c], vec![0f64; c]);
-        for i in 0..n {
-            for j in 0..c {
-                let r = (i * c + j) * s..(i * c + j + 1) * s;
-                for (gv, xv) in g[r.clone()].iter().zip(&x[r]) {
-                    let gv = gv.to_f64();
-                    g_sum[j] += gv;
-                    gx_sum[j] += gv * (xv.to_f64() - mean[j]) * inv[j];
-                }
-            }
-        }
-        let mut dx = vec![T::zero(); x.len()];
-        for i in 0..n {
-            for j in 0..c {
-                let (gm, gxm, f) = (g_sum[j] / count, gx_sum[j] / count, w[j].to_f64() * inv[j]);
-                let r = (i * c + j) * s..(i * c + j + 1) * s;
-                for ((o, gv), xv) in dx[r.clone()].iter_mut().zip(&g[r.clone()]).zip(&x[r]) {
-                    let x_hat = (xv.to_f64() - mean[j]) * inv[j];
-                    *o = T::from_f64((gv.to_f64() - gm - x_hat * gxm) * f);
-                }
-            }
-        }
+        let (dx, g_sum, gx_sum) = vjp_kernel(x, g, self.eps, (n, c, s), Some(w));
         let dev = candle_core::Device::Cpu;
         let small = |v: Vec<f64>| Tensor::from_vec(v.into_iter().map(T::from_f64).collect::<Vec<T>>(), c, &dev);
         Ok((Tensor::from_vec(dx, dims, &dev)?, small(gx_sum)?, small(g_sum)?))
@@ -460,16 +489,7 @@ impl Normalise {
     fn run<T: WithDType>(&self, x: &[T], l: &Layout) -> candle_core::Result<CpuStorage> {
         let (n, c, s) = ncs(l)?;
         let (mean, var) = channel_stats(x, n, c, s);
-        let mut y = vec![T::zero(); x.len()];
-        for i in 0..n {
-            for j in 0..c {
-                let (mu, inv) = (mean[j], 1.0 / (var[j] + self.eps).sqrt());
-                let r = (i * c + j) * s..(i * c + j + 1) * s;
-                for (out, v) in y[r.clone()].iter_mut().zip(&x[r]) {
-                    *out = T::from_f64((v.to_f64() - mu) * inv);
-                }
-            }
-        }
+        let y = normalise_kernel(x, &mean, &var, self.eps, (n, c, s), None);
         Ok(T::to_cpu_storage_owned(y))
     }
 }
@@ -508,31 +528,7 @@ impl NormaliseVjp {
         if g.len() != x.len() {
             candle_core::bail!("seht-batch-norm: gradient of {} values for an input of {}", g.len(), x.len());
         }
-        let count = (n * s) as f64;
-        let (mean, var) = channel_stats(x, n, c, s);
-        let inv: Vec<f64> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let (mut g_mean, mut gx_mean) = (vec![0f64; c], vec![0f64; c]);
-        for i in 0..n {
-            for j in 0..c {
-                let r = (i * c + j) * s..(i * c + j + 1) * s;
-                for (gv, xv) in g[r.clone()].iter().zip(&x[r]) {
-                    let gv = gv.to_f64();
-                    g_mean[j] += gv;
-                    gx_mean[j] += gv * (xv.to_f64() - mean[j]) * inv[j];
-                }
-            }
-        }
-        let mut out = vec![T::zero(); x.len()];
-        for i in 0..n {
-            for j in 0..c {
-                let (gm, gxm) = (g_mean[j] / count, gx_mean[j] / count);
-                let r = (i * c + j) * s..(i * c + j + 1) * s;
-                for ((o, gv), xv) in out[r.clone()].iter_mut().zip(&g[r.clone()]).zip(&x[r]) {
-                    let x_hat = (xv.to_f64() - mean[j]) * inv[j];
-                    *o = T::from_f64((gv.to_f64() - gm - x_hat * gxm) * inv[j]);
-                }
-            }
-        }
+        let (out, _, _) = vjp_kernel(x, g, self.eps, (n, c, s), None);
         Ok(T::to_cpu_storage_owned(out))
     }
 }
