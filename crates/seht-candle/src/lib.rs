@@ -31,6 +31,7 @@
 mod accumulate;
 mod autodiff;
 mod batch_norm;
+mod conv;
 mod error;
 pub mod first_order;
 pub mod gauss_newton;

@@ -35,6 +35,7 @@
 use candle_core::{D, DType, Tensor};
 
 pub use crate::batch_norm::BatchNorm;
+pub use crate::conv::{Conv2d, conv2d};
 use crate::error::{Error, Result};
 use crate::pattern;
 

@@ -10,9 +10,10 @@
 //! convolution and BatchNorm where the shape changes), `linear`.
 
 use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use seht_candle::ops;
 use seht_candle::ops::BatchNorm;
+use seht_candle::ops::Conv2d;
 
 use crate::error::{Result, invalid};
 use crate::phase::{Phase, drop_block, dropout};

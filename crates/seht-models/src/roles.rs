@@ -1,8 +1,8 @@
 //! The parameters a model creates, each with its role, and the layer helpers
 //! that record them.
 
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, VarMap};
-use seht_candle::ops::BatchNorm;
+use candle_nn::{Conv2dConfig, Linear, VarBuilder, VarMap};
+use seht_candle::ops::{BatchNorm, Conv2d};
 use seht_candle::{ParamSet, Role};
 
 use crate::error::{Error, Result};
@@ -61,9 +61,11 @@ pub(crate) fn conv(
     roles: &mut Roles,
 ) -> Result<Conv2d> {
     let cfg = Conv2dConfig { padding, stride, ..Default::default() };
+    // candle_nn's initialisation and names; seht_candle's convolution op
+    // (lean, fast CPU kernels, every derivative order).
     let c = candle_nn::conv2d_no_bias(c_in, c_out, k, cfg, vb.clone())?;
     roles.add(&vb, "weight", Role::Weight);
-    Ok(c)
+    Ok(Conv2d::new(c.weight().clone(), padding, stride))
 }
 
 /// BatchNorm (ε = 1e-5, momentum 0.1, affine), as in PyTorch; the lean-graph
