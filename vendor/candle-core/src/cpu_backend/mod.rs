@@ -972,7 +972,51 @@ fn copy2d_<T: Copy>(
     }
 }
 
+/// seht patch: a (batched) transposed view of a contiguous matrix, the layout of
+/// `w.t()` and of a linear layer's weight gradient, copied tile by tile. The
+/// generic path below gathers it one element at a time down columns: 35 % of
+/// a small MLP's training step. Returns `false` (nothing copied) for any
+/// other layout.
+fn copy_transposed_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l: &Layout) -> bool {
+    const TILE: usize = 16;
+    let (dims, stride) = (src_l.dims(), src_l.stride());
+    let r = dims.len();
+    if r < 2 {
+        return false;
+    }
+    let (m, n) = (dims[r - 2], dims[r - 1]);
+    if m < 2 || n < 2 || stride[r - 2] != 1 || stride[r - 1] != m {
+        return false;
+    }
+    let mut expected = m * n;
+    for k in (0..r - 2).rev() {
+        if dims[k] > 1 && stride[k] != expected {
+            return false;
+        }
+        expected *= dims[k];
+    }
+    let batches: usize = dims[..r - 2].iter().product();
+    let start = src_l.start_offset();
+    for b in 0..batches {
+        let s = &src[start + b * m * n..start + (b + 1) * m * n];
+        let d = &mut dst[dst_offset + b * m * n..dst_offset + (b + 1) * m * n];
+        for i0 in (0..m).step_by(TILE) {
+            for j0 in (0..n).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(m) {
+                    for j in j0..(j0 + TILE).min(n) {
+                        d[i * n + j] = s[j * m + i];
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
 fn copy_strided_src_<T: Copy>(src: &[T], dst: &mut [T], dst_offset: usize, src_l: &Layout) {
+    if copy_transposed_(src, dst, dst_offset, src_l) {
+        return;
+    }
     match src_l.strided_blocks() {
         crate::StridedBlocks::SingleBlock { start_offset, len } => dst
             [dst_offset..dst_offset + len]
