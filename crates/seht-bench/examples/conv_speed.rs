@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release --workspace --example conv_speed [-- --candle]
+//! python bench/peer/torch_conv.py --threads 2   # the PyTorch peer
 //! ```
 //!
 //! Prints one line per layer shape: milliseconds per map (median of 5) and
