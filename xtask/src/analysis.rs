@@ -33,9 +33,10 @@ const SETTINGS: [&str; 16] = [
     "20",
 ];
 
-/// Analyses the final model of each table-1 method (first seed, main matrix)
-/// into `out/analysis/<run>/`, skipping those already analysed, and
-/// compares them in `out/analysis/`; appends a section to `out/summary.md`.
+/// Analyses the final model of each table-1 method (first seed, main
+/// matrix; not a run that diverged) into `out/analysis/<run>/`, skipping
+/// those already analysed, and compares them in `out/analysis/`; appends a
+/// section to `out/summary.md`.
 /// Does nothing when table 1 was not run.
 pub fn final_models(seht: &Path, data_dir: &Path, out: &Path, cells: &[Cell]) -> Result<()> {
     let Some(seed) = cells.iter().filter(|c| c.table == "table1" && c.grid_lambda.is_none()).map(|c| c.seed).min()
@@ -46,7 +47,8 @@ pub fn final_models(seht: &Path, data_dir: &Path, out: &Path, cells: &[Cell]) ->
     let mut reports = Vec::new();
     for c in cells.iter().filter(|c| c.table == "table1" && c.grid_lambda.is_none() && c.seed == seed) {
         let run = out.join("runs").join(&c.name);
-        if !run.join("metrics.json").is_file() {
+        // Not run, or diverged: no final model to analyse.
+        if seht_records::Metrics::read(&run).map_or(true, |m| m.diverged().is_some()) {
             continue;
         }
         let target = dir.join(&c.name);

@@ -472,6 +472,33 @@ mod tests {
     }
 
     #[test]
+    fn presets_that_run_seht_h_bound_the_objective_in_every_config() {
+        for (name, bound) in [("demo", 100.0), ("smoke", 100.0)] {
+            let p = load_preset(&root(), name).expect("preset");
+            let out = std::env::temp_dir().join(format!("xtask-preset-{name}-{}", std::process::id()));
+            let mut notes = DataNotes::new();
+            let cells = matrix(&root(), &p, &p.tables, 1, &out, &out, &mut notes).expect("matrix");
+            assert!(cells.iter().any(|c| c.method.starts_with("seht-h")), "{name} runs SEHT-H");
+            for c in &cells {
+                let cfg: Value = toml::from_str(&std::fs::read_to_string(&c.config).expect("config")).expect("toml");
+                let b = cfg.get("divergence").and_then(|d| d.get("max_abs_objective")).and_then(Value::as_float);
+                assert_eq!(b, Some(bound), "{}", c.name);
+            }
+            let _ = std::fs::remove_dir_all(&out);
+        }
+        // The presets on real data (their matrix needs the data) patch both kinds.
+        let text = std::fs::read_to_string(presets_path(&root())).expect("presets.toml");
+        let all: BTreeMap<String, PresetDef> = toml::from_str(&text).expect("toml");
+        for (name, bound) in [("quick", 100.0), ("paper", 1e4)] {
+            for kind in ["image", "text"] {
+                let patch = all[name].patch.get(kind).and_then(|p| p.get("divergence"));
+                let b = patch.and_then(|d| d.get("max_abs_objective")).and_then(Value::as_float);
+                assert_eq!(b, Some(bound), "{name}.patch.{kind}");
+            }
+        }
+    }
+
+    #[test]
     fn methods_put_baseline_first_outside_the_paper_tables() {
         let m = methods(&root(), "demo").expect("configs/demo");
         assert_eq!(m.first().map(String::as_str), Some("baseline"), "{m:?}");

@@ -4,6 +4,12 @@
 //! beside ours (Markdown and CSV), the training-time and Hessian-trace
 //! tables, the figures (`figure`), the λ selection and `summary.md`; and
 //! `check-results`, which verifies them.
+//!
+//! A run that diverged (status `diverged` in its `metrics.json`) is never
+//! averaged: every mean and standard deviation is over the finished seeds,
+//! and a method with diverged seeds says "diverged (n of N seeds)" beside
+//! them (alone when none finished); the CSV files carry the count in their
+//! `diverged` column.
 
 mod figure;
 mod findings;
@@ -12,19 +18,58 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use seht_records::{EpochRecord, Metrics, read_log};
+use seht_records::{Divergence, EpochRecord, Metrics, read_log};
 
 use crate::paper::{PaperTable, TABLES};
 use crate::preset::{Cell, DataNotes, DataSource, Plan};
 
 /// The numbers a paper table reports for one run, in the paper's column order.
+/// (`None` for a run without them: one that diverged.)
 fn values(table: &str, m: &Metrics) -> Vec<Option<f64>> {
+    let (last, best) = (m.final_epoch.as_ref(), m.best_epoch.as_ref());
+    let pct = |v: Option<f64>| v.map(|v| 100.0 * v);
     match table {
-        "table1" => vec![m.final_epoch.test.top1.map(|v| 100.0 * v)],
-        "table2" => vec![m.final_epoch.test.top1.map(|v| 100.0 * v), m.final_epoch.test.top5.map(|v| 100.0 * v)],
-        _ => vec![m.best_epoch.valid.as_ref().and_then(|v| v.perplexity), m.best_epoch.test.perplexity],
+        "table1" => vec![pct(last.and_then(|e| e.test.top1))],
+        "table2" => vec![pct(last.and_then(|e| e.test.top1)), pct(last.and_then(|e| e.test.top5))],
+        _ => vec![best.and_then(|e| e.valid.as_ref()).and_then(|v| v.perplexity), best.and_then(|e| e.test.perplexity)],
     }
 }
+
+/// The note beside (or instead of) a mean with diverged seeds.
+pub fn diverged_note(diverged: usize, seeds: usize) -> String {
+    format!("diverged ({diverged} of {seeds} seeds)")
+}
+
+/// A table cell: mean ± standard deviation over the finished seeds' values
+/// `xs`, with the note when `diverged` of the `seeds` diverged; the note
+/// alone when none finished.
+fn cell_with_divergence(xs: &[f64], diverged: usize, seeds: usize) -> String {
+    let note = (diverged > 0).then(|| diverged_note(diverged, seeds));
+    match (xs.is_empty(), note) {
+        (true, Some(n)) => n,
+        (true, None) => "—".into(),
+        (false, None) => {
+            let (m, s) = mean_std(xs);
+            pm(m, s)
+        }
+        (false, Some(n)) => {
+            let (m, s) = mean_std(xs);
+            format!("{}, {n}", pm(m, s))
+        }
+    }
+}
+
+/// `m,s` for a CSV row, empty fields for no values.
+fn csv_mean_std(xs: &[f64]) -> String {
+    if xs.is_empty() {
+        return ",".into();
+    }
+    let (m, s) = mean_std(xs);
+    format!("{m},{s}")
+}
+
+/// The sentence under a table when some run diverged.
+const DIVERGED_FOOTNOTE: &str = "Seeds marked \"diverged\" stopped at a non-finite loss or an objective beyond the config's bound (status `diverged` in their metrics.json, with the epoch, step and cause); they are left out of every mean and standard deviation.";
 
 fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
@@ -38,13 +83,29 @@ fn pm(m: f64, s: f64) -> String {
 }
 
 /// The runs of one method of one table (main matrix, not the λ grid).
+#[derive(Default)]
 pub struct MethodRuns {
     /// Method (config file stem).
     pub method: String,
-    /// `metrics.json` of each seed.
+    /// `metrics.json` of each seed that finished.
     pub metrics: Vec<Metrics>,
-    /// `log.jsonl` of each seed.
+    /// `log.jsonl` of each seed that finished.
     pub logs: Vec<Vec<EpochRecord>>,
+    /// `metrics.json` of each seed that diverged (no result: in no mean).
+    pub diverged: Vec<Metrics>,
+}
+
+impl MethodRuns {
+    /// Seeds run, finished and diverged.
+    pub fn seeds(&self) -> usize {
+        self.metrics.len() + self.diverged.len()
+    }
+
+    /// The first diverged seed as `run: epoch E, step S: cause`.
+    pub fn first_divergence(&self) -> Option<String> {
+        let m = self.diverged.first()?;
+        m.diverged().map(|d: &Divergence| format!("{}: {d}", m.name))
+    }
 }
 
 fn collect(out: &Path, cells: &[Cell], table: &str) -> Result<Vec<MethodRuns>> {
@@ -52,16 +113,19 @@ fn collect(out: &Path, cells: &[Cell], table: &str) -> Result<Vec<MethodRuns>> {
     for c in cells.iter().filter(|c| c.table == table && c.grid_lambda.is_none()) {
         let run = out.join("runs").join(&c.name);
         let m = Metrics::read(&run)?;
-        let log = read_log(&run)?;
         let i = match by.iter().position(|r| r.method == c.method) {
             Some(i) => i,
             None => {
-                by.push(MethodRuns { method: c.method.clone(), metrics: Vec::new(), logs: Vec::new() });
+                by.push(MethodRuns { method: c.method.clone(), ..MethodRuns::default() });
                 by.len() - 1
             }
         };
-        by[i].metrics.push(m);
-        by[i].logs.push(log);
+        if m.diverged().is_some() {
+            by[i].diverged.push(m);
+        } else {
+            by[i].logs.push(read_log(&run)?);
+            by[i].metrics.push(m);
+        }
     }
     Ok(by)
 }
@@ -81,14 +145,14 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&DataSource>)
         md.push_str(" ---: | ---: | ---: |");
     }
     md.push('\n');
-    let mut csv = String::from("table,method,column,mean,std,seeds,paper_mean,paper_pm,difference,status\n");
+    let mut csv = String::from("table,method,column,mean,std,seeds,paper_mean,paper_pm,difference,status,diverged\n");
     for row in t.rows {
         let ours = runs.iter().find(|r| r.method == row.key);
         let _ = write!(
             md,
             "| {} | {} |",
             row.label,
-            ours.map(|r| r.metrics.len().to_string()).unwrap_or_else(|| if row.quoted {
+            ours.map(|r| r.seeds().to_string()).unwrap_or_else(|| if row.quoted {
                 "quoted, not run".into()
             } else {
                 "not run".into()
@@ -100,23 +164,29 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&DataSource>)
             match ours {
                 Some(r) => {
                     let xs: Vec<f64> = r.metrics.iter().filter_map(|m| values(t.id, m)[ci]).collect();
-                    let (m, s) = mean_std(&xs);
-                    let _ = write!(md, " {} | {paper} | {:+.2} |", pm(m, s), m - pmean);
+                    let (n, seeds) = (r.diverged.len(), xs.len() + r.diverged.len());
+                    let diff = (!xs.is_empty()).then(|| mean_std(&xs).0 - pmean);
+                    let _ = write!(
+                        md,
+                        " {} | {paper} | {} |",
+                        cell_with_divergence(&xs, n, seeds),
+                        diff.map(|d| format!("{d:+.2}")).unwrap_or_else(|| "—".into())
+                    );
                     let _ = writeln!(
                         csv,
-                        "{},{},{},{m},{s},{},{pmean},{ppm},{},run",
+                        "{},{},{},{},{seeds},{pmean},{ppm},{},run,{n}",
                         t.id,
                         row.key,
                         col,
-                        xs.len(),
-                        m - pmean
+                        csv_mean_std(&xs),
+                        diff.map(|d| d.to_string()).unwrap_or_default()
                     );
                 }
                 None => {
                     let _ = write!(md, " — | {paper} | — |");
                     let _ = writeln!(
                         csv,
-                        "{},{},{},,,0,{pmean},{ppm},,{}",
+                        "{},{},{},,,0,{pmean},{ppm},,{},0",
                         t.id,
                         row.key,
                         col,
@@ -128,16 +198,17 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&DataSource>)
         md.push('\n');
     }
     for r in runs.iter().filter(|r| !t.rows.iter().any(|row| row.key == r.method)) {
-        let _ = write!(md, "| {} (ours, not in the paper) | {} |", r.method, r.metrics.len());
+        let _ = write!(md, "| {} (ours, not in the paper) | {} |", r.method, r.seeds());
         for (ci, col) in t.columns.iter().enumerate() {
             let xs: Vec<f64> = r.metrics.iter().filter_map(|m| values(t.id, m)[ci]).collect();
-            let (m, s) = mean_std(&xs);
-            let _ = write!(md, " {} | — | — |", pm(m, s));
-            let _ = writeln!(csv, "{},{},{},{m},{s},{},,,,run", t.id, r.method, col, xs.len());
+            let (n, seeds) = (r.diverged.len(), xs.len() + r.diverged.len());
+            let _ = write!(md, " {} | — | — |", cell_with_divergence(&xs, n, seeds));
+            let _ = writeln!(csv, "{},{},{},{},{seeds},,,,run,{n}", t.id, r.method, col, csv_mean_std(&xs));
         }
         md.push('\n');
     }
-    let best_by = runs.first().and_then(|r| r.metrics.first()).map(|m| m.best_by.as_str()).unwrap_or("");
+    let best_by =
+        runs.iter().flat_map(|r| r.metrics.iter().chain(&r.diverged)).map(|m| m.best_by.as_str()).next().unwrap_or("");
     let _ = writeln!(
         md,
         "\nOurs: mean ± standard deviation over seeds. {} Δ = ours − paper. Rows marked \"quoted, not run\" are numbers the paper quotes from other papers.",
@@ -147,6 +218,9 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&DataSource>)
             format!("Epoch chosen by {best_by}.")
         }
     );
+    if runs.iter().any(|r| !r.diverged.is_empty()) {
+        let _ = writeln!(md, "\n{DIVERGED_FOOTNOTE}");
+    }
     (md, csv)
 }
 
@@ -160,25 +234,39 @@ fn time_and_trace(table: &str, runs: &[MethodRuns]) -> (String, String) {
         "## {table}: Hessian trace of the final model (SEHT-H over the weights)\n\n| method | trace, mean ± std over seeds | standard error of one run |\n| --- | ---: | ---: |\n"
     );
     for r in runs {
-        let (m, _) = spe(r);
-        let ratio = base.map(|b| format!("{:.2}×", m / b)).unwrap_or_else(|| "—".into());
+        let (n, seeds) = (r.diverged.len(), r.seeds());
+        let spes: Vec<f64> = r.metrics.iter().map(|m| m.seconds_per_epoch).collect();
+        let ratio = match (base, spes.is_empty()) {
+            (Some(b), false) => format!("{:.2}×", spe(r).0 / b),
+            _ => "—".into(),
+        };
         let ps: u64 = r.metrics.iter().map(|m| m.penalty_steps).sum();
         let st: u64 = r.metrics.iter().map(|m| m.steps).sum();
-        let _ = writeln!(time, "| {} | {m:.2} | {ratio} | {ps} / {st} |", r.method);
+        let time_cell = match (spes.is_empty(), n > 0) {
+            (true, _) => cell_with_divergence(&spes, n, seeds),
+            (false, note) => {
+                let m = spe(r).0;
+                if note { format!("{m:.2}, {}", diverged_note(n, seeds)) } else { format!("{m:.2}") }
+            }
+        };
+        let _ = writeln!(time, "| {} | {time_cell} | {ratio} | {ps} / {st} |", r.method);
         let tr: Vec<f64> = r.metrics.iter().filter_map(|m| m.final_trace.as_ref().map(|t| t.mean)).collect();
         let se = r.metrics.first().and_then(|m| m.final_trace.as_ref()).map(|t| t.std_error);
-        if tr.is_empty() {
+        if tr.is_empty() && n == 0 {
             let _ = writeln!(trace, "| {} | not measured | |", r.method);
         } else {
-            let (tm, ts) = mean_std(&tr);
             let _ = writeln!(
                 trace,
                 "| {} | {} | {} |",
                 r.method,
-                pm(tm, ts),
+                cell_with_divergence(&tr, n, tr.len() + n),
                 se.map(|s| format!("{s:.2}")).unwrap_or_default()
             );
         }
+    }
+    if runs.iter().any(|r| !r.diverged.is_empty()) {
+        let _ = writeln!(time, "\n{DIVERGED_FOOTNOTE}");
+        let _ = writeln!(trace, "\n{DIVERGED_FOOTNOTE}");
     }
     (time, trace)
 }
@@ -245,7 +333,7 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
          Criterion: final-epoch validation top-1 accuracy (higher is better) or perplexity (lower is better). \
          The main tables' rows use the λ the paper reports, stated under each grid with whether the selection agrees.\n\n",
     );
-    let mut csv = String::from("table,method,lambda,metric,mean,std,seeds,selected\n");
+    let mut csv = String::from("table,method,lambda,metric,mean,std,seeds,selected,diverged\n");
     let mut keys: Vec<(String, String)> = Vec::new();
     for c in &grid {
         let k = (c.table.clone(), c.method.clone());
@@ -258,7 +346,6 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
             root.join("configs").join(&table).join(format!("{method}.toml")),
         )?)?;
         let main_lambda = base.get("regularizer").and_then(|r| r.get("lambda")).and_then(toml::Value::as_float);
-        let mut rows: Vec<(f64, GridMetric, f64, f64, usize)> = Vec::new();
         let mut lambdas: Vec<f64> = Vec::new();
         for c in grid.iter().filter(|c| c.table == table && c.method == method) {
             let l = c.grid_lambda.unwrap_or(f64::NAN);
@@ -266,13 +353,19 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
                 lambdas.push(l);
             }
         }
+        // Per λ: the finished seeds' values and the diverged seeds' count.
+        let mut per_lambda: Vec<(f64, Vec<f64>, usize)> = Vec::new();
+        let mut metric = None;
         for l in lambdas {
-            let mut xs = Vec::new();
-            let mut metric = None;
+            let (mut xs, mut diverged) = (Vec::new(), 0);
             for c in grid.iter().filter(|c| c.table == table && c.method == method && c.grid_lambda == Some(l)) {
                 let run = out.join("runs").join(&c.name);
                 let m = Metrics::read(&run)?;
-                let valid = m.final_epoch.valid.as_ref();
+                if m.diverged().is_some() {
+                    diverged += 1;
+                    continue;
+                }
+                let valid = m.final_epoch.as_ref().and_then(|e| e.valid.as_ref());
                 let (kind, v) = match (valid.and_then(|v| v.top1), valid.and_then(|v| v.perplexity)) {
                     (Some(a), _) => (GridMetric::ValidTop1, 100.0 * a),
                     (None, Some(p)) => (GridMetric::ValidPerplexity, p),
@@ -281,28 +374,40 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
                 metric = Some(kind);
                 xs.push(v);
             }
-            let (m, sd) = mean_std(&xs);
-            rows.push((l, metric.unwrap_or(GridMetric::ValidTop1), m, sd, xs.len()));
+            per_lambda.push((l, xs, diverged));
         }
-        let higher = rows.first().is_some_and(|r| r.1.higher_is_better());
-        // The first λ (in grid order) with the best metric: ties keep the smaller penalty.
+        let metric = metric.unwrap_or(GridMetric::ValidTop1);
+        let higher = metric.higher_is_better();
+        // The first λ (in grid order) with the best mean over its finished
+        // seeds: ties keep the smaller penalty; a λ none of whose seeds
+        // finished is never selected.
         let mut best: Option<(f64, f64)> = None;
-        for r in rows.iter().filter(|r| r.2.is_finite()) {
-            let better = best.is_none_or(|(_, m)| if higher { r.2 > m } else { r.2 < m });
-            if better {
-                best = Some((r.0, r.2));
+        for (l, xs, _) in per_lambda.iter().filter(|r| !r.1.is_empty()) {
+            let m = mean_std(xs).0;
+            if m.is_finite() && best.is_none_or(|(_, b)| if higher { m > b } else { m < b }) {
+                best = Some((*l, m));
             }
         }
         let best = best.map(|b| b.0);
-        let _ = writeln!(
-            md,
-            "## {table}, {method}\n\n| λ | {} | seeds | |\n|---|---|---|---|",
-            rows.first().map(|r| r.1.label()).unwrap_or("metric")
-        );
-        for (l, metric, m, sd, n) in &rows {
+        let _ = writeln!(md, "## {table}, {method}\n\n| λ | {} | seeds | |\n|---|---|---|---|", metric.label());
+        for (l, xs, diverged) in &per_lambda {
             let sel = best == Some(*l);
-            let _ = writeln!(md, "| {l:e} | {} | {n} | {} |", pm(*m, *sd), if sel { "**selected**" } else { "" });
-            let _ = writeln!(csv, "{table},{method},{l:e},{},{m:.6},{sd:.6},{n},{}", metric.label(), u8::from(sel));
+            let n = xs.len() + diverged;
+            let mean_sd = match xs.is_empty() {
+                true => ",".to_string(),
+                false => {
+                    let (m, sd) = mean_std(xs);
+                    format!("{m:.6},{sd:.6}")
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| {l:e} | {} | {n} | {} |",
+                cell_with_divergence(xs, *diverged, n),
+                if sel { "**selected**" } else { "" }
+            );
+            let _ =
+                writeln!(csv, "{table},{method},{l:e},{},{mean_sd},{n},{},{diverged}", metric.label(), u8::from(sel));
         }
         let _ = writeln!(
             md,
@@ -342,7 +447,7 @@ fn figure_stem(table: &str) -> String {
 }
 
 fn is_image_table(runs: &[MethodRuns]) -> bool {
-    runs.iter().flat_map(|r| &r.metrics).any(|m| m.final_epoch.test.top1.is_some())
+    runs.iter().flat_map(|r| &r.metrics).any(|m| m.final_epoch.as_ref().is_some_and(|e| e.test.top1.is_some()))
 }
 
 /// Where the main outputs went.
@@ -383,7 +488,12 @@ pub fn write(root: &Path, out: &Path, plan: &Plan, cells: &[Cell], notes: &DataN
     let mut figure_png = None;
     for table in &plan.tables {
         let runs = collect(out, cells, table)?;
-        let data_used = runs.first().and_then(|r| r.metrics.first()).map(|m| m.data.clone()).unwrap_or_default();
+        let data_used = runs
+            .iter()
+            .flat_map(|r| r.metrics.iter().chain(&r.diverged))
+            .map(|m| m.data.clone())
+            .next()
+            .unwrap_or_default();
         let note = notes.get(table);
         let _ = writeln!(
             data,
@@ -502,21 +612,7 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
         let mut lines = csv.lines();
         anyhow::ensure!(lines.next().is_some_and(|h| h.starts_with("table,method,")), "{t}.csv has no header");
         let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-        for m in &methods {
-            let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r.get(1) == Some(&m.as_str())).collect();
-            anyhow::ensure!(!mine.is_empty(), "{t}.csv has no row for {m}");
-            for r in mine {
-                anyhow::ensure!(
-                    r.get(5).and_then(|s| s.parse::<usize>().ok()) == Some(seeds),
-                    "{t}.csv: {m} has {:?} seeds, expected {seeds}",
-                    r.get(5)
-                );
-                anyhow::ensure!(
-                    r.get(3).and_then(|s| s.parse::<f64>().ok()).is_some_and(f64::is_finite),
-                    "{t}.csv: {m} has no finite mean"
-                );
-            }
-        }
+        check_table_rows(t, &rows, &methods, seeds)?;
         let md = std::fs::read_to_string(dir.join(format!("{t}.md")))?;
         anyhow::ensure!(md.lines().filter(|l| l.starts_with("| ")).count() > methods.len(), "{t}.md lacks rows");
         let is_paper = TABLES.iter().any(|p| p.id == t);
@@ -532,17 +628,278 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
     }
     if std::fs::read_to_string(dir.join("summary.md"))?.contains("lambda.md") {
         let csv = std::fs::read_to_string(dir.join("lambda.csv")).context("lambda.csv")?;
-        let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
-        anyhow::ensure!(!rows.is_empty(), "lambda.csv has no rows");
-        for r in &rows {
-            anyhow::ensure!(
-                r.len() == 8 && r[4].parse::<f64>().is_ok_and(f64::is_finite),
-                "lambda.csv: bad row {}",
-                r.join(",")
-            );
-        }
-        anyhow::ensure!(rows.iter().any(|r| r[7] == "1"), "lambda.csv selects no λ");
+        check_lambda_rows(&csv)?;
     }
     println!("{}: all outputs present and well-formed for {} ({} seeds each)", dir.display(), tables.join(", "), seeds);
     Ok(())
+}
+
+/// The rows of a table's CSV (`table,method,column,mean,std,seeds,…,status,
+/// diverged`): every method has a row, each with the expected seed count and
+/// a finite mean over its finished seeds — no mean where all diverged.
+fn check_table_rows(t: &str, rows: &[Vec<&str>], methods: &[String], seeds: usize) -> Result<()> {
+    for m in methods {
+        let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r.get(1) == Some(&m.as_str())).collect();
+        anyhow::ensure!(!mine.is_empty(), "{t}.csv has no row for {m}");
+        for r in mine {
+            anyhow::ensure!(
+                r.get(5).and_then(|s| s.parse::<usize>().ok()) == Some(seeds),
+                "{t}.csv: {m} has {:?} seeds, expected {seeds}",
+                r.get(5)
+            );
+            // Files written before divergence was recorded have no column.
+            let diverged = match r.get(10) {
+                None => 0,
+                Some(s) => s.parse::<usize>().with_context(|| format!("{t}.csv: {m}: diverged = {s:?}"))?,
+            };
+            anyhow::ensure!(diverged <= seeds, "{t}.csv: {m} has {diverged} diverged of {seeds} seeds");
+            let mean = r.get(3).copied().unwrap_or_default();
+            if diverged < seeds {
+                anyhow::ensure!(
+                    mean.parse::<f64>().is_ok_and(f64::is_finite),
+                    "{t}.csv: {m} has no finite mean over its {} finished seeds",
+                    seeds - diverged
+                );
+            } else {
+                anyhow::ensure!(mean.is_empty(), "{t}.csv: {m} has a mean ({mean}) but every seed diverged");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `lambda.csv` (`table,method,lambda,metric,mean,std,seeds,selected,
+/// diverged`): rows with a finite mean unless every seed of the λ diverged,
+/// and a selected λ for each method with a λ whose seeds did not all diverge.
+fn check_lambda_rows(csv: &str) -> Result<()> {
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    anyhow::ensure!(!rows.is_empty(), "lambda.csv has no rows");
+    for r in &rows {
+        // Files written before divergence was recorded have 8 columns.
+        let diverged = match r.len() {
+            8 => Some(0),
+            9 => r[8].parse::<usize>().ok(),
+            _ => None,
+        };
+        let seeds = r.get(6).and_then(|s| s.parse::<usize>().ok());
+        let ok = match (diverged, seeds) {
+            (Some(d), Some(n)) if d < n => r[4].parse::<f64>().is_ok_and(f64::is_finite),
+            (Some(d), Some(n)) => d == n && r[4].is_empty() && r[7] == "0",
+            _ => false,
+        };
+        anyhow::ensure!(ok, "lambda.csv: bad row {}", r.join(","));
+    }
+    for r in &rows {
+        let grid: Vec<&Vec<&str>> = rows.iter().filter(|o| o[..2] == r[..2]).collect();
+        let all_diverged = grid.iter().all(|o| o[4].is_empty());
+        anyhow::ensure!(
+            all_diverged || grid.iter().any(|o| o[7] == "1"),
+            "lambda.csv selects no λ for {}, {}",
+            r[0],
+            r[1]
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seht_records::{EvalMetrics, RunStatus, TraceReport};
+
+    /// A fresh folder under the system's temporary directory.
+    fn temp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-report-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("runs")).expect("temp dir");
+        dir
+    }
+
+    fn epoch(top1: f64, valid_top1: Option<f64>) -> EpochRecord {
+        let eval = |a: f64| EvalMetrics { loss: 1.0, top1: Some(a), top5: Some(0.99), perplexity: None };
+        EpochRecord {
+            epoch: 2,
+            lr: 0.1,
+            train_loss: 0.9,
+            train_top1: Some(0.7),
+            valid: valid_top1.map(eval),
+            test: eval(top1),
+            trace_mean: None,
+            penalty_steps: 0,
+            steps: 10,
+            train_seconds: 4.0,
+            seconds_per_step: 0.4,
+        }
+    }
+
+    /// A finished run with test top-1 `top1` (and validation top-1, for the λ grid).
+    fn finished(name: &str, top1: f64, valid: Option<f64>) -> Metrics {
+        Metrics {
+            name: name.into(),
+            method: "m".into(),
+            data: "fixture".into(),
+            status: RunStatus::Finished,
+            divergence: None,
+            final_epoch: Some(epoch(top1, valid)),
+            best_epoch: Some(epoch(top1, valid)),
+            best_by: "highest test top-1".into(),
+            final_trace: Some(TraceReport { mean: 100.0 * top1, std_error: 1.0, batches: 1, probes: 1 }),
+            train_seconds: 8.0,
+            seconds_per_epoch: 4.0,
+            steps: 20,
+            penalty_steps: 0,
+        }
+    }
+
+    fn diverged(name: &str) -> Metrics {
+        Metrics {
+            status: RunStatus::Diverged,
+            divergence: Some(Divergence { epoch: 1, step: 2, cause: "non-finite loss NaN".into() }),
+            final_epoch: None,
+            best_epoch: None,
+            final_trace: None,
+            ..finished(name, 0.0, None)
+        }
+    }
+
+    /// Writes the run folder of `m` (metrics.json, log.jsonl) and its cell.
+    fn write_run(out: &Path, table: &str, method: &str, seed: u64, grid: Option<f64>, m: Metrics) -> Cell {
+        let name = m.name.clone();
+        let run = out.join("runs").join(&name);
+        std::fs::create_dir_all(&run).expect("run folder");
+        std::fs::write(run.join("metrics.json"), serde_json::to_vec_pretty(&m).expect("json")).expect("metrics");
+        let log = match (&m.final_epoch, m.diverged()) {
+            (Some(e), _) => seht_records::LogLine::Epoch(e.clone()),
+            (None, Some(d)) => seht_records::LogLine::Diverged(d.clone()),
+            (None, None) => unreachable!("a fixture is finished or diverged"),
+        };
+        std::fs::write(run.join("log.jsonl"), log.to_json().expect("line") + "\n").expect("log");
+        let config = out.join(format!("{name}.toml"));
+        Cell { table: table.into(), method: method.into(), seed, name, config, grid_lambda: grid }
+    }
+
+    /// Table 1 with the baseline finished (3 seeds), SEHT-H diverged in 2 of
+    /// 3 seeds, SEHT-D (K = 1) in all 3.
+    fn table1_runs(out: &Path) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for (s, a) in [0.80, 0.82, 0.84].into_iter().enumerate() {
+            cells.push(write_run(out, "table1", "baseline", s as u64, None, finished(&format!("b-s{s}"), a, None)));
+        }
+        let h = [finished("h-s0", 0.50, None), diverged("h-s1"), diverged("h-s2")];
+        for (s, m) in h.into_iter().enumerate() {
+            cells.push(write_run(out, "table1", "seht-h-k5", s as u64, None, m));
+        }
+        for s in 0..3 {
+            cells.push(write_run(out, "table1", "seht-d-k1-p0.01", s, None, diverged(&format!("d-s{s}"))));
+        }
+        cells
+    }
+
+    fn csv_rows(csv: &str) -> Vec<Vec<&str>> {
+        csv.lines().skip(1).map(|l| l.split(',').collect()).collect()
+    }
+
+    #[test]
+    fn diverged_seeds_are_counted_and_left_out_of_every_mean() {
+        let out = temp("table");
+        let cells = table1_runs(&out);
+        let runs = collect(&out, &cells, "table1").expect("collect");
+        let h = runs.iter().find(|r| r.method == "seht-h-k5").expect("seht-h");
+        assert_eq!((h.metrics.len(), h.diverged.len(), h.logs.len(), h.seeds()), (1, 2, 1, 3));
+        assert_eq!(h.first_divergence().as_deref(), Some("h-s1: epoch 1, step 2: non-finite loss NaN"));
+
+        let t1 = TABLES.iter().find(|t| t.id == "table1").expect("table1");
+        let (md, csv) = table_outputs(t1, &runs, None);
+        assert!(md.contains("| Baseline with weight decay | 3 | 82.00 ± 2.00 | 94.00 ± 0.24 | -12.00 |"), "{md}");
+        assert!(
+            md.contains("| SEHT-H (maxIter=5) | 3 | 50.00, diverged (2 of 3 seeds) | 95.59 ± 0.06 | -45.59 |"),
+            "{md}"
+        );
+        assert!(md.contains("| SEHT-D (maxIter=1, p=0.01) | 3 | diverged (3 of 3 seeds) | 95.37 ± 0.09 | — |"), "{md}");
+        assert!(md.contains(DIVERGED_FOOTNOTE), "{md}");
+        let rows = csv_rows(&csv);
+        let row = |m: &str| rows.iter().find(|r| r[1] == m).expect(m).clone();
+        assert_eq!(row("seht-h-k5")[3..6], ["50", "NaN", "3"]);
+        assert_eq!(row("seht-h-k5")[10], "2");
+        assert_eq!(row("seht-d-k1-p0.01")[3..6], ["", "", "3"]);
+        assert_eq!((row("seht-d-k1-p0.01")[9], row("seht-d-k1-p0.01")[10]), ("run", "3"));
+        assert_eq!(row("baseline")[10], "0");
+
+        // check-results accepts them, and refuses a mean over no finished
+        // seed or a missing one over some.
+        let methods: Vec<String> = ["baseline", "seht-h-k5", "seht-d-k1-p0.01"].map(String::from).to_vec();
+        check_table_rows("table1", &rows, &methods, 3).expect("accepted");
+        assert!(check_table_rows("table1", &rows, &methods, 2).is_err(), "seed count");
+        let mut bad = rows.clone();
+        bad.iter_mut().filter(|r| r[1] == "seht-d-k1-p0.01").for_each(|r| r[3] = "10.0");
+        let e = check_table_rows("table1", &bad, &methods, 3).expect_err("mean of nothing");
+        assert!(e.to_string().contains("every seed diverged"), "{e}");
+        let mut bad = rows.clone();
+        bad.iter_mut().filter(|r| r[1] == "seht-h-k5").for_each(|r| r[3] = "");
+        assert!(check_table_rows("table1", &bad, &methods, 3).is_err(), "no mean over a finished seed");
+        // An older CSV (no `diverged` column) still checks.
+        let old: Vec<Vec<&str>> = rows.iter().filter(|r| r[1] == "baseline").map(|r| r[..10].to_vec()).collect();
+        check_table_rows("table1", &old, &methods[..1], 3).expect("old layout");
+
+        let (time, trace) = time_and_trace("table1", &runs);
+        assert!(time.contains("| seht-h-k5 | 4.00, diverged (2 of 3 seeds) | 1.00× | 0 / 20 |"), "{time}");
+        assert!(time.contains("| seht-d-k1-p0.01 | diverged (3 of 3 seeds) | — | 0 / 0 |"), "{time}");
+        assert!(trace.contains("| seht-h-k5 | 50.00, diverged (2 of 3 seeds) | 1.00 |"), "{trace}");
+        assert!(trace.contains("| baseline | 82.00 ± 2.00 | 1.00 |"), "{trace}");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn findings_say_which_seeds_diverged_and_average_the_others() {
+        let out = temp("findings");
+        let cells = table1_runs(&out);
+        let runs = collect(&out, &cells, "table1").expect("collect");
+        let (quality, rows) = findings::summarise(&runs);
+        let h = rows.iter().find(|r| r.method == "seht-h-k5").expect("seht-h");
+        assert_eq!((h.seeds, h.diverged, h.quality.map(|q| (q.mean, q.n))), (3, 2, Some((50.0, 1))));
+        let md = findings::table(quality, &rows);
+        assert!(md.contains("| seht-h-k5 | 3 | 50.00, diverged (2 of 3 seeds) | 50.0 | 4.00 | 1.00× |"), "{md}");
+        assert!(md.contains("| seht-d-k1-p0.01 | 3 | diverged (3 of 3 seeds) | — | — | — |"), "{md}");
+        let s = findings::sentences(quality, &rows);
+        assert!(
+            s.contains("- **seht-d-k1-p0.01**: diverged (3 of 3 seeds; e.g. d-s0: epoch 1, step 2: non-finite loss NaN): no result."),
+            "{s}"
+        );
+        assert!(
+            s.contains("diverged (2 of 3 seeds; e.g. h-s1: epoch 1, step 2: non-finite loss NaN), left out"),
+            "{s}"
+        );
+        let csv = findings::csv("demo", quality, &rows);
+        let rows = csv_rows(&csv);
+        let methods: Vec<String> = ["baseline", "seht-h-k5", "seht-d-k1-p0.01"].map(String::from).to_vec();
+        check_table_rows("demo", &rows, &methods, 3).expect("accepted");
+        assert!(rows.iter().any(|r| r[1] == "seht-d-k1-p0.01" && r[3].is_empty() && r[10] == "3"), "{csv}");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn the_lambda_grid_never_selects_or_averages_a_diverged_seed() {
+        let out = temp("lambda");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+        let (t, m) = ("table1", "seht-d-k1-p0.01");
+        let cells = vec![
+            write_run(&out, t, m, 0, Some(1e-3), finished("g3-s0", 0.6, Some(0.40))),
+            write_run(&out, t, m, 1, Some(1e-3), diverged("g3-s1")),
+            // The best value, but one of its two seeds diverged: the mean of the other.
+            write_run(&out, t, m, 0, Some(1e-2), finished("g2-s0", 0.6, Some(0.45))),
+            write_run(&out, t, m, 1, Some(1e-2), diverged("g2-s1")),
+            write_run(&out, t, m, 0, Some(1e-1), diverged("g1-s0")),
+            write_run(&out, t, m, 1, Some(1e-1), diverged("g1-s1")),
+        ];
+        let md = lambda_report(&out, &cells, root).expect("report").expect("a grid");
+        assert!(md.contains("| 1e-2 | 45.00, diverged (1 of 2 seeds) | 2 | **selected** |"), "{md}");
+        assert!(md.contains("| 1e-1 | diverged (2 of 2 seeds) | 2 |  |"), "{md}");
+        let csv = std::fs::read_to_string(out.join("lambda.csv")).expect("lambda.csv");
+        check_lambda_rows(&csv).expect("accepted");
+        assert!(csv.contains("table1,seht-d-k1-p0.01,1e-1,valid top-1 (%),,,2,0,2"), "{csv}");
+        assert!(check_lambda_rows(&csv.replace(",,,2,0,2", ",,,2,0,1")).is_err(), "a mean missing for a finished seed");
+        let old = "table,method,lambda,metric,mean,std,seeds,selected\nt,m,1e-3,valid top-1 (%),40.0,1.0,2,1\n";
+        check_lambda_rows(old).expect("an older lambda.csv checks");
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use seht_records::{METRICS_FILE, ProgressEvent};
+use seht_records::{DIVERGED_EXIT_CODE, Divergence, METRICS_FILE, Metrics, ProgressEvent};
 
 use crate::preset::{Cell, DataKind, DataNotes, DataSource, Plan, Preset, load_preset, matrix, table_names};
 use crate::progress::Board;
@@ -68,10 +68,15 @@ fn build_seht(root: &Path) -> Result<PathBuf> {
 }
 
 /// What one run of `seht train` reported.
+#[derive(Debug)]
 struct Finished {
     seconds: f64,
     /// False when the run was already done (seht only reported it).
     trained: bool,
+    /// Where and why it diverged, when it did: a completed run with no
+    /// result (`seht train` exits with [`DIVERGED_EXIT_CODE`]), which is
+    /// not retried.
+    diverged: Option<Divergence>,
 }
 
 /// Runs one cell; its progress lines go to `on_event`, everything else it
@@ -116,7 +121,8 @@ fn run_cell(
     let status = child.wait()?;
     let out = reader.join().unwrap_or_default();
     std::fs::write(&log, format!("{out}{}\n", messages.join("\n")))?;
-    if !status.success() {
+    let diverged = status.code() == Some(i32::from(DIVERGED_EXIT_CODE));
+    if !status.success() && !diverged {
         use std::os::unix::process::ExitStatusExt;
         let why = match (status.signal(), messages.iter().rfind(|l| !l.trim().is_empty())) {
             (Some(9), _) => {
@@ -128,6 +134,14 @@ fn run_cell(
         };
         bail!("{} failed (log: {}): {why}", cell.name, log.display());
     }
+    let diverged = if diverged {
+        let m = Metrics::read(&runs.join(&cell.name))
+            .with_context(|| format!("{} exited as diverged (log: {})", cell.name, log.display()))?;
+        let d = m.diverged().cloned();
+        Some(d.with_context(|| format!("{} exited as diverged, but its metrics.json says finished", cell.name))?)
+    } else {
+        None
+    };
     let seconds = t0.elapsed().as_secs_f64();
     if !was_done {
         // Wall time of every run that trained, over all invocations (a
@@ -136,7 +150,7 @@ fn run_cell(
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(runs.join("timing.csv"))?;
         writeln!(f, "{},{seconds:.1}", cell.name)?;
     }
-    Ok(Finished { seconds, trained: !was_done })
+    Ok(Finished { seconds, trained: !was_done, diverged })
 }
 
 fn slurm_script(plan: &Plan, args: &Args, n: usize, out: &Path) -> String {
@@ -212,8 +226,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let runs = out.join("runs");
     if args.list {
         for (i, c) in cells.iter().enumerate() {
-            let done = runs.join(&c.name).join(METRICS_FILE).is_file();
-            println!("{i:4}  {:<40} {}", c.name, if done { "done" } else { "-" });
+            let state = match Metrics::read(&runs.join(&c.name)) {
+                Ok(m) if m.diverged().is_some() => "diverged",
+                Ok(_) => "done",
+                Err(_) => "-",
+            };
+            println!("{i:4}  {:<40} {state}", c.name);
         }
         return Ok(());
     }
@@ -221,7 +239,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     if let Some(i) = args.cell {
         let cell = cells.get(i).with_context(|| format!("--cell {i}: the matrix has {} cells", cells.len()))?;
         let f = run_cell(&seht, cell, &data_dir, &runs, &|_| {})?;
-        println!("cell {i} ({}) done in {:.0} s", cell.name, f.seconds);
+        match &f.diverged {
+            None => println!("cell {i} ({}) done in {:.0} s", cell.name, f.seconds),
+            Some(d) => {
+                println!("cell {i} ({}) diverged at {d} ({:.0} s): recorded, not an error", cell.name, f.seconds)
+            }
+        }
         return Ok(());
     }
     eprintln!(
@@ -242,11 +265,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let board = Board::new(&cells, plan.jobs);
     let queue = Arc::new(Mutex::new((0..cells.len()).rev().collect::<Vec<_>>()));
     let failures = Arc::new(Mutex::new(Vec::new()));
+    let diverged = Arc::new(Mutex::new(Vec::new()));
     let total = cells.len();
     std::thread::scope(|s| {
         for _ in 0..plan.jobs {
-            let (queue, failures, seht, data_dir, runs, board, cells) =
-                (queue.clone(), failures.clone(), &seht, &data_dir, &runs, &board, &cells);
+            let (queue, failures, diverged, seht, data_dir, runs, board, cells) =
+                (queue.clone(), failures.clone(), diverged.clone(), &seht, &data_dir, &runs, &board, &cells);
             s.spawn(move || {
                 while let Some(i) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) {
                     let cell = &cells[i];
@@ -254,13 +278,23 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                     match run_cell(seht, cell, data_dir, runs, &|e| board.event(i, e)) {
                         Ok(f) => {
                             board.finish(i, Ok((f.seconds, f.trained)));
+                            if f.diverged.is_some()
+                                && let Ok(mut d) = diverged.lock()
+                            {
+                                d.push(cell.name.clone());
+                            }
+                            let what = match (f.trained, &f.diverged) {
+                                (true, None) => "trained".to_string(),
+                                (false, None) => "already done, read".to_string(),
+                                (true, Some(d)) => format!("diverged at {d}; recorded"),
+                                (false, Some(d)) => format!("already done (diverged at {d}), read"),
+                            };
                             board.println(&format!(
-                                "[{}/{total}] {} {} (seed {}) {} in {:.0} s",
+                                "[{}/{total}] {} {} (seed {}) {what} in {:.0} s",
                                 i + 1,
                                 cell.table,
                                 cell.method,
                                 cell.seed,
-                                if f.trained { "trained" } else { "already done, read" },
                                 f.seconds
                             ));
                         }
@@ -281,6 +315,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     if !failures.is_empty() {
         bail!("{} runs failed: {}", failures.len(), failures.join(", "));
     }
+    let diverged = diverged.lock().map(|d| d.clone()).unwrap_or_default();
+    if !diverged.is_empty() {
+        eprintln!(
+            "{} runs diverged (recorded in their metrics.json; left out of the tables' means): {}",
+            diverged.len(),
+            diverged.join(", ")
+        );
+    }
     let wall = t0.elapsed().as_secs_f64();
     let written = crate::report::write(root, &out, &plan, &cells, &notes, wall)?;
     // The curvature of each table-1 method's final model (seed 0): top
@@ -296,4 +338,58 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         written.figure.map(|f| format!("\n  figure:  {}", f.display())).unwrap_or_default()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for `seht`: writes `metrics` into the run folder given
+    /// after `--out` (the 9th argument) and exits with `code`.
+    fn fake_seht(dir: &Path, metrics: &Path, code: i32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = dir.join(format!("seht-exit-{code}"));
+        let script = format!(
+            "#!/bin/sh\nmkdir -p \"$9/run\" && cp '{}' \"$9/run/metrics.json\"\necho 'it went wrong' >&2\nexit {code}\n",
+            metrics.display()
+        );
+        std::fs::write(&exe, script).expect("script");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        exe
+    }
+
+    #[test]
+    fn a_diverged_run_is_completed_not_failed() {
+        let dir = std::env::temp_dir().join(format!("xtask-reproduce-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let metrics = dir.join("diverged.json");
+        let d = Divergence { epoch: 1, step: 4, cause: "non-finite loss NaN".into() };
+        let m = serde_json::json!({
+            "name": "run", "method": "m", "data": "d", "status": "diverged", "divergence": d,
+            "final_epoch": null, "best_epoch": null, "best_by": "", "final_trace": null,
+            "train_seconds": 1.0, "seconds_per_epoch": 1.0, "steps": 4, "penalty_steps": 0
+        });
+        std::fs::write(&metrics, m.to_string()).expect("metrics");
+        let cell = Cell {
+            table: "t".into(),
+            method: "m".into(),
+            seed: 0,
+            name: "run".into(),
+            config: dir.join("run.toml"),
+            grid_lambda: None,
+        };
+        let code = i32::from(DIVERGED_EXIT_CODE);
+        let runs = dir.join("runs");
+        let f = run_cell(&fake_seht(&dir, &metrics, code), &cell, &dir, &runs, &|_| {}).expect("not a failure");
+        assert_eq!((f.trained, f.diverged.as_ref()), (true, Some(&d)));
+        // Run again (as a resumed `reproduce` does): read, not retrained.
+        let f = run_cell(&fake_seht(&dir, &metrics, code), &cell, &dir, &runs, &|_| {}).expect("read");
+        assert_eq!((f.trained, f.diverged.as_ref()), (false, Some(&d)));
+        // Any other non-zero exit is a failure, naming the run's last message.
+        let _ = std::fs::remove_dir_all(&runs);
+        let e = run_cell(&fake_seht(&dir, &metrics, 1), &cell, &dir, &runs, &|_| {}).expect_err("failed");
+        assert!(e.to_string().contains("it went wrong"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

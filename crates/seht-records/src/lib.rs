@@ -1,6 +1,7 @@
 //! The records a `seht train` run writes, as plain serde types: one line of
-//! `log.jsonl` per epoch ([`EpochRecord`]), the run's `metrics.json`
-//! ([`Metrics`]), and the machine-readable progress lines of
+//! `log.jsonl` per epoch ([`EpochRecord`]; a run that diverged ends it with
+//! one [`LogLine::Diverged`] line), the run's `metrics.json` ([`Metrics`],
+//! with its [`RunStatus`]), and the machine-readable progress lines of
 //! `seht train --progress lines` ([`ProgressEvent`]).
 //!
 //! No tensors, no candle: the orchestration (`cargo xtask`) reads these
@@ -63,7 +64,40 @@ pub struct TraceReport {
     pub probes: usize,
 }
 
-/// `metrics.json`: the final and the best epoch, with what they mean.
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Every epoch ran (what a `metrics.json` without a status means: those
+    /// were written before divergence was recorded).
+    #[default]
+    Finished,
+    /// Training stopped at a non-finite loss or an objective beyond the
+    /// config's bound ([`Divergence`]); the run has no final model.
+    Diverged,
+}
+
+/// Where and why a run diverged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Divergence {
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Step within the epoch (1-based) whose loss or objective tripped.
+    pub step: u64,
+    /// What tripped, with the value: `non-finite loss NaN`, `objective
+    /// -3.2e4 beyond the bound 1e2 (divergence.max_abs_objective)`, ….
+    pub cause: String,
+}
+
+impl std::fmt::Display for Divergence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "epoch {}, step {}: {}", self.epoch, self.step, self.cause)
+    }
+}
+
+/// `metrics.json`: how the run ended, the final and the best epoch, with
+/// what they mean.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// Run name.
@@ -72,22 +106,78 @@ pub struct Metrics {
     pub method: String,
     /// What data were used.
     pub data: String,
-    /// The last epoch.
-    pub final_epoch: EpochRecord,
-    /// The best epoch.
-    pub best_epoch: EpochRecord,
+    /// `finished` or `diverged` (absent in older files: finished).
+    #[serde(default)]
+    pub status: RunStatus,
+    /// Where and why the run diverged; present exactly when `status` is
+    /// `diverged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<Divergence>,
+    /// The last epoch; `None` when the run diverged (the epochs it
+    /// completed are in `log.jsonl`, and are no result).
+    pub final_epoch: Option<EpochRecord>,
+    /// The best epoch; `None` when the run diverged.
+    pub best_epoch: Option<EpochRecord>,
     /// How "best" was chosen.
     pub best_by: String,
-    /// Hessian trace of the final model, if measured.
+    /// Hessian trace of the final model, if measured (never for a diverged run).
     pub final_trace: Option<TraceReport>,
-    /// Training seconds over all epochs (excluding evaluation).
+    /// Training seconds over all epochs (excluding evaluation); for a
+    /// diverged run, up to the divergence.
     pub train_seconds: f64,
-    /// Mean training seconds per epoch.
+    /// Mean training seconds per epoch (for a diverged run, per epoch begun).
     pub seconds_per_epoch: f64,
-    /// Optimiser steps.
+    /// Optimiser steps (for a diverged run, including the one that tripped).
     pub steps: u64,
     /// Steps that applied the penalty.
     pub penalty_steps: u64,
+}
+
+/// The exit code of `seht train` for a run that diverged (its
+/// `metrics.json` records where and why); 0 is a finished run, 1 an error,
+/// 2 a usage error.
+pub const DIVERGED_EXIT_CODE: u8 = 3;
+
+/// One line of `log.jsonl`: an epoch, or, as the last line of a run that
+/// diverged, `{"diverged": {"epoch": …, "step": …, "cause": …}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogLine {
+    /// A completed epoch.
+    Epoch(EpochRecord),
+    /// The run diverged here and stopped.
+    Diverged(Divergence),
+}
+
+/// The JSON form of [`LogLine::Diverged`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DivergedLine {
+    diverged: Divergence,
+}
+
+impl LogLine {
+    /// Parses one line; the error is that of an [`EpochRecord`] when the line
+    /// is neither (every older log holds only epochs).
+    ///
+    /// # Errors
+    /// The parser's, when the line is not a log line.
+    pub fn parse(line: &str) -> Result<LogLine, serde_json::Error> {
+        if let Ok(d) = serde_json::from_str::<DivergedLine>(line) {
+            return Ok(LogLine::Diverged(d.diverged));
+        }
+        serde_json::from_str(line).map(LogLine::Epoch)
+    }
+
+    /// The line, without newline.
+    ///
+    /// # Errors
+    /// The writer's (a record of plain numbers and strings serialises).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        match self {
+            LogLine::Epoch(r) => serde_json::to_string(r),
+            LogLine::Diverged(d) => serde_json::to_string(&DivergedLine { diverged: d.clone() }),
+        }
+    }
 }
 
 /// File name of a run's final metrics inside its run folder.
@@ -122,6 +212,26 @@ pub enum Error {
 }
 
 impl Metrics {
+    /// Parses the contents of a `metrics.json`, checking that `status` and
+    /// `divergence` agree.
+    ///
+    /// # Errors
+    /// The parser's, or a custom one when they disagree.
+    pub fn from_json(bytes: &[u8]) -> Result<Metrics, serde_json::Error> {
+        let m: Metrics = serde_json::from_slice(bytes)?;
+        let complete = match m.status {
+            RunStatus::Finished => m.divergence.is_none() && m.final_epoch.is_some() && m.best_epoch.is_some(),
+            RunStatus::Diverged => m.divergence.is_some(),
+        };
+        if !complete {
+            return Err(<serde_json::Error as serde::de::Error>::custom(format!(
+                "status `{:?}` does not fit the record (a diverged run has `divergence`; a finished one has none, and has `final_epoch` and `best_epoch`)",
+                m.status
+            )));
+        }
+        Ok(m)
+    }
+
     /// Reads `metrics.json` of the run folder `run_dir`.
     ///
     /// # Errors
@@ -130,26 +240,48 @@ impl Metrics {
     pub fn read(run_dir: &Path) -> Result<Metrics, Error> {
         let path = run_dir.join(METRICS_FILE);
         let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::Parse { path, line: None, source })
+        Metrics::from_json(&bytes).map_err(|source| Error::Parse { path, line: None, source })
+    }
+
+    /// Where and why the run diverged, when it did.
+    pub fn diverged(&self) -> Option<&Divergence> {
+        self.divergence.as_ref().filter(|_| self.status == RunStatus::Diverged)
     }
 }
 
-/// Reads every line of `log.jsonl` in the run folder `run_dir` (one
-/// [`EpochRecord`] per finished epoch; blank lines are skipped).
+/// Reads every line of `log.jsonl` in the run folder `run_dir` (blank lines
+/// are skipped): one [`LogLine::Epoch`] per completed epoch, then one
+/// [`LogLine::Diverged`] when the run diverged.
 ///
 /// # Errors
 /// [`Error::Io`] when the file cannot be read, [`Error::Parse`] naming the
-/// first line that is not an [`EpochRecord`].
-pub fn read_log(run_dir: &Path) -> Result<Vec<EpochRecord>, Error> {
+/// first line that is not a [`LogLine`].
+pub fn read_log_lines(run_dir: &Path) -> Result<Vec<LogLine>, Error> {
     let path = run_dir.join(LOG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|source| Error::Parse { path: path.clone(), line: Some(i + 1), source })
+            LogLine::parse(l).map_err(|source| Error::Parse { path: path.clone(), line: Some(i + 1), source })
         })
         .collect()
+}
+
+/// The completed epochs of `log.jsonl` in the run folder `run_dir` (one
+/// [`EpochRecord`] each; a divergence line is left out: see
+/// [`read_log_lines`]).
+///
+/// # Errors
+/// As [`read_log_lines`].
+pub fn read_log(run_dir: &Path) -> Result<Vec<EpochRecord>, Error> {
+    Ok(read_log_lines(run_dir)?
+        .into_iter()
+        .filter_map(|l| match l {
+            LogLine::Epoch(r) => Some(r),
+            LogLine::Diverged(_) => None,
+        })
+        .collect())
 }
 
 /// Where a run is, as `seht train --progress lines` reports it on standard
@@ -204,5 +336,90 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(matches!(e, Error::Parse { line: Some(2), .. }), "{e}");
         assert!(e.to_string().contains("log.jsonl line 2"), "{e}");
+    }
+
+    fn epoch(n: usize) -> EpochRecord {
+        let test = EvalMetrics { loss: 1.5, top1: Some(0.4), top5: Some(0.9), perplexity: None };
+        EpochRecord {
+            epoch: n,
+            lr: 0.1,
+            train_loss: 1.2,
+            train_top1: Some(0.5),
+            valid: None,
+            test,
+            trace_mean: Some(3.0),
+            penalty_steps: 2,
+            steps: 2,
+            train_seconds: 1.0,
+            seconds_per_step: 0.5,
+        }
+    }
+
+    fn finished() -> Metrics {
+        Metrics {
+            name: "r".into(),
+            method: "baseline".into(),
+            data: "fixture".into(),
+            status: RunStatus::Finished,
+            divergence: None,
+            final_epoch: Some(epoch(2)),
+            best_epoch: Some(epoch(1)),
+            best_by: "highest test top-1".into(),
+            final_trace: None,
+            train_seconds: 2.0,
+            seconds_per_epoch: 1.0,
+            steps: 4,
+            penalty_steps: 4,
+        }
+    }
+
+    #[test]
+    fn a_metrics_file_without_a_status_is_a_finished_run() {
+        let mut old: serde_json::Value = serde_json::to_value(finished()).expect("json");
+        let fields = old.as_object_mut().expect("object");
+        fields.remove("status");
+        assert!(!fields.contains_key("divergence"), "a finished run writes no divergence");
+        let m = Metrics::from_json(&serde_json::to_vec(&old).expect("bytes")).expect("an older metrics.json loads");
+        assert_eq!((m.status, m.diverged()), (RunStatus::Finished, None));
+        assert_eq!(m, finished());
+    }
+
+    #[test]
+    fn a_diverged_run_round_trips_and_a_contradictory_status_is_refused() {
+        let d = Divergence { epoch: 2, step: 3, cause: "non-finite loss NaN".into() };
+        let m = Metrics {
+            status: RunStatus::Diverged,
+            divergence: Some(d.clone()),
+            final_epoch: None,
+            best_epoch: None,
+            ..finished()
+        };
+        let json = serde_json::to_vec(&m).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&json).expect("value");
+        assert_eq!(v["status"], "diverged");
+        assert_eq!(v["divergence"]["cause"], "non-finite loss NaN");
+        let back = Metrics::from_json(&json).expect("reads back");
+        assert_eq!(back.diverged(), Some(&d));
+        assert_eq!(d.to_string(), "epoch 2, step 3: non-finite loss NaN");
+        for bad in [Metrics { status: RunStatus::Finished, ..m.clone() }, Metrics { divergence: None, ..m }] {
+            let e = Metrics::from_json(&serde_json::to_vec(&bad).expect("json")).expect_err("contradictory");
+            assert!(e.to_string().contains("does not fit"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_log_ending_in_a_divergence_reads_with_its_epochs() {
+        let dir = std::env::temp_dir().join(format!("seht-records-div-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let d = Divergence { epoch: 2, step: 1, cause: "objective -3e4 beyond the bound 1e2".into() };
+        let lines = [LogLine::Epoch(epoch(1)), LogLine::Diverged(d)];
+        let text: Vec<String> = lines.iter().map(|l| l.to_json().expect("json")).collect();
+        std::fs::write(dir.join(LOG_FILE), text.join("\n") + "\n").expect("write");
+        let read = read_log_lines(&dir).expect("log");
+        let epochs = read_log(&dir).expect("epochs");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(read, lines);
+        assert_eq!(epochs, vec![epoch(1)]);
+        assert!(text[1].starts_with("{\"diverged\":{"), "{}", text[1]);
     }
 }

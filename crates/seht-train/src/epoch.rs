@@ -1,5 +1,6 @@
 //! One training epoch per task: the batches, the task's forward pass, one
-//! [`Stepper::step`] per batch, and the epoch's totals.
+//! [`Stepper::step`] per batch, and the epoch's totals; an epoch stops at
+//! the first step that diverged ([`DivergenceConfig::check`]).
 
 use std::time::Instant;
 
@@ -8,11 +9,11 @@ use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::Stream;
 use seht_models::{ImageClassifier, Phase, RnnLm};
 
-use crate::config::{ImageDataConfig, Regularizer};
+use crate::config::{DivergenceConfig, ImageDataConfig, Regularizer};
 use crate::data::{ImageData, TextData};
 use crate::error::{Error, Result};
 use crate::losses::{self, MixupDraw};
-use crate::records::{EpochRecord, EvalMetrics};
+use crate::records::{Divergence, EpochRecord, EvalMetrics};
 use crate::step::{Forward, StepOutcome, Stepper};
 
 /// Training batches prepared ahead by the loader's thread.
@@ -28,6 +29,8 @@ pub(crate) struct EpochContext<'a> {
     pub steps: &'a mut u64,
     /// The regularizer (for the task's loss).
     pub regularizer: &'a Regularizer,
+    /// When a step counts as diverged.
+    pub divergence: DivergenceConfig,
     /// The device.
     pub device: &'a candle_core::Device,
     /// How progress is shown.
@@ -50,15 +53,14 @@ pub(crate) struct EpochTotals {
     pub penalty_steps: u64,
     /// Wall time of the training steps (s).
     pub seconds: f64,
+    /// Where and why the epoch stopped early, when a step diverged (that
+    /// step counts in `seconds` and `penalty_steps`, not in the means).
+    pub diverged: Option<Divergence>,
 }
 
 impl EpochTotals {
-    fn add(&mut self, o: &StepOutcome, seconds: f64, epoch: usize) -> Result<()> {
-        let loss = o.forward.loss;
-        if !loss.is_finite() {
-            return Err(Error::Diverged { epoch: epoch + 1, step: self.steps as usize, value: loss });
-        }
-        self.loss_sum += loss;
+    fn add(&mut self, o: &StepOutcome, seconds: f64) {
+        self.loss_sum += o.forward.loss;
         self.correct += o.forward.correct;
         self.count += o.forward.count;
         self.steps += 1;
@@ -67,7 +69,11 @@ impl EpochTotals {
             self.trace_sum += t;
             self.penalty_steps += 1;
         }
-        Ok(())
+    }
+
+    /// Steps that completed (without the one that diverged, if any).
+    pub(crate) fn steps(&self) -> u64 {
+        self.steps
     }
 
     /// The epoch's log record.
@@ -101,8 +107,14 @@ fn run_steps(
     loop {
         let t0 = Instant::now();
         let Some(o) = body(*ctx.steps)? else { break };
-        totals.add(&o, t0.elapsed().as_secs_f64(), ctx.epoch)?;
         *ctx.steps += 1;
+        if let Some(cause) = ctx.divergence.check(o.forward.loss, o.objective) {
+            totals.seconds += t0.elapsed().as_secs_f64();
+            totals.penalty_steps += u64::from(o.trace.is_some());
+            totals.diverged = Some(Divergence { epoch: ctx.epoch + 1, step: totals.steps + 1, cause });
+            break;
+        }
+        totals.add(&o, t0.elapsed().as_secs_f64());
         bar.inc(1);
         bar.set_message(format!("loss {:.4}", totals.loss_sum / totals.steps as f64));
     }

@@ -42,12 +42,11 @@ pub enum Error {
         /// What does not fit (naming the variable).
         message: String,
     },
-    /// A checkpoint belongs to another config.
-    #[error(
-        "{path}: checkpoint was written by another config (run `{found}`); use another --out or remove the run folder"
-    )]
+    /// A checkpoint, or the config of a run that diverged before its first
+    /// checkpoint, belongs to another config.
+    #[error("{path}: written by another config (run `{found}`); use another --out or remove the run folder")]
     CheckpointMismatch {
-        /// The checkpoint's state file.
+        /// The checkpoint's state file (or the run folder's `config.toml`).
         path: PathBuf,
         /// What the checkpoint recorded.
         found: String,
@@ -74,16 +73,6 @@ pub enum Error {
     /// A fault of this crate (a broken internal invariant), not of the input.
     #[error("internal error: {0}")]
     Internal(&'static str),
-    /// Training produced a non-finite loss.
-    #[error("non-finite loss {value} at epoch {epoch}, step {step} (λ too large? learning rate too high?)")]
-    Diverged {
-        /// Epoch.
-        epoch: usize,
-        /// Step within the epoch.
-        step: usize,
-        /// The loss.
-        value: f64,
-    },
     /// From candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -29,6 +29,6 @@ pub use config::ExperimentConfig;
 pub use error::{Error, Result};
 pub use eval::EVAL_BATCH_SIZE;
 pub use progress::Progress;
-pub use records::{EpochRecord, EvalMetrics, Metrics, TraceReport};
+pub use records::{Divergence, EpochRecord, EvalMetrics, Metrics, RunStatus, TraceReport};
 pub use trace::{TRACE_BATCH_SIZE, TRACE_INDEX, trace_of_run};
 pub use train::{TrainOptions, step_seed, train};

@@ -2,4 +2,6 @@
 //! candle-free crate `seht-records`, so that `cargo xtask` reads them typed
 //! without compiling candle.
 
-pub use seht_records::{EpochRecord, EvalMetrics, Metrics, TraceReport};
+pub use seht_records::{
+    DIVERGED_EXIT_CODE, Divergence, EpochRecord, EvalMetrics, LogLine, Metrics, RunStatus, TraceReport,
+};

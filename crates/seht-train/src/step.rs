@@ -36,6 +36,10 @@ pub(crate) struct StepOutcome {
     pub forward: Forward,
     /// The trace estimate, on steps that applied the penalty.
     pub trace: Option<f64>,
+    /// The value whose gradient the step took: the forward pass's objective
+    /// (the loss plus any regularizer term), plus `λ·tr̂(H)` with the step's
+    /// λ and estimate on steps that applied the penalty.
+    pub objective: f64,
 }
 
 /// The optimiser and the penalty of a run.
@@ -100,7 +104,7 @@ impl Stepper {
             Some(p) => p.at_step(step)?,
             None => None,
         };
-        let (mut grads, forward, trace) = match (penalty, self.sharpness) {
+        let (mut grads, forward, trace, objective) = match (penalty, self.sharpness) {
             (Some(penalty), _) => {
                 // The unperturbed pass is the first call (the first-order
                 // path records its activation pattern there).
@@ -113,7 +117,8 @@ impl Stepper {
                 };
                 let r = penalty.gradients(&self.params, objective, &mut Stream::Probes.rng(key))?;
                 let f = first.ok_or(Error::Internal("the penalty returned without a forward pass"))?;
-                (r.grads, f, Some(r.estimate.mean))
+                let objective = r.loss + penalty.lambda * r.estimate.mean;
+                (r.grads, f, Some(r.estimate.mean), objective)
             }
             // SAM/ASAM: both passes get the same phase, so the same dropout
             // masks and the same Mixup/projection draws (their streams of the
@@ -127,15 +132,17 @@ impl Stepper {
                     Ok((objective, f))
                 };
                 let r = sam_gradients(&self.params.trainable_vars(), &buffers, rho, method, &mut objective)?;
-                (r.grads, r.first, None)
+                let value = Forward::value(&r.first.objective)?;
+                (r.grads, r.first, None, value)
             }
             (None, None) => {
                 let f = forward(phase)?;
-                (seht_candle::backward_no_graph(&f.objective)?, f, None)
+                let value = Forward::value(&f.objective)?;
+                (seht_candle::backward_no_graph(&f.objective)?, f, None, value)
             }
         };
         clip_grad_norm(&mut grads, &self.params.trainable_vars(), self.clip)?;
         self.sgd.step(&grads, lr)?;
-        Ok(StepOutcome { forward, trace })
+        Ok(StepOutcome { forward, trace, objective })
     }
 }

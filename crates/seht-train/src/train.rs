@@ -2,7 +2,11 @@
 //! A run is: data and network from the config, then per epoch the task's
 //! epoch body (`epoch.rs`, one optimiser step per batch: `step.rs`), the
 //! evaluation (`eval.rs`), the log line and the checkpoint; at the end the
-//! final Hessian trace (`trace.rs`) and `metrics.json`.
+//! final Hessian trace (`trace.rs`) and `metrics.json`. A run that diverges
+//! (a non-finite loss or objective, or one beyond the config's
+//! `[divergence]` bound; a non-finite evaluation loss) stops there: its
+//! `metrics.json` has status `diverged` with the epoch, step and cause, and
+//! `log.jsonl` ends with the same record.
 
 use std::path::PathBuf;
 
@@ -18,8 +22,8 @@ use crate::error::{Error, Result, io};
 use crate::eval::{eval_images, eval_text};
 use crate::net::{Net, build_net};
 use crate::progress::Progress;
-use crate::records::{EpochRecord, EvalMetrics, Metrics};
-use crate::run_log::{append_log, read_log, read_metrics, rewrite_log, summary_line, write_metrics};
+use crate::records::{Divergence, EpochRecord, EvalMetrics, Metrics, RunStatus};
+use crate::run_log::{append_divergence, append_log, read_log, read_metrics, rewrite_log, summary_line, write_metrics};
 use crate::schedule::LrSchedule;
 use crate::step::Stepper;
 use crate::trace::measure;
@@ -46,8 +50,10 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
     seht_estimator::step_key(seed, step)
 }
 
-/// Trains (or resumes, or returns the finished result of) the run `cfg`.
-/// Returns `None` when stopped early by `opts.stop_after_epochs`.
+/// Trains (or resumes, or returns the finished or diverged result of) the
+/// run `cfg`. Returns `None` when stopped early by `opts.stop_after_epochs`.
+/// A run that diverged is `Ok` with status [`RunStatus::Diverged`]; run
+/// again, it returns the same metrics without training.
 pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metrics>> {
     cfg.validate()?;
     let run_dir = opts.out_dir.join(&cfg.name);
@@ -55,10 +61,19 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         (run_dir.join("checkpoint"), run_dir.join("metrics.json"), run_dir.join("log.jsonl"));
     // Refuse a run folder from another config before loading any data.
     let previous = checkpoint::load(&ckpt_dir, cfg, &opts.device)?;
-    if previous.as_ref().is_some_and(|(s, _)| s.epochs_done == cfg.epochs)
-        && let Some(m) = read_metrics(&metrics_path)
-    {
-        return Ok(Some(m)); // finished: idempotent
+    if let Some(m) = read_metrics(&metrics_path) {
+        if previous.as_ref().is_some_and(|(s, _)| s.epochs_done == cfg.epochs) {
+            return Ok(Some(m)); // finished: idempotent
+        }
+        if m.diverged().is_some() {
+            // A run that diverged in its first epoch left no checkpoint:
+            // its config.toml says which config it was.
+            let copy = run_dir.join("config.toml");
+            if ExperimentConfig::from_file(&copy).ok().as_ref() != Some(cfg) {
+                return Err(Error::CheckpointMismatch { path: copy, found: m.name });
+            }
+            return Ok(Some(m)); // diverged: idempotent too
+        }
     }
     let (task, shape) = load_task(cfg, opts)?;
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
@@ -79,6 +94,21 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
     }
     rewrite_log(&log_path, &history)?; // exactly the checkpointed epochs
 
+    let done = |steps, penalty_steps, seconds: f64, epochs_begun: usize| Metrics {
+        name: cfg.name.clone(),
+        method: cfg.regularizer.label(),
+        data: task.description().to_string(),
+        status: RunStatus::Finished,
+        divergence: None,
+        final_epoch: None,
+        best_epoch: None,
+        best_by: best_by(&task).to_string(),
+        final_trace: None,
+        train_seconds: seconds,
+        seconds_per_epoch: seconds / epochs_begun.max(1) as f64,
+        steps,
+        penalty_steps,
+    };
     for (session_epochs, epoch) in (epochs_done..cfg.epochs).enumerate() {
         let lr = schedule.lr(epoch);
         let mut ctx = EpochContext {
@@ -86,6 +116,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             lr,
             steps: &mut steps,
             regularizer: &cfg.regularizer,
+            divergence: cfg.divergence,
             device: &opts.device,
             progress: opts.progress,
             name: &cfg.name,
@@ -98,12 +129,30 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             (Task::Text(text), Net::Text(lm), _) => text_epoch(&mut ctx, &mut stepper, lm, text)?,
             _ => return Err(Error::Internal("the network or the data does not fit the task")),
         };
-        let (test, valid) = evaluate(&net, &task, &opts.device)?;
+        penalty_steps += totals.penalty_steps;
+        seconds += totals.seconds;
+        let evaluated = match totals.diverged {
+            None => Some(evaluate(&net, &task, &opts.device)?),
+            Some(_) => None,
+        };
+        let diverged = totals.diverged.clone().or_else(|| {
+            let (test, valid) = evaluated.as_ref()?;
+            evaluation_divergence(epoch, totals.steps(), test, valid.as_ref())
+        });
+        if let Some(d) = diverged {
+            append_divergence(&log_path, &d)?;
+            let metrics = Metrics {
+                status: RunStatus::Diverged,
+                divergence: Some(d),
+                ..done(steps, penalty_steps, seconds, epoch + 1)
+            };
+            write_metrics(&metrics_path, &metrics)?;
+            return Ok(Some(metrics));
+        }
+        let (test, valid) = evaluated.ok_or(Error::Internal("an epoch that neither diverged nor was evaluated"))?;
         if let (Task::Text(_), Some(v)) = (&task, &valid) {
             schedule.observe(v.loss);
         }
-        penalty_steps += totals.penalty_steps;
-        seconds += totals.seconds;
         let rec = totals.record(epoch, lr, test, valid);
         if opts.progress.shows_epochs() {
             eprintln!("{}", summary_line(&cfg.name, &rec));
@@ -133,22 +182,29 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         _ => None,
     };
     let final_epoch = history.last().cloned().ok_or(Error::Internal("a finished run without an epoch"))?;
-    let (best_epoch, best_by) = best_epoch(&task, &history, &final_epoch);
+    let best_epoch = best_epoch(&task, &history, &final_epoch);
     let metrics = Metrics {
-        name: cfg.name.clone(),
-        method: cfg.regularizer.label(),
-        data: task.description().to_string(),
-        final_epoch,
-        best_epoch,
-        best_by: best_by.to_string(),
+        final_epoch: Some(final_epoch),
+        best_epoch: Some(best_epoch),
         final_trace,
-        train_seconds: seconds,
-        seconds_per_epoch: seconds / cfg.epochs as f64,
-        steps,
-        penalty_steps,
+        ..done(steps, penalty_steps, seconds, cfg.epochs)
     };
     write_metrics(&metrics_path, &metrics)?;
     Ok(Some(metrics))
+}
+
+/// A divergence that shows only in the evaluation after the epoch: weights
+/// that went non-finite on its last step give a non-finite loss there.
+fn evaluation_divergence(
+    epoch: usize,
+    steps: u64,
+    test: &EvalMetrics,
+    valid: Option<&EvalMetrics>,
+) -> Option<Divergence> {
+    let (split, loss) = [("test", Some(test)), ("validation", valid)]
+        .into_iter()
+        .find_map(|(split, m)| m.map(|m| m.loss).filter(|l| !l.is_finite()).map(|l| (split, l)))?;
+    Some(Divergence { epoch: epoch + 1, step: steps, cause: format!("non-finite {split} loss {loss} after the epoch") })
 }
 
 /// Test metrics, and validation metrics where the task has a validation split.
@@ -166,23 +222,27 @@ fn evaluate(net: &Net, task: &Task, device: &Device) -> Result<(EvalMetrics, Opt
     }
 }
 
-/// The best epoch and what "best" means: images, the highest test top-1 (as
-/// the paper's public code reported; the final epoch is the unbiased
-/// figure); text, the lowest validation loss.
-fn best_epoch(task: &Task, history: &[EpochRecord], last: &EpochRecord) -> (EpochRecord, &'static str) {
+/// What "best" means: images, the highest test top-1 (as the paper's public
+/// code reported; the final epoch is the unbiased figure); text, the lowest
+/// validation loss.
+fn best_by(task: &Task) -> &'static str {
+    match task {
+        Task::Images(_) => {
+            "highest test top-1 accuracy over epochs (as the paper's public code reported; the final epoch is the unbiased figure)"
+        }
+        Task::Text(_) => "lowest validation loss (its test perplexity is reported)",
+    }
+}
+
+/// The best epoch, as [`best_by`] says.
+fn best_epoch(task: &Task, history: &[EpochRecord], last: &EpochRecord) -> EpochRecord {
     let order = |a: Option<f64>, b: Option<f64>| a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
     match task {
-        Task::Images(_) => (
-            history.iter().max_by(|a, b| order(a.test.top1, b.test.top1)).unwrap_or(last).clone(),
-            "highest test top-1 accuracy over epochs (as the paper's public code reported; the final epoch is the unbiased figure)",
-        ),
-        Task::Text(_) => (
-            history
-                .iter()
-                .min_by(|a, b| order(a.valid.as_ref().map(|v| v.loss), b.valid.as_ref().map(|v| v.loss)))
-                .unwrap_or(last)
-                .clone(),
-            "lowest validation loss (its test perplexity is reported)",
-        ),
+        Task::Images(_) => history.iter().max_by(|a, b| order(a.test.top1, b.test.top1)).unwrap_or(last).clone(),
+        Task::Text(_) => history
+            .iter()
+            .min_by(|a, b| order(a.valid.as_ref().map(|v| v.loss), b.valid.as_ref().map(|v| v.loss)))
+            .unwrap_or(last)
+            .clone(),
     }
 }

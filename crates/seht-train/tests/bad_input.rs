@@ -126,6 +126,22 @@ fn out_of_range_values_name_the_field() {
 }
 
 #[test]
+fn the_divergence_bound_is_optional_and_validated_naming_the_field() {
+    // Configs written before `[divergence]` existed stop only at a non-finite loss.
+    assert_eq!(parse(GOOD).expect("good").divergence.max_abs_objective, None);
+    let bounded = parse(&format!("{GOOD}\n[divergence]\nmax_abs_objective = 100.0\n")).expect("bounded");
+    assert_eq!(bounded.divergence.max_abs_objective, Some(100.0));
+    assert_eq!(parse(&bounded.to_toml()).expect("round trip"), bounded);
+    for bad in ["-1.0", "0.0", "inf", "nan"] {
+        let e = parse(&format!("{GOOD}\n[divergence]\nmax_abs_objective = {bad}\n")).expect_err(bad);
+        assert!(matches!(&e, Error::Config { field, .. } if field == "divergence.max_abs_objective"), "{bad}: {e}");
+        assert!(e.to_string().contains("must be finite and > 0"), "{e}");
+    }
+    let e = parse(&format!("{GOOD}\n[divergence]\nmax_objective = 1.0\n")).expect_err("typo");
+    assert!(e.to_string().contains("max_objective"), "{e}");
+}
+
+#[test]
 fn methods_that_do_not_fit_the_task_are_rejected() {
     let mut cfg = text_config("x", Regularizer::Mixup { alpha: 1.0 }, 1);
     assert!(matches!(cfg.validate(), Err(Error::Config { field, .. }) if field == "regularizer.kind"));

@@ -25,10 +25,11 @@ fn every_image_method_trains_and_writes_a_complete_run_folder() {
             log.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
         assert_eq!(records.len(), 3, "{name}: one log line per epoch");
         let losses: Vec<f64> = records.iter().map(|r| r.train_loss).collect();
-        eprintln!("{name}: train loss per epoch {losses:?}, final test acc {:?}", m.final_epoch.test.top1);
+        let final_epoch = m.final_epoch.as_ref().expect("a finished run has a final epoch");
+        eprintln!("{name}: train loss per epoch {losses:?}, final test acc {:?}", final_epoch.test.top1);
         assert!(losses.iter().all(|l| l.is_finite()), "{name}: {losses:?}");
         assert!(losses[2] < losses[0], "{name}: loss must fall over the run: {losses:?}");
-        assert_eq!(m.final_epoch.epoch, 3);
+        assert_eq!((m.status, final_epoch.epoch), (seht_train::RunStatus::Finished, 3));
         assert!(m.final_trace.as_ref().is_some_and(|t| t.mean.is_finite()));
         let copied = seht_train::ExperimentConfig::from_file(&run.join("config.toml")).expect("config copy parses");
         assert_eq!(copied, cfg, "{name}: the config beside the results is the config that ran");
@@ -59,12 +60,13 @@ fn language_models_train_with_and_without_the_penalty() {
         let m = seht_train::train(&text_config(name, reg, 3), &opts(data.path(), out.path()))
             .expect(name)
             .expect("finished");
-        let ppl: Vec<f64> = [&m.best_epoch, &m.final_epoch].iter().map(|r| r.test.perplexity.expect("ppl")).collect();
+        let (best, last) = (m.best_epoch.as_ref().expect("best"), m.final_epoch.as_ref().expect("final"));
+        let ppl: Vec<f64> = [best, last].iter().map(|r| r.test.perplexity.expect("ppl")).collect();
         eprintln!("{name}: test perplexity best/final {ppl:?}");
         assert!(ppl.iter().all(|p| p.is_finite() && *p > 1.0));
-        assert!(m.final_epoch.valid.as_ref().is_some_and(|v| v.perplexity.is_some()));
+        assert!(last.valid.as_ref().is_some_and(|v| v.perplexity.is_some()));
         let vocab = 16.0; // the fixture has 15 words + <eos>
-        assert!(m.final_epoch.test.perplexity.expect("ppl") < vocab, "{name}: must beat a uniform guess");
+        assert!(last.test.perplexity.expect("ppl") < vocab, "{name}: must beat a uniform guess");
     }
 }
 
@@ -93,8 +95,9 @@ fn a_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one() {
     // A leftover temporary file from a kill during a write is ignored.
     std::fs::write(b.path().join("resume/checkpoint/state.tmp"), b"{garbage").expect("tmp");
     let resumed = seht_train::train(&cfg, &opts(data.path(), b.path())).expect("resume").expect("finished");
-    assert_eq!(whole.final_epoch.test, resumed.final_epoch.test, "same final metrics");
-    assert_eq!(whole.final_epoch.train_loss, resumed.final_epoch.train_loss);
+    let (w, r) = (whole.final_epoch.as_ref().expect("finished"), resumed.final_epoch.as_ref().expect("finished"));
+    assert_eq!(w.test, r.test, "same final metrics");
+    assert_eq!(w.train_loss, r.train_loss);
     assert_eq!(whole.final_trace.as_ref().map(|t| t.mean), resumed.final_trace.as_ref().map(|t| t.mean));
     // A finished run is not run again.
     let again = seht_train::train(&cfg, &opts(data.path(), b.path())).expect("again").expect("finished");

@@ -157,11 +157,15 @@ fn draw<DB: DrawingBackend>(
 }
 
 /// Writes `<out>/<stem>.svg` and `.png` for the baseline and SEHT methods of
-/// `runs`; with `with_traces`, beside their final Hessian traces. Returns
-/// false when no DejaVu font was found (the figure then has no text).
+/// `runs`; with `with_traces`, beside their final Hessian traces. Only
+/// finished seeds are drawn (a method none of whose seeds finished is not).
+/// Returns false when no DejaVu font was found (the figure then has no text).
 pub fn write(runs: &[MethodRuns], out: &Path, stem: &str, caption: &str, with_traces: bool) -> Result<bool> {
-    let shown: Vec<&MethodRuns> =
-        runs.iter().filter(|r| r.method == "baseline" || r.method.starts_with("seht")).collect();
+    let shown: Vec<&MethodRuns> = runs
+        .iter()
+        .filter(|r| r.method == "baseline" || r.method.starts_with("seht"))
+        .filter(|r| !r.metrics.is_empty())
+        .collect();
     let series: Series<'_> = shown
         .iter()
         .map(|r| {

@@ -1,11 +1,12 @@
 //! What a run found, per method: final test accuracy (or perplexity), final
 //! Hessian trace and time per epoch, each as mean ± standard deviation over
 //! seeds, the cost relative to the baseline, and one sentence per method
-//! comparing it with the baseline (difference ± its standard error).
+//! comparing it with the baseline (difference ± its standard error). Seeds
+//! that diverged are in no statistic: they are counted and said.
 
 use std::fmt::Write as _;
 
-use super::{MethodRuns, mean_std};
+use super::{MethodRuns, diverged_note, mean_std};
 
 /// Mean, standard deviation (NaN for one value) and count of a sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,8 +67,12 @@ impl Quality {
 pub struct MethodSummary {
     /// Method (config file stem).
     pub method: String,
-    /// Seeds run.
+    /// Seeds run, finished and diverged.
     pub seeds: usize,
+    /// Seeds that diverged (in none of the statistics).
+    pub diverged: usize,
+    /// The first diverged seed, as `run: epoch E, step S: cause`.
+    pub first_divergence: Option<String>,
     /// Test quality.
     pub quality: Option<Stat>,
     /// Final Hessian trace (SEHT-H over the weights), when measured.
@@ -81,7 +86,11 @@ pub struct MethodSummary {
 /// The summaries of `runs` (one per method, in their order) and the
 /// quality measure used.
 pub fn summarise(runs: &[MethodRuns]) -> (Quality, Vec<MethodSummary>) {
-    let quality = if runs.iter().flat_map(|r| &r.metrics).any(|m| m.final_epoch.test.top1.is_some()) {
+    let quality = if runs
+        .iter()
+        .flat_map(|r| &r.metrics)
+        .any(|m| m.final_epoch.as_ref().is_some_and(|e| e.test.top1.is_some()))
+    {
         Quality::Top1
     } else {
         Quality::Perplexity
@@ -93,15 +102,17 @@ pub fn summarise(runs: &[MethodRuns]) -> (Quality, Vec<MethodSummary>) {
                 .metrics
                 .iter()
                 .filter_map(|m| match quality {
-                    Quality::Top1 => m.final_epoch.test.top1.map(|v| 100.0 * v),
-                    Quality::Perplexity => m.best_epoch.test.perplexity,
+                    Quality::Top1 => m.final_epoch.as_ref()?.test.top1.map(|v| 100.0 * v),
+                    Quality::Perplexity => m.best_epoch.as_ref()?.test.perplexity,
                 })
                 .collect();
             let tr: Vec<f64> = r.metrics.iter().filter_map(|m| m.final_trace.as_ref().map(|t| t.mean)).collect();
             let spe: Vec<f64> = r.metrics.iter().map(|m| m.seconds_per_epoch).collect();
             MethodSummary {
                 method: r.method.clone(),
-                seeds: r.metrics.len(),
+                seeds: r.seeds(),
+                diverged: r.diverged.len(),
+                first_divergence: r.first_divergence(),
                 quality: Stat::of(&q),
                 trace: Stat::of(&tr),
                 seconds_per_epoch: Stat::of(&spe),
@@ -120,6 +131,23 @@ fn cell(s: Option<Stat>, digits: usize) -> String {
     s.map(|s| s.show(digits)).unwrap_or_else(|| "—".into())
 }
 
+impl MethodSummary {
+    /// "diverged (n of N seeds)", when a seed diverged.
+    fn note(&self) -> Option<String> {
+        (self.diverged > 0).then(|| diverged_note(self.diverged, self.seeds))
+    }
+
+    /// The quality cell: its statistic over the finished seeds and the note,
+    /// or the note alone.
+    fn quality_cell(&self) -> String {
+        match (self.quality, self.note()) {
+            (Some(q), Some(n)) => format!("{}, {n}", q.show(2)),
+            (None, Some(n)) => n,
+            (q, None) => cell(q, 2),
+        }
+    }
+}
+
 /// The findings table (Markdown) of one experiment.
 pub fn table(quality: Quality, rows: &[MethodSummary]) -> String {
     let mut md = format!(
@@ -132,7 +160,7 @@ pub fn table(quality: Quality, rows: &[MethodSummary]) -> String {
             "| {} | {} | {} | {} | {} | {} |",
             r.method,
             r.seeds,
-            cell(r.quality, 2),
+            r.quality_cell(),
             cell(r.trace, 1),
             cell(r.seconds_per_epoch, 2),
             r.cost_ratio.map(|c| format!("{c:.2}×")).unwrap_or_else(|| "—".into())
@@ -157,11 +185,28 @@ fn signed(d: f64, se: f64, digits: usize) -> String {
 pub fn sentences(quality: Quality, rows: &[MethodSummary]) -> String {
     let Some(base) = rows.iter().find(|r| r.method == "baseline") else { return String::new() };
     let mut md = String::new();
+    // "diverged (n of N seeds; e.g. run: epoch E, step S: cause)".
+    let said = |r: &MethodSummary| {
+        r.note().map(|n| match &r.first_divergence {
+            Some(d) => format!("{}; e.g. {d})", n.trim_end_matches(')')),
+            None => n,
+        })
+    };
     if let (Some(q), Some(t)) = (base.quality, base.trace) {
-        let _ = writeln!(md, "- **baseline**: {} {}, final Hessian trace {}.", quality.label(), q.show(2), t.show(1));
+        let tail = said(base).map(|n| format!("; {n}, left out")).unwrap_or_default();
+        let _ =
+            writeln!(md, "- **baseline**: {} {}, final Hessian trace {}{tail}.", quality.label(), q.show(2), t.show(1));
+    } else if let Some(n) = said(base) {
+        let _ = writeln!(md, "- **baseline**: {n}: no result to compare with.");
     }
     for r in rows.iter().filter(|r| r.method != "baseline") {
         let mut parts = Vec::new();
+        if r.quality.is_none()
+            && let Some(n) = said(r)
+        {
+            let _ = writeln!(md, "- **{}**: {n}: no result.", r.method);
+            continue;
+        }
         if let (Some(a), Some(b)) = (r.trace, base.trace) {
             let (d, se) = diff(a, b);
             let rel = if b.mean.abs() > 0.0 { format!(" ({:+.0}%)", 100.0 * d / b.mean.abs()) } else { String::new() };
@@ -174,24 +219,42 @@ pub fn sentences(quality: Quality, rows: &[MethodSummary]) -> String {
         if let Some(c) = r.cost_ratio {
             parts.push(format!("{c:.2}× the baseline's time per epoch"));
         }
+        if parts.is_empty() {
+            parts.push("no baseline result to compare with".into());
+        }
+        if let Some(n) = said(r) {
+            parts.push(format!("{n}, left out of these figures"));
+        }
         let _ = writeln!(md, "- **{}**: {}.", r.method, parts.join("; "));
     }
     md.push_str(
         "\nDifferences are against the baseline, ± the standard error of the difference of the two means (seeds as samples); a difference within about two standard errors is not distinguishable from noise at this number of seeds.\n",
     );
+    if rows.iter().any(|r| r.diverged > 0) {
+        let _ = writeln!(md, "\n{}", super::DIVERGED_FOOTNOTE);
+    }
     md
 }
 
-/// CSV rows (`table,method,column,mean,std,seeds,paper_mean,paper_pm,difference,status`)
-/// of an experiment that is not one of the paper's tables.
+/// CSV rows (`table,method,column,mean,std,seeds,paper_mean,paper_pm,difference,status,diverged`)
+/// of an experiment that is not one of the paper's tables: statistics over
+/// the finished seeds, `seeds` counting the diverged ones too; a method all
+/// of whose seeds diverged has a quality row without a mean.
 pub fn csv(table: &str, quality: Quality, rows: &[MethodSummary]) -> String {
-    let mut csv = String::from("table,method,column,mean,std,seeds,paper_mean,paper_pm,difference,status\n");
+    let mut csv = String::from("table,method,column,mean,std,seeds,paper_mean,paper_pm,difference,status,diverged\n");
     for r in rows {
+        let d = r.diverged;
         for (col, s) in
             [(quality.label(), r.quality), ("final Hessian trace", r.trace), ("s / epoch", r.seconds_per_epoch)]
         {
-            if let Some(s) = s {
-                let _ = writeln!(csv, "{table},{},{col},{},{},{},,,,run", r.method, s.mean, s.sd, s.n);
+            match s {
+                Some(s) => {
+                    let _ = writeln!(csv, "{table},{},{col},{},{},{},,,,run,{d}", r.method, s.mean, s.sd, s.n + d);
+                }
+                None if col == quality.label() && d > 0 => {
+                    let _ = writeln!(csv, "{table},{},{col},,,{d},,,,run,{d}", r.method);
+                }
+                None => {}
             }
         }
     }
@@ -223,6 +286,8 @@ mod tests {
         let row = |m: &str, q: &[f64], t: &[f64], ratio| MethodSummary {
             method: m.into(),
             seeds: q.len(),
+            diverged: 0,
+            first_divergence: None,
             quality: Some(stat(q)),
             trace: Some(stat(t)),
             seconds_per_epoch: Some(stat(&[1.0])),

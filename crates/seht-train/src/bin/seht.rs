@@ -2,6 +2,7 @@
 //! penalty, and measure the Hessian trace of a trained model.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -18,6 +19,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train (or resume, or report the finished result of) the run a config describes.
+    ///
+    /// Prints the run's metrics.json. A run whose loss or objective becomes
+    /// non-finite, or whose objective passes the config's
+    /// `[divergence] max_abs_objective`, stops there with status `diverged`
+    /// (epoch, step, cause) in metrics.json and log.jsonl, and exits with
+    /// code 3; run again, it reports the same without training. Exit codes:
+    /// 0 finished, 3 diverged, 1 error, 2 usage.
     Train {
         /// The experiment config (TOML).
         #[arg(long)]
@@ -186,7 +194,7 @@ fn device(spec: &str) -> Result<candle_core::Device> {
     bail!("--device {spec}: expected cpu or cuda:N")
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     // Reuse freed tensor buffers instead of page-faulting fresh ones every step.
     seht_candle::retain_freed_memory();
     let cli = Cli::parse();
@@ -206,6 +214,15 @@ fn main() -> Result<()> {
             };
             let Some(m) = seht_train::train(&cfg, &opts)? else { bail!("stopped before the end") };
             println!("{}", serde_json::to_string_pretty(&m)?);
+            if let Some(d) = m.diverged() {
+                eprintln!(
+                    "seht train: run `{}` diverged at {d}; stopped there, no final model (metrics.json and log.jsonl in {} say so; exit code {})",
+                    m.name,
+                    opts.out_dir.join(&m.name).display(),
+                    seht_train::records::DIVERGED_EXIT_CODE
+                );
+                return Ok(ExitCode::from(seht_train::records::DIVERGED_EXIT_CODE));
+            }
         }
         Command::Trace { run, data_dir, batches, probes, device: dev } => {
             let opts = reading_options(data_dir, &dev, Progress::Hidden)?;
@@ -317,5 +334,5 @@ fn main() -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -49,6 +49,7 @@ pub fn image_config(name: &str, regularizer: Regularizer, epochs: usize) -> Expe
         schedule: ScheduleConfig::Cosine,
         regularizer,
         final_trace: FinalTrace { batches: 1, probes: 2 },
+        divergence: DivergenceConfig::default(),
     }
 }
 
@@ -79,6 +80,7 @@ pub fn text_config(name: &str, regularizer: Regularizer, epochs: usize) -> Exper
         schedule: ScheduleConfig::Plateau { factor: 0.25 },
         regularizer,
         final_trace: FinalTrace { batches: 1, probes: 2 },
+        divergence: DivergenceConfig::default(),
     }
 }
 
