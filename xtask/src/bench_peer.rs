@@ -603,7 +603,12 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         .clone()
         .or_else(|| std::env::var_os("SEHT_PEER_PYTHON").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("python3"));
-    // Before the build: a missing torch should not cost one.
+    // Before the build and the runs: a missing torch or an output path that
+    // cannot be written should not cost them.
+    let out = args.out.clone().unwrap_or_else(|| crate::target_dir(root).join("bench-peer.md"));
+    if out.is_dir() {
+        anyhow::bail!("--out {} is a folder; give a file path (e.g. {}/bench-peer.md)", out.display(), out.display());
+    }
     let torch = torch_version(&python)?;
     let script = root.join("bench/peer/torch_steps.py");
     let candle = build_step_memory(root)?;
@@ -657,12 +662,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         results[i].1.of(fw).push(o);
     }
     let md = render(&header, &results);
-    let out = args.out.clone().unwrap_or_else(|| crate::target_dir(root).join("bench-peer.md"));
+    println!("{md}");
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     std::fs::write(&out, &md).with_context(|| format!("writing {}", out.display()))?;
-    println!("{md}");
     println!("written to {}", out.display());
     Ok(())
 }

@@ -82,10 +82,17 @@ impl Geometry {
         if stride == 0 {
             return Err(invalid("stride must be at least 1".into()));
         }
-        if h + 2 * padding < kh || w + 2 * padding < kw || kh == 0 || kw == 0 {
+        if kh == 0 || kw == 0 {
+            return Err(invalid(format!("kernel {k:?} has an empty window {kh}×{kw}: its size must be at least 1")));
+        }
+        let padded = |size: usize| padding.checked_mul(2).and_then(|p| p.checked_add(size));
+        let (Some(ph), Some(pw)) = (padded(h), padded(w)) else {
+            return Err(invalid(format!("padding {padding} is too large")));
+        };
+        if ph < kh || pw < kw {
             return Err(invalid(format!("kernel {kh}×{kw} does not fit input {h}×{w} with padding {padding}")));
         }
-        let (oh, ow) = ((h + 2 * padding - kh) / stride + 1, (w + 2 * padding - kw) / stride + 1);
+        let (oh, ow) = ((ph - kh) / stride + 1, (pw - kw) / stride + 1);
         Ok(Self { n, c_in, h, w, c_out, kh, kw, stride, padding, oh, ow })
     }
 
@@ -472,17 +479,26 @@ impl CustomOp2 for ConvOp {
 /// no bias: PyTorch's `conv2d` (a cross-correlation).
 ///
 /// Contiguous or not, f32 and f64 CPU inputs use this module's kernels and
-/// backward rules (module docs), differentiable to every order; other dtypes
-/// and devices use candle's `conv2d`.
+/// backward rules (module docs), differentiable to every order. Other dtypes
+/// and devices, and empty inputs or kernels, use candle's `conv2d`, with
+/// candle's limits: its backward returns an input gradient of the wrong
+/// shape when `h + 2·padding − kh` and `w + 2·padding − kw` leave different
+/// remainders modulo the stride (an error, not a wrong value), and its CPU
+/// convolution has no bf16.
 ///
 /// # Errors
 ///
 /// [`Error::InvalidOp`] naming `conv2d` for inputs not of rank 4, channel
-/// counts that differ, a zero stride or a kernel larger than the padded
+/// counts that differ, a zero stride, an empty kernel window, a padding so
+/// large that the padded size overflows, or a kernel larger than the padded
 /// input; candle's errors otherwise.
 pub fn conv2d(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     let geometry = Geometry::new(x.dims(), kernel.dims(), padding, stride)?;
-    let fast = x.device().is_cpu() && x.dtype() == kernel.dtype() && matches!(x.dtype(), DType::F32 | DType::F64);
+    // Empty tensors (a zero batch, channel count or size) go to candle,
+    // which handles them; the kernels assume non-empty images.
+    let empty = [geometry.n, geometry.c_in, geometry.c_out, geometry.h, geometry.w].contains(&0);
+    let fast =
+        !empty && x.device().is_cpu() && x.dtype() == kernel.dtype() && matches!(x.dtype(), DType::F32 | DType::F64);
     if !fast {
         return Ok(x.conv2d(kernel, padding, stride, 1, 1)?);
     }

@@ -4,8 +4,11 @@
 //! Measured on candle 0.11.1 (see `docs/architecture.md` and the tests):
 //! `max_pool2d`'s backward is scaled by 1/k² (wrong already at first order);
 //! pools with kernel ≠ stride have no backward; `conv1d` has a wrong weight
-//! gradient on the CPU. The versions here use reshapes, narrows, padding,
-//! stacking and reductions only, whose derivatives candle gets right.
+//! gradient on the CPU. The pools and `conv1d` here use reshapes, narrows,
+//! padding, stacking and reductions only, whose derivatives candle gets
+//! right; [`BatchNorm`] and [`conv2d`] are custom ops whose backward rules
+//! are ops of their own (lean graphs, fast CPU kernels), checked against the
+//! composed formulas to fourth order.
 //!
 //! ## Ties: one convention per op, at every derivative order
 //!

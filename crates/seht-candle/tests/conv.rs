@@ -215,10 +215,32 @@ fn bad_shapes_are_refused_naming_the_op() {
         (randn(&[4, 3, 3], 2), 1, 1, "kernel"),
         (randn(&[4, 3, 8, 8], 2), 1, 1, "does not fit"),
         (randn(&[4, 3, 3, 3], 2), 1, 0, "stride"),
+        (randn(&[4, 3, 0, 3], 2), 1, 1, "at least 1"),
+        (randn(&[4, 3, 3, 3], 2), usize::MAX / 2 + 1, 1, "too large"),
     ] {
         let err = conv2d(&x, &k, p, s).expect_err("refused").to_string();
         assert!(err.contains("conv2d") && err.contains(needle), "{err}");
     }
     let err = conv2d(&randn(&[3, 5, 5], 1), &randn(&[4, 3, 3, 3], 2), 1, 1).expect_err("rank").to_string();
     assert!(err.contains("conv2d") && err.contains("(n, c_in, h, w)"), "{err}");
+}
+
+/// Empty batches, channel counts and sizes give candle's results (empty
+/// outputs and gradients), not a panic.
+#[test]
+fn empty_tensors_take_candles_path() {
+    for (xs, ks, p) in [
+        ([0usize, 3, 5, 5], [4usize, 3, 3, 3], 1usize),
+        ([2, 3, 5, 5], [0, 3, 3, 3], 1),
+        ([2, 0, 5, 5], [4, 0, 3, 3], 1),
+        ([2, 3, 0, 5], [4, 3, 1, 3], 1),
+    ] {
+        let x = Var::from_tensor(&Tensor::zeros(&xs, DType::F64, &DEV).expect("x")).expect("var");
+        let w = Var::from_tensor(&Tensor::zeros(&ks, DType::F64, &DEV).expect("w")).expect("var");
+        let y = conv2d(x.as_tensor(), w.as_tensor(), p, 1).expect("an empty convolution");
+        let want = x.as_tensor().conv2d(w.as_tensor(), p, 1, 1, 1).expect("candle");
+        assert_eq!(y.dims(), want.dims(), "{xs:?} ⋆ {ks:?}");
+        let g = seht_candle::backward_no_graph(&y.sum_all().expect("sum"));
+        assert_eq!(g.is_ok(), seht_candle::backward_no_graph(&want.sum_all().expect("sum")).is_ok(), "{xs:?} ⋆ {ks:?}");
+    }
 }

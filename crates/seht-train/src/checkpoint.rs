@@ -69,7 +69,7 @@ pub fn load(dir: &Path, cfg: &ExperimentConfig, device: &Device) -> Result<Optio
         Err(source) => return Err(Error::Io { path: state_path, source }),
     };
     let state: State = serde_json::from_slice(&bytes).map_err(json(&state_path))?;
-    if &state.config != cfg {
+    if !state.config.same_run(cfg) {
         return Err(Error::CheckpointMismatch { path: state_path, found: state.config.name.clone() });
     }
     let tensors = candle_core::safetensors::load(dir.join(&state.tensors), device)?;

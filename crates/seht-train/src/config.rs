@@ -472,6 +472,17 @@ impl Regularizer {
 }
 
 impl ExperimentConfig {
+    /// Whether `other` describes the same run as `self`: every field equal
+    /// except `divergence`, the stopping rule, which a user may add, loosen or
+    /// tighten on an existing run folder (a checkpoint written without a
+    /// bound resumes under one; a run recorded as diverged stays diverged
+    /// until its folder is removed).
+    pub fn same_run(&self, other: &ExperimentConfig) -> bool {
+        let mut a = self.clone();
+        a.divergence = other.divergence.clone();
+        &a == other
+    }
+
     /// Parses TOML; the error names the field (and line) at fault.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
         let cfg: Self = toml::from_str(text)

@@ -69,7 +69,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             // A run that diverged in its first epoch left no checkpoint:
             // its config.toml says which config it was.
             let copy = run_dir.join("config.toml");
-            if ExperimentConfig::from_file(&copy).ok().as_ref() != Some(cfg) {
+            if !ExperimentConfig::from_file(&copy).is_ok_and(|c| c.same_run(cfg)) {
                 return Err(Error::CheckpointMismatch { path: copy, found: m.name });
             }
             return Ok(Some(m)); // diverged: idempotent too

@@ -143,3 +143,30 @@ fn seht_train_reports_a_diverged_run_and_exits_with_its_code() {
         assert_eq!(printed.status, RunStatus::Diverged, "{attempt}");
     }
 }
+
+/// A run folder written without a bound (before `[divergence]` existed, or
+/// by a config without one) resumes under a bound: the stopping rule is not
+/// part of a run's identity (`ExperimentConfig::same_run`).
+#[test]
+fn adding_a_bound_to_a_checkpointed_run_resumes_it() {
+    let data = temp_dir("div-add-data");
+    write_cifar10(data.path(), 8);
+    let out = temp_dir("div-add-out");
+    let cfg = image_config("add", Regularizer::Baseline, 2);
+    let mut o = opts(data.path(), out.path());
+    o.stop_after_epochs = Some(1);
+    assert!(seht_train::train(&cfg, &o).expect("first epoch").is_none());
+    let mut with_bound = cfg.clone();
+    with_bound.divergence.max_abs_objective = Some(1e3);
+    let m = seht_train::train(&with_bound, &opts(data.path(), out.path())).expect("resumes").expect("ended");
+    assert_eq!(m.status, RunStatus::Finished);
+    assert_eq!(
+        seht_records::read_log(&out.path().join("add")).expect("epochs").len(),
+        2,
+        "one epoch resumed, not two trained"
+    );
+    // Another learning rate is still another run.
+    let mut other = with_bound.clone();
+    other.optim.lr *= 2.0;
+    assert!(matches!(seht_train::train(&other, &opts(data.path(), out.path())), Err(Error::CheckpointMismatch { .. })));
+}
