@@ -30,6 +30,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, Var, WithDType};
 use candle_nn::{Init, VarBuilder};
 
+use crate::cpu_op::same_dtype;
 use crate::error::{Error, Result};
 
 fn invalid(message: String) -> Error {
@@ -245,22 +246,11 @@ fn per_channel(t: &Tensor, dims: &[usize]) -> candle_core::Result<Tensor> {
 // ---------------------------------------------------------------------------
 
 fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&T::cpu_storage_as_slice(s)?[start..end]),
-        None => candle_core::bail!("seht-batch-norm: {what} is not contiguous"),
-    }
+    crate::cpu_op::slice(s, l, "seht-batch-norm", what)
 }
 
 fn tensor_of<T: WithDType>(s: &CpuStorage, l: &Layout, what: &str) -> candle_core::Result<Tensor> {
     Tensor::from_slice(slice::<T>(s, l, what)?, l.dims(), &candle_core::Device::Cpu)
-}
-
-fn same_dtype(op: &str, dtypes: &[DType]) -> candle_core::Result<DType> {
-    let d = dtypes[0];
-    if !matches!(d, DType::F32 | DType::F64) || dtypes.iter().any(|&e| e != d) {
-        candle_core::bail!("{op}: arguments must all be f32 or all f64, got {dtypes:?}");
-    }
-    Ok(d)
 }
 
 /// Per-channel statistics of a contiguous `(N, C, S…)` slice, accumulated in

@@ -45,6 +45,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use crate::cpu_op::{same_dtype, slice};
 use crate::error::{Error, Result};
 
 fn invalid(message: String) -> Error {
@@ -364,13 +365,6 @@ fn kernel_grad_kernel<T: WithDType>(g: &Geometry, x: &[T], grad: &[T]) -> Vec<T>
     dk
 }
 
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str, what: &str) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&T::cpu_storage_as_slice(s)?[start..end]),
-        None => candle_core::bail!("{op}: {what} is not contiguous"),
-    }
-}
-
 fn check(op: &str, l: &Layout, want: &Shape, what: &str) -> candle_core::Result<()> {
     if l.shape() != want {
         candle_core::bail!("{op}: {what} has shape {:?}, expected {:?}", l.dims(), want.dims());
@@ -440,16 +434,15 @@ impl CustomOp2 for ConvOp {
         check(name, l1, &shape1, "the first argument")?;
         check(name, l2, &shape2, "the second argument")?;
         let storage =
-            match (s1.dtype(), s2.dtype()) {
-                (DType::F32, DType::F32) => CpuStorage::F32(self.run(
+            match same_dtype(name, &[s1.dtype(), s2.dtype()])? {
+                DType::F32 => CpuStorage::F32(self.run(
                     slice::<f32>(s1, l1, name, "the first argument")?,
                     slice(s2, l2, name, "the second argument")?,
                 )),
-                (DType::F64, DType::F64) => CpuStorage::F64(self.run(
+                _ => CpuStorage::F64(self.run(
                     slice::<f64>(s1, l1, name, "the first argument")?,
                     slice(s2, l2, name, "the second argument")?,
                 )),
-                (a, b) => candle_core::bail!("{name}: arguments must both be f32 or both f64, got {a:?} and {b:?}"),
             };
         Ok((storage, out))
     }

@@ -32,6 +32,7 @@ mod accumulate;
 mod autodiff;
 mod batch_norm;
 mod conv;
+mod cpu_op;
 mod error;
 pub mod first_order;
 pub mod gauss_newton;

@@ -5,17 +5,15 @@
 //! and non-square, non-contiguous inputs (f64 1e-12, f32 1e-4); bad shapes
 //! refused with an error naming the op.
 
-use candle_core::{DType, Device, Tensor, Var};
+mod common;
+
+use candle_core::{DType, Tensor, Var};
+use common::DEV;
 use seht_candle::ops::conv2d;
 
-const DEV: Device = Device::Cpu;
-
+/// Seeded N(0, 1) entries (the shared test helper).
 fn randn(shape: &[usize], seed: u64) -> Tensor {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let v: Vec<f64> = (0..n).map(|_| rng.sample(rand_distr::StandardNormal)).collect();
-    Tensor::from_vec(v, shape, &DEV).expect("tensor")
+    common::randn(shape, 1.0, seed)
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
@@ -30,8 +28,18 @@ fn sum_dot(terms: &[(Tensor, Tensor)], dtype: DType) -> Tensor {
     s
 }
 
-/// Derivatives of `L = Σ tanh(conv(x, w)) ⊙ c` with respect to `(x, w)`, for
-/// one of the two convolutions, to fourth order.
+/// The head after the convolution: `tanh(y)` (smooth), or `relu(y) ⊙ tanh(y)`
+/// (a ReLU network's kink, `seht_candle::ops::relu`, with non-zero
+/// derivatives of every order away from it).
+#[derive(Clone, Copy, Debug)]
+enum Head {
+    Tanh,
+    Relu,
+}
+
+/// Derivatives of `L = Σ head(conv(x, w)) ⊙ c` with respect to `(x, w)`,
+/// for one of the two convolutions, to fourth order.
+#[allow(clippy::too_many_arguments)]
 fn derivatives(
     x_shape: &[usize],
     k_shape: &[usize],
@@ -39,6 +47,7 @@ fn derivatives(
     stride: usize,
     dtype: DType,
     transpose_input: bool,
+    head: Head,
     conv: &dyn Fn(&Tensor, &Tensor, usize, usize) -> Tensor,
 ) -> Vec<(String, Tensor)> {
     let cast = |t: Tensor| t.to_dtype(dtype).expect("cast");
@@ -54,7 +63,11 @@ fn derivatives(
     let inputs = [x.as_tensor().clone(), w.as_tensor().clone()];
     let y = conv(&xv, w.as_tensor(), padding, stride);
     let c = cast(randn(y.dims(), 3));
-    let loss = (y.tanh().expect("tanh") * &c).expect("mul").sum_all().expect("sum");
+    let activated = match head {
+        Head::Tanh => y.tanh().expect("tanh"),
+        Head::Relu => (seht_candle::ops::relu(&y).expect("relu") * y.tanh().expect("tanh")).expect("mul"),
+    };
+    let loss = (activated * &c).expect("mul").sum_all().expect("sum");
     let g = seht_candle::backward_create_graph(&loss).expect("gradient");
     let dot = sum_dot(
         &inputs
@@ -118,31 +131,37 @@ const CASES: [([usize; 4], [usize; 4], usize, usize); 7] = [
     ([2, 3, 5, 8], [2, 3, 3, 3], 2, 3),
 ];
 
-fn compare(dtype: DType, tolerance: f64, transpose_input: bool) {
+fn compare(dtype: DType, tolerance: f64, transpose_input: bool, head: Head) {
     for (x, k, p, s) in CASES {
-        let a = derivatives(&x, &k, p, s, dtype, transpose_input, &ours);
-        let b = derivatives(&x, &k, p, s, dtype, transpose_input, &candle);
+        let a = derivatives(&x, &k, p, s, dtype, transpose_input, head, &ours);
+        let b = derivatives(&x, &k, p, s, dtype, transpose_input, head, &candle);
         for ((name, got), (_, want)) in a.iter().zip(&b) {
             assert_eq!(got.dims(), want.dims(), "{x:?} ⋆ {k:?} p{p} s{s}: {name} shape");
             let err = seht_candle::gradcheck::relative_error(&values(got), &values(want));
-            assert!(err <= tolerance, "{x:?} ⋆ {k:?} p{p} s{s} {dtype:?}: {name} differs by {err:.2e}");
+            assert!(err <= tolerance, "{x:?} ⋆ {k:?} p{p} s{s} {dtype:?} {head:?}: {name} differs by {err:.2e}");
         }
     }
 }
 
 #[test]
 fn matches_candle_to_fourth_order_in_f64() {
-    compare(DType::F64, 1e-12, false);
+    compare(DType::F64, 1e-12, false, Head::Tanh);
+}
+
+/// The same through a ReLU (`ops::relu`'s replayed mask), as in the models.
+#[test]
+fn matches_candle_to_fourth_order_through_a_relu_in_f64() {
+    compare(DType::F64, 1e-12, false, Head::Relu);
 }
 
 #[test]
 fn matches_candle_on_non_contiguous_inputs() {
-    compare(DType::F64, 1e-12, true);
+    compare(DType::F64, 1e-12, true, Head::Tanh);
 }
 
 #[test]
 fn matches_candle_in_f32() {
-    compare(DType::F32, 1e-4, false);
+    compare(DType::F32, 1e-4, false, Head::Tanh);
 }
 
 /// The dot-product test, independent of candle's convolution backward: for
