@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use seht_records::{Divergence, EpochRecord, Metrics, read_log};
+use seht_records::{Divergence, EpochRecord, Measured, Metrics, TraceReport, read_log};
 
 use crate::paper::{PaperTable, TABLES};
 use crate::preset::{Cell, DataNotes, DataSource, Plan};
@@ -231,7 +231,12 @@ fn time_and_trace(table: &str, runs: &[MethodRuns]) -> (String, String) {
         "## {table}: training time\n\n| method | s / epoch | ratio to baseline | penalty steps / steps |\n| --- | ---: | ---: | ---: |\n"
     );
     let mut trace = format!(
-        "## {table}: Hessian trace of the final model (SEHT-H over the weights)\n\n| method | trace, mean ± std over seeds | standard error of one run |\n| --- | ---: | ---: |\n"
+        "## {table}: curvature of the final model (over the weights, evaluation mode)\n\n\
+         `tr(H)`: the Hessian trace (Hutchinson, Rademacher probes); `tr(G)`: the generalised Gauss–Newton \
+         trace (labels sampled from the model; never negative); `tr(DHD)` = Σ_l ‖w_l‖²·tr(H_ll): the Hessian \
+         trace with each layer scaled by its weight norm, unchanged when a layer before BatchNorm is rescaled. \
+         Each: mean ± std over seeds; the last column is one run's standard error of `tr(H)` (probes and batches).\n\n\
+         | method | tr(H) | tr(G) | tr(DHD) | standard error of one run's tr(H) |\n| --- | ---: | ---: | ---: | ---: |\n"
     );
     for r in runs {
         let (n, seeds) = (r.diverged.len(), r.seeds());
@@ -251,15 +256,28 @@ fn time_and_trace(table: &str, runs: &[MethodRuns]) -> (String, String) {
         };
         let _ = writeln!(time, "| {} | {time_cell} | {ratio} | {ps} / {st} |", r.method);
         let tr: Vec<f64> = r.metrics.iter().filter_map(|m| m.final_trace.as_ref().map(|t| t.mean)).collect();
+        let of = |f: fn(&TraceReport) -> Option<Measured>| -> Vec<f64> {
+            r.metrics.iter().filter_map(|m| m.final_trace.as_ref().and_then(f).map(|t| t.mean)).collect()
+        };
+        let (gn, scaled) = (of(|t| t.gauss_newton), of(|t| t.scale_invariant));
         let se = r.metrics.first().and_then(|m| m.final_trace.as_ref()).map(|t| t.std_error);
         if tr.is_empty() && n == 0 {
-            let _ = writeln!(trace, "| {} | not measured | |", r.method);
+            let _ = writeln!(trace, "| {} | not measured | | | |", r.method);
         } else {
+            let cell = |xs: &[f64]| {
+                if xs.is_empty() && !tr.is_empty() {
+                    "not measured".into()
+                } else {
+                    cell_with_divergence(xs, n, xs.len() + n)
+                }
+            };
             let _ = writeln!(
                 trace,
-                "| {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 r.method,
-                cell_with_divergence(&tr, n, tr.len() + n),
+                cell(&tr),
+                cell(&gn),
+                cell(&scaled),
                 se.map(|s| format!("{s:.2}")).unwrap_or_default()
             );
         }
@@ -552,7 +570,7 @@ pub fn write(root: &Path, out: &Path, plan: &Plan, cells: &[Cell], notes: &DataN
     std::fs::write(
         out.join("hessian_trace.md"),
         format!(
-            "# Hessian trace of the final models\n\nDid the penalty lower the trace? SEHT-H (Rademacher) over the weights, on training batches, evaluation mode.\n\n{traces}"
+            "# Curvature of the final models\n\nDid the penalty lower the curvature? The Hessian trace, the Gauss–Newton trace and the scale-invariant trace over the weights, on training batches, evaluation mode.\n\n{traces}"
         ),
     )?;
     if lambda_report(out, cells, root)?.is_some() {
@@ -705,7 +723,7 @@ fn check_lambda_rows(csv: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seht_records::{EvalMetrics, RunStatus, TraceReport};
+    use seht_records::{EvalMetrics, RunStatus};
 
     /// A fresh folder under the system's temporary directory.
     fn temp(tag: &str) -> PathBuf {
@@ -729,6 +747,7 @@ mod tests {
             steps: 10,
             train_seconds: 4.0,
             seconds_per_step: 0.4,
+            layers: None,
         }
     }
 
@@ -743,7 +762,14 @@ mod tests {
             final_epoch: Some(epoch(top1, valid)),
             best_epoch: Some(epoch(top1, valid)),
             best_by: "highest test top-1".into(),
-            final_trace: Some(TraceReport { mean: 100.0 * top1, std_error: 1.0, batches: 1, probes: 1 }),
+            final_trace: Some(TraceReport {
+                mean: 100.0 * top1,
+                std_error: 1.0,
+                batches: 1,
+                probes: 1,
+                gauss_newton: Some(Measured { mean: top1, std_error: None }),
+                scale_invariant: None,
+            }),
             train_seconds: 8.0,
             seconds_per_epoch: 4.0,
             steps: 20,
@@ -844,8 +870,13 @@ mod tests {
         let (time, trace) = time_and_trace("table1", &runs);
         assert!(time.contains("| seht-h-k5 | 4.00, diverged (2 of 3 seeds) | 1.00× | 0 / 20 |"), "{time}");
         assert!(time.contains("| seht-d-k1-p0.01 | diverged (3 of 3 seeds) | — | 0 / 0 |"), "{time}");
-        assert!(trace.contains("| seht-h-k5 | 50.00, diverged (2 of 3 seeds) | 1.00 |"), "{trace}");
-        assert!(trace.contains("| baseline | 82.00 ± 2.00 | 1.00 |"), "{trace}");
+        assert!(
+            trace.contains(
+                "| seht-h-k5 | 50.00, diverged (2 of 3 seeds) | 0.50, diverged (2 of 3 seeds) | not measured | 1.00 |"
+            ),
+            "{trace}"
+        );
+        assert!(trace.contains("| baseline | 82.00 ± 2.00 | 0.82 ± 0.02 | not measured | 1.00 |"), "{trace}");
         let _ = std::fs::remove_dir_all(&out);
     }
 
@@ -858,8 +889,11 @@ mod tests {
         let h = rows.iter().find(|r| r.method == "seht-h-k5").expect("seht-h");
         assert_eq!((h.seeds, h.diverged, h.quality.map(|q| (q.mean, q.n))), (3, 2, Some((50.0, 1))));
         let md = findings::table(quality, &rows);
-        assert!(md.contains("| seht-h-k5 | 3 | 50.00, diverged (2 of 3 seeds) | 50.0 | 4.00 | 1.00× |"), "{md}");
-        assert!(md.contains("| seht-d-k1-p0.01 | 3 | diverged (3 of 3 seeds) | — | — | — |"), "{md}");
+        assert!(
+            md.contains("| seht-h-k5 | 3 | 50.00, diverged (2 of 3 seeds) | 50.0 | 0.5 | — | 4.00 | 1.00× |"),
+            "{md}"
+        );
+        assert!(md.contains("| seht-d-k1-p0.01 | 3 | diverged (3 of 3 seeds) | — | — | — | — | — |"), "{md}");
         let s = findings::sentences(quality, &rows);
         assert!(
             s.contains("- **seht-d-k1-p0.01**: diverged (3 of 3 seeds; e.g. d-s0: epoch 1, step 2: non-finite loss NaN): no result."),

@@ -6,7 +6,9 @@
 //!   smallest models, all probes' graphs at once (`penalised_loss`);
 //! - first-order (`seht_candle::first_order`) SEHT-H K = 1, SEHT-D p = 0.05,
 //!   and SEHT-H applied every 4th step (each iteration is a cycle of four
-//!   steps, reported per step: the amortised cost).
+//!   steps, reported per step: the amortised cost);
+//! - the Gauss–Newton trace penalty, one label draw, its gradient by double
+//!   backprop (second order) and by central differences (first order).
 //!
 //! SEHT-D draws a fresh layer selection every iteration: criterion's mean is
 //! the expected cost over draws.
@@ -17,6 +19,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use seht_bench::rng;
+use seht_candle::gauss_newton::GaussNewtonGradient;
 use seht_estimator::{Reading, SehtD, SehtH};
 
 fn penalised(c: &mut Criterion) {
@@ -36,6 +39,14 @@ fn penalised(c: &mut Criterion) {
             let d5 = SehtD::new(1, 0.05, Reading::Unbiased).expect("cfg");
             g.bench_function("penalised_seht_d_p0.05", |b| b.iter(|| w.penalised_step(&d5, &mut r).expect("step")));
         }
+        g.bench_function("gauss_newton_double_backprop", |b| {
+            b.iter(|| w.gauss_newton_step(GaussNewtonGradient::DoubleBackprop, &mut r).expect("step"))
+        });
+        g.bench_function("gauss_newton_first_order", |b| {
+            b.iter(|| {
+                w.gauss_newton_step(GaussNewtonGradient::FirstOrder { relative_step: 2e-2 }, &mut r).expect("step")
+            })
+        });
         g.bench_function("first_order_seht_h_k1", |b| b.iter(|| w.first_order_step(1, None, &mut r).expect("step")));
         g.bench_function("first_order_seht_d_p0.05", |b| {
             b.iter(|| w.first_order_step(1, Some(0.05), &mut r).expect("step"))

@@ -27,7 +27,10 @@
 //! on the graph, one Hessian-vector product), `exact-h1` (exact SEHT-H K = 1
 //! penalised step), `exact-d` (exact SEHT-D p = 0.05, a step whose draw
 //! selected layers: the measured step and every timed one are redrawn until
-//! the draw selects some), `first-order` (first-order SEHT-H K = 1).
+//! the draw selects some), `first-order` (first-order SEHT-H K = 1), `gn`
+//! (the Gauss–Newton trace penalty, one label draw, gradient by double
+//! backprop: second order only), `gn-first-order` (the same, its gradient by
+//! central differences of first-order gradients).
 //! `--table` runs configurations (`--configs`, default: those of issue 16)
 //! each in its own process under an address-space limit (`--limit-gib`,
 //! default 22) and prints a Markdown table; a configuration over the limit
@@ -38,6 +41,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use seht_bench::{CountingAlloc, Model, Workload, peak_bytes, rng};
+use seht_candle::gauss_newton::GaussNewtonGradient;
 use seht_estimator::{Reading, SehtD, SehtH};
 
 #[global_allocator]
@@ -50,7 +54,7 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// SEHT-D draws tried for a step that selects layers before giving up.
 const MAX_DRAWS: usize = 200;
 
-const STEPS: [&str; 5] = ["plain", "hvp", "exact-h1", "exact-d", "first-order"];
+const STEPS: [&str; 7] = ["plain", "hvp", "exact-h1", "exact-d", "first-order", "gn", "gn-first-order"];
 
 /// `field` of /proc/self/status in bytes.
 fn status_bytes(field: &str) -> Res<u64> {
@@ -92,6 +96,14 @@ fn step(w: &Workload, step: &str, r: &mut seht_estimator::ProbeRng) -> Res<usize
         "exact-h1" => w.penalised_step(&SehtH::seht_h(1)?, r)?,
         "exact-d" => w.penalised_step(&SehtD::new(1, 0.05, Reading::Unbiased)?, r)?,
         "first-order" => w.first_order_step(1, None, r)?,
+        "gn" => {
+            w.gauss_newton_step(GaussNewtonGradient::DoubleBackprop, r)?;
+            1
+        }
+        "gn-first-order" => {
+            w.gauss_newton_step(GaussNewtonGradient::FirstOrder { relative_step: 2e-2 }, r)?;
+            1
+        }
         other => return Err(format!("unknown step `{other}`: {}", STEPS.join(", ")).into()),
     })
 }

@@ -7,8 +7,9 @@ use candle_core::Var;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
+use seht_candle::gauss_newton::{GaussNewtonGradient, gauss_newton_penalty};
 use seht_candle::{
-    Gradient, GraphMode, HessianOperator, Param, ParamSet, Penalty, Selection, penalised_loss, trace_estimate,
+    Gradient, GraphMode, HessianOperator, Param, ParamSet, Penalty, Role, Selection, penalised_loss, trace_estimate,
 };
 use seht_estimator::{
     BlockVec, Estimator, HvpOperator, ProbeRng, Rademacher, Reading, SehtD, SehtH, TraceEstimator, probe_rng,
@@ -316,6 +317,37 @@ impl Workload {
         };
         let penalty = Penalty::new(estimator, 1e-3, Gradient::FirstOrder { relative_step: None })?;
         Ok(penalty.gradients(&self.params, || self.loss(0), rng)?.estimate.hvps)
+    }
+
+    /// The logits `(N, C)` and labels `(N,)` of the workload's batch (the
+    /// language model: one row per token).
+    fn logits_and_labels(&self, seed: u64) -> candle_core::Result<(Tensor, Tensor)> {
+        let wrap = candle_core::Error::wrap;
+        match &self.net {
+            Net::Image(m) => Ok((m.logits(&self.xs, Phase::Train { seed }).map_err(wrap)?, self.ys.clone())),
+            Net::Lm(m) => {
+                let (logits, _) =
+                    m.forward_t(&self.xs, &m.zero_state(20).map_err(wrap)?, Phase::Train { seed }).map_err(wrap)?;
+                Ok((logits.flatten_to(1)?, self.ys.flatten_all()?))
+            }
+        }
+    }
+
+    /// A Gauss–Newton-penalised step's work
+    /// (`seht_candle::gauss_newton::gauss_newton_penalty`, one label draw,
+    /// λ = 1e-3): the forward pass, the loss's gradient, one sampled-label
+    /// gradient and the penalty's gradient (double backprop: second order
+    /// only; first order: two more forward/backward passes).
+    pub fn gauss_newton_step(
+        &self,
+        gradient: GaussNewtonGradient,
+        rng: &mut ProbeRng,
+    ) -> Result<(), seht_candle::Error> {
+        let buffers: Vec<Var> = self.params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
+        gauss_newton_penalty(&self.trainable, &self.weights, &buffers, 1, 1e-3, gradient, rng, &mut || {
+            self.logits_and_labels(0)
+        })?;
+        Ok(())
     }
 }
 

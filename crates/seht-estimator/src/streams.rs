@@ -31,6 +31,7 @@
 //! | analysis: per-layer trace probes | 0 | [`Stream::AnalysisTrace`] |
 //! | analysis: Lanczos start vector | 0 | [`Stream::LanczosStart`] |
 //! | analysis: stochastic Lanczos quadrature probes | 0 | [`Stream::SlqProbes`] |
+//! | per-epoch layer monitor: probes, and its batches' dropout | `u64::MAX − 1` (never a step) | [`Stream::Monitor`], [`Stream::Dropout`] |
 //! | initial weights of variable `name` | (the run's seed itself) | a hash of `name` (`seht_models::seeded_varbuilder`) |
 
 use rand::SeedableRng;
@@ -87,6 +88,8 @@ pub enum Stream {
     LanczosStart,
     /// The probes of stochastic Lanczos quadrature.
     SlqProbes,
+    /// The per-epoch layer monitor's probes (`seht-train`'s `[monitor]`).
+    Monitor,
 }
 
 impl Stream {
@@ -108,6 +111,7 @@ impl Stream {
             Stream::LanczosStart => (12, 0),
             Stream::SlqProbes => (13, 0),
             Stream::ValidationSplit => (14, 0),
+            Stream::Monitor => (15, 0),
         };
         tag << 48 | sub as u64
     }
@@ -144,6 +148,7 @@ mod tests {
             Stream::AnalysisTrace,
             Stream::LanczosStart,
             Stream::SlqProbes,
+            Stream::Monitor,
         ];
         let firsts: Vec<u64> = all.iter().map(|s| s.rng(step_key(7, 3)).random()).collect();
         for i in 0..firsts.len() {

@@ -49,19 +49,63 @@ pub struct EpochRecord {
     pub train_seconds: f64,
     /// Wall time per training step (s).
     pub seconds_per_step: f64,
+    /// Per-layer weight norms and training-mode Hessian block traces after
+    /// this epoch, when the config's `[monitor]` asks for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerRecord>>,
 }
 
-/// The Hessian trace of a model, measured on training batches.
+/// One weight tensor's state after an epoch (`[monitor]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// The parameter's name (e.g. `layer1.0.conv1.weight`).
+    pub name: String,
+    /// `‖w_l‖`, the Frobenius norm of the weights.
+    pub weight_norm: f64,
+    /// `tr(H_ll)`, the diagonal block's trace of the training-mode Hessian
+    /// (the one the penalty sees): joint Hutchinson probes, mean over probes
+    /// and batches.
+    pub trace: f64,
+    /// Standard error of `trace` (`None` for one sample).
+    pub trace_std_error: Option<f64>,
+}
+
+/// The curvature of a model, measured on training batches in evaluation
+/// mode: the Hessian trace, the Gauss–Newton trace and a scale-invariant
+/// trace, each a mean over probes (or label draws) and batches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraceReport {
-    /// Mean of the SEHT-H samples.
+    /// `tr(H)` over the weights: mean of the Hutchinson (Rademacher) samples.
     pub mean: f64,
     /// Standard error over probes and batches.
     pub std_error: f64,
     /// Batches used.
     pub batches: usize,
-    /// Probes per batch.
+    /// Probes per batch (and label draws per batch for `tr(G)`).
     pub probes: usize,
+    /// `tr(G)` over the weights, `G` the generalised Gauss–Newton matrix of
+    /// the cross-entropy, from labels sampled from the model
+    /// (`seht_candle::gauss_newton`); absent in records written before it
+    /// was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gauss_newton: Option<Measured>,
+    /// `tr(D H D) = Σ_l ‖w_l‖² tr(H_ll)`, `D` block-diagonal with the
+    /// weight norm of each layer `l` on its block: unchanged when a layer's
+    /// weights are rescaled by `c` while the loss is not (a layer before
+    /// BatchNorm, where `H_ll(c·w) = H_ll(w)/c²`); Kwon et al. 2021 (ASAM)
+    /// and Tsuzuku et al. 2020 normalise sharpness by the same per-layer
+    /// scale. Absent in records written before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_invariant: Option<Measured>,
+}
+
+/// A mean and its standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Mean of the samples.
+    pub mean: f64,
+    /// Standard error of the mean (`None` for one sample).
+    pub std_error: Option<f64>,
 }
 
 /// How a run ended.
@@ -352,6 +396,7 @@ mod tests {
             steps: 2,
             train_seconds: 1.0,
             seconds_per_step: 0.5,
+            layers: None,
         }
     }
 

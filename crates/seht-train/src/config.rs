@@ -8,6 +8,7 @@ use std::path::Path;
 
 use std::num::NonZeroU64;
 
+use seht_candle::gauss_newton::GaussNewtonGradient;
 use seht_candle::{Gradient, Penalty};
 use seht_estimator::{Distribution, Estimator};
 use seht_models::RnnKind;
@@ -46,6 +47,35 @@ pub struct ExperimentConfig {
     /// left out: see [`DivergenceConfig`]).
     #[serde(default)]
     pub divergence: DivergenceConfig,
+    /// Per-layer weight norms and training-mode Hessian block traces after
+    /// every epoch, in `log.jsonl` (`[monitor]`; may be left out: off).
+    #[serde(default, skip_serializing_if = "MonitorConfig::is_off")]
+    pub monitor: MonitorConfig,
+}
+
+/// `[monitor] batches = B, probes = K`: after every epoch, each weight
+/// tensor's norm `‖w_l‖` and its diagonal Hessian block's trace `tr(H_ll)`
+/// in training mode (the Hessian the penalty sees: BatchNorm on batch
+/// statistics), by `K` joint Rademacher probes on each of `B` fixed training
+/// batches of 32 (the same batches, probes and dropout masks every epoch, so
+/// that epochs differ by the model only). Costs `B·K` Hessian-vector
+/// products per epoch; BatchNorm's running statistics are restored after
+/// it, and it draws from its own random stream (`Stream::Monitor`), so a
+/// run trains the same with or without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Training batches (0: off).
+    pub batches: usize,
+    /// Probes per batch (0: off).
+    pub probes: usize,
+}
+
+impl MonitorConfig {
+    /// Whether nothing is monitored.
+    pub fn is_off(&self) -> bool {
+        self.batches == 0 || self.probes == 0
+    }
 }
 
 /// When a run stops as diverged, with status `diverged` in `metrics.json`
@@ -312,6 +342,69 @@ pub enum Regularizer {
         /// η (the authors': 0.01).
         eta: f64,
     },
+    /// The Gauss–Newton trace penalty `L + λ·tr̂(G)` over the weights, `G`
+    /// the generalised Gauss–Newton matrix of the cross-entropy (the Fisher
+    /// information), estimated from labels drawn from the model
+    /// (`seht_candle::gauss_newton`). Not in the paper.
+    GaussNewton(GaussNewtonPenalty),
+}
+
+/// The Gauss–Newton trace penalty: `{ kind = "gauss-newton", lambda, draws,
+/// gradient = { kind = "double-backprop" } }` or `gradient = { kind =
+/// "first-order", relative_step = … }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GaussNewtonPenalty {
+    /// λ.
+    pub lambda: f64,
+    /// Label draws per step (each one backward pass and one sample of
+    /// `tr(G)`; default 1, as Jastrzębski et al. 2021).
+    #[serde(default = "one")]
+    pub draws: usize,
+    /// How the penalty's gradient is formed.
+    pub gradient: GaussNewtonGradientConfig,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// How the Gauss–Newton penalty's gradient is formed
+/// (`seht_candle::gauss_newton::GaussNewtonGradient`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum GaussNewtonGradientConfig {
+    /// Differentiate `‖∇L̂‖²` through the first backward pass (second order).
+    DoubleBackprop,
+    /// Central differences of first-order gradients.
+    FirstOrder {
+        /// The step as a fraction of the weights' norm (default:
+        /// `seht_candle::first_order::default_relative_step` of f32, 2e-2).
+        #[serde(default)]
+        relative_step: Option<f64>,
+    },
+}
+
+impl GaussNewtonPenalty {
+    /// The library's gradient path.
+    pub fn gradient(&self) -> GaussNewtonGradient {
+        match self.gradient {
+            GaussNewtonGradientConfig::DoubleBackprop => GaussNewtonGradient::DoubleBackprop,
+            GaussNewtonGradientConfig::FirstOrder { relative_step } => GaussNewtonGradient::FirstOrder {
+                relative_step: relative_step
+                    .unwrap_or_else(|| seht_candle::first_order::default_relative_step(candle_core::DType::F32)),
+            },
+        }
+    }
+
+    /// A short name for tables.
+    pub fn label(&self) -> String {
+        let path = match self.gradient {
+            GaussNewtonGradientConfig::DoubleBackprop => "",
+            GaussNewtonGradientConfig::FirstOrder { .. } => " first-order",
+        };
+        format!("Gauss–Newton{path} draws={} λ={}", self.draws, self.lambda)
+    }
 }
 
 /// The SEHT regularizer: `{ kind = "seht", estimator = { … }, lambda, every,
@@ -392,6 +485,7 @@ impl Regularizer {
             Regularizer::Seht(p) => p.label(),
             Regularizer::Sam { rho } => format!("SAM ρ={rho}"),
             Regularizer::Asam { rho, eta } => format!("ASAM ρ={rho} η={eta}"),
+            Regularizer::GaussNewton(p) => p.label(),
         }
     }
 
@@ -467,19 +561,31 @@ impl Regularizer {
                 positive_real("rho", rho)?;
                 nonneg("eta", eta)
             }
+            Regularizer::GaussNewton(ref p) => {
+                nonneg("lambda", p.lambda)?;
+                positive("draws", p.draws)?;
+                if let GaussNewtonGradient::FirstOrder { relative_step } = p.gradient()
+                    && !(relative_step > 0.0 && relative_step < 1.0)
+                {
+                    return Err(config("regularizer.gradient.relative_step", relative_step, "must lie in (0, 1)"));
+                }
+                Ok(())
+            }
         }
     }
 }
 
 impl ExperimentConfig {
     /// Whether `other` describes the same run as `self`: every field equal
-    /// except `divergence`, the stopping rule, which a user may add, loosen or
+    /// except `monitor` (what is logged, not what is trained) and
+    /// `divergence`, the stopping rule, which a user may add, loosen or
     /// tighten on an existing run folder (a checkpoint written without a
     /// bound resumes under one; a run recorded as diverged stays diverged
     /// until its folder is removed).
     pub fn same_run(&self, other: &ExperimentConfig) -> bool {
         let mut a = self.clone();
         a.divergence = other.divergence.clone();
+        a.monitor = other.monitor;
         &a == other
     }
 

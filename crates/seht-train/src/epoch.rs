@@ -91,6 +91,7 @@ impl EpochTotals {
             steps: self.steps,
             train_seconds: self.seconds,
             seconds_per_step: self.seconds / steps,
+            layers: None,
         }
     }
 }
@@ -179,6 +180,8 @@ fn image_forward(
         loss: Forward::value(&loss)?,
         correct: losses::top_k_correct(&logits.detach(), ys, 1)?,
         count: ys.dim(0)?,
+        logits,
+        labels: ys.clone(),
     })
 }
 
@@ -247,7 +250,14 @@ pub(crate) fn text_epoch(
                 Regularizer::ConfidencePenalty { beta } => losses::confidence_penalty(&flat, &yf, beta)?,
                 _ => losses::cross_entropy(&flat, &yf)?,
             };
-            Ok(Forward { loss: Forward::value(&loss)?, objective: loss, correct: 0, count: 0 })
+            Ok(Forward {
+                loss: Forward::value(&loss)?,
+                objective: loss,
+                correct: 0,
+                count: 0,
+                logits: flat,
+                labels: yf,
+            })
         };
         let outcome = stepper.step(step, lr, &mut forward)?;
         state = next.ok_or(Error::Internal("a step without a forward pass"))?;

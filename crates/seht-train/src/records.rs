@@ -3,5 +3,6 @@
 //! without compiling candle.
 
 pub use seht_records::{
-    DIVERGED_EXIT_CODE, Divergence, EpochRecord, EvalMetrics, LogLine, Metrics, RunStatus, TraceReport,
+    DIVERGED_EXIT_CODE, Divergence, EpochRecord, EvalMetrics, LayerRecord, LogLine, Measured, Metrics, RunStatus,
+    TraceReport,
 };

@@ -1,12 +1,14 @@
 //! One optimiser step: the forward pass a task supplies, the SEHT penalty
-//! when it is due (`seht_candle::Penalty`), clipping, SGD.
+//! when it is due (`seht_candle::Penalty`), the Gauss–Newton penalty
+//! (`seht_candle::gauss_newton`), SAM/ASAM, clipping, SGD.
 
 use candle_core::{DType, Tensor, Var};
-use seht_candle::{ParamSet, Role};
+use seht_candle::gauss_newton::gauss_newton_penalty;
+use seht_candle::{ParamSet, Role, Selection};
 use seht_estimator::{Stream, step_key};
 use seht_models::Phase;
 
-use crate::config::{ExperimentConfig, Regularizer, SehtPenalty};
+use crate::config::{ExperimentConfig, GaussNewtonPenalty, Regularizer, SehtPenalty};
 use crate::error::{Error, Result};
 use crate::optim::{Sgd, clip_grad_norm};
 use crate::sam::{Sharpness, sam_gradients};
@@ -21,6 +23,11 @@ pub(crate) struct Forward {
     pub correct: usize,
     /// Examples those were counted over (0 for text).
     pub count: usize,
+    /// The logits `(N, C)` on the graph (text: one row per token), for the
+    /// Gauss–Newton penalty.
+    pub logits: Tensor,
+    /// The labels `(N,)` of those rows.
+    pub labels: Tensor,
 }
 
 impl Forward {
@@ -34,7 +41,8 @@ impl Forward {
 pub(crate) struct StepOutcome {
     /// The forward pass of the unperturbed weights.
     pub forward: Forward,
-    /// The trace estimate, on steps that applied the penalty.
+    /// The trace estimate, on steps that applied the penalty (`tr̂(H)` for
+    /// SEHT, `tr̂(G)` for the Gauss–Newton penalty).
     pub trace: Option<f64>,
     /// The value whose gradient the step took: the forward pass's objective
     /// (the loss plus any regularizer term), plus `λ·tr̂(H)` with the step's
@@ -48,6 +56,7 @@ pub(crate) struct Stepper {
     pub sgd: Sgd,
     params: ParamSet,
     seht: Option<SehtPenalty>,
+    gauss_newton: Option<GaussNewtonPenalty>,
     /// SAM or ASAM, with ρ.
     sharpness: Option<(f64, Sharpness)>,
     clip: f64,
@@ -62,6 +71,10 @@ impl Stepper {
             Regularizer::Seht(p) => Some(p.clone()),
             _ => None,
         };
+        let gauss_newton = match &cfg.regularizer {
+            Regularizer::GaussNewton(p) => Some(p.clone()),
+            _ => None,
+        };
         let sharpness = match cfg.regularizer {
             Regularizer::Sam { rho } => Some((rho, Sharpness::Sam)),
             Regularizer::Asam { rho, eta } => Some((rho, Sharpness::Asam { eta })),
@@ -72,6 +85,7 @@ impl Stepper {
             sgd: Sgd::new(params.trainable_vars(), o.momentum, o.weight_decay),
             params,
             seht,
+            gauss_newton,
             clip: o.clip_grad_norm,
             seed: cfg.seed,
         }
@@ -91,7 +105,8 @@ impl Stepper {
     /// so repeated calls repeat them. With the first-order penalty it is
     /// called `1 + 2K` times, the unperturbed weights first; that first
     /// result is returned. The probes and SEHT-D's layer draw come from
-    /// [`Stream::Probes`] of the key.
+    /// [`Stream::Probes`] of the key, the Gauss–Newton penalty's sampled
+    /// labels from [`Stream::LabelSampling`].
     pub(crate) fn step(
         &mut self,
         step: u64,
@@ -134,6 +149,36 @@ impl Stepper {
                 let r = sam_gradients(&self.params.trainable_vars(), &buffers, rho, method, &mut objective)?;
                 let value = Forward::value(&r.first.objective)?;
                 (r.grads, r.first, None, value)
+            }
+            (None, None) if self.gauss_newton.is_some() => {
+                let gn = self.gauss_newton.as_ref().ok_or(Error::Internal("no Gauss–Newton penalty"))?;
+                let vars = self.params.trainable_vars();
+                let weights = self.params.select(&Selection::Weights)?;
+                let buffers: Vec<Var> = self.params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
+                let mut first = None;
+                let mut logits = || {
+                    let f = forward(phase).map_err(candle_core::Error::wrap)?;
+                    let out = (f.logits.clone(), f.labels.clone());
+                    first.get_or_insert(f);
+                    Ok(out)
+                };
+                let r = gauss_newton_penalty(
+                    &vars,
+                    &weights,
+                    &buffers,
+                    gn.draws,
+                    gn.lambda,
+                    gn.gradient(),
+                    &mut Stream::LabelSampling.rng(key),
+                    &mut logits,
+                )?;
+                let f = first.ok_or(Error::Internal("the penalty returned without a forward pass"))?;
+                let objective = r.loss + gn.lambda * r.estimate.mean;
+                let mut grads = candle_core::backprop::GradStore::default();
+                for (v, g) in vars.iter().zip(r.grads) {
+                    grads.insert(v.as_tensor(), g);
+                }
+                (grads, f, Some(r.estimate.mean), objective)
             }
             (None, None) => {
                 let f = forward(phase)?;

@@ -1,14 +1,22 @@
-//! The Hessian trace of a trained model (SEHT-H over the weights, detached),
-//! at the end of a run or from a run folder.
+//! The curvature of a trained model over its weights, detached, at the end
+//! of a run or from a run folder: the Hessian trace `tr(H)` (Hutchinson),
+//! the Gauss–Newton trace `tr(G)` (sampled labels,
+//! `seht_candle::gauss_newton`) and the scale-invariant trace
+//! `tr(DHD) = Σ_l ‖w_l‖² tr(H_ll)`, `D` block-diagonal with each layer's
+//! weight norm (Hutchinson with the probes `Dz`).
 
 use std::path::Path;
 
 use candle_core::Device;
+use candle_core::{DType, Tensor};
 use candle_nn::VarMap;
-use seht_candle::{Param, Selection, trace_estimate};
+use seht_candle::gauss_newton::gauss_newton_trace;
+use seht_candle::{GraphMode, HessianOperator, Param, Selection};
 use seht_data::{Augment, BatchConfig, EpochBatches};
-use seht_estimator::SehtH;
-use seht_estimator::{Stream, step_key};
+use seht_estimator::{
+    BlockProbing, BlockTraces, BlockVec, HvpOperator, ProbeDistribution, ProbeRng, Rademacher, Stream,
+    mean_and_std_error, step_key,
+};
 use seht_models::{Phase, RnnLm};
 
 use crate::checkpoint;
@@ -18,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::losses;
 use crate::net::{Net, build_net};
 use crate::optim::Sgd;
-use crate::records::TraceReport;
+use crate::records::{LayerRecord, Measured, TraceReport};
 use crate::train::TrainOptions;
 
 /// The measurement's key index: its probes draw from
@@ -30,8 +38,65 @@ pub const TRACE_INDEX: u64 = u64::MAX;
 /// Images per batch of the measurement (the paper's training batch size).
 pub const TRACE_BATCH_SIZE: usize = 32;
 
-/// SEHT-H with `probes` probes on each of `batches` training batches (text:
-/// the first `batches` windows, from a zero state), in evaluation phase.
+/// Samples of one batch: per probe, `tr(H)` and `tr(DHD)`; per label
+/// draw, `tr(G)`.
+#[derive(Default)]
+struct Samples {
+    hessian: Vec<f64>,
+    scaled: Vec<f64>,
+    gauss_newton: Vec<f64>,
+}
+
+impl Samples {
+    /// Adds one batch: `loss` is the mean cross-entropy of `logits (N, C)`
+    /// (on the graph); `norms` the weights' norms `‖w_l‖`.
+    ///
+    /// For each Rademacher probe `z`, `zᵀHz` samples `tr(H)` and
+    /// `(Dz)ᵀH(Dz)` samples `tr(DHD)` (two products per probe). Every
+    /// sample of the second is itself unchanged when a layer's weights are
+    /// rescaled with the loss unchanged (`D_ll → c·D_ll`, `H_ll → H_ll/c²`,
+    /// `H_lm → H_lm/c`): the per-layer reading `Σ_l ‖w_l‖²·z_lᵀ(Hz)_l`
+    /// has the same mean but is invariant only in expectation.
+    fn add(
+        &mut self,
+        (logits, loss): (&Tensor, &Tensor),
+        weights: &[Param],
+        norms: &[f64],
+        probes: usize,
+        (probe_rng, label_rng): (&mut ProbeRng, &mut ProbeRng),
+    ) -> Result<()> {
+        let op = HessianOperator::with_mode(loss, weights, GraphMode::Detached)?;
+        for _ in 0..probes {
+            let z: Vec<Vec<f64>> = op.blocks().iter().map(|b| Rademacher.sample(probe_rng, b.len)).collect();
+            let vector = |scale: &dyn Fn(usize) -> f64| -> Result<BlockVec<Tensor>> {
+                let parts = z.iter().enumerate().map(|(i, zi)| {
+                    let s = scale(i);
+                    op.part_from_host(i, &zi.iter().map(|x| s * x).collect::<Vec<_>>()).map(Some)
+                });
+                Ok(BlockVec::from_parts(parts.collect::<seht_candle::Result<_>>()?))
+            };
+            let plain = op.quadratic_form(&vector(&|_| 1.0)?)?;
+            self.hessian.push(op.scalar_value(&plain)?);
+            let scaled = op.quadratic_form(&vector(&|i| norms[i])?)?;
+            self.scaled.push(op.scalar_value(&scaled)?);
+        }
+        drop(op);
+        self.gauss_newton.extend(gauss_newton_trace(logits, weights, probes, label_rng)?.samples);
+        Ok(())
+    }
+}
+
+fn measured(samples: &[f64]) -> Measured {
+    let (mean, std_error) = mean_and_std_error(samples);
+    Measured { mean, std_error }
+}
+
+/// `tr(H)`, `tr(G)` and `tr(DHD)` over `weights` with `probes` Rademacher
+/// probes (two Hessian-vector products each) and `probes` label draws on
+/// each of `batches` training batches (text: the first `batches` windows,
+/// from a zero state), in evaluation phase. Probes come from
+/// [`Stream::FinalTrace`], sampled labels from [`Stream::LabelSampling`],
+/// both of `step_key(seed, TRACE_INDEX)`.
 pub(crate) fn measure(
     net: &Net,
     task: &Task,
@@ -40,10 +105,14 @@ pub(crate) fn measure(
     seed: u64,
     device: &Device,
 ) -> Result<TraceReport> {
-    let est = SehtH::seht_h(probes)?;
-    let mut samples = Vec::new();
+    let mut samples = Samples::default();
     let key = step_key(seed, TRACE_INDEX);
     let mut rng = Stream::FinalTrace.rng(key);
+    let mut labels = Stream::LabelSampling.rng(key);
+    let norms: Vec<f64> = weights
+        .iter()
+        .map(|p| Ok(p.var.as_tensor().to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt()))
+        .collect::<Result<_>>()?;
     match (task, net) {
         (Task::Images(data), Net::Image(net)) => {
             let bc = BatchConfig {
@@ -58,21 +127,109 @@ pub(crate) fn measure(
             let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
             for _ in 0..batches {
                 let Some((xs, ys)) = it.next_batch(device)? else { break };
-                let loss = losses::cross_entropy(&net.logits(&xs, Phase::Eval)?, &ys)?;
-                samples.extend(trace_estimate(&loss, weights, &est, &mut rng)?.samples);
+                let logits = net.logits(&xs, Phase::Eval)?;
+                let loss = losses::cross_entropy(&logits, &ys)?;
+                samples.add((&logits, &loss), weights, &norms, probes, (&mut rng, &mut labels))?;
             }
         }
         (Task::Text(text), Net::Text(lm)) => {
             for k in 0..batches.min(text.train.num_windows(text.bptt)) {
                 let (x, y) = text.train.window(k, text.bptt, device)?;
                 let (logits, _) = lm.forward_t(&x, &lm.zero_state(text.train.batch())?, Phase::Eval)?;
-                samples.extend(trace_estimate(&RnnLm::loss(&logits, &y)?, weights, &est, &mut rng)?.samples);
+                let loss = RnnLm::loss(&logits, &y)?;
+                let flat = logits.flatten_to(1)?;
+                samples.add((&flat, &loss), weights, &norms, probes, (&mut rng, &mut labels))?;
             }
         }
         _ => return Err(Error::Internal("the network does not fit the task")),
     }
-    let (mean, se) = seht_estimator::mean_and_std_error(&samples);
-    Ok(TraceReport { mean, std_error: se.unwrap_or(f64::NAN), batches, probes })
+    let h = measured(&samples.hessian);
+    Ok(TraceReport {
+        mean: h.mean,
+        std_error: h.std_error.unwrap_or(f64::NAN),
+        batches,
+        probes,
+        gauss_newton: Some(measured(&samples.gauss_newton)),
+        scale_invariant: Some(measured(&samples.scaled)),
+    })
+}
+
+/// The key index of the per-epoch layer monitor ([`monitor_layers`]): never
+/// a step, and not the final measurement's.
+pub const MONITOR_INDEX: u64 = u64::MAX - 1;
+
+/// Each weight's norm and its training-mode Hessian block trace
+/// (`[monitor]`, [`crate::config::MonitorConfig`]): `probes` joint
+/// Rademacher probes on each of `batches` fixed training batches (text: the
+/// first windows, from a zero state), in training phase with the dropout
+/// masks of `step_key(seed, MONITOR_INDEX)` and probes from
+/// [`Stream::Monitor`] of that key, the same at every call. The buffers
+/// (BatchNorm's running statistics) are restored afterwards.
+pub(crate) fn monitor_layers(
+    net: &Net,
+    task: &Task,
+    params: &seht_candle::ParamSet,
+    (batches, probes): (usize, usize),
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<LayerRecord>> {
+    let weights = params.select(&Selection::Weights)?;
+    let buffers: Vec<candle_core::Var> = params.with_role(seht_candle::Role::Buffer).map(|p| p.var.clone()).collect();
+    let saved: Vec<Tensor> = buffers.iter().map(|b| b.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+    let key = step_key(seed, MONITOR_INDEX);
+    let phase = Phase::Train { seed: key };
+    let mut rng = Stream::Monitor.rng(key);
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); weights.len()];
+    let mut add = |loss: &Tensor, rng: &mut ProbeRng| -> Result<()> {
+        let op = HessianOperator::with_mode(loss, &weights, GraphMode::Detached)?;
+        let est = BlockTraces::rademacher(probes, BlockProbing::Joint)?.estimate(&op, rng, || {})?;
+        for (s, b) in samples.iter_mut().zip(&est.blocks) {
+            s.extend(&b.samples);
+        }
+        Ok(())
+    };
+    let run = (|| -> Result<()> {
+        match (task, net) {
+            (Task::Images(data), Net::Image(net)) => {
+                let bc = BatchConfig {
+                    batch_size: TRACE_BATCH_SIZE,
+                    shuffle: true,
+                    drop_last: false,
+                    augment: Augment::NONE,
+                    seed: key,
+                    workers: 1,
+                    prefetch: 1,
+                };
+                let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
+                for _ in 0..batches {
+                    let Some((xs, ys)) = it.next_batch(device)? else { break };
+                    add(&losses::cross_entropy(&net.logits(&xs, phase)?, &ys)?, &mut rng)?;
+                }
+            }
+            (Task::Text(text), Net::Text(lm)) => {
+                for k in 0..batches.min(text.train.num_windows(text.bptt)) {
+                    let (x, y) = text.train.window(k, text.bptt, device)?;
+                    let (logits, _) = lm.forward_t(&x, &lm.zero_state(text.train.batch())?, phase)?;
+                    add(&RnnLm::loss(&logits, &y)?, &mut rng)?;
+                }
+            }
+            _ => return Err(Error::Internal("the network does not fit the task")),
+        }
+        Ok(())
+    })();
+    for (b, s) in buffers.iter().zip(&saved) {
+        b.set(s)?;
+    }
+    run?;
+    weights
+        .iter()
+        .zip(&samples)
+        .map(|(p, s)| {
+            let norm = p.var.as_tensor().to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+            let (trace, trace_std_error) = mean_and_std_error(s);
+            Ok(LayerRecord { name: p.name.clone(), weight_norm: norm, trace, trace_std_error })
+        })
+        .collect()
 }
 
 /// The Hessian trace of the model in a finished (or checkpointed) run folder,

@@ -26,7 +26,7 @@ use crate::records::{Divergence, EpochRecord, EvalMetrics, Metrics, RunStatus};
 use crate::run_log::{append_divergence, append_log, read_log, read_metrics, rewrite_log, summary_line, write_metrics};
 use crate::schedule::LrSchedule;
 use crate::step::Stepper;
-use crate::trace::measure;
+use crate::trace::{measure, monitor_layers};
 
 /// How a run is executed (not part of the experiment's config).
 #[derive(Debug, Clone)]
@@ -153,7 +153,12 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         if let (Task::Text(_), Some(v)) = (&task, &valid) {
             schedule.observe(v.loss);
         }
-        let rec = totals.record(epoch, lr, test, valid);
+        let mut rec = totals.record(epoch, lr, test, valid);
+        if !cfg.monitor.is_off() {
+            let m = cfg.monitor;
+            let layers = monitor_layers(&net, &task, stepper.params(), (m.batches, m.probes), cfg.seed, &opts.device)?;
+            rec.layers = Some(layers);
+        }
         if opts.progress.shows_epochs() {
             eprintln!("{}", summary_line(&cfg.name, &rec));
         }

@@ -77,6 +77,10 @@ pub struct MethodSummary {
     pub quality: Option<Stat>,
     /// Final Hessian trace (SEHT-H over the weights), when measured.
     pub trace: Option<Stat>,
+    /// Final Gauss–Newton trace `tr(G)`, when measured.
+    pub gauss_newton: Option<Stat>,
+    /// Final scale-invariant trace `tr(DHD)`, when measured.
+    pub scale_invariant: Option<Stat>,
     /// Training seconds per epoch.
     pub seconds_per_epoch: Option<Stat>,
     /// Seconds per epoch over the baseline's, when the table has a baseline.
@@ -108,7 +112,12 @@ pub fn summarise(runs: &[MethodRuns]) -> (Quality, Vec<MethodSummary>) {
                 .collect();
             let tr: Vec<f64> = r.metrics.iter().filter_map(|m| m.final_trace.as_ref().map(|t| t.mean)).collect();
             let spe: Vec<f64> = r.metrics.iter().map(|m| m.seconds_per_epoch).collect();
+            let of = |f: fn(&seht_records::TraceReport) -> Option<seht_records::Measured>| -> Vec<f64> {
+                r.metrics.iter().filter_map(|m| m.final_trace.as_ref().and_then(f).map(|t| t.mean)).collect()
+            };
             MethodSummary {
+                gauss_newton: Stat::of(&of(|t| t.gauss_newton)),
+                scale_invariant: Stat::of(&of(|t| t.scale_invariant)),
                 method: r.method.clone(),
                 seeds: r.seeds(),
                 diverged: r.diverged.len(),
@@ -151,17 +160,19 @@ impl MethodSummary {
 /// The findings table (Markdown) of one experiment.
 pub fn table(quality: Quality, rows: &[MethodSummary]) -> String {
     let mut md = format!(
-        "| method | seeds | {} | final Hessian trace | s / epoch | cost vs baseline |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
+        "| method | seeds | {} | final Hessian trace | final tr(G) | final tr(DHD) | s / epoch | cost vs baseline |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
         quality.label()
     );
     for r in rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.method,
             r.seeds,
             r.quality_cell(),
             cell(r.trace, 1),
+            cell(r.gauss_newton, 1),
+            cell(r.scale_invariant, 1),
             cell(r.seconds_per_epoch, 2),
             r.cost_ratio.map(|c| format!("{c:.2}×")).unwrap_or_else(|| "—".into())
         );
@@ -212,6 +223,14 @@ pub fn sentences(quality: Quality, rows: &[MethodSummary]) -> String {
             let rel = if b.mean.abs() > 0.0 { format!(" ({:+.0}%)", 100.0 * d / b.mean.abs()) } else { String::new() };
             parts.push(format!("final Hessian trace {} against {}: {}{rel}", a.show(1), b.show(1), signed(d, se, 1)));
         }
+        for (name, a, b) in
+            [("tr(G)", r.gauss_newton, base.gauss_newton), ("tr(DHD)", r.scale_invariant, base.scale_invariant)]
+        {
+            if let (Some(a), Some(b)) = (a, b) {
+                let (d, se) = diff(a, b);
+                parts.push(format!("{name} {} against {}: {}", a.show(1), b.show(1), signed(d, se, 1)));
+            }
+        }
         if let (Some(a), Some(b)) = (r.quality, base.quality) {
             let (d, se) = diff(a, b);
             parts.push(format!("{} {} ({})", quality.label(), a.show(2), signed(d, se, 2)));
@@ -244,9 +263,13 @@ pub fn csv(table: &str, quality: Quality, rows: &[MethodSummary]) -> String {
     let mut csv = String::from("table,method,column,mean,std,seeds,paper_mean,paper_pm,difference,status,diverged\n");
     for r in rows {
         let d = r.diverged;
-        for (col, s) in
-            [(quality.label(), r.quality), ("final Hessian trace", r.trace), ("s / epoch", r.seconds_per_epoch)]
-        {
+        for (col, s) in [
+            (quality.label(), r.quality),
+            ("final Hessian trace", r.trace),
+            ("final Gauss-Newton trace", r.gauss_newton),
+            ("final scale-invariant trace", r.scale_invariant),
+            ("s / epoch", r.seconds_per_epoch),
+        ] {
             match s {
                 Some(s) => {
                     let _ = writeln!(csv, "{table},{},{col},{},{},{},,,,run,{d}", r.method, s.mean, s.sd, s.n + d);
@@ -290,6 +313,8 @@ mod tests {
             first_divergence: None,
             quality: Some(stat(q)),
             trace: Some(stat(t)),
+            gauss_newton: Some(stat(&t.iter().map(|x| x / 10.0).collect::<Vec<_>>())),
+            scale_invariant: None,
             seconds_per_epoch: Some(stat(&[1.0])),
             cost_ratio: Some(ratio),
         };
@@ -301,6 +326,8 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("6.00× the baseline's time per epoch"), "{s}");
+        assert!(s.contains("tr(G) 6.0 ± 1.4 against 11.0 ± 1.4: -5.0 ± 1.4"), "{s}");
+        assert!(!s.contains("tr(DHD)"), "not measured, not said: {s}");
         assert!(s.contains("test top-1 (%) 80.00 ± 1.41 (-1.00 ± 1.41)"), "{s}");
         assert!(sentences(Quality::Top1, &rows[1..]).is_empty());
     }

@@ -228,9 +228,18 @@ fn main() -> Result<ExitCode> {
             let opts = reading_options(data_dir, &dev, Progress::Hidden)?;
             let t = seht_train::trace_of_run(&run, &opts, batches, probes)?;
             println!(
-                "Hessian trace (SEHT-H, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)",
+                "Hessian trace tr(H) (Hutchinson, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)",
                 t.mean, t.std_error, t.batches, t.probes
             );
+            let show = |m: Option<seht_train::records::Measured>| match m {
+                Some(m) => match m.std_error {
+                    Some(se) => format!("{:.6} ± {se:.6}", m.mean),
+                    None => format!("{:.6}", m.mean),
+                },
+                None => "not measured".into(),
+            };
+            println!("Gauss–Newton trace tr(G) (sampled labels): {}", show(t.gauss_newton));
+            println!("scale-invariant trace tr(DHD), D = per-layer weight norm: {}", show(t.scale_invariant));
         }
         Command::Analyze {
             run,

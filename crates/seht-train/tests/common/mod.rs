@@ -50,6 +50,7 @@ pub fn image_config(name: &str, regularizer: Regularizer, epochs: usize) -> Expe
         regularizer,
         final_trace: FinalTrace { batches: 1, probes: 2 },
         divergence: DivergenceConfig::default(),
+        monitor: MonitorConfig::default(),
     }
 }
 
@@ -81,6 +82,7 @@ pub fn text_config(name: &str, regularizer: Regularizer, epochs: usize) -> Exper
         regularizer,
         final_trace: FinalTrace { batches: 1, probes: 2 },
         divergence: DivergenceConfig::default(),
+        monitor: MonitorConfig::default(),
     }
 }
 
