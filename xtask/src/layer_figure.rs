@@ -172,7 +172,8 @@ pub fn table(runs: &Runs) -> String {
 pub fn run(a: Args) -> Result<()> {
     let mut runs: Runs = Vec::new();
     for dir in &a.runs {
-        let log = read_log(dir).with_context(|| format!("reading the log of {}", dir.display()))?;
+        // The error names the file and the OS error itself (no source chain, which would repeat it).
+        let log = read_log(dir).map_err(|e| anyhow::anyhow!("reading the monitor's log: {e}"))?;
         let t = totals(&log);
         if t.is_empty() {
             bail!("{}: no epoch of log.jsonl has per-layer records (train with a [monitor] section)", dir.display());

@@ -54,6 +54,8 @@ struct LambdaGridDef {
     values_for: BTreeMap<String, Vec<f64>>,
     validation: i64,
     seeds: usize,
+    #[serde(default)]
+    select: bool,
 }
 
 /// A preset, checked.
@@ -94,6 +96,10 @@ pub struct LambdaGrid {
     pub validation: i64,
     /// Seeds per λ.
     pub seeds: usize,
+    /// Whether the main rows of the grid's methods train with the λ (or ρ)
+    /// selected on validation instead of their config's: the grid cells then
+    /// come first in the matrix and run before every main cell.
+    pub select: bool,
 }
 
 /// The presets file.
@@ -130,6 +136,7 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
                 values_for: g.values_for,
                 validation: g.validation,
                 seeds: g.seeds,
+                select: g.select,
             })
         }
     };
@@ -195,6 +202,10 @@ pub struct Cell {
     pub config: PathBuf,
     /// For a λ-grid cell: its λ (trained with a validation split held out).
     pub grid_lambda: Option<f64>,
+    /// For a main cell of a method whose grid selects: its config's λ (or
+    /// ρ) is replaced by the one selected on validation before it runs
+    /// ([`crate::report::apply_selection`]).
+    pub selected: bool,
 }
 
 /// Where a table's data came from, for every output that shows numbers.
@@ -400,6 +411,8 @@ pub fn matrix(
                     text_substitute(&mut cfg, data_dir, table, notes)?;
                 }
             }
+            let key = format!("{table}/{method}");
+            let selected = preset.lambda_grid.as_ref().is_some_and(|g| g.select && g.methods.contains(&key));
             for seed in 0..seeds as u64 {
                 let name = format!("{table}-{method}-s{seed}");
                 let mut c = cfg.clone();
@@ -414,6 +427,7 @@ pub fn matrix(
                     name,
                     config: path,
                     grid_lambda: None,
+                    selected,
                 });
             }
             // λ-grid cells go after the main matrix, so adding a grid never
@@ -441,10 +455,16 @@ pub fn matrix(
                         name,
                         config: path,
                         grid_lambda: Some(lambda),
+                        selected: false,
                     });
                 }
             }
         }
+    }
+    // A selecting grid runs first: its results decide the main rows' λ.
+    if preset.lambda_grid.as_ref().is_some_and(|g| g.select) {
+        grid_cells.extend(cells);
+        return Ok(grid_cells);
     }
     cells.extend(grid_cells);
     Ok(cells)

@@ -212,6 +212,7 @@ mod tests {
             name: format!("demo-{method}-s{seed}"),
             config: Default::default(),
             grid_lambda: None,
+            selected: false,
         }
     }
 

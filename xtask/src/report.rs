@@ -338,6 +338,98 @@ impl GridMetric {
     }
 }
 
+/// Per λ of the grid of `table/method` (in grid order): the finished
+/// seeds' validation values and the diverged seeds' count; the metric; and
+/// the selected λ — the first with the best mean over its finished seeds
+/// (ties keep the smaller penalty; a λ none of whose seeds finished is never
+/// selected).
+///
+/// # Errors
+/// A grid run without metrics.json (not run yet) or without a validation metric.
+#[allow(clippy::type_complexity)]
+fn grid_selection(
+    out: &Path,
+    grid: &[&Cell],
+    table: &str,
+    method: &str,
+) -> Result<(Vec<(f64, Vec<f64>, usize)>, GridMetric, Option<f64>)> {
+    let mut lambdas: Vec<f64> = Vec::new();
+    for c in grid.iter().filter(|c| c.table == table && c.method == method) {
+        let l = c.grid_lambda.unwrap_or(f64::NAN);
+        if !lambdas.contains(&l) {
+            lambdas.push(l);
+        }
+    }
+    let mut per_lambda: Vec<(f64, Vec<f64>, usize)> = Vec::new();
+    let mut metric = None;
+    for l in lambdas {
+        let (mut xs, mut diverged) = (Vec::new(), 0);
+        for c in grid.iter().filter(|c| c.table == table && c.method == method && c.grid_lambda == Some(l)) {
+            let run = out.join("runs").join(&c.name);
+            let m = Metrics::read(&run)?;
+            if m.diverged().is_some() {
+                diverged += 1;
+                continue;
+            }
+            let valid = m.final_epoch.as_ref().and_then(|e| e.valid.as_ref());
+            let (kind, v) = match (valid.and_then(|v| v.top1), valid.and_then(|v| v.perplexity)) {
+                (Some(a), _) => (GridMetric::ValidTop1, 100.0 * a),
+                (None, Some(p)) => (GridMetric::ValidPerplexity, p),
+                _ => anyhow::bail!("{}: no validation metric in metrics.json", run.display()),
+            };
+            metric = Some(kind);
+            xs.push(v);
+        }
+        per_lambda.push((l, xs, diverged));
+    }
+    let metric = metric.unwrap_or(GridMetric::ValidTop1);
+    let higher = metric.higher_is_better();
+    let mut best: Option<(f64, f64)> = None;
+    for (l, xs, _) in per_lambda.iter().filter(|r| !r.1.is_empty()) {
+        let m = mean_std(xs).0;
+        if m.is_finite() && best.is_none_or(|(_, b)| if higher { m > b } else { m < b }) {
+            best = Some((*l, m));
+        }
+    }
+    Ok((per_lambda, metric, best.map(|b| b.0)))
+}
+
+/// Before a main cell of a selecting grid runs ([`Cell::selected`]): sets
+/// its config's `[regularizer]` λ (or ρ) to the value selected on
+/// validation by the grid's runs of the same method, and returns it.
+///
+/// # Errors
+/// A grid run that has not finished (run the grid cells first), a grid
+/// none of whose seeds finished, and I/O or TOML errors on the config.
+pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell) -> Result<f64> {
+    let grid: Vec<&Cell> =
+        cells.iter().filter(|c| c.grid_lambda.is_some() && c.table == cell.table && c.method == cell.method).collect();
+    if grid.is_empty() {
+        anyhow::bail!(
+            "{}: selected on a grid, but the matrix has no grid cells for {}/{}",
+            cell.name,
+            cell.table,
+            cell.method
+        );
+    }
+    let (_, _, best) = grid_selection(out, &grid, &cell.table, &cell.method)
+        .with_context(|| format!("{}: its λ is selected by the grid, whose runs must finish first", cell.name))?;
+    let best = best.with_context(|| {
+        format!("{}: no seed of any grid value of {}/{} finished", cell.name, cell.table, cell.method)
+    })?;
+    let text = std::fs::read_to_string(&cell.config).with_context(|| format!("{}", cell.config.display()))?;
+    let mut cfg: toml::Value = toml::from_str(&text).with_context(|| format!("{}", cell.config.display()))?;
+    let field = crate::preset::grid_field(&cfg);
+    let reg = cfg
+        .get_mut("regularizer")
+        .and_then(toml::Value::as_table_mut)
+        .with_context(|| format!("{}: no [regularizer] table", cell.config.display()))?;
+    reg.insert(field.into(), toml::Value::Float(best));
+    std::fs::write(&cell.config, toml::to_string_pretty(&cfg)?)
+        .with_context(|| format!("{}", cell.config.display()))?;
+    Ok(best)
+}
+
 /// The λ grid's validation results and the selected λ per method
 /// (`lambda.md`, `lambda.csv`); `None` when the matrix has no grid cells.
 fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<String>> {
@@ -349,7 +441,7 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         "# λ selection on a validation split\n\nAs the paper selected λ (section 5: grid {1e-4, 1e-3, 1e-2, 1e-1}), but on data held out from training \
          (image tables: images held out of the training subset; text tables: the corpus's validation split), never on the test set. \
          Criterion: final-epoch validation top-1 accuracy (higher is better) or perplexity (lower is better). \
-         The main tables' rows use the λ the paper reports, stated under each grid with whether the selection agrees.\n\n",
+         Unless a grid says its main rows trained with the selected λ, the main tables' rows use the λ the paper reports, stated under each grid with whether the selection agrees.\n\n",
     );
     let mut csv = String::from("table,method,lambda,metric,mean,std,seeds,selected,diverged\n");
     let mut keys: Vec<(String, String)> = Vec::new();
@@ -364,49 +456,7 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
             root.join("configs").join(&table).join(format!("{method}.toml")),
         )?)?;
         let main_lambda = base.get("regularizer").and_then(|r| r.get("lambda")).and_then(toml::Value::as_float);
-        let mut lambdas: Vec<f64> = Vec::new();
-        for c in grid.iter().filter(|c| c.table == table && c.method == method) {
-            let l = c.grid_lambda.unwrap_or(f64::NAN);
-            if !lambdas.contains(&l) {
-                lambdas.push(l);
-            }
-        }
-        // Per λ: the finished seeds' values and the diverged seeds' count.
-        let mut per_lambda: Vec<(f64, Vec<f64>, usize)> = Vec::new();
-        let mut metric = None;
-        for l in lambdas {
-            let (mut xs, mut diverged) = (Vec::new(), 0);
-            for c in grid.iter().filter(|c| c.table == table && c.method == method && c.grid_lambda == Some(l)) {
-                let run = out.join("runs").join(&c.name);
-                let m = Metrics::read(&run)?;
-                if m.diverged().is_some() {
-                    diverged += 1;
-                    continue;
-                }
-                let valid = m.final_epoch.as_ref().and_then(|e| e.valid.as_ref());
-                let (kind, v) = match (valid.and_then(|v| v.top1), valid.and_then(|v| v.perplexity)) {
-                    (Some(a), _) => (GridMetric::ValidTop1, 100.0 * a),
-                    (None, Some(p)) => (GridMetric::ValidPerplexity, p),
-                    _ => anyhow::bail!("{}: no validation metric in metrics.json", run.display()),
-                };
-                metric = Some(kind);
-                xs.push(v);
-            }
-            per_lambda.push((l, xs, diverged));
-        }
-        let metric = metric.unwrap_or(GridMetric::ValidTop1);
-        let higher = metric.higher_is_better();
-        // The first λ (in grid order) with the best mean over its finished
-        // seeds: ties keep the smaller penalty; a λ none of whose seeds
-        // finished is never selected.
-        let mut best: Option<(f64, f64)> = None;
-        for (l, xs, _) in per_lambda.iter().filter(|r| !r.1.is_empty()) {
-            let m = mean_std(xs).0;
-            if m.is_finite() && best.is_none_or(|(_, b)| if higher { m > b } else { m < b }) {
-                best = Some((*l, m));
-            }
-        }
-        let best = best.map(|b| b.0);
+        let (per_lambda, metric, best) = grid_selection(out, &grid, &table, &method)?;
         let _ = writeln!(md, "## {table}, {method}\n\n| λ | {} | seeds | |\n|---|---|---|---|", metric.label());
         for (l, xs, diverged) in &per_lambda {
             let sel = best == Some(*l);
@@ -426,6 +476,14 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
             );
             let _ =
                 writeln!(csv, "{table},{method},{l:e},{},{mean_sd},{n},{},{diverged}", metric.label(), u8::from(sel));
+        }
+        if cells.iter().any(|c| c.selected && c.table == table && c.method == method) {
+            let _ = writeln!(
+                md,
+                "\nSelected λ = {}; the main rows of this method trained with it.\n",
+                best.map(|b| format!("{b:e}")).unwrap_or("none".into())
+            );
+            continue;
         }
         let _ = writeln!(
             md,
@@ -801,7 +859,7 @@ mod tests {
         };
         std::fs::write(run.join("log.jsonl"), log.to_json().expect("line") + "\n").expect("log");
         let config = out.join(format!("{name}.toml"));
-        Cell { table: table.into(), method: method.into(), seed, name, config, grid_lambda: grid }
+        Cell { table: table.into(), method: method.into(), seed, name, config, grid_lambda: grid, selected: false }
     }
 
     /// Table 1 with the baseline finished (3 seeds), SEHT-H diverged in 2 of
@@ -934,6 +992,46 @@ mod tests {
         assert!(check_lambda_rows(&csv.replace(",,,2,0,2", ",,,2,0,1")).is_err(), "a mean missing for a finished seed");
         let old = "table,method,lambda,metric,mean,std,seeds,selected\nt,m,1e-3,valid top-1 (%),40.0,1.0,2,1\n";
         check_lambda_rows(old).expect("an older lambda.csv checks");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn a_selecting_grid_sets_the_main_cells_lambda_or_rho_from_validation() {
+        let out = temp("select");
+        let (t, m) = ("evidence", "seht-d");
+        let mut cells = vec![
+            write_run(&out, t, m, 0, Some(1e-4), finished("g4", 0.6, Some(0.40))),
+            write_run(&out, t, m, 0, Some(1e-3), finished("g3", 0.6, Some(0.47))),
+            write_run(&out, t, m, 0, Some(1e-2), finished("g2", 0.6, Some(0.47))),
+            write_run(&out, t, m, 0, Some(1e-1), diverged("g1")),
+        ];
+        let config = out.join("main.toml");
+        std::fs::write(&config, "name = \"main\"\n[regularizer]\nkind = \"seht\"\nlambda = 0.5\n").expect("config");
+        let main = Cell {
+            table: t.into(),
+            method: m.into(),
+            seed: 0,
+            name: "main".into(),
+            config: config.clone(),
+            grid_lambda: None,
+            selected: true,
+        };
+        cells.push(main.clone());
+        // The best validation accuracy, the smaller λ of a tie; the diverged λ never.
+        assert_eq!(apply_selection(&out, &cells, &main).expect("selected"), 1e-3);
+        let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).expect("read")).expect("toml");
+        assert_eq!(cfg["regularizer"]["lambda"].as_float(), Some(1e-3));
+        assert_eq!(cfg["regularizer"]["kind"].as_str(), Some("seht"), "the rest of the config is kept");
+        // SAM's ρ: the field a grid varies.
+        std::fs::write(&config, "name = \"main\"\n[regularizer]\nkind = \"sam\"\nrho = 0.05\n").expect("config");
+        apply_selection(&out, &cells, &main).expect("selected");
+        let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).expect("read")).expect("toml");
+        assert_eq!(cfg["regularizer"]["rho"].as_float(), Some(1e-3));
+        assert!(cfg["regularizer"].get("lambda").is_none());
+        // A grid run that has not finished: a clear error, nothing guessed.
+        std::fs::remove_dir_all(out.join("runs").join("g2")).expect("remove");
+        let e = apply_selection(&out, &cells, &main).expect_err("unfinished grid");
+        assert!(format!("{e:#}").contains("must finish first"), "{e:#}");
         let _ = std::fs::remove_dir_all(&out);
     }
 }

@@ -238,6 +238,10 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let seht = build_seht(root)?;
     if let Some(i) = args.cell {
         let cell = cells.get(i).with_context(|| format!("--cell {i}: the matrix has {} cells", cells.len()))?;
+        if cell.selected {
+            let l = crate::report::apply_selection(&out, &cells, cell)?;
+            println!("cell {i} ({}): λ selected on validation = {l:e}", cell.name);
+        }
         let f = run_cell(&seht, cell, &data_dir, &runs, &|_| {})?;
         match &f.diverged {
             None => println!("cell {i} ({}) done in {:.0} s", cell.name, f.seconds),
@@ -263,53 +267,70 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     }
     let t0 = Instant::now();
     let board = Board::new(&cells, plan.jobs);
-    let queue = Arc::new(Mutex::new((0..cells.len()).rev().collect::<Vec<_>>()));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let diverged = Arc::new(Mutex::new(Vec::new()));
     let total = cells.len();
-    std::thread::scope(|s| {
-        for _ in 0..plan.jobs {
-            let (queue, failures, diverged, seht, data_dir, runs, board, cells) =
-                (queue.clone(), failures.clone(), diverged.clone(), &seht, &data_dir, &runs, &board, &cells);
-            s.spawn(move || {
-                while let Some(i) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) {
-                    let cell = &cells[i];
-                    board.start(i);
-                    match run_cell(seht, cell, data_dir, runs, &|e| board.event(i, e)) {
-                        Ok(f) => {
-                            board.finish(i, Ok((f.seconds, f.trained)));
-                            if f.diverged.is_some()
-                                && let Ok(mut d) = diverged.lock()
-                            {
-                                d.push(cell.name.clone());
+    // A selecting λ grid: its cells (first in the matrix) all finish before
+    // any main cell starts, since their results set the main cells' λ.
+    let all: Vec<usize> = (0..cells.len()).collect();
+    let phases: Vec<Vec<usize>> = if cells.iter().any(|c| c.selected) {
+        let (grid, main): (Vec<usize>, Vec<usize>) = all.into_iter().partition(|&i| cells[i].grid_lambda.is_some());
+        vec![grid, main]
+    } else {
+        vec![all]
+    };
+    for phase in phases {
+        let queue = Arc::new(Mutex::new(phase.into_iter().rev().collect::<Vec<_>>()));
+        std::thread::scope(|s| {
+            for _ in 0..plan.jobs {
+                let (queue, failures, diverged, seht, data_dir, runs, board, cells, out) =
+                    (queue.clone(), failures.clone(), diverged.clone(), &seht, &data_dir, &runs, &board, &cells, &out);
+                s.spawn(move || {
+                    while let Some(i) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) {
+                        let cell = &cells[i];
+                        board.start(i);
+                        let selected = match cell.selected {
+                            true => crate::report::apply_selection(out, cells, cell).map(|l| {
+                                board.println(&format!("{}: λ selected on validation = {l:e}", cell.name));
+                            }),
+                            false => Ok(()),
+                        };
+                        match selected.and_then(|()| run_cell(seht, cell, data_dir, runs, &|e| board.event(i, e))) {
+                            Ok(f) => {
+                                board.finish(i, Ok((f.seconds, f.trained)));
+                                if f.diverged.is_some()
+                                    && let Ok(mut d) = diverged.lock()
+                                {
+                                    d.push(cell.name.clone());
+                                }
+                                let what = match (f.trained, &f.diverged) {
+                                    (true, None) => "trained".to_string(),
+                                    (false, None) => "already done, read".to_string(),
+                                    (true, Some(d)) => format!("diverged at {d}; recorded"),
+                                    (false, Some(d)) => format!("already done (diverged at {d}), read"),
+                                };
+                                board.println(&format!(
+                                    "[{}/{total}] {} {} (seed {}) {what} in {:.0} s",
+                                    i + 1,
+                                    cell.table,
+                                    cell.method,
+                                    cell.seed,
+                                    f.seconds
+                                ));
                             }
-                            let what = match (f.trained, &f.diverged) {
-                                (true, None) => "trained".to_string(),
-                                (false, None) => "already done, read".to_string(),
-                                (true, Some(d)) => format!("diverged at {d}; recorded"),
-                                (false, Some(d)) => format!("already done (diverged at {d}), read"),
-                            };
-                            board.println(&format!(
-                                "[{}/{total}] {} {} (seed {}) {what} in {:.0} s",
-                                i + 1,
-                                cell.table,
-                                cell.method,
-                                cell.seed,
-                                f.seconds
-                            ));
-                        }
-                        Err(e) => {
-                            board.finish(i, Err(()));
-                            board.println(&format!("[{}/{total}] {e:#}", i + 1));
-                            if let Ok(mut f) = failures.lock() {
-                                f.push(cell.name.clone());
+                            Err(e) => {
+                                board.finish(i, Err(()));
+                                board.println(&format!("[{}/{total}] {e:#}", i + 1));
+                                if let Ok(mut f) = failures.lock() {
+                                    f.push(cell.name.clone());
+                                }
                             }
                         }
                     }
-                }
-            });
-        }
-    });
+                });
+            }
+        });
+    }
     board.close();
     let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
     if !failures.is_empty() {
@@ -378,6 +399,7 @@ mod tests {
             name: "run".into(),
             config: dir.join("run.toml"),
             grid_lambda: None,
+            selected: false,
         };
         let code = i32::from(DIVERGED_EXIT_CODE);
         let runs = dir.join("runs");
