@@ -375,7 +375,9 @@ fn one() -> usize {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum GaussNewtonGradientConfig {
     /// Differentiate `‖∇L̂‖²` through the first backward pass (second order).
-    DoubleBackprop,
+    /// (A struct variant, so that a stray key such as `relative_step` is
+    /// refused rather than ignored.)
+    DoubleBackprop {},
     /// Central differences of first-order gradients.
     FirstOrder {
         /// The step as a fraction of the weights' norm (default:
@@ -389,7 +391,7 @@ impl GaussNewtonPenalty {
     /// The library's gradient path.
     pub fn gradient(&self) -> GaussNewtonGradient {
         match self.gradient {
-            GaussNewtonGradientConfig::DoubleBackprop => GaussNewtonGradient::DoubleBackprop,
+            GaussNewtonGradientConfig::DoubleBackprop {} => GaussNewtonGradient::DoubleBackprop,
             GaussNewtonGradientConfig::FirstOrder { relative_step } => GaussNewtonGradient::FirstOrder {
                 relative_step: relative_step
                     .unwrap_or_else(|| seht_candle::first_order::default_relative_step(candle_core::DType::F32)),
@@ -400,7 +402,7 @@ impl GaussNewtonPenalty {
     /// A short name for tables.
     pub fn label(&self) -> String {
         let path = match self.gradient {
-            GaussNewtonGradientConfig::DoubleBackprop => "",
+            GaussNewtonGradientConfig::DoubleBackprop {} => "",
             GaussNewtonGradientConfig::FirstOrder { .. } => " first-order",
         };
         format!("Gauss–Newton{path} draws={} λ={}", self.draws, self.lambda)
@@ -575,6 +577,26 @@ impl Regularizer {
     }
 }
 
+/// The first non-finite float under `v`, as a config error naming its key path.
+fn reject_non_finite(v: &toml::Value, path: String) -> Result<()> {
+    match v {
+        toml::Value::Float(x) if !x.is_finite() => Err(config(path, x, "must be finite")),
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                reject_non_finite(v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") })?;
+            }
+            Ok(())
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                reject_non_finite(v, format!("{path}[{i}]"))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 impl ExperimentConfig {
     /// Whether `other` describes the same run as `self`: every field equal
     /// except `monitor` (what is logged, not what is trained) and
@@ -591,6 +613,13 @@ impl ExperimentConfig {
 
     /// Parses TOML; the error names the field (and line) at fault.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self> {
+        // TOML has `nan` and `inf`; the regularizer is read through JSON
+        // values (for its older forms), where they would become null: an
+        // optional field would silently take its default. No setting may be
+        // non-finite, so they are refused here, by name.
+        if let Ok(raw) = toml::from_str::<toml::Value>(text) {
+            reject_non_finite(&raw, String::new())?;
+        }
         let cfg: Self = toml::from_str(text)
             .map_err(|e| Error::ConfigParse { path: path.to_path_buf(), message: e.to_string() })?;
         cfg.validate()?;

@@ -16,7 +16,7 @@ fn gn(lambda: f64, gradient: GaussNewtonGradientConfig) -> Regularizer {
     Regularizer::GaussNewton(GaussNewtonPenalty { lambda, draws: 1, gradient })
 }
 
-const DOUBLE: GaussNewtonGradientConfig = GaussNewtonGradientConfig::DoubleBackprop;
+const DOUBLE: GaussNewtonGradientConfig = GaussNewtonGradientConfig::DoubleBackprop {};
 const FIRST: GaussNewtonGradientConfig = GaussNewtonGradientConfig::FirstOrder { relative_step: None };
 
 fn log_of(dir: &std::path::Path, name: &str) -> Vec<seht_train::EpochRecord> {
@@ -59,6 +59,16 @@ fn the_config_reads_the_gauss_newton_penalty_and_names_bad_values() {
         ),
         ("lambda = 0.1", "gradient"),
         ("lambda = 0.1\n\n[regularizer.gradient]\nkind = \"exact\"", "exact"),
+        // Non-finite values would become null on the way through the
+        // regularizer's reader (an optional step would take its default).
+        (
+            "lambda = 0.1\n\n[regularizer.gradient]\nkind = \"first-order\"\nrelative_step = nan",
+            "`regularizer.gradient.relative_step` = NaN: must be finite",
+        ),
+        (
+            "lambda = inf\n\n[regularizer.gradient]\nkind = \"double-backprop\"",
+            "`regularizer.lambda` = inf: must be finite",
+        ),
     ] {
         let e = parse(&format!("[regularizer]\nkind = \"gauss-newton\"\n{reg}")).expect_err(reg).to_string();
         assert!(e.contains(field), "{reg}: {e}");
