@@ -86,6 +86,53 @@ impl Samples {
     }
 }
 
+/// `‖w‖`, the Frobenius norm of a parameter, in f64.
+fn weight_norm(p: &Param) -> Result<f64> {
+    Ok(p.var.as_tensor().to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt())
+}
+
+/// Calls `f(logits (N, C), mean cross-entropy)` on the measurement batches
+/// of key `key` in `phase`: `batches` training batches of
+/// [`TRACE_BATCH_SIZE`] in the order of that key (images, no augmentation),
+/// or the first `batches` windows from a zero state (text; logits flattened
+/// to one row per token).
+fn for_each_batch(
+    net: &Net,
+    task: &Task,
+    (batches, key, phase): (usize, u64, Phase),
+    device: &Device,
+    mut f: impl FnMut(&Tensor, &Tensor) -> Result<()>,
+) -> Result<()> {
+    match (task, net) {
+        (Task::Images(data), Net::Image(net)) => {
+            let bc = BatchConfig {
+                batch_size: TRACE_BATCH_SIZE,
+                shuffle: true,
+                drop_last: false,
+                augment: Augment::NONE,
+                seed: key,
+                workers: 1,
+                prefetch: 1,
+            };
+            let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
+            for _ in 0..batches {
+                let Some((xs, ys)) = it.next_batch(device)? else { break };
+                let logits = net.logits(&xs, phase)?;
+                f(&logits, &losses::cross_entropy(&logits, &ys)?)?;
+            }
+        }
+        (Task::Text(text), Net::Text(lm)) => {
+            for k in 0..batches.min(text.train.num_windows(text.bptt)) {
+                let (x, y) = text.train.window(k, text.bptt, device)?;
+                let (logits, _) = lm.forward_t(&x, &lm.zero_state(text.train.batch())?, phase)?;
+                f(&logits.flatten_to(1)?, &RnnLm::loss(&logits, &y)?)?;
+            }
+        }
+        _ => return Err(Error::Internal("the network does not fit the task")),
+    }
+    Ok(())
+}
+
 fn measured(samples: &[f64]) -> Measured {
     let (mean, std_error) = mean_and_std_error(samples);
     Measured { mean, std_error }
@@ -109,40 +156,10 @@ pub(crate) fn measure(
     let key = step_key(seed, TRACE_INDEX);
     let mut rng = Stream::FinalTrace.rng(key);
     let mut labels = Stream::LabelSampling.rng(key);
-    let norms: Vec<f64> = weights
-        .iter()
-        .map(|p| Ok(p.var.as_tensor().to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt()))
-        .collect::<Result<_>>()?;
-    match (task, net) {
-        (Task::Images(data), Net::Image(net)) => {
-            let bc = BatchConfig {
-                batch_size: TRACE_BATCH_SIZE,
-                shuffle: true,
-                drop_last: false,
-                augment: Augment::NONE,
-                seed: key,
-                workers: 1,
-                prefetch: 1,
-            };
-            let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
-            for _ in 0..batches {
-                let Some((xs, ys)) = it.next_batch(device)? else { break };
-                let logits = net.logits(&xs, Phase::Eval)?;
-                let loss = losses::cross_entropy(&logits, &ys)?;
-                samples.add((&logits, &loss), weights, &norms, probes, (&mut rng, &mut labels))?;
-            }
-        }
-        (Task::Text(text), Net::Text(lm)) => {
-            for k in 0..batches.min(text.train.num_windows(text.bptt)) {
-                let (x, y) = text.train.window(k, text.bptt, device)?;
-                let (logits, _) = lm.forward_t(&x, &lm.zero_state(text.train.batch())?, Phase::Eval)?;
-                let loss = RnnLm::loss(&logits, &y)?;
-                let flat = logits.flatten_to(1)?;
-                samples.add((&flat, &loss), weights, &norms, probes, (&mut rng, &mut labels))?;
-            }
-        }
-        _ => return Err(Error::Internal("the network does not fit the task")),
-    }
+    let norms: Vec<f64> = weights.iter().map(weight_norm).collect::<Result<_>>()?;
+    for_each_batch(net, task, (batches, key, Phase::Eval), device, |logits, loss| {
+        samples.add((logits, loss), weights, &norms, probes, (&mut rng, &mut labels))
+    })?;
     let h = measured(&samples.hessian);
     Ok(TraceReport {
         mean: h.mean,
@@ -188,35 +205,7 @@ pub(crate) fn monitor_layers(
         }
         Ok(())
     };
-    let run = (|| -> Result<()> {
-        match (task, net) {
-            (Task::Images(data), Net::Image(net)) => {
-                let bc = BatchConfig {
-                    batch_size: TRACE_BATCH_SIZE,
-                    shuffle: true,
-                    drop_last: false,
-                    augment: Augment::NONE,
-                    seed: key,
-                    workers: 1,
-                    prefetch: 1,
-                };
-                let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
-                for _ in 0..batches {
-                    let Some((xs, ys)) = it.next_batch(device)? else { break };
-                    add(&losses::cross_entropy(&net.logits(&xs, phase)?, &ys)?, &mut rng)?;
-                }
-            }
-            (Task::Text(text), Net::Text(lm)) => {
-                for k in 0..batches.min(text.train.num_windows(text.bptt)) {
-                    let (x, y) = text.train.window(k, text.bptt, device)?;
-                    let (logits, _) = lm.forward_t(&x, &lm.zero_state(text.train.batch())?, phase)?;
-                    add(&RnnLm::loss(&logits, &y)?, &mut rng)?;
-                }
-            }
-            _ => return Err(Error::Internal("the network does not fit the task")),
-        }
-        Ok(())
-    })();
+    let run = for_each_batch(net, task, (batches, key, phase), device, |_, loss| add(loss, &mut rng));
     for (b, s) in buffers.iter().zip(&saved) {
         b.set(s)?;
     }
@@ -225,9 +214,8 @@ pub(crate) fn monitor_layers(
         .iter()
         .zip(&samples)
         .map(|(p, s)| {
-            let norm = p.var.as_tensor().to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
             let (trace, trace_std_error) = mean_and_std_error(s);
-            Ok(LayerRecord { name: p.name.clone(), weight_norm: norm, trace, trace_std_error })
+            Ok(LayerRecord { name: p.name.clone(), weight_norm: weight_norm(p)?, trace, trace_std_error })
         })
         .collect()
 }
