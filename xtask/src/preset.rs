@@ -56,6 +56,8 @@ struct LambdaGridDef {
     seeds: usize,
     #[serde(default)]
     select: bool,
+    #[serde(default)]
+    patch: Option<Value>,
 }
 
 /// A preset, checked.
@@ -100,6 +102,10 @@ pub struct LambdaGrid {
     /// selected on validation instead of their config's: the grid cells then
     /// come first in the matrix and run before every main cell.
     pub select: bool,
+    /// Merged into every grid cell's config after the preset's own patches
+    /// (`[<preset>.lambda_grid.patch]`), e.g. a shorter schedule for the
+    /// selection runs; the main rows do not get it.
+    pub patch: Option<Value>,
 }
 
 /// The presets file.
@@ -130,6 +136,9 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
             {
                 bail!("{}", ctx("lambda_grid: values must be positive, validation and seeds ≥ 1"));
             }
+            if g.patch.as_ref().is_some_and(|p| !p.is_table()) {
+                bail!("{}", ctx("lambda_grid.patch must be a table of config keys, e.g. { epochs = 1 }"));
+            }
             Some(LambdaGrid {
                 values: g.values,
                 methods: g.methods,
@@ -137,6 +146,7 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
                 validation: g.validation,
                 seeds: g.seeds,
                 select: g.select,
+                patch: g.patch,
             })
         }
     };
@@ -442,6 +452,9 @@ pub fn matrix(
                 for seed in 0..g.seeds as u64 {
                     let name = format!("{table}-{method}-grid-l{lambda:e}-s{seed}");
                     let mut c = cfg.clone();
+                    if let Some(p) = &g.patch {
+                        merge(&mut c, p);
+                    }
                     let mut patch = format!("name = \"{name}\"\nseed = {seed}\n[regularizer]\n{field} = {lambda:e}\n");
                     if kind == "image" {
                         patch.push_str(&format!("[data]\nvalidation = {}\n", g.validation));
@@ -509,13 +522,60 @@ mod tests {
         // The presets on real data (their matrix needs the data) patch both kinds.
         let text = std::fs::read_to_string(presets_path(&root())).expect("presets.toml");
         let all: BTreeMap<String, PresetDef> = toml::from_str(&text).expect("toml");
-        for (name, bound) in [("quick", 100.0), ("paper", 1e4)] {
+        for (name, bound) in [("quick", 100.0), ("paper", 1e4), ("evidence", 100.0)] {
             for kind in ["image", "text"] {
                 let patch = all[name].patch.get(kind).and_then(|p| p.get("divergence"));
                 let b = patch.and_then(|d| d.get("max_abs_objective")).and_then(Value::as_float);
                 assert_eq!(b, Some(bound), "{name}.patch.{kind}");
             }
         }
+    }
+
+    #[test]
+    fn a_grid_patch_reaches_the_grid_cells_only() {
+        let mut p = load_preset(&root(), "demo").expect("demo");
+        p.lambda_grid = Some(LambdaGrid {
+            values: vec![1e-3, 1e-2],
+            methods: vec!["demo/seht-h-k1".into()],
+            values_for: BTreeMap::new(),
+            validation: 10,
+            seeds: 1,
+            select: true,
+            patch: Some(toml::from_str("epochs = 1\n[data]\nbatch_size = 8\n").expect("toml")),
+        });
+        let out = std::env::temp_dir().join(format!("xtask-grid-patch-{}", std::process::id()));
+        let cells = matrix(&root(), &p, &p.tables, 2, &out, &out, &mut DataNotes::new()).expect("matrix");
+        let read =
+            |c: &Cell| -> Value { toml::from_str(&std::fs::read_to_string(&c.config).expect("config")).expect("toml") };
+        let int = |v: &Value, path: &[&str]| path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_integer);
+        let (grid, main): (Vec<&Cell>, Vec<&Cell>) = cells.iter().partition(|c| c.grid_lambda.is_some());
+        assert_eq!(grid.len(), 2);
+        assert!(cells[..2].iter().all(|c| c.grid_lambda.is_some()), "a selecting grid runs first");
+        for c in grid {
+            let cfg = read(c);
+            assert_eq!((int(&cfg, &["epochs"]), int(&cfg, &["data", "batch_size"])), (Some(1), Some(8)), "{}", c.name);
+            assert_eq!(int(&cfg, &["data", "validation"]), Some(10), "{}", c.name);
+        }
+        for c in main {
+            let cfg = read(c);
+            assert_eq!((int(&cfg, &["epochs"]), int(&cfg, &["data", "batch_size"])), (Some(2), Some(32)), "{}", c.name);
+        }
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn a_grid_patch_that_is_not_a_table_is_refused() {
+        let dir = std::env::temp_dir().join(format!("xtask-grid-patch-bad-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("configs/demo")).expect("dir");
+        std::fs::write(
+            dir.join("configs/presets.toml"),
+            "[x]\ndescription = \"d\"\nexpected_minutes = 1\nseeds = 1\ndata = \"shipped\"\ntables = [\"demo\"]\n\
+             [x.lambda_grid]\nvalues = [1e-3]\nmethods = []\nvalidation = 1\nseeds = 1\npatch = 3\n",
+        )
+        .expect("write");
+        let e = load_preset(&dir, "x").expect_err("patch = 3");
+        assert!(e.to_string().contains("lambda_grid.patch must be a table"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -401,7 +401,7 @@ fn grid_selection(
 /// # Errors
 /// A grid run that has not finished (run the grid cells first), a grid
 /// none of whose seeds finished, and I/O or TOML errors on the config.
-pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell) -> Result<f64> {
+pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell) -> Result<(&'static str, f64)> {
     let grid: Vec<&Cell> =
         cells.iter().filter(|c| c.grid_lambda.is_some() && c.table == cell.table && c.method == cell.method).collect();
     if grid.is_empty() {
@@ -427,7 +427,7 @@ pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell) -> Result<f64> {
     reg.insert(field.into(), toml::Value::Float(best));
     std::fs::write(&cell.config, toml::to_string_pretty(&cfg)?)
         .with_context(|| format!("{}", cell.config.display()))?;
-    Ok(best)
+    Ok((if field == "rho" { "ρ" } else { "λ" }, best))
 }
 
 /// The λ grid's validation results and the selected λ per method
@@ -1018,13 +1018,13 @@ mod tests {
         };
         cells.push(main.clone());
         // The best validation accuracy, the smaller λ of a tie; the diverged λ never.
-        assert_eq!(apply_selection(&out, &cells, &main).expect("selected"), 1e-3);
+        assert_eq!(apply_selection(&out, &cells, &main).expect("selected"), ("λ", 1e-3));
         let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).expect("read")).expect("toml");
         assert_eq!(cfg["regularizer"]["lambda"].as_float(), Some(1e-3));
         assert_eq!(cfg["regularizer"]["kind"].as_str(), Some("seht"), "the rest of the config is kept");
         // SAM's ρ: the field a grid varies.
         std::fs::write(&config, "name = \"main\"\n[regularizer]\nkind = \"sam\"\nrho = 0.05\n").expect("config");
-        apply_selection(&out, &cells, &main).expect("selected");
+        assert_eq!(apply_selection(&out, &cells, &main).expect("selected"), ("ρ", 1e-3));
         let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).expect("read")).expect("toml");
         assert_eq!(cfg["regularizer"]["rho"].as_float(), Some(1e-3));
         assert!(cfg["regularizer"].get("lambda").is_none());

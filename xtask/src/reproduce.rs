@@ -35,7 +35,8 @@ pub struct Args {
     /// Output folder; results go to OUT/PRESET/.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
-    /// Runs in parallel on this machine (default: the preset's, else 1).
+    /// Runs in parallel on this machine (default: the preset's, else 1); each
+    /// gets cores / jobs threads unless RAYON_NUM_THREADS is set.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: Option<u32>,
     /// Run only cell I of the matrix (for job arrays), then stop.
@@ -86,13 +87,18 @@ fn run_cell(
     cell: &Cell,
     data_dir: &Path,
     runs: &Path,
+    threads: Option<usize>,
     on_event: &dyn Fn(ProgressEvent),
 ) -> Result<Finished> {
     let t0 = Instant::now();
     std::fs::create_dir_all(runs)?;
     let was_done = runs.join(&cell.name).join(METRICS_FILE).is_file();
     let log = runs.join(format!("{}.log", cell.name));
-    let mut child = Command::new(seht)
+    let mut command = Command::new(seht);
+    if let Some(n) = threads {
+        command.env("RAYON_NUM_THREADS", n.to_string());
+    }
+    let mut child = command
         .args(["train", "--progress", "lines", "--config"])
         .arg(&cell.config)
         .arg("--data-dir")
@@ -239,10 +245,10 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     if let Some(i) = args.cell {
         let cell = cells.get(i).with_context(|| format!("--cell {i}: the matrix has {} cells", cells.len()))?;
         if cell.selected {
-            let l = crate::report::apply_selection(&out, &cells, cell)?;
-            println!("cell {i} ({}): λ selected on validation = {l:e}", cell.name);
+            let (field, l) = crate::report::apply_selection(&out, &cells, cell)?;
+            println!("cell {i} ({}): {field} selected on validation = {l:e}", cell.name);
         }
-        let f = run_cell(&seht, cell, &data_dir, &runs, &|_| {})?;
+        let f = run_cell(&seht, cell, &data_dir, &runs, None, &|_| {})?;
         match &f.diverged {
             None => println!("cell {i} ({}) done in {:.0} s", cell.name, f.seconds),
             Some(d) => {
@@ -267,6 +273,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     }
     let t0 = Instant::now();
     let board = Board::new(&cells, plan.jobs);
+    // Parallel runs share the cores: each gets cores / jobs threads (unless
+    // RAYON_NUM_THREADS is set), since two runs of 1 thread each train about
+    // 1.5× as many images per second as one run of 2 threads on 2 cores
+    // (small convolutions parallelise poorly; measured for the evidence preset).
+    let threads = match (plan.jobs, std::env::var_os("RAYON_NUM_THREADS")) {
+        (1, _) | (_, Some(_)) => None,
+        (jobs, None) => Some((std::thread::available_parallelism().map_or(1, |n| n.get()) / jobs).max(1)),
+    };
     let failures = Arc::new(Mutex::new(Vec::new()));
     let diverged = Arc::new(Mutex::new(Vec::new()));
     let total = cells.len();
@@ -290,12 +304,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                         let cell = &cells[i];
                         board.start(i);
                         let selected = match cell.selected {
-                            true => crate::report::apply_selection(out, cells, cell).map(|l| {
-                                board.println(&format!("{}: λ selected on validation = {l:e}", cell.name));
+                            true => crate::report::apply_selection(out, cells, cell).map(|(field, l)| {
+                                board.println(&format!("{}: {field} selected on validation = {l:e}", cell.name));
                             }),
                             false => Ok(()),
                         };
-                        match selected.and_then(|()| run_cell(seht, cell, data_dir, runs, &|e| board.event(i, e))) {
+                        match selected
+                            .and_then(|()| run_cell(seht, cell, data_dir, runs, threads, &|e| board.event(i, e)))
+                        {
                             Ok(f) => {
                                 board.finish(i, Ok((f.seconds, f.trained)));
                                 if f.diverged.is_some()
@@ -403,14 +419,14 @@ mod tests {
         };
         let code = i32::from(DIVERGED_EXIT_CODE);
         let runs = dir.join("runs");
-        let f = run_cell(&fake_seht(&dir, &metrics, code), &cell, &dir, &runs, &|_| {}).expect("not a failure");
+        let f = run_cell(&fake_seht(&dir, &metrics, code), &cell, &dir, &runs, None, &|_| {}).expect("not a failure");
         assert_eq!((f.trained, f.diverged.as_ref()), (true, Some(&d)));
         // Run again (as a resumed `reproduce` does): read, not retrained.
-        let f = run_cell(&fake_seht(&dir, &metrics, code), &cell, &dir, &runs, &|_| {}).expect("read");
+        let f = run_cell(&fake_seht(&dir, &metrics, code), &cell, &dir, &runs, None, &|_| {}).expect("read");
         assert_eq!((f.trained, f.diverged.as_ref()), (false, Some(&d)));
         // Any other non-zero exit is a failure, naming the run's last message.
         let _ = std::fs::remove_dir_all(&runs);
-        let e = run_cell(&fake_seht(&dir, &metrics, 1), &cell, &dir, &runs, &|_| {}).expect_err("failed");
+        let e = run_cell(&fake_seht(&dir, &metrics, 1), &cell, &dir, &runs, None, &|_| {}).expect_err("failed");
         assert!(e.to_string().contains("it went wrong"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
