@@ -455,9 +455,12 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         let base: toml::Value = toml::from_str(&std::fs::read_to_string(
             root.join("configs").join(&table).join(format!("{method}.toml")),
         )?)?;
-        let main_lambda = base.get("regularizer").and_then(|r| r.get("lambda")).and_then(toml::Value::as_float);
+        // SAM and ASAM vary ρ, the others λ.
+        let field = crate::preset::grid_field(&base);
+        let sym = if field == "rho" { "ρ" } else { "λ" };
+        let main_lambda = base.get("regularizer").and_then(|r| r.get(field)).and_then(toml::Value::as_float);
         let (per_lambda, metric, best) = grid_selection(out, &grid, &table, &method)?;
-        let _ = writeln!(md, "## {table}, {method}\n\n| λ | {} | seeds | |\n|---|---|---|---|", metric.label());
+        let _ = writeln!(md, "## {table}, {method}\n\n| {sym} | {} | seeds | |\n|---|---|---|---|", metric.label());
         for (l, xs, diverged) in &per_lambda {
             let sel = best == Some(*l);
             let n = xs.len() + diverged;
@@ -480,17 +483,20 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         if cells.iter().any(|c| c.selected && c.table == table && c.method == method) {
             let _ = writeln!(
                 md,
-                "\nSelected λ = {}; the main rows of this method trained with it.\n",
+                "\nSelected {sym} = {}; the main rows of this method trained with it.\n",
                 best.map(|b| format!("{b:e}")).unwrap_or("none".into())
             );
             continue;
         }
         let _ = writeln!(
             md,
-            "\nSelected λ = {}; λ in the main rows = {}{}.\n",
+            "\nSelected {sym} = {}; {sym} in the main rows = {}{}.\n",
             best.map(|b| format!("{b:e}")).unwrap_or("none".into()),
             main_lambda.map(|l| format!("{l:e}")).unwrap_or("?".into()),
             match (best, main_lambda) {
+                (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() && field == "rho" => {
+                    " (the selection differs from the config's ρ)"
+                }
                 (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() => " (the selection differs from the paper's λ)",
                 _ => "",
             }

@@ -267,3 +267,158 @@ fn score_function_term_is_measured() {
     );
     assert!(norm(&score) > 0.0, "the term exists on a network whose prediction depends on w");
 }
+
+/// `x → maxpool₂(relu(x W1ᵀ)) W2ᵀ`: 8 hidden units in 2 channels of 2×2,
+/// pooled to 2 features (the piecewise-linear case the tanh network above
+/// does not reach).
+struct ReluNet {
+    x: Tensor,
+    y: Tensor,
+    w1: Var,
+    w2: Var,
+}
+
+impl ReluNet {
+    fn new(n: usize, c: usize) -> Self {
+        Self {
+            x: randn(&[n, 3], 1.0, 11),
+            y: Tensor::from_vec((0..n as u32).map(|i| i % c as u32).collect::<Vec<_>>(), n, &DEV).expect("y"),
+            w1: var(&[8, 3], 0.8, 12),
+            w2: var(&[c, 2], 0.8, 13),
+        }
+    }
+
+    fn hidden(&self) -> seht_candle::Result<Tensor> {
+        seht_candle::ops::relu(&self.x.matmul(&self.w1.as_tensor().t()?)?)
+    }
+
+    fn logits(&self) -> seht_candle::Result<Tensor> {
+        let h = self.hidden()?;
+        let n = h.dim(0)?;
+        let pooled = seht_candle::ops::max_pool2d(&h.reshape((n, 2, 2, 2))?, 2)?.reshape((n, 2))?;
+        Ok(pooled.matmul(&self.w2.as_tensor().t()?)?)
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        vec![self.w1.clone(), self.w2.clone()]
+    }
+
+    fn params(&self) -> Vec<Param> {
+        self.vars()
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| Param { name: format!("w{}", i + 1), var: v, role: Role::Weight })
+            .collect()
+    }
+
+    fn penalty(&self, gradient: GaussNewtonGradient, seed: u64) -> Vec<f64> {
+        let step = gauss_newton_penalty(
+            &self.vars(),
+            &self.params(),
+            &[],
+            2,
+            0.7,
+            gradient,
+            &mut probe_rng(seed),
+            &mut || Ok((self.logits().map_err(|e| candle_core::Error::Msg(e.to_string()))?, self.y.clone())),
+        )
+        .expect("penalty");
+        flat(&step.grads)
+    }
+}
+
+fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt()
+}
+
+/// On a ReLU + max-pool network away from every kink, the double-backprop
+/// gradient of the penalty matches central finite differences of
+/// `L + λ·(N/K) Σ_k ‖∇L̂(w; ŷ_k)‖²` (labels held fixed), and the first-order
+/// path matches it. The point is checked to lie ≥ 1e-3 from every ReLU kink
+/// and every pooling tie, 100× the finite-difference step's reach.
+#[test]
+fn penalty_gradient_on_relu_and_max_pool_matches_finite_differences() {
+    let net = ReluNet::new(4, 3);
+    let pre = net.x.matmul(&net.w1.as_tensor().t().expect("t")).expect("pre").to_vec2::<f64>().expect("pre");
+    let kink = pre.iter().flatten().map(|v| v.abs()).fold(f64::INFINITY, f64::min);
+    let h = net.hidden().expect("h").to_vec2::<f64>().expect("h");
+    let tie = h
+        .iter()
+        .flat_map(|row| {
+            row.chunks(4).map(|w| {
+                let mut s = w.to_vec();
+                s.sort_by(|a, b| b.total_cmp(a));
+                // only a tie between positive maxima moves the gradient
+                if s[0] > 0.0 { s[0] - s[1] } else { f64::INFINITY }
+            })
+        })
+        .fold(f64::INFINITY, f64::min);
+    assert!(kink > 1e-3 && tie > 1e-3, "point too close to a kink ({kink:.1e}) or a tie ({tie:.1e})");
+    let (lambda, draws, seed) = (0.7, 2, 5);
+    let exact = net.penalty(GaussNewtonGradient::DoubleBackprop, seed);
+    let mut rng = probe_rng(seed);
+    let z0 = net.logits().expect("z");
+    let labels: Vec<Tensor> = (0..draws).map(|_| sample_labels(&z0, &mut rng).expect("labels")).collect();
+    let vars = net.vars();
+    let objective = || -> f64 {
+        let z = net.logits().expect("z");
+        let mut f = candle_nn::loss::cross_entropy(&z, &net.y).and_then(|l| l.to_scalar::<f64>()).expect("l");
+        for y in &labels {
+            let g = flat(&grads(&candle_nn::loss::cross_entropy(&z, y).expect("lhat"), &vars));
+            f += lambda * 4.0 / draws as f64 * g.iter().map(|x| x * x).sum::<f64>();
+        }
+        f
+    };
+    let eps = 1e-6;
+    let mut fd = Vec::new();
+    for v in &vars {
+        let w0 = v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("w");
+        for i in 0..w0.len() {
+            let at = |d: f64| {
+                let mut w = w0.clone();
+                w[i] += d;
+                v.set(&Tensor::from_vec(w, v.shape(), &DEV).expect("w")).expect("set");
+                objective()
+            };
+            fd.push((at(eps) - at(-eps)) / (2.0 * eps));
+            v.set(&Tensor::from_vec(w0.clone(), v.shape(), &DEV).expect("w")).expect("restore");
+        }
+    }
+    let first = net.penalty(GaussNewtonGradient::FirstOrder { relative_step: 1e-4 }, seed);
+    let (fd_err, fo_err) = (rel_err(&exact, &fd), rel_err(&first, &exact));
+    eprintln!("ReLU/max-pool: double backprop vs FD {fd_err:.2e}; first-order vs double backprop {fo_err:.2e}");
+    assert!(fd_err < 1e-7, "double backprop vs FD: {fd_err:.2e}");
+    assert!(fo_err < 1e-6, "first order vs double backprop: {fo_err:.2e}");
+}
+
+/// At a max-pool tie (two hidden units of one window equal for every
+/// sample, and the window's maximum wherever they are positive), both gradient paths follow the documented rule, the first
+/// maximal element takes the whole window: they equal the gradient just
+/// inside that element's piece (its twin scaled by 1 − 1e-9), and each
+/// other. A rule that shared the gradient among tied elements (as candle's
+/// own max-pool backward does) gives a different gradient here.
+#[test]
+fn penalty_gradient_at_a_max_pool_tie_takes_the_first_maximum() {
+    let net = ReluNet::new(4, 3);
+    let w1 = net.w1.as_tensor().to_vec2::<f64>().expect("w1");
+    let set_twin = |scale: f64| {
+        let mut w = w1.clone();
+        w[1] = w[0].iter().map(|v| v * scale).collect();
+        // the window's other two units are 0 wherever the twins are positive
+        w[2] = w[0].iter().map(|v| -v).collect();
+        w[3] = w[0].iter().map(|v| -0.5 * v).collect();
+        net.w1.set(&Tensor::new(w, &DEV).expect("w1")).expect("set");
+    };
+    set_twin(1.0);
+    let h = net.hidden().expect("h").to_vec2::<f64>().expect("h");
+    assert!(h.iter().any(|r| r[0] > 0.0 && r[0] == r[1] && r[0] >= r[2].max(r[3])), "a tie that decides the window");
+    let seed = 6;
+    let at_tie = net.penalty(GaussNewtonGradient::DoubleBackprop, seed);
+    let first_at_tie = net.penalty(GaussNewtonGradient::FirstOrder { relative_step: 1e-4 }, seed);
+    set_twin(1.0 - 1e-9);
+    let inside = net.penalty(GaussNewtonGradient::DoubleBackprop, seed);
+    let (e_piece, e_fo) = (rel_err(&at_tie, &inside), rel_err(&first_at_tie, &at_tie));
+    eprintln!("max-pool tie: vs first element's piece {e_piece:.2e}; first-order vs double backprop {e_fo:.2e}");
+    assert!(e_piece < 1e-6, "gradient at the tie vs inside the first element's piece: {e_piece:.2e}");
+    assert!(e_fo < 1e-6, "first order vs double backprop at the tie: {e_fo:.2e}");
+}
