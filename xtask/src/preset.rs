@@ -40,6 +40,8 @@ struct PresetDef {
     #[serde(default)]
     jobs: Option<usize>,
     #[serde(default)]
+    threads: Option<usize>,
+    #[serde(default)]
     patch: BTreeMap<String, Value>,
     #[serde(default)]
     lambda_grid: Option<LambdaGridDef>,
@@ -77,6 +79,11 @@ pub struct Preset {
     pub tables: Vec<String>,
     /// Runs at a time, unless `--jobs` says otherwise.
     pub jobs: usize,
+    /// Threads of every run (`RAYON_NUM_THREADS`), whether it runs beside
+    /// others or alone (`--cell`): candle's parallel reductions sum in an
+    /// order that depends on the thread count, so a run is bit-identical
+    /// only at the same count. `None`: cores / jobs.
+    pub threads: Option<usize>,
     /// Patches by data kind (`image`, `text`) and by table, merged into every config.
     patch: BTreeMap<String, Value>,
     /// Its λ grid, if any.
@@ -123,8 +130,8 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
         .remove(name)
         .with_context(|| format!("unknown preset `{name}` (presets in {}: {names})", path.display()))?;
     let ctx = |what: &str| format!("{}: [{name}] {what}", path.display());
-    if def.seeds == 0 || def.jobs == Some(0) {
-        bail!("{}", ctx("seeds and jobs must be at least 1"));
+    if def.seeds == 0 || def.jobs == Some(0) || def.threads == Some(0) {
+        bail!("{}", ctx("seeds, jobs and threads must be at least 1"));
     }
     let lambda_grid = match def.lambda_grid {
         None => None,
@@ -164,6 +171,7 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
         data: def.data,
         tables,
         jobs: def.jobs.unwrap_or(1),
+        threads: def.threads,
         patch: def.patch,
         lambda_grid,
     })

@@ -412,8 +412,9 @@ pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell) -> Result<(&'sta
             cell.method
         );
     }
-    let (_, _, best) = grid_selection(out, &grid, &cell.table, &cell.method)
-        .with_context(|| format!("{}: its λ is selected by the grid, whose runs must finish first", cell.name))?;
+    let (_, _, best) = grid_selection(out, &grid, &cell.table, &cell.method).with_context(|| {
+        format!("{}: its λ (ρ for SAM/ASAM) is selected by the grid, whose runs must finish first", cell.name)
+    })?;
     let best = best.with_context(|| {
         format!("{}: no seed of any grid value of {}/{} finished", cell.name, cell.table, cell.method)
     })?;

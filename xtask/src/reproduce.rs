@@ -159,15 +159,33 @@ fn run_cell(
     Ok(Finished { seconds, trained: !was_done, diverged })
 }
 
-fn slurm_script(plan: &Plan, args: &Args, n: usize, out: &Path) -> String {
+/// Threads of each run: `None` (the run's own default: all cores) when
+/// RAYON_NUM_THREADS is set (the child inherits it) or one run uses the
+/// machine; else the preset's `threads`, else cores / jobs (on 2 cores two
+/// 1-thread runs train about 1.5× the images per second of one 2-thread run:
+/// small convolutions parallelise poorly). The same for `--cell` as for a
+/// parallel run, so that a cell rerun alone reproduces the run bit for bit.
+fn run_threads(plan: &Plan, env_set: bool, cores: usize) -> Option<usize> {
+    match (env_set, plan.preset.threads, plan.jobs) {
+        (true, _, _) => None,
+        (false, Some(t), _) => Some(t),
+        (false, None, 1) => None,
+        (false, None, jobs) => Some((cores / jobs).max(1)),
+    }
+}
+
+/// `slurm.sh`: one array task per cell in `range`; `what` says which part.
+fn slurm_script(plan: &Plan, args: &Args, range: std::ops::Range<usize>, what: &str, out: &Path) -> String {
+    let n = range.len();
     format!(
-        "#!/bin/bash\n# One array task per cell of the `{p}` matrix ({n} cells). Submit with: sbatch {o}/slurm.sh\n\
-         #SBATCH --job-name=seht-{p}\n#SBATCH --array=0-{last}\n#SBATCH --gres=gpu:1\n#SBATCH --cpus-per-task=4\n\
+        "#!/bin/bash\n# One array task per cell of the `{p}` matrix ({what}: {n} cells).\n\
+         #SBATCH --job-name=seht-{p}\n#SBATCH --array={first}-{last}\n#SBATCH --gres=gpu:1\n#SBATCH --cpus-per-task=4\n\
          #SBATCH --output={o}/slurm-%A_%a.out\nset -euo pipefail\n\
          cargo xtask reproduce --preset {p} --tables {t} --seeds {s} --data-dir {d} --out {base} --cell \"$SLURM_ARRAY_TASK_ID\"\n\
          # When every task has finished: cargo xtask reproduce (same arguments, no --cell) writes the tables.\n",
         p = plan.preset.name,
-        last = n.saturating_sub(1),
+        first = range.start,
+        last = range.end.saturating_sub(1),
         o = out.display(),
         t = plan.tables.join(","),
         s = plan.seeds,
@@ -225,8 +243,28 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let cells = matrix(root, &plan.preset, &plan.tables, plan.seeds, &data_dir, &out, &mut notes)?;
     if args.export_slurm {
         let path = out.join("slurm.sh");
-        std::fs::write(&path, slurm_script(&plan, &args, cells.len(), &out))?;
-        println!("wrote {} ({} array tasks)", path.display(), cells.len());
+        // A selecting grid's cells (first in the matrix) must finish before
+        // any main cell starts: two arrays, the second after the first.
+        let grid = cells.iter().take_while(|c| c.grid_lambda.is_some()).count();
+        if cells.iter().any(|c| c.selected) && grid > 0 {
+            let main = out.join("slurm-main.sh");
+            std::fs::write(&path, slurm_script(&plan, &args, 0..grid, "the λ grid, which runs first", &out))?;
+            std::fs::write(
+                &main,
+                slurm_script(&plan, &args, grid..cells.len(), "the main rows, after the grid", &out),
+            )?;
+            println!(
+                "wrote {} ({grid} grid tasks) and {} ({} main tasks, which train with the λ the grid selects); submit with:\n  jid=$(sbatch --parsable {}) && sbatch --dependency=afterok:$jid {}",
+                path.display(),
+                main.display(),
+                cells.len() - grid,
+                path.display(),
+                main.display()
+            );
+            return Ok(());
+        }
+        std::fs::write(&path, slurm_script(&plan, &args, 0..cells.len(), "all cells", &out))?;
+        println!("wrote {} ({} array tasks); submit with: sbatch {}", path.display(), cells.len(), path.display());
         return Ok(());
     }
     let runs = out.join("runs");
@@ -241,14 +279,24 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let seht = build_seht(root)?;
+    let threads = run_threads(
+        &plan,
+        std::env::var_os("RAYON_NUM_THREADS").is_some(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
     if let Some(i) = args.cell {
         let cell = cells.get(i).with_context(|| format!("--cell {i}: the matrix has {} cells", cells.len()))?;
+        // Before the build: a main cell whose grid has not finished is an
+        // error that needs no binary.
         if cell.selected {
-            let (field, l) = crate::report::apply_selection(&out, &cells, cell)?;
+            let grid = cells.iter().take_while(|c| c.grid_lambda.is_some()).count();
+            let (field, l) = crate::report::apply_selection(&out, &cells, cell).with_context(|| {
+                format!("run the grid cells 0–{} first (--cell I, or without --cell)", grid.saturating_sub(1))
+            })?;
             println!("cell {i} ({}): {field} selected on validation = {l:e}", cell.name);
         }
-        let f = run_cell(&seht, cell, &data_dir, &runs, None, &|_| {})?;
+        let seht = build_seht(root)?;
+        let f = run_cell(&seht, cell, &data_dir, &runs, threads, &|_| {})?;
         match &f.diverged {
             None => println!("cell {i} ({}) done in {:.0} s", cell.name, f.seconds),
             Some(d) => {
@@ -271,16 +319,9 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     for (t, n) in &notes {
         eprintln!("data, {t}: {}", n.describe());
     }
+    let seht = build_seht(root)?;
     let t0 = Instant::now();
     let board = Board::new(&cells, plan.jobs);
-    // Parallel runs share the cores: each gets cores / jobs threads (unless
-    // RAYON_NUM_THREADS is set), since two runs of 1 thread each train about
-    // 1.5× as many images per second as one run of 2 threads on 2 cores
-    // (small convolutions parallelise poorly; measured for the evidence preset).
-    let threads = match (plan.jobs, std::env::var_os("RAYON_NUM_THREADS")) {
-        (1, _) | (_, Some(_)) => None,
-        (jobs, None) => Some((std::thread::available_parallelism().map_or(1, |n| n.get()) / jobs).max(1)),
-    };
     let failures = Arc::new(Mutex::new(Vec::new()));
     let diverged = Arc::new(Mutex::new(Vec::new()));
     let total = cells.len();
@@ -429,5 +470,45 @@ mod tests {
         let e = run_cell(&fake_seht(&dir, &metrics, 1), &cell, &dir, &runs, None, &|_| {}).expect_err("failed");
         assert!(e.to_string().contains("it went wrong"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn plan(jobs: usize, threads: Option<usize>) -> Plan {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
+        let mut preset = load_preset(&root, "demo").expect("demo");
+        preset.threads = threads;
+        Plan { tables: preset.tables.clone(), seeds: 1, jobs, preset }
+    }
+
+    #[test]
+    fn a_preset_pins_the_threads_of_every_run_including_a_lone_cell() {
+        // The preset's count wins over cores / jobs, for --cell (jobs 1) too.
+        assert_eq!(run_threads(&plan(1, Some(1)), false, 16), Some(1));
+        assert_eq!(run_threads(&plan(2, Some(1)), false, 2), Some(1));
+        // Without it: cores / jobs in parallel, the run's own default alone.
+        assert_eq!(run_threads(&plan(2, None), false, 2), Some(1));
+        assert_eq!(run_threads(&plan(3, None), false, 2), Some(1));
+        assert_eq!(run_threads(&plan(1, None), false, 16), None);
+        // RAYON_NUM_THREADS set by the user: inherited, never overridden.
+        assert_eq!(run_threads(&plan(2, Some(1)), true, 2), None);
+    }
+
+    #[test]
+    fn a_slurm_array_covers_only_its_part_of_the_matrix() {
+        let args = Args {
+            preset: "demo".into(),
+            tables: None,
+            seeds: None,
+            data_dir: "data".into(),
+            out: "results".into(),
+            jobs: None,
+            cell: None,
+            export_slurm: true,
+            list: false,
+        };
+        let s = slurm_script(&plan(1, None), &args, 39..87, "the main rows", Path::new("/o"));
+        assert!(s.contains("#SBATCH --array=39-86\n"), "{s}");
+        assert!(s.contains("the main rows: 48 cells"), "{s}");
+        let s = slurm_script(&plan(1, None), &args, 0..39, "the λ grid", Path::new("/o"));
+        assert!(s.contains("#SBATCH --array=0-38\n"), "{s}");
     }
 }
