@@ -146,6 +146,22 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
             if g.patch.as_ref().is_some_and(|p| !p.is_table()) {
                 bail!("{}", ctx("lambda_grid.patch must be a table of config keys, e.g. { epochs = 1 }"));
             }
+            // Keys every grid cell sets itself: a patch of them would be
+            // overwritten without a word.
+            let get = |path: &[&str]| g.patch.as_ref().and_then(|p| path.iter().try_fold(p, |v, k| v.get(k)));
+            for path in
+                [&["name"][..], &["seed"], &["regularizer", "lambda"], &["regularizer", "rho"], &["data", "validation"]]
+            {
+                if get(path).is_some() {
+                    bail!(
+                        "{}",
+                        ctx(&format!(
+                            "lambda_grid.patch sets `{}`, which every grid cell sets itself (name, seed, the grid's value, validation)",
+                            path.join(".")
+                        ))
+                    );
+                }
+            }
             Some(LambdaGrid {
                 values: g.values,
                 methods: g.methods,
@@ -583,6 +599,14 @@ mod tests {
         .expect("write");
         let e = load_preset(&dir, "x").expect_err("patch = 3");
         assert!(e.to_string().contains("lambda_grid.patch must be a table"), "{e:#}");
+        for (bad, key) in [("{ seed = 4 }", "seed"), ("{ regularizer = { rho = 0.1 } }", "regularizer.rho")] {
+            let text = std::fs::read_to_string(dir.join("configs/presets.toml")).expect("read");
+            std::fs::write(dir.join("configs/presets.toml"), text.replace("patch = 3", &format!("patch = {bad}")))
+                .expect("write");
+            let e = load_preset(&dir, "x").expect_err(bad);
+            assert!(e.to_string().contains(&format!("sets `{key}`")), "{e:#}");
+            std::fs::write(dir.join("configs/presets.toml"), text).expect("restore");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
