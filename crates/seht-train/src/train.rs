@@ -65,14 +65,17 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         if previous.as_ref().is_some_and(|(s, _)| s.epochs_done == cfg.epochs) {
             return Ok(Some(m)); // finished: idempotent
         }
-        if m.diverged().is_some() {
-            // A run that diverged in its first epoch left no checkpoint:
-            // its config.toml says which config it was.
+        // A run that diverged in its first epoch left no checkpoint, and a
+        // finished run copied without its checkpoint (results committed
+        // as metrics.json and config.toml, to resume a preset on another
+        // machine) has none either: its config.toml says which config it was.
+        let finished_elsewhere = previous.is_none() && m.status == RunStatus::Finished && m.final_epoch.is_some();
+        if m.diverged().is_some() || finished_elsewhere {
             let copy = run_dir.join("config.toml");
             if !ExperimentConfig::from_file(&copy).is_ok_and(|c| c.same_run(cfg)) {
                 return Err(Error::CheckpointMismatch { path: copy, found: m.name });
             }
-            return Ok(Some(m)); // diverged: idempotent too
+            return Ok(Some(m)); // diverged, or finished elsewhere: idempotent too
         }
     }
     let (task, shape) = load_task(cfg, opts)?;

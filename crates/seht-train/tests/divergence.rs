@@ -170,3 +170,28 @@ fn adding_a_bound_to_a_checkpointed_run_resumes_it() {
     other.optim.lr *= 2.0;
     assert!(matches!(seht_train::train(&other, &opts(data.path(), out.path())), Err(Error::CheckpointMismatch { .. })));
 }
+
+/// A finished run folder copied without its checkpoint (metrics.json and
+/// config.toml only, as results are committed) counts as finished: run
+/// again, it returns the same metrics without training; another config in
+/// that folder is refused.
+#[test]
+fn a_finished_run_without_its_checkpoint_is_not_trained_again() {
+    let data = temp_dir("done-elsewhere-data");
+    write_cifar10(data.path(), 8);
+    let out = temp_dir("done-elsewhere-out");
+    let mut cfg = image_config("elsewhere", Regularizer::Baseline, 1);
+    let m = seht_train::train(&cfg, &opts(data.path(), out.path())).expect("trains").expect("ended");
+    assert_eq!(m.status, RunStatus::Finished);
+    let run = out.path().join("elsewhere");
+    std::fs::remove_dir_all(run.join("checkpoint")).expect("remove the checkpoint");
+    std::fs::remove_dir_all(data.path().join("cifar-10-batches-bin")).expect("remove the data");
+    let again = seht_train::train(&cfg, &opts(data.path(), out.path())).expect("read back").expect("ended");
+    assert_eq!(again, m);
+    assert_eq!(log_lines(&run).len(), 1, "the log is untouched");
+    cfg.optim.lr *= 2.0;
+    match seht_train::train(&cfg, &opts(data.path(), out.path())) {
+        Err(Error::CheckpointMismatch { .. }) => {}
+        other => panic!("expected CheckpointMismatch, got {other:?}"),
+    }
+}
