@@ -59,6 +59,31 @@ fn grads(loss: &Tensor, vars: &[Var]) -> Vec<Tensor> {
     vars.iter().map(|v| s.get(v.as_tensor()).cloned().unwrap_or_else(|| v.zeros_like().expect("z"))).collect()
 }
 
+/// Central differences `(f(w + εe_i) − f(w − εe_i)) / 2ε` of `objective`
+/// over every entry of `vars`, in order; each entry is restored after.
+fn central_differences(vars: &[Var], eps: f64, objective: &dyn Fn() -> f64) -> Vec<f64> {
+    let mut fd = Vec::new();
+    for v in vars {
+        let w0 = v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("w");
+        for i in 0..w0.len() {
+            let at = |d: f64| {
+                let mut w = w0.clone();
+                w[i] += d;
+                v.set(&Tensor::from_vec(w, v.shape(), &DEV).expect("w")).expect("set");
+                objective()
+            };
+            fd.push((at(eps) - at(-eps)) / (2.0 * eps));
+            v.set(&Tensor::from_vec(w0.clone(), v.shape(), &DEV).expect("w")).expect("restore");
+        }
+    }
+    fd
+}
+
+/// `‖a − b‖ / ‖b‖`.
+fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt()
+}
+
 /// `tr(G)`, `G = (1/N) Σ_n J_nᵀ (diag p_n − p_n p_nᵀ) J_n`, with `J_n` built
 /// row by row (one backward pass per logit).
 fn explicit_gauss_newton_trace(net: &Net) -> f64 {
@@ -189,26 +214,9 @@ fn penalty_gradient_matches_finite_differences_and_the_first_order_path() {
         }
         f
     };
-    let eps = 1e-5;
-    let mut fd = Vec::new();
-    for v in &vars {
-        let w0 = v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("w");
-        for i in 0..w0.len() {
-            let at = |d: f64| {
-                let mut w = w0.clone();
-                w[i] += d;
-                v.set(&Tensor::from_vec(w, v.shape(), &DEV).expect("w")).expect("set");
-                objective()
-            };
-            fd.push((at(eps) - at(-eps)) / (2.0 * eps));
-            v.set(&Tensor::from_vec(w0.clone(), v.shape(), &DEV).expect("w")).expect("restore");
-        }
-    }
+    let fd = central_differences(&vars, 1e-5, &objective);
     let ad = flat(&exact.grads);
-    let rel = |a: &[f64], b: &[f64]| {
-        a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt()
-    };
-    let fd_err = rel(&ad, &fd);
+    let fd_err = rel_err(&ad, &fd);
     let first = gauss_newton_penalty(
         &vars,
         &params,
@@ -220,7 +228,7 @@ fn penalty_gradient_matches_finite_differences_and_the_first_order_path() {
         &mut || Ok((net.logits()?, net.y.clone())),
     )
     .expect("first order");
-    let fo_err = rel(&flat(&first.grads), &ad);
+    let fo_err = rel_err(&flat(&first.grads), &ad);
     eprintln!("double backprop vs finite differences {fd_err:.2e}; first-order vs double backprop {fo_err:.2e}");
     assert!(fd_err < 1e-7, "double backprop vs FD: {fd_err:.2e}");
     assert!(fo_err < 1e-6, "first order vs double backprop: {fo_err:.2e}");
@@ -327,10 +335,6 @@ impl ReluNet {
     }
 }
 
-fn rel_err(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt() / b.iter().map(|y| y * y).sum::<f64>().sqrt()
-}
-
 /// On a ReLU + max-pool network away from every kink, the double-backprop
 /// gradient of the penalty matches central finite differences of
 /// `L + λ·(N/K) Σ_k ‖∇L̂(w; ŷ_k)‖²` (labels held fixed), and the first-order
@@ -369,21 +373,7 @@ fn penalty_gradient_on_relu_and_max_pool_matches_finite_differences() {
         }
         f
     };
-    let eps = 1e-6;
-    let mut fd = Vec::new();
-    for v in &vars {
-        let w0 = v.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("w");
-        for i in 0..w0.len() {
-            let at = |d: f64| {
-                let mut w = w0.clone();
-                w[i] += d;
-                v.set(&Tensor::from_vec(w, v.shape(), &DEV).expect("w")).expect("set");
-                objective()
-            };
-            fd.push((at(eps) - at(-eps)) / (2.0 * eps));
-            v.set(&Tensor::from_vec(w0.clone(), v.shape(), &DEV).expect("w")).expect("restore");
-        }
-    }
+    let fd = central_differences(&vars, 1e-6, &objective);
     let first = net.penalty(GaussNewtonGradient::FirstOrder { relative_step: 1e-4 }, seed);
     let (fd_err, fo_err) = (rel_err(&exact, &fd), rel_err(&first, &exact));
     eprintln!("ReLU/max-pool: double backprop vs FD {fd_err:.2e}; first-order vs double backprop {fo_err:.2e}");
