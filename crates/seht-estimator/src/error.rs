@@ -69,6 +69,41 @@ pub enum Error {
         /// Why it has none.
         why: &'static str,
     },
+    /// A count is below the least value an estimator can work with (XTrace,
+    /// XNysTrace and XDiag need two test vectors to leave one out).
+    #[error("{name} must be at least {min}, got {got}")]
+    TooSmall {
+        /// Which count (e.g. `"test_vectors"`, `"budget"`).
+        name: &'static str,
+        /// The least allowed value.
+        min: usize,
+        /// The value that was given.
+        got: usize,
+    },
+    /// An estimator for positive semi-definite operators (XNysTrace) met a
+    /// sketch `ΩᵀHΩ` that is not positive definite even after its stabilising
+    /// shift: the operator has a negative eigenvalue.
+    #[error(
+        "{estimator} needs a positive semi-definite operator, but the sketch ΩᵀHΩ has a negative direction \
+         (an indefinite Hessian? use XTrace, or the Gauss–Newton matrix)"
+    )]
+    NotPositiveSemidefinite {
+        /// The estimator.
+        estimator: &'static str,
+    },
+    /// The test vectors drawn are linearly dependent, so a sketch built from
+    /// them is singular (with Rademacher entries this happens only in very
+    /// small dimensions).
+    #[error(
+        "the {count} test vectors drawn for {estimator} are linearly dependent; draw again with another seed \
+         or use Gaussian test vectors"
+    )]
+    DependentTestVectors {
+        /// The estimator.
+        estimator: &'static str,
+        /// How many test vectors were drawn.
+        count: usize,
+    },
     /// The backend operator failed (e.g. an autodiff error in candle).
     #[error("Hessian-vector-product operator failed: {0}")]
     Operator(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),

@@ -70,3 +70,83 @@ pub fn mean_and_std_error(samples: &[f64]) -> (f64, Option<f64>) {
     let var = samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (k - 1) as f64;
     (mean, Some((var / k as f64).sqrt()))
 }
+
+/// A diagonal estimate: `diag(H)` over all blocks, with a standard error
+/// per entry (Hutchinson's diagonal estimator, XDiag).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiagonalEstimate {
+    /// The estimate of `diag(H)`: `n` entries, the blocks concatenated in the
+    /// operator's order (block `b` starts at the sum of the earlier blocks' lengths).
+    pub diagonal: Vec<f64>,
+    /// The standard error of each entry of [`diagonal`](Self::diagonal) (the
+    /// estimator's own error estimate; see its documentation); `None` where
+    /// the estimator had too few samples to form one.
+    pub std_error: Option<Vec<f64>>,
+    /// The operator's blocks, in order, so that each block's slice can be found.
+    pub blocks: Vec<crate::Block>,
+    /// Number of Hessian-vector products spent.
+    pub hvps: usize,
+}
+
+impl DiagonalEstimate {
+    /// The entries of block `b` (`None` if `b` is not a block index).
+    pub fn block(&self, b: usize) -> Option<&[f64]> {
+        self.range(b).map(|r| &self.diagonal[r])
+    }
+
+    /// The standard errors of block `b`'s entries (`None` if `b` is not a
+    /// block index or there are no standard errors).
+    pub fn block_std_error(&self, b: usize) -> Option<&[f64]> {
+        let r = self.range(b)?;
+        self.std_error.as_ref().map(|se| &se[r])
+    }
+
+    /// `Σᵢ diag(H)ᵢ`: the trace implied by the diagonal estimate.
+    pub fn trace(&self) -> f64 {
+        self.diagonal.iter().sum()
+    }
+
+    fn range(&self, b: usize) -> Option<std::ops::Range<usize>> {
+        let block = self.blocks.get(b)?;
+        let start: usize = self.blocks[..b].iter().map(|x| x.len).sum();
+        Some(start..start + block.len)
+    }
+}
+
+/// Per-entry running mean and sum of squared deviations (Welford 1962), for
+/// the per-entry samples of a diagonal estimator.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryStats {
+    count: usize,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl EntryStats {
+    /// Statistics of `n` entries, with no sample yet.
+    pub(crate) fn new(n: usize) -> Self {
+        Self { count: 0, mean: vec![0.0; n], m2: vec![0.0; n] }
+    }
+
+    /// Adds one sample of every entry.
+    pub(crate) fn push(&mut self, sample: &[f64]) {
+        self.count += 1;
+        let k = self.count as f64;
+        for ((m, m2), &x) in self.mean.iter_mut().zip(&mut self.m2).zip(sample) {
+            let d = x - *m;
+            *m += d / k;
+            *m2 += d * (x - *m);
+        }
+    }
+
+    /// The per-entry means, and their standard errors `s/√K` (`None` for
+    /// fewer than two samples).
+    pub(crate) fn finish(self) -> (Vec<f64>, Option<Vec<f64>>) {
+        let k = self.count;
+        if k < 2 {
+            return (self.mean, None);
+        }
+        let se = self.m2.iter().map(|m2| (m2 / (k - 1) as f64 / k as f64).sqrt()).collect();
+        (self.mean, Some(se))
+    }
+}

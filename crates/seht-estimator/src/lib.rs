@@ -16,6 +16,14 @@
 //! | [`BlockTraces`] | `block_trace.rs` | `tr(H_bb)` of every block (layer), each with its error |
 //! | [`Lanczos`] | `lanczos.rs` | the top (or bottom) `k` eigenpairs, with residuals |
 //! | [`Slq`] | `slq.rs` | the eigenvalue density (stochastic Lanczos quadrature) |
+//! | [`XTrace`] | `xtrace.rs` | `tr(H)` with its own error estimate, exchangeable (Epperly, Tropp & Webber 2024) |
+//! | [`XNysTrace`] | `xnystrace.rs` | `tr(H)` of a positive semi-definite `H`, with its own error estimate |
+//! | [`HutchinsonDiagonal`] | `hutchinson_diagonal.rs` | `diag(H)`, with a standard error per entry (Bekas et al. 2007) |
+//! | [`XDiag`] | `xdiag.rs` | `diag(H)`, exchangeable, with a standard error per entry |
+//!
+//! XTrace, XNysTrace and XDiag return numbers, not differentiable values (their
+//! bases are non-linear in the products), so they measure curvature but are no
+//! [`TraceEstimator`] and no training penalty.
 //!
 //! ```
 //! use seht_estimator::{DenseOperator, SehtH, TraceEstimator, probe_rng};
@@ -30,29 +38,36 @@
 
 mod block;
 mod block_trace;
+mod cholesky;
 mod dense;
 mod error;
 mod estimate;
 mod estimator;
 mod hutchinson;
+mod hutchinson_diagonal;
 mod hutchpp;
 mod lanczos;
 mod operator;
 mod plan;
 mod probe;
+mod qr;
 mod sample;
 mod seht_d;
 mod slq;
 pub mod streams;
 mod symmetric_eigen;
+mod xdiag;
+mod xnystrace;
+mod xtrace;
 
 pub use block::{Block, BlockVec, total_len};
 pub use block_trace::{BlockProbing, BlockTrace, BlockTraceEstimate, BlockTraces};
 pub use dense::DenseOperator;
 pub use error::{Error, Result};
-pub use estimate::{Target, TraceEstimate, mean_and_std_error};
+pub use estimate::{DiagonalEstimate, Target, TraceEstimate, mean_and_std_error};
 pub use estimator::{Estimator, TraceEstimator};
 pub use hutchinson::{Hutchinson, SehtH};
+pub use hutchinson_diagonal::HutchinsonDiagonal;
 pub use hutchpp::HutchPlusPlus;
 pub use lanczos::{BasisPrecision, Eigenpair, Eigenpairs, Lanczos, Reorthogonalisation, Which};
 pub use operator::HvpOperator;
@@ -63,3 +78,6 @@ pub use probe::{
 pub use seht_d::{Reading, SehtD};
 pub use slq::{Broadening, QuadratureRule, Slq, SpectralDensity};
 pub use streams::{Stream, step_key};
+pub use xdiag::XDiag;
+pub use xnystrace::XNysTrace;
+pub use xtrace::XTrace;

@@ -110,3 +110,47 @@ pub(crate) fn mean_quadratic_forms<O: HvpOperator, D: ProbeDistribution>(
     let (mean, std_error) = crate::estimate::mean_and_std_error(&samples);
     Ok(crate::TraceEstimate { value, samples, mean, std_error, target, blocks, hvps })
 }
+
+/// `Hx` for a flat host vector `x` over all blocks, as a flat host vector:
+/// one Hessian-vector product.
+pub(crate) fn hvp_flat<O: HvpOperator>(op: &O, x: &[f64]) -> Result<Vec<f64>> {
+    let v = to_operator(op, &split_flat(op.blocks(), x))?;
+    let hv = op.hvp(&v).map_err(Error::operator)?;
+    to_host_flat(op, &hv)
+}
+
+/// Draws `m` test vectors `ωᵢ` over all blocks from `dist`, scaled by
+/// `1/√E[σ²]` so that `E[ωωᵀ] = I`, and takes `yᵢ = Hωᵢ` (`m` products):
+/// the sketch `Y = HΩ` of the exchangeable estimators. Fails on a
+/// non-finite product.
+pub(crate) fn sketch<O: HvpOperator, D: crate::probe::ProbeDistribution>(
+    op: &O,
+    m: usize,
+    dist: &D,
+    rng: &mut ProbeRng,
+) -> Result<Sketch> {
+    let n = crate::block::total_len(op.blocks());
+    let scale = 1.0 / dist.second_moment().sqrt();
+    let mut omegas = Vec::with_capacity(m);
+    let mut ys = Vec::with_capacity(m);
+    for _ in 0..m {
+        let mut w = dist.sample(rng, n);
+        if scale != 1.0 {
+            w.iter_mut().for_each(|x| *x *= scale);
+        }
+        let y = hvp_flat(op, &w)?;
+        if y.iter().any(|x| !x.is_finite()) {
+            return Err(Error::NonFinite { context: "sketch HΩ".into() });
+        }
+        omegas.push(w);
+        ys.push(y);
+    }
+    Ok(Sketch { omegas, ys })
+}
+
+/// The test vectors `Ω` and the products `Y = HΩ` of an exchangeable estimator,
+/// each a list of `m` flat host vectors.
+pub(crate) struct Sketch {
+    pub omegas: Vec<Vec<f64>>,
+    pub ys: Vec<Vec<f64>>,
+}
