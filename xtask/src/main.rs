@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod analysis;
 mod bench_peer;
 mod bench_report;
+mod estimator_figure;
 mod fetch_data;
 mod fixtures;
 mod layer_figure;
@@ -57,6 +58,10 @@ enum Command {
     /// and training-mode Hessian block traces per epoch) for several runs:
     /// layers.md, layers.svg, layers.png.
     LayerFigure(layer_figure::Args),
+    /// Draw the CSV of seht-estimator's `estimator_comparison` example
+    /// (relative error against Hessian-vector products per spectrum) and
+    /// print it as a Markdown table.
+    EstimatorFigure(estimator_figure::Args),
 }
 
 fn root() -> PathBuf {
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
         Command::BenchPeer(a) => ("bench-peer", bench_peer::run(&root(), a)),
         Command::FetchData(a) => ("fetch-data", fetch_data::run(a)),
         Command::LayerFigure(a) => ("layer-figure", layer_figure::run(a)),
+        Command::EstimatorFigure(a) => ("estimator-figure", estimator_figure::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
