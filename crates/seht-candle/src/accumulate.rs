@@ -120,7 +120,36 @@ pub fn penalised_gradients(
     lambda: f64,
     rng: &mut ProbeRng,
 ) -> Result<PenalisedGradients> {
+    accumulated(loss, params, vars, estimator, lambda, rng, true)
+}
+
+/// The gradient of `λ·tr̂(H)` alone (without the loss's), one probe at a
+/// time: [`penalised_gradients`] less `∇loss`, computed without it rather
+/// than subtracted. For a penalty whose Hessian is taken of another
+/// function than the loss that is trained (e.g. the loss with BatchNorm's
+/// running statistics).
+pub(crate) fn penalty_only_gradients(
+    loss: &Tensor,
+    params: &[Param],
+    vars: &[Var],
+    estimator: &impl TraceEstimator,
+    lambda: f64,
+    rng: &mut ProbeRng,
+) -> Result<PenalisedGradients> {
+    accumulated(loss, params, vars, estimator, lambda, rng, false)
+}
+
+fn accumulated(
+    loss: &Tensor,
+    params: &[Param],
+    vars: &[Var],
+    estimator: &impl TraceEstimator,
+    lambda: f64,
+    rng: &mut ProbeRng,
+    with_loss: bool,
+) -> Result<PenalisedGradients> {
     let (op, loss_grads) = HessianOperator::build(loss, params, GraphMode::Differentiable, vars)?;
+    let loss_grads = if with_loss { loss_grads } else { vec![None; loss_grads.len()] };
     let acc = Accumulating { op: &op, vars, stored: RefCell::new(Vec::new()) };
     let est = estimator.estimate(&acc, rng).map_err(crate::penalty::operator_error)?;
     let stored = acc.stored.into_inner();

@@ -155,6 +155,30 @@ pub fn first_order_penalty(
     rng: &mut ProbeRng,
     loss: &mut dyn FnMut() -> candle_core::Result<Tensor>,
 ) -> Result<FirstOrderStep> {
+    let probe = FirstOrderProbes { dist, probes, scale, lambda, relative_step };
+    first_order_inner(vars, penalised, buffers, probe, rng, loss, true)
+}
+
+/// The probe settings of [`first_order_penalty`].
+pub(crate) struct FirstOrderProbes<'a, D> {
+    pub dist: &'a D,
+    pub probes: usize,
+    pub scale: f64,
+    pub lambda: f64,
+    pub relative_step: f64,
+}
+
+/// [`first_order_penalty`]; without `with_loss`, its `grads` are those of
+/// `λ·(1/K)Σ σₖᵀHσₖ` alone (the loss's own gradient left out, not subtracted).
+pub(crate) fn first_order_inner<D: ProbeDistribution>(
+    vars: &[Var],
+    penalised: &[Param],
+    buffers: &[Var],
+    FirstOrderProbes { dist, probes, scale, lambda, relative_step }: FirstOrderProbes<'_, D>,
+    rng: &mut ProbeRng,
+    loss: &mut dyn FnMut() -> candle_core::Result<Tensor>,
+    with_loss: bool,
+) -> Result<FirstOrderStep> {
     if penalised.is_empty() {
         return Err(Error::NoParameters("first-order penalty over an empty parameter list".into()));
     }
@@ -241,14 +265,17 @@ pub fn first_order_penalty(
         });
         inv_eps2 += a;
     }
+    let keep = if with_loss { 1.0 } else { 0.0 };
     let grads = match sum2 {
-        None => g0,
+        None if with_loss => g0,
+        None => g0.iter().map(Tensor::zeros_like).collect::<candle_core::Result<_>>()?,
         Some(s2) => {
-            // g₀ + λ·scale·(1/K)Σ_k (g₊ + g₋ − 2g₀)/ε_k²
+            // g₀ + λ·scale·(1/K)Σ_k (g₊ + g₋ − 2g₀)/ε_k² (without the first g₀
+            // when the loss's gradient is left out)
             let c = lambda * scale / probes as f64;
             g0.iter()
                 .zip(&s2)
-                .map(|(g, s)| g.affine(1.0 - 2.0 * c * inv_eps2, 0.0)? + s.affine(c * base, 0.0)?)
+                .map(|(g, s)| g.affine(keep - 2.0 * c * inv_eps2, 0.0)? + s.affine(c * base, 0.0)?)
                 .collect::<candle_core::Result<_>>()?
         }
     };

@@ -40,6 +40,7 @@ pub mod gradcheck;
 pub mod malloc;
 mod operator;
 pub mod ops;
+pub mod paper_code;
 mod params;
 pub mod pattern;
 mod penalty;

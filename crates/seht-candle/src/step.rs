@@ -20,12 +20,12 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use seht_estimator::{Estimator, Planned, ProbeRng, TraceEstimate};
 
-use crate::accumulate::penalised_gradients;
+use crate::accumulate::{penalised_gradients, penalty_only_gradients};
 use crate::autodiff::{backward_no_graph, check_higher_order};
 use crate::error::{Error, Result};
-use crate::first_order::{default_relative_step, first_order_penalty};
+use crate::first_order::{FirstOrderProbes, default_relative_step, first_order_inner};
 use crate::params::{Param, ParamSet, Role, Selection};
-use crate::penalty::penalised_loss;
+use crate::penalty::{penalised_loss, trace_penalty};
 
 /// How the penalty's gradient `λ·∇tr̂(H)` is formed.
 ///
@@ -155,7 +155,30 @@ impl Penalty {
         rng: &mut ProbeRng,
     ) -> Result<PenalisedGrads> {
         let weights = params.select(&self.selection)?;
-        self.gradients_inner(&weights, params, &mut { loss }, rng)
+        self.gradients_inner(&weights, params, &mut { loss }, rng, true)
+    }
+
+    /// The gradient of `λ·tr̂(H)` alone, `H` the Hessian of the function
+    /// `loss` computes: [`Penalty::gradients`] without the loss's own
+    /// gradient (left out, not subtracted, so no rounding is added). Its
+    /// [`PenalisedGrads::loss`] is the value of that function. For a penalty
+    /// on another function than the loss that is trained — the Hessian of
+    /// the loss with BatchNorm's running statistics (evaluation mode, the
+    /// model that is deployed), while the step trains on batch statistics.
+    /// A variable the penalty does not reach has no entry in the store (its
+    /// penalty gradient is zero).
+    ///
+    /// # Errors
+    ///
+    /// As [`Penalty::gradients`].
+    pub fn penalty_gradients(
+        &self,
+        params: &ParamSet,
+        loss: impl FnMut() -> candle_core::Result<Tensor>,
+        rng: &mut ProbeRng,
+    ) -> Result<PenalisedGrads> {
+        let weights = params.select(&self.selection)?;
+        self.gradients_inner(&weights, params, &mut { loss }, rng, false)
     }
 
     fn gradients_inner(
@@ -164,6 +187,7 @@ impl Penalty {
         params: &ParamSet,
         loss: &mut dyn FnMut() -> candle_core::Result<Tensor>,
         rng: &mut ProbeRng,
+        with_loss: bool,
     ) -> Result<PenalisedGrads> {
         let vars = params.trainable_vars();
         if self.gradient.needs_higher_order() {
@@ -173,7 +197,12 @@ impl Penalty {
             Gradient::Exact => {
                 let l = loss()?;
                 let value = scalar(&l)?;
-                let (total, est) = penalised_loss(&l, weights, &self.estimator, self.lambda, rng)?;
+                let (total, est) = if with_loss {
+                    penalised_loss(&l, weights, &self.estimator, self.lambda, rng)?
+                } else {
+                    let est = trace_penalty(&l, weights, &self.estimator, rng)?;
+                    (est.value.affine(self.lambda, 0.0)?, est)
+                };
                 let all = backward_no_graph(&total)?;
                 let grads = store(&vars, vars.iter().map(|v| all.get(v.as_tensor()).map(Tensor::detach)));
                 let mean = est.mean;
@@ -183,7 +212,11 @@ impl Penalty {
             Gradient::ExactPerProbe => {
                 let l = loss()?;
                 let value = scalar(&l)?;
-                let r = penalised_gradients(&l, weights, &vars, &self.estimator, self.lambda, rng)?;
+                let r = if with_loss {
+                    penalised_gradients(&l, weights, &vars, &self.estimator, self.lambda, rng)?
+                } else {
+                    penalty_only_gradients(&l, weights, &vars, &self.estimator, self.lambda, rng)?
+                };
                 Ok(PenalisedGrads { grads: store(&vars, r.grads.into_iter()), loss: value, estimate: r.estimate })
             }
             Gradient::FirstOrder { relative_step } => {
@@ -196,24 +229,24 @@ impl Penalty {
                     // SEHT-D's draw selected no layer: a plain step, every sample 0.
                     let l = loss()?;
                     let value = scalar(&l)?;
-                    let all = backward_no_graph(&l)?;
-                    let grads = store(&vars, vars.iter().map(|v| all.get(v.as_tensor()).map(Tensor::detach)));
+                    let grads = if with_loss {
+                        let all = backward_no_graph(&l)?;
+                        store(&vars, vars.iter().map(|v| all.get(v.as_tensor()).map(Tensor::detach)))
+                    } else {
+                        GradStore::default()
+                    };
                     return Ok(PenalisedGrads { grads, loss: value, estimate: estimate(vec![0.0; plan.probes], 0) });
                 };
                 let rel = relative_step.unwrap_or_else(|| default_relative_step(first.var.dtype()));
                 let buffers: Vec<Var> = params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
-                let r = first_order_penalty(
-                    &vars,
-                    &penalised,
-                    &buffers,
-                    &plan.distribution,
-                    plan.probes,
-                    plan.scale,
-                    self.lambda,
-                    rel,
-                    rng,
-                    loss,
-                )?;
+                let probes = FirstOrderProbes {
+                    dist: &plan.distribution,
+                    probes: plan.probes,
+                    scale: plan.scale,
+                    lambda: self.lambda,
+                    relative_step: rel,
+                };
+                let r = first_order_inner(&vars, &penalised, &buffers, probes, rng, loss, with_loss)?;
                 let hvps = r.steps.len();
                 let grads = store(&vars, r.grads.into_iter().map(Some));
                 Ok(PenalisedGrads { grads, loss: r.loss, estimate: estimate(r.samples, hvps) })

@@ -185,3 +185,48 @@ fn bad_settings_are_refused() {
         Err(Error::Estimator(seht_estimator::Error::NoProbePlan { .. }))
     ));
 }
+
+/// `penalty_gradients` is `gradients` without `∇L`: on every path, with the
+/// same probes, `penalty_gradients + ∇L = gradients` to rounding — and the
+/// penalty part is not zero (a path that returned `gradients` itself, or
+/// nothing, fails).
+#[test]
+fn the_penalty_alone_is_the_penalised_gradient_less_the_loss_gradient() {
+    for relu_pool in [false, true] {
+        let n = net_with(relu_pool);
+        let g_loss = n.loss().expect("loss").backward().expect("backward");
+        let vars = n.params.trainable_vars();
+        let flat = |store: &candle_core::backprop::GradStore| -> Vec<f64> {
+            vars.iter()
+                .flat_map(|v| match store.get(v.as_tensor()) {
+                    Some(g) => g.flatten_all().and_then(|t| t.to_vec1::<f64>()).expect("host"),
+                    None => vec![0.0; v.elem_count()],
+                })
+                .collect()
+        };
+        let loss_grad = flat(&g_loss);
+        let est: Estimator = SehtD::with_layer_probability(2, 0.7, 0.3, Reading::Unbiased).expect("cfg").into();
+        for g in [Gradient::Exact, Gradient::ExactPerProbe, Gradient::FirstOrder { relative_step: None }] {
+            for seed in [1u64, 4] {
+                let p = Penalty::new(est.clone(), 0.7, g).expect("penalty");
+                let full = p.gradients(&n.params, || n.loss(), &mut probe_rng(seed)).expect("full");
+                let only = p.penalty_gradients(&n.params, || n.loss(), &mut probe_rng(seed)).expect("penalty only");
+                assert_eq!(full.estimate.samples, only.estimate.samples, "{g:?}: another draw");
+                let (full, only) = (flat(&full.grads), flat(&only.grads));
+                let sum: Vec<f64> = only.iter().zip(&loss_grad).map(|(a, b)| a + b).collect();
+                let e = rel_diff(&sum, &full);
+                let size = only.iter().map(|x| x * x).sum::<f64>().sqrt();
+                eprintln!("relu/pool {relu_pool} {g:?} seed {seed}: |penalty grad| {size:.3e}, rel. diff {e:.1e}");
+                // The exact paths differ by reassociation only; the first-order
+                // one sums terms of order λ·g/ε² that cancel, with rounding
+                // far below its own O(ε²) error (about 1e-7 in f64).
+                let tol = if g.needs_higher_order() { 1e-12 } else { 1e-7 };
+                assert!(e < tol, "{g:?} seed {seed}: penalty + ∇L differs from the penalised gradient by {e:e}");
+                let any_drawn = p.gradients(&n.params, || n.loss(), &mut probe_rng(seed)).expect("again");
+                if any_drawn.estimate.samples.iter().any(|s| *s != 0.0) {
+                    assert!(size > 1e-6, "{g:?} seed {seed}: the penalty's gradient is zero");
+                }
+            }
+        }
+    }
+}
