@@ -97,6 +97,12 @@ pub struct TraceReport {
     /// scale. Absent in records written before it was measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_invariant: Option<Measured>,
+    /// `tr(H)` over the weights in training mode (BatchNorm on the batch's
+    /// statistics, the Hessian the paper's penalty sees), on the same
+    /// batches, with the same number of probes; the running statistics are
+    /// restored after it. Absent in records written before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_mode: Option<Measured>,
 }
 
 /// A mean and its standard error.
@@ -175,6 +181,12 @@ pub struct Metrics {
     pub steps: u64,
     /// Steps that applied the penalty.
     pub penalty_steps: u64,
+    /// The final model in evaluation mode on the whole training set it was
+    /// trained on (images: without augmentation or the validation split),
+    /// measured after the last epoch: whether the training data were fitted.
+    /// Absent for text and in records written before it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_eval: Option<EvalMetrics>,
 }
 
 /// The exit code of `seht train` for a run that diverged (its
@@ -415,6 +427,7 @@ mod tests {
             seconds_per_epoch: 1.0,
             steps: 4,
             penalty_steps: 4,
+            train_eval: None,
         }
     }
 

@@ -347,6 +347,9 @@ pub enum Regularizer {
     /// information), estimated from labels drawn from the model
     /// (`seht_candle::gauss_newton`). Not in the paper.
     GaussNewton(GaussNewtonPenalty),
+    /// What the paper's released code computes and adds to its loss: a
+    /// detached `λ·1ᵀH1` that sends no gradient (see [`PaperCodePenalty`]).
+    PaperCode(PaperCodePenalty),
 }
 
 /// The Gauss–Newton trace penalty: `{ kind = "gauss-newton", lambda, draws,
@@ -429,6 +432,69 @@ pub struct SehtPenalty {
     /// How the penalty's gradient is formed (`{ kind = "exact-per-probe" }`,
     /// `{ kind = "exact" }`, `{ kind = "first-order" }`).
     pub gradient: Gradient,
+    /// Which function's Hessian is penalised (`phase = "train"`, the default
+    /// and the paper's, or `"eval"`; see [`PenaltyPhase`]).
+    #[serde(default, skip_serializing_if = "PenaltyPhase::is_train")]
+    pub phase: PenaltyPhase,
+}
+
+/// The phase of the forward pass whose Hessian a SEHT penalty takes.
+///
+/// `train` (the paper's): the step's own loss, BatchNorm on the batch's
+/// statistics. Its trace is unbounded below on BatchNorm networks (the
+/// batch statistics couple the examples; training-mode traces are negative
+/// already at initialisation, `findings.md` §5), and the exact SEHT-H
+/// penalty drives it towards −∞ until the network dies
+/// (`docs/results/divergence`).
+///
+/// `eval`: the loss of the same batch with BatchNorm's running statistics
+/// (and no dropout) — the curvature of the model that is deployed, which is
+/// what the final `tr(H)` of every run measures. The step still trains on
+/// the training-mode loss; the penalty's gradient is added to it
+/// ([`seht_candle::Penalty::penalty_gradients`]), and the running
+/// statistics are not moved by the extra pass. With fixed statistics a
+/// network of convolutions, linear layers, BatchNorm, ReLU, max- and
+/// average-pooling is, within one activation pattern, linear in each
+/// single weight, so `∂²z/∂w_i² = 0`, every diagonal entry of `H` equals
+/// the Gauss–Newton matrix's, and `tr(H) = tr(G) ≥ 0`: the penalty is
+/// bounded below and a Rademacher SEHT-H estimate of it is an unbiased
+/// estimate of `tr(G)` (tested in `tests/eval_phase.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PenaltyPhase {
+    /// The training-mode loss (batch statistics).
+    #[default]
+    Train,
+    /// The evaluation-mode loss (running statistics, no dropout).
+    Eval,
+}
+
+impl PenaltyPhase {
+    /// Whether this is the default, [`PenaltyPhase::Train`].
+    pub fn is_train(&self) -> bool {
+        *self == PenaltyPhase::Train
+    }
+}
+
+/// What the paper's released code adds to its loss
+/// ([`seht_candle::paper_code`]): `{ kind = "paper-code", lambda, probes,
+/// every }`. Every `every` steps it computes `1ᵀH1` over the logits and
+/// every tensor named `weight` (weights and BatchNorm scales) by double
+/// backprop, `probes` times, and adds `λ` times the value to the reported
+/// objective as a constant: the step's gradient is the baseline's, and so
+/// are its weights (bit for bit, tested), at the cost of the extra passes.
+/// Follows `run.py` at commit `682d18e` with `prob = 1`; its Gaussian noise
+/// on the constant (`add_noise`) changes nothing that is trained and is
+/// not modelled.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaperCodePenalty {
+    /// λ (the code's `lambda_JR`).
+    pub lambda: f64,
+    /// Products per evaluation (the code's `Hiter`, default 5).
+    pub probes: std::num::NonZeroUsize,
+    /// Evaluated every `every` steps (the code's `hess_interval`, default 10).
+    pub every: NonZeroU64,
 }
 
 impl SehtPenalty {
@@ -468,7 +534,11 @@ impl SehtPenalty {
             Gradient::ExactPerProbe => "",
             Gradient::FirstOrder { .. } => " first-order",
         };
-        format!("{est}{path} λ={} every {}", self.lambda, self.every)
+        let phase = match self.phase {
+            PenaltyPhase::Train => "",
+            PenaltyPhase::Eval => " eval-mode",
+        };
+        format!("{est}{path}{phase} λ={} every {}", self.lambda, self.every)
     }
 }
 
@@ -488,6 +558,9 @@ impl Regularizer {
             Regularizer::Sam { rho } => format!("SAM ρ={rho}"),
             Regularizer::Asam { rho, eta } => format!("ASAM ρ={rho} η={eta}"),
             Regularizer::GaussNewton(p) => p.label(),
+            Regularizer::PaperCode(p) => {
+                format!("paper code (1ᵀH1, no gradient) K={} λ={} every {}", p.probes, p.lambda, p.every)
+            }
         }
     }
 
@@ -573,6 +646,7 @@ impl Regularizer {
                 }
                 Ok(())
             }
+            Regularizer::PaperCode(p) => nonneg("lambda", p.lambda),
         }
     }
 }

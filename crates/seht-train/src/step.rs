@@ -8,7 +8,7 @@ use seht_candle::{ParamSet, Role, Selection};
 use seht_estimator::{Stream, step_key};
 use seht_models::Phase;
 
-use crate::config::{ExperimentConfig, GaussNewtonPenalty, Regularizer, SehtPenalty};
+use crate::config::{ExperimentConfig, GaussNewtonPenalty, PaperCodePenalty, PenaltyPhase, Regularizer, SehtPenalty};
 use crate::error::{Error, Result};
 use crate::optim::{Sgd, clip_grad_norm};
 use crate::sam::{Sharpness, sam_gradients};
@@ -57,6 +57,7 @@ pub(crate) struct Stepper {
     params: ParamSet,
     seht: Option<SehtPenalty>,
     gauss_newton: Option<GaussNewtonPenalty>,
+    paper_code: Option<PaperCodePenalty>,
     /// SAM or ASAM, with ρ.
     sharpness: Option<(f64, Sharpness)>,
     clip: f64,
@@ -75,6 +76,10 @@ impl Stepper {
             Regularizer::GaussNewton(p) => Some(p.clone()),
             _ => None,
         };
+        let paper_code = match &cfg.regularizer {
+            Regularizer::PaperCode(p) => Some(*p),
+            _ => None,
+        };
         let sharpness = match cfg.regularizer {
             Regularizer::Sam { rho } => Some((rho, Sharpness::Sam)),
             Regularizer::Asam { rho, eta } => Some((rho, Sharpness::Asam { eta })),
@@ -86,6 +91,7 @@ impl Stepper {
             params,
             seht,
             gauss_newton,
+            paper_code,
             clip: o.clip_grad_norm,
             seed: cfg.seed,
         }
@@ -119,7 +125,29 @@ impl Stepper {
             Some(p) => p.at_step(step)?,
             None => None,
         };
+        let eval_phase = self.seht.as_ref().is_some_and(|p| p.phase == PenaltyPhase::Eval);
         let (mut grads, forward, trace, objective) = match (penalty, self.sharpness) {
+            // The Hessian of the evaluation-mode loss: the step trains on the
+            // training-mode loss (its pass moves the running statistics), and
+            // the penalty's gradient comes from a second pass in evaluation
+            // mode, which moves nothing.
+            (Some(penalty), _) if eval_phase => {
+                let f = forward(phase)?;
+                let value = Forward::value(&f.objective)?;
+                let mut grads = seht_candle::backward_no_graph(&f.objective)?;
+                let objective = || forward(Phase::Eval).map(|e| e.objective).map_err(candle_core::Error::wrap);
+                let r = penalty.penalty_gradients(&self.params, objective, &mut Stream::Probes.rng(key))?;
+                for v in self.params.trainable_vars() {
+                    if let Some(pg) = r.grads.get(v.as_tensor()) {
+                        let sum = match grads.get(v.as_tensor()) {
+                            Some(g) => (g + pg)?,
+                            None => pg.clone(),
+                        };
+                        grads.insert(v.as_tensor(), sum);
+                    }
+                }
+                (grads, f, Some(r.estimate.mean), value + penalty.lambda * r.estimate.mean)
+            }
             (Some(penalty), _) => {
                 // The unperturbed pass is the first call (the first-order
                 // path records its activation pattern there).
@@ -179,6 +207,26 @@ impl Stepper {
                     grads.insert(v.as_tensor(), g);
                 }
                 (grads, f, Some(r.estimate.mean), objective)
+            }
+            // What the paper's code does: the value, at its cost, and the
+            // baseline's gradient (the value is a constant to it).
+            (None, None) if self.paper_code.is_some() => {
+                let pc = self.paper_code.ok_or(Error::Internal("no paper-code penalty"))?;
+                let f = forward(phase)?;
+                let trace = if step % pc.every.get() == 0 {
+                    let tensors = self.params.select(&Selection::WeightsAndNormScales)?;
+                    let loss_of =
+                        |z: &Tensor| crate::losses::cross_entropy(z, &f.labels).map_err(candle_core::Error::wrap);
+                    Some(
+                        seht_candle::paper_code::paper_code_value(&f.logits, &loss_of, &tensors, pc.probes.get())?
+                            .value,
+                    )
+                } else {
+                    None
+                };
+                let value = Forward::value(&f.objective)?;
+                let objective = value + trace.map_or(0.0, |t| pc.lambda * t);
+                (seht_candle::backward_no_graph(&f.objective)?, f, trace, objective)
             }
             (None, None) => {
                 let f = forward(phase)?;

@@ -144,14 +144,21 @@ fn measured(samples: &[f64]) -> Measured {
 /// from a zero state), in evaluation phase. Probes come from
 /// [`Stream::FinalTrace`], sampled labels from [`Stream::LabelSampling`],
 /// both of `step_key(seed, TRACE_INDEX)`.
+///
+/// Then `tr(H)` in training mode ([`TraceReport::train_mode`]) on the same
+/// batches with `probes` Rademacher probes each, drawn from
+/// [`Stream::FinalTrace`] of `step_key(seed, TRAIN_MODE_TRACE_INDEX)`
+/// (dropout masks from that key too); BatchNorm's running statistics are
+/// restored after it.
 pub(crate) fn measure(
     net: &Net,
     task: &Task,
-    weights: &[Param],
+    params: &seht_candle::ParamSet,
     (batches, probes): (usize, usize),
     seed: u64,
     device: &Device,
 ) -> Result<TraceReport> {
+    let weights = &params.select(&Selection::Weights)?;
     let mut samples = Samples::default();
     let key = step_key(seed, TRACE_INDEX);
     let mut rng = Stream::FinalTrace.rng(key);
@@ -161,6 +168,7 @@ pub(crate) fn measure(
         samples.add((logits, loss), weights, &norms, probes, (&mut rng, &mut labels))
     })?;
     let h = measured(&samples.hessian);
+    let train_mode = train_mode_trace(net, task, params, (batches, probes), seed, device)?;
     Ok(TraceReport {
         mean: h.mean,
         std_error: h.std_error.unwrap_or(f64::NAN),
@@ -168,7 +176,47 @@ pub(crate) fn measure(
         probes,
         gauss_newton: Some(measured(&samples.gauss_newton)),
         scale_invariant: Some(measured(&samples.scaled)),
+        train_mode: Some(train_mode),
     })
+}
+
+/// The key index of the final measurement's training-mode probes and
+/// dropout masks (its batches are those of [`TRACE_INDEX`]).
+pub const TRAIN_MODE_TRACE_INDEX: u64 = u64::MAX - 2;
+
+/// `tr(H)` over the weights in training mode on the measurement batches
+/// (see [`measure`]), the running statistics restored afterwards.
+fn train_mode_trace(
+    net: &Net,
+    task: &Task,
+    params: &seht_candle::ParamSet,
+    (batches, probes): (usize, usize),
+    seed: u64,
+    device: &Device,
+) -> Result<Measured> {
+    let weights = params.select(&Selection::Weights)?;
+    let buffers: Vec<candle_core::Var> = params.with_role(seht_candle::Role::Buffer).map(|p| p.var.clone()).collect();
+    let saved: Vec<Tensor> = buffers.iter().map(|b| b.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+    let probe_key = step_key(seed, TRAIN_MODE_TRACE_INDEX);
+    let mut rng = Stream::FinalTrace.rng(probe_key);
+    let mut hessian = Vec::new();
+    let phase = Phase::Train { seed: probe_key };
+    let run = for_each_batch(net, task, (batches, step_key(seed, TRACE_INDEX), phase), device, |_, loss| {
+        let op = HessianOperator::with_mode(loss, &weights, GraphMode::Detached)?;
+        for _ in 0..probes {
+            let parts = (0..op.blocks().len())
+                .map(|i| op.part_from_host(i, &Rademacher.sample(&mut rng, op.blocks()[i].len)).map(Some))
+                .collect::<seht_candle::Result<_>>()?;
+            let q = op.quadratic_form(&BlockVec::from_parts(parts))?;
+            hessian.push(op.scalar_value(&q)?);
+        }
+        Ok(())
+    });
+    for (b, s) in buffers.iter().zip(&saved) {
+        b.set(s)?;
+    }
+    run?;
+    Ok(measured(&hessian))
 }
 
 /// The key index of the per-epoch layer monitor ([`monitor_layers`]): never
@@ -237,6 +285,5 @@ pub fn trace_of_run(run_dir: &Path, opts: &TrainOptions, batches: usize, probes:
     let params = net.param_set(&varmap)?;
     let mut sgd = Sgd::new(params.trainable_vars(), 0.0, 0.0);
     checkpoint::restore(&varmap, &mut sgd, 0, &tensors, &ckpt_dir)?;
-    let weights = params.select(&Selection::Weights)?;
-    measure(&net, &task, &weights, (batches, probes), cfg.seed, &opts.device)
+    measure(&net, &task, &params, (batches, probes), cfg.seed, &opts.device)
 }

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use candle_nn::VarMap;
-use seht_candle::Selection;
 
 use crate::checkpoint::{self, State};
 use crate::config::{DataConfig, ExperimentConfig};
@@ -111,6 +110,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         seconds_per_epoch: seconds / epochs_begun.max(1) as f64,
         steps,
         penalty_steps,
+        train_eval: None,
     };
     for (session_epochs, epoch) in (epochs_done..cfg.epochs).enumerate() {
         let lr = schedule.lr(epoch);
@@ -184,9 +184,12 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
 
     let final_trace = match cfg.final_trace {
         t if t.batches > 0 && t.probes > 0 => {
-            let weights = stepper.params().select(&Selection::Weights)?;
-            Some(measure(&net, &task, &weights, (t.batches, t.probes), cfg.seed, &opts.device)?)
+            Some(measure(&net, &task, stepper.params(), (t.batches, t.probes), cfg.seed, &opts.device)?)
         }
+        _ => None,
+    };
+    let train_eval = match (&task, &net) {
+        (Task::Images(data), Net::Image(net)) => Some(eval_images(net.as_ref(), &data.train, &opts.device)?),
         _ => None,
     };
     let final_epoch = history.last().cloned().ok_or(Error::Internal("a finished run without an epoch"))?;
@@ -195,6 +198,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         final_epoch: Some(final_epoch),
         best_epoch: Some(best_epoch),
         final_trace,
+        train_eval,
         ..done(steps, penalty_steps, seconds, cfg.epochs)
     };
     write_metrics(&metrics_path, &metrics)?;

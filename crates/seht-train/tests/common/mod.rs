@@ -126,5 +126,6 @@ pub fn seht(estimator: Estimator, every: u64, gradient: Gradient) -> Regularizer
         every: std::num::NonZeroU64::new(every).expect("every ≥ 1"),
         rescale: every > 1,
         gradient,
+        phase: Default::default(),
     })
 }
