@@ -34,6 +34,8 @@ struct PresetDef {
     description: String,
     expected_minutes: u32,
     seeds: usize,
+    #[serde(default)]
+    seeds_for: BTreeMap<String, usize>,
     data: DataKind,
     #[serde(default)]
     tables: Option<Vec<String>>,
@@ -59,6 +61,10 @@ struct LambdaGridDef {
     #[serde(default)]
     select: bool,
     #[serde(default)]
+    bracket: bool,
+    #[serde(default)]
+    largest_stable: Vec<String>,
+    #[serde(default)]
     patch: Option<Value>,
 }
 
@@ -73,6 +79,10 @@ pub struct Preset {
     pub expected_minutes: u32,
     /// Seeds per cell.
     pub seeds: usize,
+    /// Fewer seeds for some methods (`table/method` → seeds, at most
+    /// `seeds`): for a method whose result needs no seed statistics, e.g.
+    /// `paper-code`, whose weights are the baseline's bit for bit.
+    pub seeds_for: BTreeMap<String, usize>,
     /// Where its data come from.
     pub data: DataKind,
     /// Config folders it runs (`configs/<table>/`).
@@ -109,6 +119,13 @@ pub struct LambdaGrid {
     /// selected on validation instead of their config's: the grid cells then
     /// come first in the matrix and run before every main cell.
     pub select: bool,
+    /// Whether a selection must be bracketed: the selected value has a
+    /// smaller (0 counts) and a larger neighbour in its grid, else the main
+    /// rows refuse to start and the message says which grid to extend.
+    pub bracket: bool,
+    /// `table/method` keys selected as the largest λ none of whose grid
+    /// seeds diverged ([`Cell::largest_stable`]).
+    pub largest_stable: Vec<String>,
     /// Merged into every grid cell's config after the preset's own patches
     /// (`[<preset>.lambda_grid.patch]`), e.g. a shorter schedule for the
     /// selection runs; the main rows do not get it.
@@ -130,18 +147,23 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
         .remove(name)
         .with_context(|| format!("unknown preset `{name}` (presets in {}: {names})", path.display()))?;
     let ctx = |what: &str| format!("{}: [{name}] {what}", path.display());
-    if def.seeds == 0 || def.jobs == Some(0) || def.threads == Some(0) {
-        bail!("{}", ctx("seeds, jobs and threads must be at least 1"));
+    if def.seeds == 0 || def.jobs == Some(0) || def.threads == Some(0) || def.seeds_for.values().any(|&n| n == 0) {
+        bail!("{}", ctx("seeds, seeds_for, jobs and threads must be at least 1"));
     }
     let lambda_grid = match def.lambda_grid {
         None => None,
         Some(g) => {
             if g.values.is_empty()
-                || g.values.iter().chain(g.values_for.values().flatten()).any(|v| !(*v > 0.0 && v.is_finite()))
+                || g.values.iter().chain(g.values_for.values().flatten()).any(|v| !(*v >= 0.0 && v.is_finite()))
                 || g.validation < 1
                 || g.seeds < 1
             {
-                bail!("{}", ctx("lambda_grid: values must be positive, validation and seeds ≥ 1"));
+                bail!(
+                    "{}",
+                    ctx(
+                        "lambda_grid: values must be finite and ≥ 0 (0: the table's baseline), validation and seeds ≥ 1"
+                    )
+                );
             }
             if g.patch.as_ref().is_some_and(|p| !p.is_table()) {
                 bail!("{}", ctx("lambda_grid.patch must be a table of config keys, e.g. { epochs = 1 }"));
@@ -149,9 +171,14 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
             // Keys every grid cell sets itself: a patch of them would be
             // overwritten without a word.
             let get = |path: &[&str]| g.patch.as_ref().and_then(|p| path.iter().try_fold(p, |v, k| v.get(k)));
-            for path in
-                [&["name"][..], &["seed"], &["regularizer", "lambda"], &["regularizer", "rho"], &["data", "validation"]]
-            {
+            for path in [
+                &["name"][..],
+                &["seed"],
+                &["regularizer", "lambda"],
+                &["regularizer", "rho"],
+                &["regularizer", "epsilon"],
+                &["data", "validation"],
+            ] {
                 if get(path).is_some() {
                     bail!(
                         "{}",
@@ -169,6 +196,8 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
                 validation: g.validation,
                 seeds: g.seeds,
                 select: g.select,
+                bracket: g.bracket,
+                largest_stable: g.largest_stable,
                 patch: g.patch,
             })
         }
@@ -184,6 +213,7 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
         description: def.description,
         expected_minutes: def.expected_minutes,
         seeds: def.seeds,
+        seeds_for: def.seeds_for,
         data: def.data,
         tables,
         jobs: def.jobs.unwrap_or(1),
@@ -240,6 +270,25 @@ pub struct Cell {
     /// ρ) is replaced by the one selected on validation before it runs
     /// ([`crate::report::apply_selection`]).
     pub selected: bool,
+    /// For the shared λ = 0 cell of a table's grid (the table's baseline
+    /// with the grid's patch and validation split, one run per seed): the
+    /// methods whose grids list 0 and read it as their λ = 0 row. A penalty
+    /// at λ = 0 is the baseline, so one run serves every grid.
+    pub zero_for: Vec<String>,
+    /// For a λ-grid cell of a method listed in the grid's `largest_stable`:
+    /// that method's selection is the largest λ none of whose grid seeds
+    /// diverged, not the best validation score (for a penalty whose
+    /// validation score is best where it does nothing, e.g. SEHT-H).
+    pub largest_stable: bool,
+}
+
+impl Cell {
+    /// Whether this cell is one of the λ-grid runs of `table/method`.
+    pub fn in_grid_of(&self, table: &str, method: &str) -> bool {
+        self.grid_lambda.is_some()
+            && self.table == table
+            && (self.method == method || self.zero_for.iter().any(|m| m == method))
+    }
 }
 
 /// Where a table's data came from, for every output that shows numbers.
@@ -405,11 +454,24 @@ fn write_config(out: &Path, table: &str, name: &str, cfg: &Value) -> Result<Path
 }
 
 /// The regularizer field a grid varies: `rho` for SAM and ASAM (which have
-/// `rho` and no `lambda`), else `lambda`.
+/// `rho` and no `lambda`), `epsilon` for label smoothing, else `lambda`.
 pub fn grid_field(cfg: &Value) -> &'static str {
     let reg = cfg.get("regularizer");
     let has = |f: &str| reg.and_then(|r| r.get(f)).is_some();
-    if has("rho") && !has("lambda") { "rho" } else { "lambda" }
+    match (has("lambda"), has("rho"), has("epsilon")) {
+        (false, true, _) => "rho",
+        (false, false, true) => "epsilon",
+        _ => "lambda",
+    }
+}
+
+/// The symbol of a grid's field in tables and messages.
+pub fn grid_symbol(field: &str) -> &'static str {
+    match field {
+        "rho" => "ρ",
+        "epsilon" => "ε",
+        _ => "λ",
+    }
 }
 
 /// Builds the matrix of `tables` × methods × `seeds` (then the λ-grid
@@ -427,10 +489,12 @@ pub fn matrix(
     let mut cells = Vec::new();
     let mut grid_cells = Vec::new();
     for table in tables {
-        for method in methods(root, table)? {
+        // A method's config with the preset's patches and data substitutions, and its data kind.
+        let mut patched = |method: &str| -> Result<(Value, String)> {
             let src = root.join("configs").join(table).join(format!("{method}.toml"));
             let mut cfg: Value =
-                toml::from_str(&std::fs::read_to_string(&src)?).with_context(|| format!("{}", src.display()))?;
+                toml::from_str(&std::fs::read_to_string(&src).with_context(|| format!("{}", src.display()))?)
+                    .with_context(|| format!("{}", src.display()))?;
             let kind =
                 cfg.get("data").and_then(|d| d.get("kind")).and_then(Value::as_str).unwrap_or("image").to_string();
             for key in [kind.as_str(), table.as_str()] {
@@ -445,9 +509,14 @@ pub fn matrix(
                     text_substitute(&mut cfg, data_dir, table, notes)?;
                 }
             }
+            Ok((cfg, kind))
+        };
+        for method in methods(root, table)? {
+            let (cfg, kind) = patched(&method)?;
             let key = format!("{table}/{method}");
             let selected = preset.lambda_grid.as_ref().is_some_and(|g| g.select && g.methods.contains(&key));
-            for seed in 0..seeds as u64 {
+            let main_seeds = preset.seeds_for.get(&key).map_or(seeds, |&n| n.min(seeds));
+            for seed in 0..main_seeds as u64 {
                 let name = format!("{table}-{method}-s{seed}");
                 let mut c = cfg.clone();
                 let t = c.as_table_mut().context("config is not a table")?;
@@ -462,6 +531,8 @@ pub fn matrix(
                     config: path,
                     grid_lambda: None,
                     selected,
+                    zero_for: Vec::new(),
+                    largest_stable: false,
                 });
             }
             // λ-grid cells go after the main matrix, so adding a grid never
@@ -474,6 +545,38 @@ pub fn matrix(
             let field = grid_field(&cfg);
             for &lambda in values {
                 for seed in 0..g.seeds as u64 {
+                    if lambda == 0.0 {
+                        // λ = 0 is the baseline: one shared run per seed.
+                        let name = format!("{table}-grid-l0-s{seed}");
+                        if let Some(z) = grid_cells.iter_mut().find(|c: &&mut Cell| c.name == name) {
+                            z.zero_for.push(method.clone());
+                            continue;
+                        }
+                        let (mut c, _) = patched("baseline").with_context(|| {
+                            format!("the λ grid of {table}/{method} lists 0, which runs the table's baseline.toml")
+                        })?;
+                        if let Some(p) = &g.patch {
+                            merge(&mut c, p);
+                        }
+                        let mut patch = format!("name = \"{name}\"\nseed = {seed}\n");
+                        if kind == "image" {
+                            patch.push_str(&format!("[data]\nvalidation = {}\n", g.validation));
+                        }
+                        merge(&mut c, &toml::from_str(&patch)?);
+                        let path = write_config(out, table, &name, &c)?;
+                        grid_cells.push(Cell {
+                            table: table.clone(),
+                            method: "baseline".into(),
+                            seed,
+                            name,
+                            config: path,
+                            grid_lambda: Some(0.0),
+                            selected: false,
+                            zero_for: vec![method.clone()],
+                            largest_stable: false,
+                        });
+                        continue;
+                    }
                     let name = format!("{table}-{method}-grid-l{lambda:e}-s{seed}");
                     let mut c = cfg.clone();
                     if let Some(p) = &g.patch {
@@ -493,6 +596,8 @@ pub fn matrix(
                         config: path,
                         grid_lambda: Some(lambda),
                         selected: false,
+                        zero_for: Vec::new(),
+                        largest_stable: g.largest_stable.contains(&key),
                     });
                 }
             }
@@ -565,6 +670,8 @@ mod tests {
             validation: 10,
             seeds: 1,
             select: true,
+            bracket: false,
+            largest_stable: Vec::new(),
             patch: Some(toml::from_str("epochs = 1\n[data]\nbatch_size = 8\n").expect("toml")),
         });
         let out = std::env::temp_dir().join(format!("xtask-grid-patch-{}", std::process::id()));
@@ -617,5 +724,35 @@ mod tests {
         let t1 = methods(&root(), "table1").expect("configs/table1");
         assert_eq!(t1.first().map(String::as_str), Some("baseline"));
         assert_eq!(t1.last().map(String::as_str), Some("seht-d-first-order-k1-p0.01"), "{t1:?}");
+    }
+
+    #[test]
+    fn lambda_zero_in_a_grid_is_one_shared_baseline_run_per_seed() {
+        let mut p = load_preset(&root(), "demo").expect("demo");
+        p.lambda_grid = Some(LambdaGrid {
+            values: vec![0.0, 1e-3],
+            methods: vec!["demo/seht-h-k1".into(), "demo/seht-d-k1-p0.05".into()],
+            values_for: BTreeMap::new(),
+            validation: 10,
+            seeds: 2,
+            select: true,
+            bracket: true,
+            largest_stable: Vec::new(),
+            patch: Some(toml::from_str("epochs = 1\n").expect("toml")),
+        });
+        let out = std::env::temp_dir().join(format!("xtask-grid-zero-{}", std::process::id()));
+        let cells = matrix(&root(), &p, &p.tables, 1, &out, &out, &mut DataNotes::new()).expect("matrix");
+        let zero: Vec<&Cell> = cells.iter().filter(|c| c.grid_lambda == Some(0.0)).collect();
+        assert_eq!(zero.len(), 2, "one λ = 0 run per seed, not per method");
+        for z in &zero {
+            assert_eq!(z.zero_for, vec!["seht-d-k1-p0.05".to_string(), "seht-h-k1".to_string()]);
+            let cfg: Value = toml::from_str(&std::fs::read_to_string(&z.config).expect("config")).expect("toml");
+            assert_eq!(cfg["regularizer"]["kind"].as_str(), Some("baseline"), "{}", z.name);
+            assert_eq!(cfg["data"]["validation"].as_integer(), Some(10));
+            assert_eq!(cfg["epochs"].as_integer(), Some(1), "the grid's patch");
+            assert!(z.in_grid_of("demo", "seht-h-k1") && !z.in_grid_of("demo", "baseline-elsewhere"));
+        }
+        assert_eq!(cells.iter().filter(|c| c.grid_lambda.is_some()).count(), 2 + 2 * 2);
+        let _ = std::fs::remove_dir_all(&out);
     }
 }

@@ -212,6 +212,8 @@ mod tests {
             name: format!("demo-{method}-s{seed}"),
             config: Default::default(),
             grid_lambda: None,
+            zero_for: Vec::new(),
+            largest_stable: false,
             selected: false,
         }
     }

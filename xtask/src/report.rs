@@ -340,9 +340,12 @@ impl GridMetric {
 
 /// Per λ of the grid of `table/method` (in grid order): the finished
 /// seeds' validation values and the diverged seeds' count; the metric; and
-/// the selected λ — the first with the best mean over its finished seeds
-/// (ties keep the smaller penalty; a λ none of whose seeds finished is never
-/// selected).
+/// the selected λ — the first positive λ with the best mean over its
+/// finished seeds (ties keep the smaller penalty; a λ none of whose seeds
+/// finished is never selected; λ = 0, the shared baseline run, is a row of
+/// reference and never the selection). For a method selected as the largest
+/// stable λ ([`Cell::largest_stable`]): the largest positive λ with no
+/// diverged seed.
 ///
 /// # Errors
 /// A grid run without metrics.json (not run yet) or without a validation metric.
@@ -354,7 +357,7 @@ fn grid_selection(
     method: &str,
 ) -> Result<(Vec<(f64, Vec<f64>, usize)>, GridMetric, Option<f64>)> {
     let mut lambdas: Vec<f64> = Vec::new();
-    for c in grid.iter().filter(|c| c.table == table && c.method == method) {
+    for c in grid.iter().filter(|c| c.in_grid_of(table, method)) {
         let l = c.grid_lambda.unwrap_or(f64::NAN);
         if !lambdas.contains(&l) {
             lambdas.push(l);
@@ -364,7 +367,7 @@ fn grid_selection(
     let mut metric = None;
     for l in lambdas {
         let (mut xs, mut diverged) = (Vec::new(), 0);
-        for c in grid.iter().filter(|c| c.table == table && c.method == method && c.grid_lambda == Some(l)) {
+        for c in grid.iter().filter(|c| c.in_grid_of(table, method) && c.grid_lambda == Some(l)) {
             let run = out.join("runs").join(&c.name);
             let m = Metrics::read(&run)?;
             if m.diverged().is_some() {
@@ -383,9 +386,14 @@ fn grid_selection(
         per_lambda.push((l, xs, diverged));
     }
     let metric = metric.unwrap_or(GridMetric::ValidTop1);
+    if grid.iter().any(|c| c.largest_stable && c.method == method && c.table == table) {
+        // The largest λ none of whose seeds diverged (and some finished).
+        let best = per_lambda.iter().filter(|r| r.0 > 0.0 && r.2 == 0 && !r.1.is_empty()).map(|r| r.0).reduce(f64::max);
+        return Ok((per_lambda, metric, best));
+    }
     let higher = metric.higher_is_better();
     let mut best: Option<(f64, f64)> = None;
-    for (l, xs, _) in per_lambda.iter().filter(|r| !r.1.is_empty()) {
+    for (l, xs, _) in per_lambda.iter().filter(|r| !r.1.is_empty() && r.0 > 0.0) {
         let m = mean_std(xs).0;
         if m.is_finite() && best.is_none_or(|(_, b)| if higher { m > b } else { m < b }) {
             best = Some((*l, m));
@@ -394,16 +402,24 @@ fn grid_selection(
     Ok((per_lambda, metric, best.map(|b| b.0)))
 }
 
+/// Whether `best` has a smaller (0 counts) and a larger neighbour among the
+/// grid's values `lambdas`.
+pub fn bracketed(lambdas: &[f64], best: f64) -> bool {
+    lambdas.iter().any(|l| *l < best) && lambdas.iter().any(|l| *l > best)
+}
+
 /// Before a main cell of a selecting grid runs ([`Cell::selected`]): sets
 /// its config's `[regularizer]` λ (or ρ) to the value selected on
 /// validation by the grid's runs of the same method, and returns it.
+/// With `bracket` (the preset's `lambda_grid.bracket`), a selection at
+/// the grid's edge is refused.
 ///
 /// # Errors
 /// A grid run that has not finished (run the grid cells first), a grid
-/// none of whose seeds finished, and I/O or TOML errors on the config.
-pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell) -> Result<(&'static str, f64)> {
-    let grid: Vec<&Cell> =
-        cells.iter().filter(|c| c.grid_lambda.is_some() && c.table == cell.table && c.method == cell.method).collect();
+/// none of whose seeds finished, a selection at the edge of its grid (with
+/// `bracket`), and I/O or TOML errors on the config.
+pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) -> Result<(&'static str, f64)> {
+    let grid: Vec<&Cell> = cells.iter().filter(|c| c.in_grid_of(&cell.table, &cell.method)).collect();
     if grid.is_empty() {
         anyhow::bail!(
             "{}: selected on a grid, but the matrix has no grid cells for {}/{}",
@@ -418,6 +434,19 @@ pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell) -> Result<(&'sta
     let best = best.with_context(|| {
         format!("{}: no seed of any grid value of {}/{} finished", cell.name, cell.table, cell.method)
     })?;
+    let lambdas: Vec<f64> = grid.iter().filter_map(|c| c.grid_lambda).collect();
+    if bracket && !bracketed(&lambdas, best) {
+        let mut sorted = lambdas.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.dedup();
+        anyhow::bail!(
+            "{}: the value selected on validation, {best:e}, lies at the edge of the grid {sorted:?} of {}/{}: \
+             extend the grid beyond it (`values_for` in configs/presets.toml) and run the new grid cells first",
+            cell.name,
+            cell.table,
+            cell.method
+        );
+    }
     let text = std::fs::read_to_string(&cell.config).with_context(|| format!("{}", cell.config.display()))?;
     let mut cfg: toml::Value = toml::from_str(&text).with_context(|| format!("{}", cell.config.display()))?;
     let field = crate::preset::grid_field(&cfg);
@@ -428,7 +457,7 @@ pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell) -> Result<(&'sta
     reg.insert(field.into(), toml::Value::Float(best));
     std::fs::write(&cell.config, toml::to_string_pretty(&cfg)?)
         .with_context(|| format!("{}", cell.config.display()))?;
-    Ok((if field == "rho" { "ρ" } else { "λ" }, best))
+    Ok((crate::preset::grid_symbol(field), best))
 }
 
 /// The λ grid's validation results and the selected λ per method
@@ -446,7 +475,7 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
     );
     let mut csv = String::from("table,method,lambda,metric,mean,std,seeds,selected,diverged\n");
     let mut keys: Vec<(String, String)> = Vec::new();
-    for c in &grid {
+    for c in grid.iter().filter(|c| c.zero_for.is_empty()) {
         let k = (c.table.clone(), c.method.clone());
         if !keys.contains(&k) {
             keys.push(k);
@@ -458,7 +487,7 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
         )?)?;
         // SAM and ASAM vary ρ, the others λ.
         let field = crate::preset::grid_field(&base);
-        let sym = if field == "rho" { "ρ" } else { "λ" };
+        let sym = crate::preset::grid_symbol(field);
         let main_lambda = base.get("regularizer").and_then(|r| r.get(field)).and_then(toml::Value::as_float);
         let (per_lambda, metric, best) = grid_selection(out, &grid, &table, &method)?;
         let _ = writeln!(md, "## {table}, {method}\n\n| {sym} | {} | seeds | |\n|---|---|---|---|", metric.label());
@@ -481,10 +510,15 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
             let _ =
                 writeln!(csv, "{table},{method},{l:e},{},{mean_sd},{n},{},{diverged}", metric.label(), u8::from(sel));
         }
+        let lambdas: Vec<f64> = per_lambda.iter().map(|r| r.0).collect();
+        let edge = match best {
+            Some(b) if !bracketed(&lambdas, b) => " It lies at the edge of its grid: the best value may lie beyond it.",
+            _ => "",
+        };
         if cells.iter().any(|c| c.selected && c.table == table && c.method == method) {
             let _ = writeln!(
                 md,
-                "\nSelected {sym} = {}; the main rows of this method trained with it.\n",
+                "\nSelected {sym} = {}; the main rows of this method trained with it.{edge}\n",
                 best.map(|b| format!("{b:e}")).unwrap_or("none".into())
             );
             continue;
@@ -495,8 +529,8 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
             best.map(|b| format!("{b:e}")).unwrap_or("none".into()),
             main_lambda.map(|l| format!("{l:e}")).unwrap_or("?".into()),
             match (best, main_lambda) {
-                (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() && field == "rho" => {
-                    " (the selection differs from the config's ρ)"
+                (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() && field != "lambda" => {
+                    " (the selection differs from the config's value)"
                 }
                 (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() => " (the selection differs from the paper's λ)",
                 _ => "",
@@ -834,11 +868,13 @@ mod tests {
                 probes: 1,
                 gauss_newton: Some(Measured { mean: top1, std_error: None }),
                 scale_invariant: None,
+                train_mode: None,
             }),
             train_seconds: 8.0,
             seconds_per_epoch: 4.0,
             steps: 20,
             penalty_steps: 0,
+            train_eval: None,
         }
     }
 
@@ -866,7 +902,17 @@ mod tests {
         };
         std::fs::write(run.join("log.jsonl"), log.to_json().expect("line") + "\n").expect("log");
         let config = out.join(format!("{name}.toml"));
-        Cell { table: table.into(), method: method.into(), seed, name, config, grid_lambda: grid, selected: false }
+        Cell {
+            table: table.into(),
+            method: method.into(),
+            seed,
+            name,
+            config,
+            grid_lambda: grid,
+            selected: false,
+            zero_for: Vec::new(),
+            largest_stable: false,
+        }
     }
 
     /// Table 1 with the baseline finished (3 seeds), SEHT-H diverged in 2 of
@@ -1022,23 +1068,67 @@ mod tests {
             config: config.clone(),
             grid_lambda: None,
             selected: true,
+            zero_for: Vec::new(),
+            largest_stable: false,
         };
         cells.push(main.clone());
         // The best validation accuracy, the smaller λ of a tie; the diverged λ never.
-        assert_eq!(apply_selection(&out, &cells, &main).expect("selected"), ("λ", 1e-3));
+        assert_eq!(apply_selection(&out, &cells, &main, false).expect("selected"), ("λ", 1e-3));
         let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).expect("read")).expect("toml");
         assert_eq!(cfg["regularizer"]["lambda"].as_float(), Some(1e-3));
         assert_eq!(cfg["regularizer"]["kind"].as_str(), Some("seht"), "the rest of the config is kept");
         // SAM's ρ: the field a grid varies.
         std::fs::write(&config, "name = \"main\"\n[regularizer]\nkind = \"sam\"\nrho = 0.05\n").expect("config");
-        assert_eq!(apply_selection(&out, &cells, &main).expect("selected"), ("ρ", 1e-3));
+        assert_eq!(apply_selection(&out, &cells, &main, false).expect("selected"), ("ρ", 1e-3));
         let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).expect("read")).expect("toml");
         assert_eq!(cfg["regularizer"]["rho"].as_float(), Some(1e-3));
         assert!(cfg["regularizer"].get("lambda").is_none());
         // A grid run that has not finished: a clear error, nothing guessed.
         std::fs::remove_dir_all(out.join("runs").join("g2")).expect("remove");
-        let e = apply_selection(&out, &cells, &main).expect_err("unfinished grid");
+        let e = apply_selection(&out, &cells, &main, false).expect_err("unfinished grid");
         assert!(format!("{e:#}").contains("must finish first"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn the_shared_zero_row_is_reported_never_selected_and_a_selection_must_be_bracketed() {
+        let out = temp("bracket");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+        let (t, m) = ("evidence-fmnist", "seht-d");
+        let mut zero = write_run(&out, t, "baseline", 0, Some(0.0), finished("z0", 0.6, Some(0.50)));
+        zero.zero_for = vec![m.into()];
+        let mut cells = vec![
+            zero,
+            write_run(&out, t, m, 0, Some(1e-4), finished("b4", 0.6, Some(0.41))),
+            write_run(&out, t, m, 0, Some(1e-3), finished("b3", 0.6, Some(0.45))),
+        ];
+        let config = out.join("main.toml");
+        std::fs::write(&config, "name = \"main\"\n[regularizer]\nkind = \"seht\"\nlambda = 0.5\n").expect("config");
+        let main = Cell {
+            table: t.into(),
+            method: m.into(),
+            seed: 0,
+            name: "main".into(),
+            config,
+            grid_lambda: None,
+            selected: true,
+            zero_for: Vec::new(),
+            largest_stable: false,
+        };
+        cells.push(main.clone());
+        // λ = 0 has the best validation accuracy but is a reference row: the
+        // best positive λ is selected.
+        assert_eq!(apply_selection(&out, &cells, &main, false).expect("selected"), ("λ", 1e-3));
+        // 1e-3 is the largest value of the grid: refused when bracketing is asked for…
+        let e = apply_selection(&out, &cells, &main, true).expect_err("at the edge");
+        assert!(format!("{e:#}").contains("edge of the grid [0.0, 0.0001, 0.001]"), "{e:#}");
+        // …and accepted once a larger value was run and is worse.
+        cells.push(write_run(&out, t, m, 0, Some(1e-2), finished("b2", 0.6, Some(0.30))));
+        assert_eq!(apply_selection(&out, &cells, &main, true).expect("bracketed"), ("λ", 1e-3));
+        let md = lambda_report(&out, &cells, root).expect("report").expect("a grid");
+        assert!(md.contains("| 0e0 | 50.00 | 1 |  |"), "the shared λ = 0 row is in the method's table:\n{md}");
+        assert!(!md.contains("## evidence-fmnist, baseline"), "the shared run is no method of its own:\n{md}");
+        assert!(bracketed(&[0.0, 1e-4], 1e-4) == false && bracketed(&[0.0, 1e-4, 1e-3], 1e-4));
         let _ = std::fs::remove_dir_all(&out);
     }
 }

@@ -284,13 +284,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         std::env::var_os("RAYON_NUM_THREADS").is_some(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
+    let bracket = plan.preset.lambda_grid.as_ref().is_some_and(|g| g.bracket);
     if let Some(i) = args.cell {
         let cell = cells.get(i).with_context(|| format!("--cell {i}: the matrix has {} cells", cells.len()))?;
         // Before the build: a main cell whose grid has not finished is an
         // error that needs no binary.
         if cell.selected {
             let grid = cells.iter().take_while(|c| c.grid_lambda.is_some()).count();
-            let (field, l) = crate::report::apply_selection(&out, &cells, cell).with_context(|| {
+            let (field, l) = crate::report::apply_selection(&out, &cells, cell, bracket).with_context(|| {
                 format!("run the grid cells 0–{} first (--cell I, or without --cell)", grid.saturating_sub(1))
             })?;
             println!("cell {i} ({}): {field} selected on validation = {l:e}", cell.name);
@@ -345,7 +346,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                         let cell = &cells[i];
                         board.start(i);
                         let selected = match cell.selected {
-                            true => crate::report::apply_selection(out, cells, cell).map(|(field, l)| {
+                            true => crate::report::apply_selection(out, cells, cell, bracket).map(|(field, l)| {
                                 board.println(&format!("{}: {field} selected on validation = {l:e}", cell.name));
                             }),
                             false => Ok(()),
@@ -456,6 +457,8 @@ mod tests {
             name: "run".into(),
             config: dir.join("run.toml"),
             grid_lambda: None,
+            zero_for: Vec::new(),
+            largest_stable: false,
             selected: false,
         };
         let code = i32::from(DIVERGED_EXIT_CODE);
