@@ -13,6 +13,7 @@
 
 pub(crate) mod figure;
 mod findings;
+mod paired;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -643,6 +644,16 @@ pub fn write(root: &Path, out: &Path, plan: &Plan, cells: &[Cell], notes: &DataN
         std::fs::write(out.join(format!("{table}.md")), md)?;
         std::fs::write(out.join(format!("{table}.csv")), csv)?;
         let _ = writeln!(outputs, "- [{table}.md]({table}.md) ([CSV]({table}.csv))");
+        if let Some(p) = paired::report(&runs) {
+            std::fs::write(
+                out.join(format!("{table}-paired.md")),
+                format!("# {table}: every method against the baseline, paired by seed\n\n{p}"),
+            )?;
+            let _ = writeln!(
+                outputs,
+                "- Paired by seed, with confidence intervals and Holm-corrected p-values: [{table}-paired.md]({table}-paired.md)"
+            );
+        }
         let (tm, tr) = time_and_trace(table, &runs);
         times.push_str(&tm);
         times.push('\n');
