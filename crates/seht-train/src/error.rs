@@ -51,6 +51,29 @@ pub enum Error {
         /// What the checkpoint recorded.
         found: String,
     },
+    /// A checkpoint file (`state.json` or the tensor file it names) that
+    /// cannot be read back: truncated, garbled, missing.
+    #[error(
+        "{path}: damaged checkpoint ({message}); delete the run folder {run_dir} to start over, or restore the file from a copy"
+    )]
+    CheckpointDamaged {
+        /// The damaged file.
+        path: PathBuf,
+        /// The run folder it belongs to.
+        run_dir: PathBuf,
+        /// What is wrong with it (the reader's message).
+        message: String,
+    },
+    /// Another process is writing the run folder (it holds `<dir>/.lock`).
+    #[error(
+        "{dir}: this run folder is being written by {holder}, which holds its lock {dir}/.lock; wait for that process to end (or stop it), or, if it is gone, run again: the lock of a process that ended is released by the OS and taken over"
+    )]
+    RunLocked {
+        /// The run folder.
+        dir: PathBuf,
+        /// Who holds the lock, as the lock file says.
+        holder: crate::run_lock::Holder,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -18,6 +18,7 @@ mod net;
 pub mod optim;
 mod progress;
 pub mod records;
+pub mod run_lock;
 mod run_log;
 pub mod sam;
 pub mod schedule;

@@ -6,7 +6,8 @@
 //! (a non-finite loss or objective, or one beyond the config's
 //! `[divergence]` bound; a non-finite evaluation loss) stops there: its
 //! `metrics.json` has status `diverged` with the epoch, step and cause, and
-//! `log.jsonl` ends with the same record.
+//! `log.jsonl` ends with the same record. The process that writes a run
+//! folder holds its lock (`run_lock.rs`): a second writer is refused.
 
 use std::path::PathBuf;
 
@@ -22,6 +23,7 @@ use crate::eval::{eval_images, eval_text};
 use crate::net::{Net, build_net};
 use crate::progress::Progress;
 use crate::records::{Divergence, EpochRecord, EvalMetrics, Metrics, RunStatus};
+use crate::run_lock::RunLock;
 use crate::run_log::{append_divergence, append_log, read_log, read_metrics, rewrite_log, summary_line, write_metrics};
 use crate::schedule::LrSchedule;
 use crate::step::Stepper;
@@ -58,6 +60,9 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
     let run_dir = opts.out_dir.join(&cfg.name);
     let (ckpt_dir, metrics_path, log_path) =
         (run_dir.join("checkpoint"), run_dir.join("metrics.json"), run_dir.join("log.jsonl"));
+    // One writer at a time: held until this function returns (or the
+    // process ends), taken before anything in the folder is read or written.
+    let _lock = RunLock::acquire(&run_dir)?;
     // Refuse a run folder from another config before loading any data.
     let previous = checkpoint::load(&ckpt_dir, cfg, &opts.device)?;
     if let Some(m) = read_metrics(&metrics_path) {

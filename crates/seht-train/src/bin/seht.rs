@@ -24,8 +24,11 @@ enum Command {
     /// non-finite, or whose objective passes the config's
     /// `[divergence] max_abs_objective`, stops there with status `diverged`
     /// (epoch, step, cause) in metrics.json and log.jsonl, and exits with
-    /// code 3; run again, it reports the same without training. Exit codes:
-    /// 0 finished, 3 diverged, 1 error, 2 usage.
+    /// code 3; run again, it reports the same without training. The run
+    /// folder is locked while it is written (`<out>/<name>/.lock`): a second
+    /// `seht train` on it is refused, naming the process that holds it; the
+    /// lock of a process that ended (killed included) is taken over. Exit
+    /// codes: 0 finished, 3 diverged, 1 error, 2 usage.
     Train {
         /// The experiment config (TOML).
         #[arg(long)]

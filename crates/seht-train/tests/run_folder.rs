@@ -1,0 +1,74 @@
+//! Faults of a run folder (issue 38): a second writer is refused naming the
+//! folder and the holder; a lock left by an ended process is taken over; a
+//! finished run is reported without loading its checkpoint; a damaged
+//! checkpoint is named with the way out.
+
+mod common;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use common::*;
+use seht_train::config::Regularizer;
+use seht_train::{Error, ExperimentConfig, Metrics};
+
+/// A tiny baseline run of `epochs` epochs on 4 images per CIFAR file.
+fn tiny(name: &str, epochs: usize) -> ExperimentConfig {
+    let mut cfg = image_config(name, Regularizer::Baseline, epochs);
+    cfg.final_trace.batches = 0;
+    cfg
+}
+
+fn train(cfg: &ExperimentConfig, data: &Path, out: &Path, stop: Option<usize>) -> Result<Option<Metrics>, Error> {
+    let mut o = opts(data, out);
+    o.stop_after_epochs = stop;
+    seht_train::train(cfg, &o)
+}
+
+/// Holds `<dir>/.lock` as another writer would, with its id written in.
+fn hold_lock(dir: &Path, text: &str) -> File {
+    std::fs::create_dir_all(dir).expect("run dir");
+    let mut f =
+        OpenOptions::new().read(true).write(true).create(true).truncate(true).open(dir.join(".lock")).expect("open");
+    f.try_lock().expect("the test takes the lock first");
+    f.write_all(text.as_bytes()).expect("write id");
+    f
+}
+
+#[test]
+fn a_second_writer_is_refused_naming_the_folder_and_the_holder() {
+    let (data, out) = (temp_dir("lock-data"), temp_dir("lock-out"));
+    write_cifar10(data.path(), 4);
+    let cfg = tiny("locked", 1);
+    let dir = out.path().join("locked");
+    let held = hold_lock(&dir, "pid 4242\nhost elsewhere\n");
+    let e = train(&cfg, data.path(), out.path(), None).expect_err("a locked run folder is refused");
+    assert!(matches!(&e, Error::RunLocked { dir: d, .. } if d == &dir), "{e:?}");
+    let msg = e.to_string();
+    for says in [dir.display().to_string().as_str(), "process 4242", "host elsewhere", "wait", "run again"] {
+        assert!(msg.contains(says), "`{says}` missing from: {msg}");
+    }
+    assert!(!dir.join("checkpoint").exists() && !dir.join("log.jsonl").exists(), "nothing was written");
+    // Released, the folder trains.
+    drop(held);
+    let m = train(&cfg, data.path(), out.path(), None).expect("unlocked").expect("finished");
+    assert_eq!(m.final_epoch.map(|r| r.epoch), Some(1));
+}
+
+#[test]
+fn a_lock_file_of_an_ended_process_is_taken_over_and_released_at_the_end() {
+    let (data, out) = (temp_dir("stale-data"), temp_dir("stale-out"));
+    write_cifar10(data.path(), 4);
+    let cfg = tiny("stale", 2);
+    let dir = out.path().join("stale");
+    // What a killed writer leaves: the file with its id, no lock held.
+    drop(hold_lock(&dir, "pid 999999999\nhost gone\n"));
+    assert!(train(&cfg, data.path(), out.path(), Some(1)).expect("taken over").is_none(), "stopped after epoch 1");
+    let text = std::fs::read_to_string(dir.join(".lock")).expect("lock file");
+    assert!(text.starts_with(&format!("pid {}\n", std::process::id())), "the new holder's id: {text:?}");
+    // The lock went with the (stopped) session: the run resumes to the end.
+    let m = train(&cfg, data.path(), out.path(), None).expect("resumed").expect("finished");
+    assert_eq!(m.final_epoch.map(|r| r.epoch), Some(2));
+    File::open(dir.join(".lock")).expect("open").try_lock().expect("released after the run");
+}
