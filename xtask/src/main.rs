@@ -62,6 +62,10 @@ enum Command {
     /// (relative error against Hessian-vector products per spectrum) and
     /// print it as a Markdown table.
     EstimatorFigure(estimator_figure::Args),
+    /// Every method of a results folder's table against its baseline, paired
+    /// by seed: differences with 95 % confidence intervals, p-values
+    /// Holm-corrected over methods × metrics, minimum detectable differences.
+    Paired(report::paired::Args),
 }
 
 fn root() -> PathBuf {
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::FetchData(a) => ("fetch-data", fetch_data::run(a)),
         Command::LayerFigure(a) => ("layer-figure", layer_figure::run(a)),
         Command::EstimatorFigure(a) => ("estimator-figure", estimator_figure::run(a)),
+        Command::Paired(a) => ("paired", report::paired::run(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,7 @@
 
 pub(crate) mod figure;
 mod findings;
-mod paired;
+pub(crate) mod paired;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -178,6 +178,52 @@ pub fn report(runs: &[MethodRuns]) -> Option<String> {
     Some(md)
 }
 
+/// `cargo xtask paired`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A results folder with `runs/<table>-<method>-s<seed>/metrics.json`
+    /// (e.g. docs/results/evidence-90).
+    dir: std::path::PathBuf,
+    /// The table: runs named `<table>-<method>-s<seed>` (grid runs, with
+    /// `-grid-` in their name, are left out).
+    #[arg(long)]
+    table: String,
+}
+
+/// Prints the paired comparison of a results folder's main runs of one table.
+///
+/// # Errors
+/// A folder without runs of that table, or a `metrics.json` that does not parse.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let runs_dir = args.dir.join("runs");
+    let prefix = format!("{}-", args.table);
+    let mut by: Vec<MethodRuns> = Vec::new();
+    let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
+        .with_context(|| format!("{}", runs_dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+        .filter(|n| n.starts_with(&prefix) && !n.contains("-grid-"))
+        .collect();
+    names.sort();
+    for name in names {
+        let Some((method, _)) = name[prefix.len()..].rsplit_once("-s") else { continue };
+        let m = Metrics::read(&runs_dir.join(&name))?;
+        let i = match by.iter().position(|r| r.method == method) {
+            Some(i) => i,
+            None => {
+                by.push(MethodRuns { method: method.to_string(), ..MethodRuns::default() });
+                by.len() - 1
+            }
+        };
+        if m.diverged().is_some() { by[i].diverged.push(m) } else { by[i].metrics.push(m) }
+    }
+    anyhow::ensure!(!by.is_empty(), "{}: no run named {prefix}<method>-s<seed>", runs_dir.display());
+    let md =
+        report(&by).with_context(|| format!("{}: no baseline, or no method with two seeds", args.dir.display()))?;
+    println!("{md}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
