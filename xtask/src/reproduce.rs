@@ -225,6 +225,28 @@ fn prepare_data(
     Ok((dir, notes))
 }
 
+/// Two cells of one name would train into one run folder (`seht train`'s
+/// lock refuses the second while the first runs; run after it, it would
+/// report the first's result as its own). Names are `table-method-sSEED`
+/// and `table-method-grid-lλ-sSEED`, so this happens only with a λ grid
+/// that lists a value twice (`1e-3` and `0.001`) or table and method names
+/// whose dashes join to the same name (`a-b`/`c` and `a`/`b-c`).
+fn refuse_shared_run_folders(cells: &[Cell]) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, c) in cells.iter().enumerate() {
+        if let Some(j) = seen.insert(c.name.as_str(), i) {
+            let what = |c: &Cell| format!("{}/{}, seed {}, grid λ {:?}", c.table, c.method, c.seed, c.grid_lambda);
+            bail!(
+                "cells {j} ({}) and {i} ({}) would both write the run folder runs/{}; remove the repeated λ from the preset's lambda_grid, or rename a config so that table-method names differ",
+                what(&cells[j]),
+                what(c),
+                c.name
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(root: &Path, args: Args) -> Result<()> {
     let preset = load_preset(root, &args.preset)?;
     let tables = match &args.tables {
@@ -241,6 +263,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let (data_dir, mut notes) = prepare_data(root, &plan.preset, &plan.tables, &args, &out)?;
     let cells = matrix(root, &plan.preset, &plan.tables, plan.seeds, &data_dir, &out, &mut notes)?;
+    refuse_shared_run_folders(&cells)?;
     if args.export_slurm {
         let path = out.join("slurm.sh");
         // A selecting grid's cells (first in the matrix) must finish before
@@ -422,6 +445,24 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_cells_writing_one_run_folder_are_refused() {
+        let cell = |method: &str, lambda: f64| Cell {
+            table: "demo".into(),
+            method: method.into(),
+            seed: 0,
+            name: format!("demo-{method}-grid-l{lambda:e}-s0"),
+            config: PathBuf::new(),
+            grid_lambda: Some(lambda),
+            selected: false,
+            zero_for: Vec::new(),
+            largest_stable: false,
+        };
+        assert!(refuse_shared_run_folders(&[cell("seht-h", 1e-3), cell("seht-h", 1e-2)]).is_ok());
+        let e = refuse_shared_run_folders(&[cell("seht-h", 1e-3), cell("seht-h", 0.001)]).expect_err("one folder");
+        assert!(e.to_string().contains("runs/demo-seht-h-grid-l1e-3-s0") && e.to_string().contains("cells 0"), "{e}");
+    }
 
     /// A stand-in for `seht`: writes `metrics` into the run folder given
     /// after `--out` (the 9th argument) and exits with `code`.
