@@ -1012,10 +1012,10 @@ mod tests {
         assert_eq!((h.seeds, h.diverged, h.quality.map(|q| (q.mean, q.n))), (3, 2, Some((50.0, 1))));
         let md = findings::table(quality, &rows);
         assert!(
-            md.contains("| seht-h-k5 | 3 | 50.00, diverged (2 of 3 seeds) | 50.0 | 0.5 | — | 4.00 | 1.00× |"),
+            md.contains("| seht-h-k5 | 3 | 50.00, diverged (2 of 3 seeds) | 50.00 | 50.0 | 0.5 | — | 4.00 | 1.00× |"),
             "{md}"
         );
-        assert!(md.contains("| seht-d-k1-p0.01 | 3 | diverged (3 of 3 seeds) | — | — | — | — | — |"), "{md}");
+        assert!(md.contains("| seht-d-k1-p0.01 | 3 | diverged (3 of 3 seeds) | — | — | — | — | — | — |"), "{md}");
         let s = findings::sentences(quality, &rows);
         assert!(
             s.contains("- **seht-d-k1-p0.01**: diverged (3 of 3 seeds; e.g. d-s0: epoch 1, step 2: non-finite loss NaN): no result."),
