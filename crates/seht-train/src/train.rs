@@ -9,7 +9,7 @@
 //! `log.jsonl` ends with the same record. The process that writes a run
 //! folder holds its lock (`run_lock.rs`): a second writer is refused.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use candle_nn::VarMap;
@@ -54,15 +54,28 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
 /// Trains (or resumes, or returns the finished or diverged result of) the
 /// run `cfg`. Returns `None` when stopped early by `opts.stop_after_epochs`.
 /// A run that diverged is `Ok` with status [`RunStatus::Diverged`]; run
-/// again, it returns the same metrics without training.
+/// again, a finished or diverged run returns the same metrics without
+/// training and without loading its checkpoint. The run folder is locked
+/// while it is written ([`Error::RunLocked`] for a second writer).
 pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metrics>> {
     cfg.validate()?;
     let run_dir = opts.out_dir.join(&cfg.name);
     let (ckpt_dir, metrics_path, log_path) =
         (run_dir.join("checkpoint"), run_dir.join("metrics.json"), run_dir.join("log.jsonl"));
+    // A run that ended is reported as it is recorded, reading only
+    // `metrics.json` and `config.toml` (both written atomically): no lock,
+    // so that reporting adds no file to a committed results folder, and no
+    // checkpoint, so that a damaged one does not make a finished run fail.
+    if let Some(m) = recorded_result(&run_dir, cfg)? {
+        return Ok(Some(m));
+    }
     // One writer at a time: held until this function returns (or the
-    // process ends), taken before anything in the folder is read or written.
+    // process ends), taken before anything in the folder is written.
     let _lock = RunLock::acquire(&run_dir)?;
+    // The run may have ended in another process since.
+    if let Some(m) = recorded_result(&run_dir, cfg)? {
+        return Ok(Some(m));
+    }
     // Refuse a run folder from another config before loading any data.
     let previous = checkpoint::load(&ckpt_dir, cfg, &opts.device)?;
     if let Some(m) = read_metrics(&metrics_path) {
@@ -208,6 +221,24 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
     };
     write_metrics(&metrics_path, &metrics)?;
     Ok(Some(metrics))
+}
+
+/// The result `run_dir` records, when its `metrics.json` says the run ended
+/// (finished with a final epoch, or diverged) and its `config.toml` is this
+/// run's. A `config.toml` of another run is refused; a missing or unreadable
+/// one leaves the decision to the checkpoint.
+fn recorded_result(run_dir: &Path, cfg: &ExperimentConfig) -> Result<Option<Metrics>> {
+    let Some(m) = read_metrics(&run_dir.join("metrics.json")) else { return Ok(None) };
+    let ended = m.diverged().is_some() || (m.status == RunStatus::Finished && m.final_epoch.is_some());
+    if !ended {
+        return Ok(None);
+    }
+    let copy = run_dir.join("config.toml");
+    match ExperimentConfig::from_file(&copy) {
+        Ok(c) if c.same_run(cfg) => Ok(Some(m)),
+        Ok(c) => Err(Error::CheckpointMismatch { path: copy, found: c.name }),
+        Err(_) => Ok(None),
+    }
 }
 
 /// A divergence that shows only in the evaluation after the epoch: weights

@@ -72,3 +72,19 @@ fn a_lock_file_of_an_ended_process_is_taken_over_and_released_at_the_end() {
     assert_eq!(m.final_epoch.map(|r| r.epoch), Some(2));
     File::open(dir.join(".lock")).expect("open").try_lock().expect("released after the run");
 }
+
+fn truncate(path: &Path) {
+    let len = std::fs::metadata(path).expect("file").len();
+    OpenOptions::new().write(true).open(path).expect("open").set_len(len / 2).expect("truncate");
+}
+
+#[test]
+fn a_finished_run_is_reported_without_loading_its_checkpoint() {
+    let (data, out) = (temp_dir("fin-data"), temp_dir("fin-out"));
+    write_cifar10(data.path(), 4);
+    let cfg = tiny("fin", 2);
+    let m = train(&cfg, data.path(), out.path(), None).expect("trained").expect("finished");
+    truncate(&out.path().join("fin/checkpoint/ckpt-0002.safetensors"));
+    let again = train(&cfg, data.path(), out.path(), None).expect("reported despite the damaged checkpoint");
+    assert_eq!(again, Some(m));
+}
