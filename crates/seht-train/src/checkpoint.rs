@@ -60,7 +60,9 @@ pub fn save(dir: &Path, tensors: &HashMap<String, Tensor>, state: &State) -> Res
     Ok(())
 }
 
-/// Loads the checkpoint in `dir`, if any, checking it belongs to `cfg`.
+/// Loads the checkpoint in `dir`, if any, checking it belongs to `cfg`. A
+/// `state.json` or tensor file that does not read back (truncated, garbled,
+/// missing) is [`Error::CheckpointDamaged`], naming the file.
 pub fn load(dir: &Path, cfg: &ExperimentConfig, device: &Device) -> Result<Option<(State, HashMap<String, Tensor>)>> {
     let state_path: PathBuf = dir.join("state.json");
     let bytes = match std::fs::read(&state_path) {
@@ -68,12 +70,22 @@ pub fn load(dir: &Path, cfg: &ExperimentConfig, device: &Device) -> Result<Optio
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(Error::Io { path: state_path, source }),
     };
-    let state: State = serde_json::from_slice(&bytes).map_err(json(&state_path))?;
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| damaged(dir, &state_path, e))?;
     if !state.config.same_run(cfg) {
         return Err(Error::CheckpointMismatch { path: state_path, found: state.config.name.clone() });
     }
-    let tensors = candle_core::safetensors::load(dir.join(&state.tensors), device)?;
+    let file = dir.join(&state.tensors);
+    let tensors = candle_core::safetensors::load(&file, device).map_err(|e| damaged(dir, &file, e))?;
     Ok(Some((state, tensors)))
+}
+
+/// A checkpoint file of `dir` that cannot be read back, and the way out.
+fn damaged(dir: &Path, path: &Path, cause: impl std::fmt::Display) -> Error {
+    Error::CheckpointDamaged {
+        path: path.to_path_buf(),
+        run_dir: dir.parent().unwrap_or(dir).to_path_buf(),
+        message: cause.to_string(),
+    }
 }
 
 /// The tensors a checkpoint stores: every variable (`model.<name>`) and

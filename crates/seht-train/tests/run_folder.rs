@@ -88,3 +88,41 @@ fn a_finished_run_is_reported_without_loading_its_checkpoint() {
     let again = train(&cfg, data.path(), out.path(), None).expect("reported despite the damaged checkpoint");
     assert_eq!(again, Some(m));
 }
+
+/// The error of resuming a run (stopped after epoch 1 of 2) whose `file`
+/// in `checkpoint/` was damaged by `damage`.
+fn resume_damaged(tag: &str, file: &str, damage: fn(&Path)) -> (Error, std::path::PathBuf, TempDir) {
+    let (data, out) = (temp_dir(&format!("{tag}-data")), temp_dir(&format!("{tag}-out")));
+    write_cifar10(data.path(), 4);
+    let cfg = tiny(tag, 2);
+    assert!(train(&cfg, data.path(), out.path(), Some(1)).expect("epoch 1").is_none());
+    let path = out.path().join(tag).join("checkpoint").join(file);
+    damage(&path);
+    let e = train(&cfg, data.path(), out.path(), None).expect_err("a damaged checkpoint is refused");
+    (e, path, out)
+}
+
+fn assert_names_file_and_way_out(e: &Error, path: &Path, run_dir: &Path) {
+    let msg = e.to_string();
+    assert!(matches!(e, Error::CheckpointDamaged { path: p, .. } if p == path), "{e:?}");
+    for says in [path.display().to_string(), format!("delete the run folder {}", run_dir.display()), "restore".into()] {
+        assert!(msg.contains(&says), "`{says}` missing from: {msg}");
+    }
+}
+
+#[test]
+fn a_truncated_checkpoint_names_the_file_and_the_way_out() {
+    let (e, path, out) = resume_damaged("trunc", "ckpt-0001.safetensors", truncate);
+    assert_names_file_and_way_out(&e, &path, &out.path().join("trunc"));
+}
+
+#[test]
+fn a_flipped_byte_in_state_json_names_the_file_and_the_way_out() {
+    let flip = |path: &Path| {
+        let mut bytes = std::fs::read(path).expect("state.json");
+        bytes[0] ^= 0x01; // `{` becomes `z`
+        std::fs::write(path, bytes).expect("write");
+    };
+    let (e, path, out) = resume_damaged("flip", "state.json", flip);
+    assert_names_file_and_way_out(&e, &path, &out.path().join("flip"));
+}
