@@ -671,6 +671,22 @@ fn reject_non_finite(v: &toml::Value, path: String) -> Result<()> {
     }
 }
 
+/// A regularizer's `every` or `probes` below 1, as a config error naming it.
+/// Their types (`NonZeroU64`, `NonZeroUsize`) refuse 0 as well, but the
+/// regularizer is read through JSON values (for its older forms), where
+/// serde's message loses the field's name.
+fn reject_zero_counts(raw: &toml::Value) -> Result<()> {
+    let Some(reg) = raw.get("regularizer") else { return Ok(()) };
+    for field in ["every", "probes"] {
+        if let Some(&toml::Value::Integer(v)) = reg.get(field)
+            && v < 1
+        {
+            return Err(config(format!("regularizer.{field}"), v, "must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
 impl ExperimentConfig {
     /// Whether `other` describes the same run as `self`: every field equal
     /// except `monitor` (what is logged, not what is trained) and
@@ -693,6 +709,7 @@ impl ExperimentConfig {
         // non-finite, so they are refused here, by name.
         if let Ok(raw) = toml::from_str::<toml::Value>(text) {
             reject_non_finite(&raw, String::new())?;
+            reject_zero_counts(&raw)?;
         }
         let cfg: Self = toml::from_str(text)
             .map_err(|e| Error::ConfigParse { path: path.to_path_buf(), message: e.to_string() })?;

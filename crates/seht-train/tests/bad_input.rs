@@ -74,7 +74,7 @@ fn out_of_range_estimator_settings_are_refused_as_read_naming_the_value() {
         ("p2 = 0.05", "p2 = 0.6", "p2 = 0.6 is outside (0, 1/2]"),
         ("p1 = 0.05", "p1 = 0.0", "p1 = 0 is outside (0, 1]"),
         ("probes = 1, p1", "probes = 0, p1", "probes must be at least 1"),
-        ("every = 1", "every = 0", "nonzero"),
+        ("every = 1", "every = 0", "regularizer.every"),
         ("\"exact-per-probe\" }", "\"first-order\", relative_step = 1.5 }", "relative_step = 1.5"),
     ] {
         let e = parse(&GOOD.replacen(from, to, 1)).expect_err(to);
@@ -187,4 +187,27 @@ fn an_old_seht_d_with_p_zero_is_refused() {
     assert!(ExperimentConfig::from_toml_str(&text, &path).is_ok(), "the config itself reads");
     let e = ExperimentConfig::from_toml_str(&text.replace("p = 0.05", "p = 0"), &path).expect_err("p = 0");
     assert!(e.to_string().contains("p = 0"), "{e}");
+}
+
+/// `GOOD` with its regularizer replaced by `regularizer` (the lines under `[regularizer]`).
+fn with_regularizer(regularizer: &str) -> String {
+    let (head, tail) = GOOD.split_once("[regularizer]\n").expect("regularizer");
+    let (_, rest) = tail.split_once("\n\n").expect("end of the regularizer");
+    format!("{head}[regularizer]\n{regularizer}\n\n{rest}")
+}
+
+#[test]
+fn a_zero_period_or_probe_count_names_its_field() {
+    let paper = "kind = \"paper-code\"\nlambda = 1e-3\nprobes = 5\nevery = 10";
+    assert!(parse(&with_regularizer(paper)).is_ok(), "the paper-code form itself reads");
+    for (text, field) in [
+        (GOOD.replacen("every = 1", "every = 0", 1), "regularizer.every"),
+        (with_regularizer(&paper.replace("every = 10", "every = 0")), "regularizer.every"),
+        (with_regularizer(&paper.replace("probes = 5", "probes = 0")), "regularizer.probes"),
+        (GOOD.replacen("every = 1", "every = -2", 1), "regularizer.every"),
+    ] {
+        let e = parse(&text).expect_err(field);
+        assert!(matches!(&e, Error::Config { field: f, .. } if f == field), "{field}: {e}");
+        assert!(e.to_string().contains("at least 1"), "{e}");
+    }
 }
