@@ -623,7 +623,10 @@ impl Regularizer {
             Regularizer::Seht(ref p) => {
                 nonneg("lambda", p.lambda)?;
                 p.at_step(0).map_err(|e| config("regularizer", p.label(), e.to_string()))?;
-                Ok(())
+                match p.gradient {
+                    Gradient::FirstOrder { relative_step: Some(r) } => check_relative_step(r, true),
+                    _ => Ok(()),
+                }
             }
             // Image only: the language model's recurrent state would be
             // carried on from the perturbed (second) pass.
@@ -644,7 +647,10 @@ impl Regularizer {
                 {
                     return Err(config("regularizer.gradient.relative_step", relative_step, "must lie in (0, 1)"));
                 }
-                Ok(())
+                match p.gradient {
+                    GaussNewtonGradientConfig::FirstOrder { relative_step: Some(r) } => check_relative_step(r, false),
+                    _ => Ok(()),
+                }
             }
             Regularizer::PaperCode(p) => nonneg("lambda", p.lambda),
         }
@@ -685,6 +691,45 @@ fn reject_zero_counts(raw: &toml::Value) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The smallest first-order relative step `ε_rel` whose rounding error the
+/// training dtype (f32) resolves. The error model of
+/// `seht_candle::first_order`: a difference of gradients computed in a
+/// dtype of unit roundoff `u` has a rounding error of about `u/ε_rel` for a
+/// first difference (the Gauss–Newton gradient, a Hessian-vector product)
+/// and `u/ε_rel²` for a second difference (the SEHT gradient), relative to
+/// the value. A step is refused where that term exceeds 0.1, a 10% error:
+/// `ε_rel < sqrt(10·u)` ≈ 1.1e-3 (second difference) and `ε_rel < 10·u` ≈
+/// 1.2e-6 (first difference), with `u` = f32's machine epsilon 1.19e-7. The
+/// model matches what was measured for the SEHT gradient in f32 (issue 38):
+/// `ε_rel = 1e-4` gives `u/ε_rel²` ≈ 12, relative errors of 8–11 were seen.
+fn smallest_resolved_step(second_difference: bool) -> f64 {
+    let u = f64::from(f32::EPSILON);
+    if second_difference { (10.0 * u).sqrt() } else { 10.0 * u }
+}
+
+/// A first-order `relative_step` too small for f32, as a config error with
+/// the reason and the values that work.
+fn check_relative_step(relative_step: f64, second_difference: bool) -> Result<()> {
+    let least = smallest_resolved_step(second_difference);
+    if relative_step >= least {
+        return Ok(());
+    }
+    let (what, term, why) = match second_difference {
+        true => ("second difference", "u/ε²", " (u^(1/4), which balances rounding and the O(ε²) truncation)"),
+        false => ("first difference", "u/ε", ""),
+    };
+    let u = f64::from(f32::EPSILON);
+    let error = if second_difference { u / relative_step.powi(2) } else { u / relative_step };
+    let default = seht_candle::first_order::default_relative_step(candle_core::DType::F32);
+    Err(config(
+        "regularizer.gradient.relative_step",
+        relative_step,
+        format!(
+            "too small for the f32 weights training uses: the gradient is a {what} of f32 gradients, whose relative rounding error {term} (u = {u:.2e}) is about {error:.2} at this step; use at least {least:.1e}, or leave relative_step out for the default {default:e}{why}"
+        ),
+    ))
 }
 
 impl ExperimentConfig {

@@ -211,3 +211,31 @@ fn a_zero_period_or_probe_count_names_its_field() {
         assert!(e.to_string().contains("at least 1"), "{e}");
     }
 }
+
+#[test]
+fn a_first_order_step_too_small_for_f32_is_refused_with_a_value_that_works() {
+    let seht = |step: &str| {
+        GOOD.replace(
+            "gradient = { kind = \"exact-per-probe\" }",
+            &format!("gradient = {{ kind = \"first-order\", relative_step = {step} }}"),
+        )
+    };
+    let gn = |step: &str| {
+        with_regularizer(&format!(
+            "kind = \"gauss-newton\"\nlambda = 1e-3\ndraws = 1\ngradient = {{ kind = \"first-order\", relative_step = {step} }}"
+        ))
+    };
+    // The SEHT gradient is a second difference (rounding u/ε²): measured
+    // relative errors of 8–11 at 1e-4 in f32; the Gauss–Newton gradient a
+    // first difference (rounding u/ε).
+    for (text, value) in [(seht("1e-4"), "0.0001"), (seht("1e-3"), "0.001"), (gn("1e-6"), "0.000001")] {
+        let e = parse(&text).expect_err(value);
+        assert!(matches!(&e, Error::Config { field, .. } if field == "regularizer.gradient.relative_step"), "{e}");
+        for says in [value, "f32", "2e-2"] {
+            assert!(e.to_string().contains(says), "`{says}` missing from: {e}");
+        }
+    }
+    for ok in [seht("2e-3"), seht("2e-2"), gn("1e-5"), gn("2e-2"), seht("0.5").replace(", relative_step = 0.5", "")] {
+        parse(&ok).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
