@@ -31,6 +31,7 @@
 //! | analysis: per-layer trace probes | 0 | [`Stream::AnalysisTrace`] |
 //! | analysis: Lanczos start vector | 0 | [`Stream::LanczosStart`] |
 //! | analysis: stochastic Lanczos quadrature probes | 0 | [`Stream::SlqProbes`] |
+//! | analysis and `seht trace`: diagonal-estimator probes | 0 (analysis), `u64::MAX` (trace) | [`Stream::Diagonal`] |
 //! | per-epoch layer monitor: probes, and its batches' dropout | `u64::MAX − 1` (never a step) | [`Stream::Monitor`], [`Stream::Dropout`] |
 //! | initial weights of variable `name` | (the run's seed itself) | a hash of `name` (`seht_models::seeded_varbuilder`) |
 
@@ -90,6 +91,9 @@ pub enum Stream {
     SlqProbes,
     /// The per-epoch layer monitor's probes (`seht-train`'s `[monitor]`).
     Monitor,
+    /// The probes of a diagonal estimator (Hutchinson's diagonal, XDiag) in a
+    /// curvature analysis or a trace measurement.
+    Diagonal,
 }
 
 impl Stream {
@@ -112,6 +116,7 @@ impl Stream {
             Stream::SlqProbes => (13, 0),
             Stream::ValidationSplit => (14, 0),
             Stream::Monitor => (15, 0),
+            Stream::Diagonal => (16, 0),
         };
         tag << 48 | sub as u64
     }
@@ -149,6 +154,7 @@ mod tests {
             Stream::LanczosStart,
             Stream::SlqProbes,
             Stream::Monitor,
+            Stream::Diagonal,
         ];
         let firsts: Vec<u64> = all.iter().map(|s| s.rng(step_key(7, 3)).random()).collect();
         for i in 0..firsts.len() {

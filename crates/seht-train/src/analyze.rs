@@ -13,12 +13,17 @@
 //! The methods are those of `seht-estimator`: [`BlockTraces`] (Hutchinson
 //! per layer), [`Lanczos`] (top-`k` eigenpairs) and [`Slq`] (stochastic
 //! Lanczos quadrature); [`analyze_operator`] runs them on any
-//! [`HvpOperator`], so a library user can analyse any loss.
+//! [`HvpOperator`], so a library user can analyse any loss. Instead of the
+//! per-layer Hutchinson traces, a whole-model trace by Hutch++ or XTrace
+//! (`--estimator`), and a per-layer summary of the diagonal by Hutchinson's
+//! diagonal estimator or XDiag (`--diagonal`): see [`crate::estimators`].
 //!
 //! **Randomness.** Every draw derives from the analysis seed through
 //! `seht_estimator::streams`: [`Stream::AnalysisTrace`] for the per-layer
 //! trace probes, [`Stream::LanczosStart`] for the Lanczos start vector,
-//! [`Stream::SlqProbes`] for the SLQ probes (all under `step_key(seed, 0)`),
+//! [`Stream::SlqProbes`] for the SLQ probes, [`Stream::Diagonal`] for the
+//! diagonal estimator's (all under `step_key(seed, 0)`; the whole-model
+//! trace estimators draw from [`Stream::AnalysisTrace`] too),
 //! the data loader's own streams for the order of the training batches, and
 //! in train mode the dropout streams of `step_key(seed, b)` for batch `b`.
 
@@ -31,8 +36,8 @@ use candle_nn::VarMap;
 use seht_candle::{GraphMode, HessianOperator, Selection};
 use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::{
-    BasisPrecision, Block, BlockProbing, BlockTraces, BlockVec, Broadening, HvpOperator, Lanczos, ProbeRng,
-    Reorthogonalisation, Slq, Stream, total_len,
+    BasisPrecision, Block, BlockProbing, BlockTraces, BlockVec, Broadening, HutchPlusPlus, HutchinsonDiagonal,
+    HvpOperator, Lanczos, ProbeRng, Reorthogonalisation, Slq, Stream, XDiag, XNysTrace, XTrace, total_len,
 };
 use seht_models::{Phase, RnnLm};
 use serde::{Deserialize, Serialize};
@@ -43,6 +48,10 @@ use crate::config::{DataConfig, ExperimentConfig};
 use crate::data::{Task, load_task};
 use crate::epoch::progress_bar;
 use crate::error::{Error, Result, io};
+use crate::estimators::{
+    DiagonalMethod, DiagonalRequest, DiagonalSection, TotalTrace, TraceMethod, check_diagonal_budget,
+    check_trace_budget, estimate_diagonal, estimate_trace, refuse_on_hessian,
+};
 use crate::losses;
 use crate::net::{Net, build_net};
 use crate::train::TrainOptions;
@@ -84,8 +93,17 @@ impl ParamChoice {
 /// What to compute, and how much to spend on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisSettings {
-    /// Hutchinson probes for the per-layer traces (0: skip).
+    /// Hutchinson probes for the per-layer traces, or the budget of products
+    /// of the whole-model trace estimator (0: skip).
     pub trace_probes: usize,
+    /// The trace estimator: Hutchinson (the default) gives per-layer traces
+    /// ([`Spectrum::traces`]); the others a whole-model trace with its own
+    /// error estimate ([`Spectrum::trace`]) within `trace_probes` products.
+    #[serde(default, skip_serializing_if = "TraceMethod::is_hutchinson")]
+    pub estimator: TraceMethod,
+    /// A per-layer summary of the estimated diagonal, if wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagonal: Option<DiagonalRequest>,
     /// Joint (one product per probe) or separate (one per probe and layer).
     #[serde(with = "probing_serde")]
     pub probing: BlockProbing,
@@ -131,12 +149,14 @@ mod probing_serde {
 impl AnalysisSettings {
     /// Hessian-vector products at most (traces + Lanczos steps and residuals + SLQ).
     pub fn budget(&self, blocks: usize) -> usize {
-        let traces = match self.probing {
-            BlockProbing::Joint => self.trace_probes,
-            BlockProbing::Separate => self.trace_probes * blocks,
+        let traces = match (self.estimator, self.probing) {
+            (TraceMethod::Hutchinson, BlockProbing::Joint) => self.trace_probes,
+            (TraceMethod::Hutchinson, BlockProbing::Separate) => self.trace_probes * blocks,
+            _ => self.trace_probes,
         };
         let eig = if self.top_k > 0 { self.lanczos_steps + self.top_k } else { 0 };
-        traces + eig + self.slq_probes * self.slq_steps
+        let diagonal = self.diagonal.map_or(0, |d| d.hvps);
+        traces + eig + self.slq_probes * self.slq_steps + diagonal
     }
 
     /// Checks every setting before any product is spent.
@@ -146,7 +166,18 @@ impl AnalysisSettings {
     /// `max_steps`, `broadening fraction`, …).
     pub fn validate(&self) -> seht_estimator::Result<()> {
         if self.trace_probes > 0 {
-            BlockTraces::rademacher(self.trace_probes, self.probing)?;
+            match self.estimator {
+                TraceMethod::Hutchinson => BlockTraces::rademacher(self.trace_probes, self.probing).map(|_| ())?,
+                TraceMethod::HutchPlusPlus => HutchPlusPlus::with_budget(self.trace_probes).map(|_| ())?,
+                TraceMethod::XTrace => XTrace::with_budget(self.trace_probes).map(|_| ())?,
+                TraceMethod::XNysTrace => XNysTrace::with_budget(self.trace_probes).map(|_| ())?,
+            }
+        }
+        if let Some(d) = self.diagonal {
+            match d.estimator {
+                DiagonalMethod::Hutchinson => HutchinsonDiagonal::rademacher(d.hvps).map(|_| ())?,
+                DiagonalMethod::Xdiag => XDiag::with_budget(d.hvps).map(|_| ())?,
+            }
         }
         if self.top_k > 0 {
             Lanczos::new(self.top_k, self.lanczos_steps, self.tolerance)?;
@@ -154,6 +185,24 @@ impl AnalysisSettings {
         if self.slq_probes > 0 {
             Slq::new(self.slq_probes, self.slq_steps)?;
             Broadening::relative(self.broadening)?;
+        }
+        Ok(())
+    }
+
+    /// Checks the estimator choices as the command line gives them, naming
+    /// the flag: XNysTrace is refused on a loss Hessian, and each budget
+    /// must be enough for its estimator.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming `--estimator`, `--trace-probes` or
+    /// `--diagonal-hvps`.
+    pub fn check_hessian_options(&self) -> Result<()> {
+        refuse_on_hessian(self.estimator, "--estimator")?;
+        if self.trace_probes > 0 {
+            check_trace_budget(self.estimator, self.trace_probes, "--trace-probes")?;
+        }
+        if let Some(d) = self.diagonal {
+            check_diagonal_budget(d.estimator, d.hvps, "--diagonal-hvps")?;
         }
         Ok(())
     }
@@ -271,8 +320,14 @@ pub struct DensitySection {
 pub struct Spectrum {
     /// Dimension of the operator.
     pub parameters: usize,
-    /// Per-layer traces.
+    /// Per-layer traces (Hutchinson, the default estimator).
     pub traces: Option<TraceSection>,
+    /// The whole-model trace by another estimator (`--estimator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TotalTrace>,
+    /// The per-layer diagonal summary (`--diagonal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagonal: Option<DiagonalSection>,
     /// Top eigenvalues.
     pub eigen: Option<EigenSection>,
     /// Density.
@@ -407,7 +462,17 @@ impl HvpOperator for MeanHessian {
 pub fn analyze_operator<O: HvpOperator>(op: &O, settings: &AnalysisSettings) -> seht_estimator::Result<Spectrum> {
     settings.validate()?;
     let n = total_len(op.blocks());
-    let traces = if settings.trace_probes > 0 {
+    let trace = if settings.trace_probes > 0 && !settings.estimator.is_hutchinson() {
+        Some(estimate_trace(
+            op,
+            settings.estimator,
+            settings.trace_probes,
+            &mut stream(settings.seed, Stream::AnalysisTrace),
+        )?)
+    } else {
+        None
+    };
+    let traces = if settings.trace_probes > 0 && settings.estimator.is_hutchinson() {
         let t0 = Instant::now();
         let est = BlockTraces::rademacher(settings.trace_probes, settings.probing)?.estimate(
             op,
@@ -481,7 +546,11 @@ pub fn analyze_operator<O: HvpOperator>(op: &O, settings: &AnalysisSettings) -> 
     } else {
         None
     };
-    Ok(Spectrum { parameters: n, traces, eigen, density })
+    let diagonal = match settings.diagonal {
+        Some(d) => Some(estimate_diagonal(op, d.estimator, d.hvps, &mut stream(settings.seed, Stream::Diagonal))?),
+        None => None,
+    };
+    Ok(Spectrum { parameters: n, traces, trace, diagonal, eigen, density })
 }
 
 /// Where the model to analyse comes from.
@@ -638,6 +707,7 @@ fn batch_losses(
 /// that does not match its tensors, too few batches, invalid settings, and
 /// failures of the products.
 pub fn analyze(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions) -> Result<AnalysisReport> {
+    aopts.settings.check_hessian_options()?;
     aopts.settings.validate()?;
     let (cfg, tensors, path, label) = load_model(source, &opts.device)?;
     let (task, shape) = load_task(&cfg, opts)?;
@@ -658,6 +728,8 @@ pub fn analyze(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions
     let spectrum = analyze_operator(&op, &aopts.settings)?;
     bar.finish_and_clear();
     let hvps = spectrum.traces.as_ref().map_or(0, |t| t.hvps)
+        + spectrum.trace.as_ref().map_or(0, |t| t.hvps)
+        + spectrum.diagonal.as_ref().map_or(0, |d| d.hvps)
         + spectrum.eigen.as_ref().map_or(0, |e| e.hvps)
         + spectrum.density.as_ref().map_or(0, |d| d.hvps);
     Ok(AnalysisReport {
@@ -743,6 +815,26 @@ pub fn markdown(r: &AnalysisReport) -> String {
             t.seconds
         ));
     }
+    if let Some(t) = &s.trace {
+        md.push_str(&format!(
+            "| trace ({}) | budget {} | {} | {} | {:.1} |\n",
+            t.estimator.name(),
+            t.budget,
+            t.hvps,
+            t.hvps * r.batches,
+            t.seconds
+        ));
+    }
+    if let Some(d) = &s.diagonal {
+        md.push_str(&format!(
+            "| per-layer diagonal ({}) | budget {} | {} | {} | {:.1} |\n",
+            d.estimator.name(),
+            d.budget,
+            d.hvps,
+            d.hvps * r.batches,
+            d.seconds
+        ));
+    }
     if let Some(e) = &s.eigen {
         md.push_str(&format!(
             "| top-{} eigenvalues (Lanczos) | ≤ {} steps, tolerance {:.0e} | {} | {} | {:.1} |\n",
@@ -784,6 +876,41 @@ pub fn markdown(r: &AnalysisReport) -> String {
             pm(d.negative_mass.0, d.negative_mass.1),
         ));
     }
+    if let Some(t) = &s.trace {
+        md.push_str(&format!(
+            "## Trace ({})\n\ntr(H) = {} ({}; {} Hessian-vector products).\n\n",
+            t.estimator.name(),
+            pm(t.trace, t.std_error),
+            if t.std_error.is_some() {
+                "± the estimator's own error estimate"
+            } else {
+                "Hutch++ reports no error of its own"
+            },
+            t.hvps
+        ));
+    }
+    if let Some(d) = &s.diagonal {
+        md.push_str(&format!(
+            "## Per-layer Hessian diagonal ({})\n\nSum of the estimated diagonal: {:.4e} ({} Hessian-vector products). Per layer: the mean, smallest and largest estimated entry, the root-mean-square standard error of one entry, and a bound on the standard error of the mean (the mean of the entries' standard errors). The extremes of noisy entries lie further out than the true ones.\n\n| layer | parameters | mean | min | max | s.e. of an entry | s.e. of the mean ≤ |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+            d.estimator.name(),
+            d.trace,
+            d.hvps
+        ));
+        let opt = |x: Option<f64>| x.map(|e| format!("{e:.1e}")).unwrap_or_else(|| "–".into());
+        for l in &d.layers {
+            md.push_str(&format!(
+                "| `{}` | {} | {:.4e} | {:.3e} | {:.3e} | {} | {} |\n",
+                l.name,
+                l.len,
+                l.mean,
+                l.min,
+                l.max,
+                opt(l.entry_std_error),
+                opt(l.mean_std_error_bound)
+            ));
+        }
+        md.push('\n');
+    }
     if let Some(t) = &s.traces {
         md.push_str(&format!(
             "## Per-layer traces\n\nTotal: {} (standard error over {} probes). Plot: `layer_traces.svg`.\n\n| layer | parameters | trace | standard error | trace / parameter |\n| --- | ---: | ---: | ---: | ---: |\n",
@@ -810,6 +937,12 @@ pub fn cost_line(r: &AnalysisReport) -> String {
     let mut parts = Vec::new();
     if let Some(t) = &s.traces {
         parts.push(format!("traces {} HVPs {:.1} s", t.hvps, t.seconds));
+    }
+    if let Some(t) = &s.trace {
+        parts.push(format!("trace ({}) {} HVPs {:.1} s", t.estimator.name(), t.hvps, t.seconds));
+    }
+    if let Some(d) = &s.diagonal {
+        parts.push(format!("diagonal ({}) {} HVPs {:.1} s", d.estimator.name(), d.hvps, d.seconds));
     }
     if let Some(e) = &s.eigen {
         parts.push(format!("top-{} eigenvalues {} HVPs {:.1} s", e.values.len(), e.hvps, e.seconds));
@@ -845,7 +978,12 @@ pub fn comparison_markdown(reports: &[AnalysisReport]) -> String {
                     .map(|v| format!("{:.4e} ({:.0e}){}", v.value, v.residual, if e.converged { "" } else { "*" }))
             })
             .unwrap_or_else(|| "–".into());
-        let trace = s.traces.as_ref().map(|t| pm(t.total, t.total_std_error)).unwrap_or_else(|| "–".into());
+        let trace = s
+            .traces
+            .as_ref()
+            .map(|t| pm(t.total, t.total_std_error))
+            .or_else(|| s.trace.as_ref().map(|t| format!("{} ({})", pm(t.trace, t.std_error), t.estimator.name())))
+            .unwrap_or_else(|| "–".into());
         let neg = s.density.as_ref().map(|d| pm(d.negative_mass.0, d.negative_mass.1)).unwrap_or_else(|| "–".into());
         md.push_str(&format!(
             "| `{}` | {} | {} | {top} | {trace} | {neg} | {} |\n",

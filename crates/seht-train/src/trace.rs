@@ -19,10 +19,15 @@ use seht_estimator::{
 };
 use seht_models::{Phase, RnnLm};
 
+use crate::analyze::MeanHessian;
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
 use crate::data::{Task, load_task};
 use crate::error::{Error, Result};
+use crate::estimators::{
+    DiagonalMethod, DiagonalSection, TotalTrace, TraceMethod, check_diagonal_budget, check_trace_budget,
+    estimate_diagonal, estimate_trace, refuse_on_hessian,
+};
 use crate::losses;
 use crate::net::{Net, build_net};
 use crate::optim::Sgd;
@@ -271,6 +276,12 @@ pub(crate) fn monitor_layers(
 /// The Hessian trace of the model in a finished (or checkpointed) run folder,
 /// on `batches` training batches with `probes` probes each.
 pub fn trace_of_run(run_dir: &Path, opts: &TrainOptions, batches: usize, probes: usize) -> Result<TraceReport> {
+    let (cfg, net, task, params) = load_run(run_dir, opts)?;
+    measure(&net, &task, &params, (batches, probes), cfg.seed, &opts.device)
+}
+
+/// The model of a run folder, restored from its checkpoint, with its task.
+fn load_run(run_dir: &Path, opts: &TrainOptions) -> Result<(ExperimentConfig, Net, Task, seht_candle::ParamSet)> {
     let cfg = ExperimentConfig::from_file(&run_dir.join("config.toml"))?;
     let ckpt_dir = run_dir.join("checkpoint");
     let Some((_, tensors)) = checkpoint::load(&ckpt_dir, &cfg, &opts.device)? else {
@@ -285,5 +296,127 @@ pub fn trace_of_run(run_dir: &Path, opts: &TrainOptions, batches: usize, probes:
     let params = net.param_set(&varmap)?;
     let mut sgd = Sgd::new(params.trainable_vars(), 0.0, 0.0);
     checkpoint::restore(&varmap, &mut sgd, 0, &tensors, &ckpt_dir)?;
-    measure(&net, &task, &params, (batches, probes), cfg.seed, &opts.device)
+    Ok((cfg, net, task, params))
+}
+
+/// What `seht trace` is asked for beyond its default (`--estimator`, `--diagonal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TraceChoice {
+    /// The estimator of `tr(H)`; Hutchinson is the default measurement ([`trace_of_run`]).
+    pub estimator: TraceMethod,
+    /// A per-layer diagonal summary, if wanted.
+    pub diagonal: Option<DiagonalMethod>,
+}
+
+/// What [`curvature_of_run`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCurvature {
+    /// The default measurement ([`trace_of_run`]: Hutchinson `tr(H)`, `tr(G)`,
+    /// `tr(DHD)`), present when the estimator is Hutchinson.
+    pub report: Option<TraceReport>,
+    /// `tr(H̄)` by the chosen estimator, when it is not Hutchinson: `H̄` the
+    /// mean of the measurement batches' Hessians over the weights (evaluation
+    /// phase), within `probes` products of `H̄` (each `batches` batch products,
+    /// the batch cost of Hutchinson's `probes` probes per batch).
+    pub trace: Option<TotalTrace>,
+    /// The per-layer summary of `diag(H̄)`, within `probes` products of `H̄`.
+    pub diagonal: Option<DiagonalSection>,
+    /// Batches whose Hessians were averaged (fewer than asked if the training
+    /// set has fewer).
+    pub batches: usize,
+}
+
+impl RunCurvature {
+    /// The lines `seht trace` prints for [`trace`](Self::trace) and
+    /// [`diagonal`](Self::diagonal) (none for the default measurement).
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let b = self.batches;
+        if let Some(t) = &self.trace {
+            out.push(format!(
+                "Hessian trace tr(H) ({}, weights, mean Hessian of {b} batches): {:.6}{} ({} Hessian-vector products of the mean = {} batch products)",
+                t.estimator.name(),
+                t.trace,
+                match t.std_error {
+                    Some(se) => format!(" ± {se:.6} (the estimator's own error estimate)"),
+                    None => " (Hutch++ reports no error of its own)".into(),
+                },
+                t.hvps,
+                t.hvps * b
+            ));
+        }
+        if let Some(d) = &self.diagonal {
+            out.push(format!(
+                "Hessian diagonal ({}, weights, mean Hessian of {b} batches; {} Hessian-vector products of the mean = {} batch products), sum {:.6}:",
+                d.estimator.name(),
+                d.hvps,
+                d.hvps * b,
+                d.trace
+            ));
+            let opt = |x: Option<f64>| x.map(|e| format!("{e:.2e}")).unwrap_or_else(|| "–".into());
+            for l in &d.layers {
+                out.push(format!(
+                    "  {}: {} entries, mean {:.4e} (s.e. ≤ {}), min {:.3e}, max {:.3e}, s.e. of an entry {}",
+                    l.name,
+                    l.len,
+                    l.mean,
+                    opt(l.mean_std_error_bound),
+                    l.min,
+                    l.max,
+                    opt(l.entry_std_error)
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The curvature of a run's model with the estimators of `choice`: the
+/// default measurement ([`trace_of_run`]) when the estimator is Hutchinson,
+/// otherwise `tr(H̄)` by that estimator; and, if asked, the per-layer
+/// diagonal of `H̄` (see [`RunCurvature`]). Probes come from
+/// [`Stream::FinalTrace`] and [`Stream::Diagonal`] of `step_key(seed,
+/// TRACE_INDEX)`, the batches are those of [`trace_of_run`].
+///
+/// # Errors
+/// Before any product: XNysTrace ([`refuse_on_hessian`]) and a `probes`
+/// budget too small for an estimator, naming `--estimator` or `--probes`;
+/// then as [`trace_of_run`].
+pub fn curvature_of_run(
+    run_dir: &Path,
+    opts: &TrainOptions,
+    (batches, probes): (usize, usize),
+    choice: TraceChoice,
+) -> Result<RunCurvature> {
+    refuse_on_hessian(choice.estimator, "--estimator")?;
+    check_trace_budget(choice.estimator, probes, "--probes")?;
+    if let Some(d) = choice.diagonal {
+        check_diagonal_budget(d, probes, "--probes")?;
+    }
+    let (cfg, net, task, params) = load_run(run_dir, opts)?;
+    let report = match choice.estimator {
+        TraceMethod::Hutchinson => Some(measure(&net, &task, &params, (batches, probes), cfg.seed, &opts.device)?),
+        _ => None,
+    };
+    if report.is_some() && choice.diagonal.is_none() {
+        return Ok(RunCurvature { report, trace: None, diagonal: None, batches });
+    }
+    let weights = params.select(&Selection::Weights)?;
+    let key = step_key(cfg.seed, TRACE_INDEX);
+    let mut ops = Vec::new();
+    for_each_batch(&net, &task, (batches, key, Phase::Eval), &opts.device, |_, loss| {
+        ops.push(HessianOperator::with_mode(loss, &weights, GraphMode::Detached)?);
+        Ok(())
+    })?;
+    let used = ops.len();
+    let mean = MeanHessian::new(ops, indicatif::ProgressBar::hidden())?;
+    let trace = match choice.estimator {
+        TraceMethod::Hutchinson => None,
+        method => Some(estimate_trace(&mean, method, probes, &mut Stream::FinalTrace.rng(key))?),
+    };
+    let diagonal = match choice.diagonal {
+        Some(d) => Some(estimate_diagonal(&mean, d, probes, &mut Stream::Diagonal.rng(key))?),
+        None => None,
+    };
+    Ok(RunCurvature { report, trace, diagonal, batches: used })
 }

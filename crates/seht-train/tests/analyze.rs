@@ -13,11 +13,15 @@ use seht_train::analyze::{
     analyze, write_report,
 };
 use seht_train::config::Regularizer;
+use seht_train::estimators::{DiagonalMethod, DiagonalRequest, TraceMethod};
+use seht_train::{TraceChoice, curvature_of_run, trace_of_run};
 
 fn settings() -> AnalysisSettings {
     AnalysisSettings {
         trace_probes: 12,
         probing: BlockProbing::Joint,
+        estimator: TraceMethod::Hutchinson,
+        diagonal: None,
         top_k: 2,
         lanczos_steps: 40,
         tolerance: 1e-3,
@@ -114,6 +118,12 @@ fn without_seconds(mut s: Spectrum) -> Spectrum {
     if let Some(d) = &mut s.density {
         d.seconds = 0.0;
     }
+    if let Some(t) = &mut s.trace {
+        t.seconds = 0.0;
+    }
+    if let Some(d) = &mut s.diagonal {
+        d.seconds = 0.0;
+    }
     s
 }
 
@@ -197,4 +207,180 @@ fn mean_hessian_averages_its_batches() {
     let q = mean.quadratic_form(&v).expect("q");
     let q_from_hvp: f64 = hm.iter().zip(&v_host).map(|(h, x)| h * x).sum();
     assert!((q - q_from_hvp).abs() < 1e-12 * q.abs().max(1.0), "{q} vs {q_from_hvp}");
+}
+
+/// `--estimator` and `--diagonal` in `seht analyze`: each estimator gives a
+/// whole-model trace with the products it spent, consistent with the
+/// default per-layer Hutchinson traces within their errors; each diagonal
+/// estimator a per-layer summary whose sum is the trace; the default
+/// settings write no new key (existing outputs unchanged).
+#[test]
+fn analyze_runs_the_chosen_trace_and_diagonal_estimators() {
+    let data = temp_dir("analyze-est-data");
+    write_cifar10(data.path(), 8);
+    let out = temp_dir("analyze-est-out");
+    let o = opts(data.path(), out.path());
+    seht_train::train(&image_config("e", Regularizer::Baseline, 1), &o).expect("train");
+    let run = ModelSource::Run(out.path().join("e"));
+    let base = |trace_probes: usize| {
+        let mut a = options(ModelMode::Eval);
+        (a.settings.top_k, a.settings.slq_probes, a.settings.trace_probes) = (0, 0, trace_probes);
+        a
+    };
+
+    // The default writes exactly the keys it wrote before the choice existed.
+    let json = serde_json::to_value(&base(40).settings).expect("json");
+    assert!(json.get("estimator").is_none() && json.get("diagonal").is_none(), "{json}");
+    let reference = analyze(&run, &o, &base(40)).expect("hutchinson");
+    let spectrum = serde_json::to_value(&reference.spectrum).expect("json");
+    assert!(spectrum.get("trace").is_none() && spectrum.get("diagonal").is_none(), "{spectrum}");
+    let h = reference.spectrum.traces.as_ref().expect("per-layer traces");
+
+    for (estimator, name) in [(TraceMethod::HutchPlusPlus, "hutch++"), (TraceMethod::XTrace, "xtrace")] {
+        for diagonal in [DiagonalMethod::Hutchinson, DiagonalMethod::Xdiag] {
+            let mut a = base(24);
+            a.settings.estimator = estimator;
+            a.settings.diagonal = Some(DiagonalRequest { estimator: diagonal, hvps: 16 });
+            let r = analyze(&run, &o, &a).expect("analyze");
+            assert!(r.spectrum.traces.is_none(), "{name}: per-layer traces are Hutchinson's");
+            let t = r.spectrum.trace.as_ref().expect("trace section");
+            let d = r.spectrum.diagonal.as_ref().expect("diagonal section");
+            assert_eq!((t.estimator, t.budget, d.estimator, d.budget), (estimator, 24, diagonal, 16));
+            match estimator {
+                TraceMethod::HutchPlusPlus => assert_eq!((t.hvps, t.std_error), (24, None)),
+                _ => assert!(t.hvps > 12 && t.hvps <= 24 && t.std_error.is_some_and(|e| e > 0.0), "{t:?}"),
+            }
+            match diagonal {
+                DiagonalMethod::Hutchinson => assert_eq!(d.hvps, 16),
+                DiagonalMethod::Xdiag => assert!(d.hvps > 8 && d.hvps <= 16, "{d:?}"),
+            }
+            assert_eq!(r.hvps, t.hvps + d.hvps, "{name}: the products add up");
+            assert_eq!(r.batch_hvps, 2 * r.hvps);
+            // Each estimates the same tr(H) as the per-layer traces.
+            let se = (h.total_std_error.expect("se").powi(2) + t.std_error.unwrap_or(0.0).powi(2)).sqrt();
+            assert!((t.trace - h.total).abs() < 6.0 * se, "{name}: {} vs Hutchinson {} ± {se}", t.trace, h.total);
+            // The diagonal's layers are the weights; its summary is consistent.
+            let names: Vec<&str> = h.layers.iter().map(|l| l.name.as_str()).collect();
+            assert_eq!(d.layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), names);
+            let sum: f64 = d.layers.iter().map(|l| l.mean * l.len as f64).sum();
+            assert!((sum - d.trace).abs() < 1e-9 * d.trace.abs().max(1.0), "{sum} vs {}", d.trace);
+            for l in &d.layers {
+                assert!(l.min <= l.mean && l.mean <= l.max, "{l:?}");
+                let (e, b) = (l.entry_std_error.expect("entry se"), l.mean_std_error_bound.expect("bound"));
+                assert!(b > 0.0 && b <= e * (1.0 + 1e-12), "{l:?}: the mean of the errors is at most their RMS");
+            }
+            let md = seht_train::analyze::markdown(&r);
+            assert!(md.contains(&format!("## Trace ({name})")), "{md}");
+            assert!(md.contains(&format!("## Per-layer Hessian diagonal ({})", diagonal.name())), "{md}");
+            assert!(seht_train::analyze::cost_line(&r).contains(&format!("trace ({name}) {} HVPs", t.hvps)));
+            let back: AnalysisReport = serde_json::from_value(serde_json::to_value(&r).expect("json")).expect("parse");
+            assert_eq!(back, r);
+        }
+    }
+}
+
+/// A bad `--estimator`, too small a budget for it or for `--diagonal`, and
+/// XNysTrace on the (indefinite) Hessian are refused before anything is
+/// loaded, each naming its flag; from the binary too, for values clap refuses.
+#[test]
+fn bad_estimator_choices_are_refused_naming_the_flag() {
+    let data = temp_dir("analyze-est-bad-data");
+    let out = temp_dir("analyze-est-bad-out");
+    let o = opts(data.path(), out.path());
+    // Nothing is trained: each refusal comes before the run folder is read.
+    let run = ModelSource::Run(out.path().join("absent"));
+    let refuse = |edit: &dyn Fn(&mut AnalysisSettings)| {
+        let mut a = options(ModelMode::Eval);
+        edit(&mut a.settings);
+        analyze(&run, &o, &a).expect_err("refused").to_string()
+    };
+    let err = refuse(&|s| s.estimator = TraceMethod::XNysTrace);
+    assert!(err.contains("--estimator") && err.contains("xnystrace") && err.contains("Gauss–Newton"), "{err}");
+    let err = refuse(&|s| (s.estimator, s.trace_probes) = (TraceMethod::XTrace, 3));
+    assert!(err.contains("--trace-probes") && err.contains("xtrace") && err.contains("at least 4"), "{err}");
+    let err = refuse(&|s| (s.estimator, s.trace_probes) = (TraceMethod::HutchPlusPlus, 2));
+    assert!(err.contains("--trace-probes") && err.contains("at least 3"), "{err}");
+    let err = refuse(&|s| s.diagonal = Some(DiagonalRequest { estimator: DiagonalMethod::Xdiag, hvps: 3 }));
+    assert!(err.contains("--diagonal-hvps") && err.contains("xdiag"), "{err}");
+    let err = refuse(&|s| s.diagonal = Some(DiagonalRequest { estimator: DiagonalMethod::Hutchinson, hvps: 0 }));
+    assert!(err.contains("--diagonal-hvps"), "{err}");
+
+    let choice = TraceChoice { estimator: TraceMethod::XNysTrace, diagonal: None };
+    let err = curvature_of_run(&out.path().join("absent"), &o, (1, 10), choice).expect_err("xnystrace").to_string();
+    assert!(err.contains("--estimator") && err.contains("xnystrace"), "{err}");
+    let choice = TraceChoice { estimator: TraceMethod::XTrace, diagonal: None };
+    let err = curvature_of_run(&out.path().join("absent"), &o, (1, 3), choice).expect_err("budget").to_string();
+    assert!(err.contains("--probes") && err.contains("at least 4"), "{err}");
+    let choice = TraceChoice { estimator: TraceMethod::Hutchinson, diagonal: Some(DiagonalMethod::Xdiag) };
+    let err = curvature_of_run(&out.path().join("absent"), &o, (1, 2), choice).expect_err("budget").to_string();
+    assert!(err.contains("--probes") && err.contains("xdiag"), "{err}");
+
+    let seht = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_seht")).args(args).output().expect("run seht");
+        assert!(!o.status.success(), "{args:?} accepted");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let absent = out.path().join("absent");
+    let absent = absent.to_str().expect("utf-8");
+    for (args, flag) in [
+        (vec!["analyze", "--run", absent, "--mode", "eval", "--estimator", "hutch+"], "--estimator"),
+        (vec!["analyze", "--run", absent, "--mode", "eval", "--diagonal", "exact"], "--diagonal"),
+        (vec!["trace", "--run", absent, "--estimator", "lanczos"], "--estimator"),
+        (vec!["trace", "--run", absent, "--diagonal=xtrace"], "--diagonal"),
+        (vec!["trace", "--run", absent, "--estimator", "xnystrace"], "--estimator"),
+        (vec!["analyze", "--run", absent, "--mode", "eval", "--estimator", "xnystrace"], "--estimator"),
+    ] {
+        let err = seht(&args);
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+}
+
+/// `seht trace --estimator … --diagonal …`: the default measurement is that
+/// of `trace_of_run`, unchanged; another estimator measures `tr(H̄)` of the
+/// same batches within `--probes` products, with its error and the products
+/// spent; the diagonal is summarised per weight tensor; the binary prints both.
+#[test]
+fn seht_trace_runs_the_chosen_estimators() {
+    let data = temp_dir("trace-est-data");
+    write_cifar10(data.path(), 8);
+    let out = temp_dir("trace-est-out");
+    let o = opts(data.path(), out.path());
+    seht_train::train(&image_config("t", Regularizer::Baseline, 1), &o).expect("train");
+    let run = out.path().join("t");
+
+    let default = curvature_of_run(&run, &o, (2, 6), TraceChoice::default()).expect("default");
+    assert_eq!(default.report, Some(trace_of_run(&run, &o, 2, 6).expect("trace")));
+    assert!(default.trace.is_none() && default.diagonal.is_none() && default.lines().is_empty());
+
+    let h = default.report.as_ref().expect("report");
+    for estimator in [TraceMethod::HutchPlusPlus, TraceMethod::XTrace] {
+        let choice = TraceChoice { estimator, diagonal: Some(DiagonalMethod::Xdiag) };
+        let c = curvature_of_run(&run, &o, (2, 12), choice).expect("curvature");
+        assert!(c.report.is_none(), "only tr(H) by the chosen estimator is measured");
+        assert_eq!(c.batches, 2);
+        let t = c.trace.as_ref().expect("trace");
+        assert!(t.hvps <= 12 && t.hvps > 6, "{t:?}");
+        let se = (h.std_error.powi(2) + t.std_error.unwrap_or(0.0).powi(2)).sqrt();
+        assert!((t.trace - h.mean).abs() < 6.0 * se, "{:?}: {} vs Hutchinson {} ± {se}", estimator, t.trace, h.mean);
+        let d = c.diagonal.as_ref().expect("diagonal");
+        assert!(d.layers.iter().all(|l| l.name.ends_with("weight") && l.min <= l.max), "{d:?}");
+        let lines = c.lines().join("\n");
+        assert!(lines.contains(estimator.name()) && lines.contains("Hessian-vector products"), "{lines}");
+    }
+
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_seht"))
+        .args(["trace", "--estimator", "xtrace", "--diagonal", "--batches", "1", "--probes", "8", "--run"])
+        .arg(&run)
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .expect("run seht");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("Hessian trace tr(H) (xtrace, weights, mean Hessian of 1 batches)"), "{stdout}");
+    assert!(
+        stdout.contains("Hessian diagonal (hutchinson") && stdout.contains("8 Hessian-vector products"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Gauss–Newton"), "{stdout}");
 }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use seht_train::analyze::{AnalysisSettings, AnalyzeOptions, ModelMode, ModelSource, ParamChoice};
-use seht_train::{ExperimentConfig, Progress, TrainOptions};
+use seht_train::estimators::{DiagonalMethod, DiagonalRequest, TraceMethod};
+use seht_train::{ExperimentConfig, Progress, TraceChoice, TrainOptions};
 
 #[derive(Parser)]
 #[command(name = "seht", version, about = "Hessian-trace regularization (SEHT) on candle")]
@@ -63,12 +64,22 @@ enum Command {
         /// Batches.
         #[arg(long, default_value_t = 4)]
         batches: usize,
-        /// Probes per batch.
+        /// Probes per batch (with another --estimator or --diagonal: the
+        /// budget of products of the batches' mean Hessian, the same batch cost).
         #[arg(long, default_value_t = 10)]
         probes: usize,
         /// `cpu` or `cuda:N`.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Estimator of tr(H): `hutchinson` (tr(H), tr(G), tr(DHD) as
+        /// always), `hutch++` or `xtrace` (tr(H) alone, with the products
+        /// spent); `xnystrace` is refused (the Hessian is indefinite).
+        #[arg(long, value_enum, default_value = "hutchinson")]
+        estimator: EstimatorArg,
+        /// Also summarise the Hessian diagonal per weight tensor:
+        /// `hutchinson` (the default value) or `xdiag`, within --probes products.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "hutchinson")]
+        diagonal: Option<DiagonalArg>,
     },
     /// The Hessian of a trained model: per-layer traces with standard errors
     /// (Hutchinson), the top eigenvalues with residuals (Lanczos), and the
@@ -104,6 +115,19 @@ enum Command {
         /// probe and layer (lower variance, layers × the cost).
         #[arg(long, value_enum, default_value = "joint")]
         probing: Probing,
+        /// Trace estimator: `hutchinson` (per-layer traces) or, for the
+        /// whole-model trace with its own error within --trace-probes
+        /// products, `hutch++` or `xtrace`; `xnystrace` is refused (the
+        /// Hessian is indefinite). See docs/analysis/estimators.md.
+        #[arg(long, value_enum, default_value = "hutchinson")]
+        estimator: EstimatorArg,
+        /// Summarise the Hessian diagonal per weight tensor (mean, min, max,
+        /// standard errors): `hutchinson` (the default value) or `xdiag`.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "hutchinson")]
+        diagonal: Option<DiagonalArg>,
+        /// Hessian-vector products for --diagonal.
+        #[arg(long, default_value_t = 20)]
+        diagonal_hvps: usize,
         /// Top eigenvalues (0: skip).
         #[arg(long, default_value_t = 3)]
         top_k: usize,
@@ -174,6 +198,41 @@ enum Probing {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum EstimatorArg {
+    Hutchinson,
+    #[value(name = "hutch++")]
+    HutchPlusPlus,
+    Xtrace,
+    Xnystrace,
+}
+
+impl From<EstimatorArg> for TraceMethod {
+    fn from(e: EstimatorArg) -> Self {
+        match e {
+            EstimatorArg::Hutchinson => TraceMethod::Hutchinson,
+            EstimatorArg::HutchPlusPlus => TraceMethod::HutchPlusPlus,
+            EstimatorArg::Xtrace => TraceMethod::XTrace,
+            EstimatorArg::Xnystrace => TraceMethod::XNysTrace,
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DiagonalArg {
+    Hutchinson,
+    Xdiag,
+}
+
+impl From<DiagonalArg> for DiagonalMethod {
+    fn from(d: DiagonalArg) -> Self {
+        match d {
+            DiagonalArg::Hutchinson => DiagonalMethod::Hutchinson,
+            DiagonalArg::Xdiag => DiagonalMethod::Xdiag,
+        }
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum ProgressArg {
     Bars,
     Lines,
@@ -227,22 +286,28 @@ fn main() -> Result<ExitCode> {
                 return Ok(ExitCode::from(seht_train::records::DIVERGED_EXIT_CODE));
             }
         }
-        Command::Trace { run, data_dir, batches, probes, device: dev } => {
+        Command::Trace { run, data_dir, batches, probes, device: dev, estimator, diagonal } => {
             let opts = reading_options(data_dir, &dev, Progress::Hidden)?;
-            let t = seht_train::trace_of_run(&run, &opts, batches, probes)?;
-            println!(
-                "Hessian trace tr(H) (Hutchinson, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)",
-                t.mean, t.std_error, t.batches, t.probes
-            );
-            let show = |m: Option<seht_train::records::Measured>| match m {
-                Some(m) => match m.std_error {
-                    Some(se) => format!("{:.6} ± {se:.6}", m.mean),
-                    None => format!("{:.6}", m.mean),
-                },
-                None => "not measured".into(),
-            };
-            println!("Gauss–Newton trace tr(G) (sampled labels): {}", show(t.gauss_newton));
-            println!("scale-invariant trace tr(DHD), D = per-layer weight norm: {}", show(t.scale_invariant));
+            let choice = TraceChoice { estimator: estimator.into(), diagonal: diagonal.map(Into::into) };
+            let c = seht_train::curvature_of_run(&run, &opts, (batches, probes), choice)?;
+            if let Some(t) = c.report.clone() {
+                println!(
+                    "Hessian trace tr(H) (Hutchinson, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)",
+                    t.mean, t.std_error, t.batches, t.probes
+                );
+                let show = |m: Option<seht_train::records::Measured>| match m {
+                    Some(m) => match m.std_error {
+                        Some(se) => format!("{:.6} ± {se:.6}", m.mean),
+                        None => format!("{:.6}", m.mean),
+                    },
+                    None => "not measured".into(),
+                };
+                println!("Gauss–Newton trace tr(G) (sampled labels): {}", show(t.gauss_newton));
+                println!("scale-invariant trace tr(DHD), D = per-layer weight norm: {}", show(t.scale_invariant));
+            }
+            for line in c.lines() {
+                println!("{line}");
+            }
         }
         Command::Analyze {
             run,
@@ -254,6 +319,9 @@ fn main() -> Result<ExitCode> {
             batch_size,
             trace_probes,
             probing,
+            estimator,
+            diagonal,
+            diagonal_hvps,
             top_k,
             lanczos_steps,
             tolerance,
@@ -293,6 +361,8 @@ fn main() -> Result<ExitCode> {
                         Probing::Joint => seht_estimator::BlockProbing::Joint,
                         Probing::Separate => seht_estimator::BlockProbing::Separate,
                     },
+                    estimator: estimator.into(),
+                    diagonal: diagonal.map(|d| DiagonalRequest { estimator: d.into(), hvps: diagonal_hvps }),
                     top_k,
                     lanczos_steps,
                     tolerance,
