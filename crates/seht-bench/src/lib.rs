@@ -244,6 +244,19 @@ impl Workload {
         Ok(trace_estimate(&self.loss(0)?, &self.weights, est, rng)?.hvps)
     }
 
+    /// A measurement by an estimator that returns a number rather than a
+    /// differentiable value (XTrace, XNysTrace, Hutchinson's diagonal, XDiag):
+    /// the forward pass, the gradient on the graph, and `f` run on the
+    /// detached Hessian of the batch's loss over the weights. Returns what
+    /// `f` returns (the products it spent).
+    pub fn measure(
+        &self,
+        f: impl FnOnce(&HessianOperator) -> seht_estimator::Result<usize>,
+    ) -> Result<usize, seht_candle::Error> {
+        let op = HessianOperator::with_mode(&self.loss(0)?, &self.weights, GraphMode::Detached)?;
+        Ok(f(&op)?)
+    }
+
     /// A penalised step's work: forward, penalty, and the backward of
     /// `loss + λ·tr̂` (the third-order pass).
     pub fn penalised_step(&self, est: &impl TraceEstimator, rng: &mut ProbeRng) -> Result<usize, seht_candle::Error> {
