@@ -359,7 +359,8 @@ pub struct AnalysisReport {
     pub hvps: usize,
     /// Per-batch products (`hvps · batches`): the cost in backward passes pairs.
     pub batch_hvps: usize,
-    /// Wall time of the whole analysis (s), data and model loading excluded.
+    /// Wall time of the whole analysis (s): its products, not the loading of
+    /// data and model nor the batches' forward and first backward passes.
     pub seconds: f64,
 }
 
@@ -634,14 +635,15 @@ fn set_variables(varmap: &VarMap, tensors: &HashMap<String, Tensor>, path: &Path
     Ok(())
 }
 
-/// One loss per batch, as the mode asks.
+/// One `(logits, loss)` per batch, as the mode asks (text: logits flattened
+/// to one row per token).
 fn batch_losses(
     net: &Net,
     task: &Task,
     cfg: &ExperimentConfig,
     aopts: &AnalyzeOptions,
     device: &Device,
-) -> Result<(Vec<Tensor>, usize)> {
+) -> Result<(Vec<(Tensor, Tensor)>, usize)> {
     let phase = |b: usize| match aopts.mode {
         ModelMode::Eval => Phase::Eval,
         ModelMode::Train => Phase::Train { seed: seht_estimator::step_key(aopts.settings.seed, b as u64) },
@@ -672,7 +674,9 @@ fn batch_losses(
                 let Net::Image(model) = net else {
                     return Err(crate::error::config("model.kind", "rnn", "is not an image model"));
                 };
-                out.push(losses::cross_entropy(&model.logits(&xs, phase(b))?, &ys)?);
+                let logits = model.logits(&xs, phase(b))?;
+                let loss = losses::cross_entropy(&logits, &ys)?;
+                out.push((logits, loss));
             }
             Ok((out, batch_size))
         }
@@ -692,7 +696,8 @@ fn batch_losses(
             for k in 0..aopts.batches {
                 let (x, y) = train.window(k, *bptt, device)?;
                 let (logits, _) = lm.forward_t(&x, &lm.zero_state(train.batch())?, phase(k))?;
-                out.push(RnnLm::loss(&logits, &y)?);
+                let loss = RnnLm::loss(&logits, &y)?;
+                out.push((logits.flatten_to(1)?, loss));
             }
             Ok((out, train.batch()))
         }
@@ -709,22 +714,8 @@ fn batch_losses(
 pub fn analyze(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions) -> Result<AnalysisReport> {
     aopts.settings.check_hessian_options()?;
     aopts.settings.validate()?;
-    let (cfg, tensors, path, label) = load_model(source, &opts.device)?;
-    let (task, shape) = load_task(&cfg, opts)?;
-    let varmap = VarMap::new();
-    let net = build_net(&cfg, shape, &varmap, &opts.device)?;
-    let params = net.param_set(&varmap)?;
-    set_variables(&varmap, &tensors, &path)?;
-    let selected = params.select(&aopts.params.selection())?;
-    let (losses, batch_size) = batch_losses(&net, &task, &cfg, aopts, &opts.device)?;
+    let ModelHessian { operator: op, config: cfg, label, batch_size, bar, .. } = model_hessian(source, opts, aopts)?;
     let t0 = Instant::now();
-    let ops = losses
-        .iter()
-        .map(|l| HessianOperator::with_mode(l, &selected, GraphMode::Detached))
-        .collect::<seht_candle::Result<Vec<_>>>()?;
-    let budget = aopts.settings.budget(selected.len());
-    let bar = progress_bar((opts.progress == crate::Progress::Bars).then(|| format!("analyze {}", cfg.name)), budget);
-    let op = MeanHessian::new(ops, bar.clone())?;
     let spectrum = analyze_operator(&op, &aopts.settings)?;
     bar.finish_and_clear();
     let hvps = spectrum.traces.as_ref().map_or(0, |t| t.hvps)
@@ -746,6 +737,52 @@ pub fn analyze(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions
         batch_hvps: hvps * aopts.batches,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// The Hessian [`analyze`] works on, for a caller that runs its own methods
+/// on it (and the batches' logits, for a Gauss–Newton matrix of the same batches).
+pub struct ModelHessian {
+    /// `H = (1/B) Σ_b H_b` over the chosen parameters, products detached.
+    pub operator: MeanHessian,
+    /// Each batch's logits `(N, C)` on the autodiff graph (text: one row per token).
+    pub logits: Vec<Tensor>,
+    /// The parameters `H` is over, in block order.
+    pub params: Vec<seht_candle::Param>,
+    /// The experiment config that built the model.
+    pub config: ExperimentConfig,
+    /// The run folder or checkpoint it came from.
+    pub label: String,
+    /// Images (or sequences) per batch.
+    pub batch_size: usize,
+    /// The progress bar the operator advances (hidden unless `opts.progress` is bars).
+    pub bar: indicatif::ProgressBar,
+}
+
+/// Loads the model of `source` and builds the Hessian of its mean training
+/// loss over `aopts.batches` batches, in `aopts.mode`, over `aopts.params`
+/// (the part of [`analyze`] before any product; `aopts.settings` sizes the
+/// progress bar and gives the seed of the batch order and dropout masks).
+///
+/// # Errors
+/// As [`analyze`], before its products.
+pub fn model_hessian(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions) -> Result<ModelHessian> {
+    let (cfg, tensors, path, label) = load_model(source, &opts.device)?;
+    let (task, shape) = load_task(&cfg, opts)?;
+    let varmap = VarMap::new();
+    let net = build_net(&cfg, shape, &varmap, &opts.device)?;
+    let params = net.param_set(&varmap)?;
+    set_variables(&varmap, &tensors, &path)?;
+    let selected = params.select(&aopts.params.selection())?;
+    let (batches, batch_size) = batch_losses(&net, &task, &cfg, aopts, &opts.device)?;
+    let ops = batches
+        .iter()
+        .map(|(_, l)| HessianOperator::with_mode(l, &selected, GraphMode::Detached))
+        .collect::<seht_candle::Result<Vec<_>>>()?;
+    let budget = aopts.settings.budget(selected.len());
+    let bar = progress_bar((opts.progress == crate::Progress::Bars).then(|| format!("analyze {}", cfg.name)), budget);
+    let operator = MeanHessian::new(ops, bar.clone())?;
+    let logits = batches.into_iter().map(|(z, _)| z).collect();
+    Ok(ModelHessian { operator, logits, params: selected, config: cfg, label, batch_size, bar })
 }
 
 /// The files [`write_report`] wrote.
