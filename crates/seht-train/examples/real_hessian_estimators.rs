@@ -90,9 +90,10 @@ probes = 2
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// A dense symmetric matrix as one-block operator, with a matrix-vector
-/// product in eight independent partial sums (vectorisable; about 4× faster
-/// here than `seht_estimator::DenseOperator`'s reference loop, which matters
-/// for the ~10⁵ products of `d = 2820` the comparison spends).
+/// product in eight independent partial sums (vectorisable, unlike
+/// `seht_estimator::DenseOperator`'s reference loop: about 1.2 against 0.3
+/// GMAC/s on the loaded machine of the measurement, which matters for the
+/// ~10⁵ products of `d = 2820` the comparison spends).
 struct Matrix {
     n: usize,
     a: Vec<f64>,
