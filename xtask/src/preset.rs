@@ -545,44 +545,35 @@ pub fn matrix(
             let field = grid_field(&cfg);
             for &lambda in values {
                 for seed in 0..g.seeds as u64 {
-                    if lambda == 0.0 {
-                        // λ = 0 is the baseline: one shared run per seed.
-                        let name = format!("{table}-grid-l0-s{seed}");
-                        if let Some(z) = grid_cells.iter_mut().find(|c: &&mut Cell| c.name == name) {
-                            z.zero_for.push(method.clone());
-                            continue;
-                        }
-                        let (mut c, _) = patched("baseline").with_context(|| {
-                            format!("the λ grid of {table}/{method} lists 0, which runs the table's baseline.toml")
-                        })?;
-                        if let Some(p) = &g.patch {
-                            merge(&mut c, p);
-                        }
-                        let mut patch = format!("name = \"{name}\"\nseed = {seed}\n");
-                        if kind == "image" {
-                            patch.push_str(&format!("[data]\nvalidation = {}\n", g.validation));
-                        }
-                        merge(&mut c, &toml::from_str(&patch)?);
-                        let path = write_config(out, table, &name, &c)?;
-                        grid_cells.push(Cell {
-                            table: table.clone(),
-                            method: "baseline".into(),
-                            seed,
-                            name,
-                            config: path,
-                            grid_lambda: Some(0.0),
-                            selected: false,
-                            zero_for: vec![method.clone()],
-                            largest_stable: false,
-                        });
+                    // λ = 0 is the baseline: one shared run per seed, from
+                    // the table's baseline.toml; every other value patches
+                    // the method's own config.
+                    let zero = lambda == 0.0;
+                    let name = match zero {
+                        true => format!("{table}-grid-l0-s{seed}"),
+                        false => format!("{table}-{method}-grid-l{lambda:e}-s{seed}"),
+                    };
+                    if let Some(z) = grid_cells.iter_mut().find(|c: &&mut Cell| zero && c.name == name) {
+                        z.zero_for.push(method.clone());
                         continue;
                     }
-                    let name = format!("{table}-{method}-grid-l{lambda:e}-s{seed}");
-                    let mut c = cfg.clone();
+                    let (mut c, value) = match zero {
+                        true => (
+                            patched("baseline")
+                                .with_context(|| {
+                                    format!(
+                                        "the λ grid of {table}/{method} lists 0, which runs the table's baseline.toml"
+                                    )
+                                })?
+                                .0,
+                            String::new(),
+                        ),
+                        false => (cfg.clone(), format!("[regularizer]\n{field} = {lambda:e}\n")),
+                    };
                     if let Some(p) = &g.patch {
                         merge(&mut c, p);
                     }
-                    let mut patch = format!("name = \"{name}\"\nseed = {seed}\n[regularizer]\n{field} = {lambda:e}\n");
+                    let mut patch = format!("name = \"{name}\"\nseed = {seed}\n{value}");
                     if kind == "image" {
                         patch.push_str(&format!("[data]\nvalidation = {}\n", g.validation));
                     }
@@ -590,14 +581,14 @@ pub fn matrix(
                     let path = write_config(out, table, &name, &c)?;
                     grid_cells.push(Cell {
                         table: table.clone(),
-                        method: method.clone(),
+                        method: if zero { "baseline".into() } else { method.clone() },
                         seed,
                         name,
                         config: path,
                         grid_lambda: Some(lambda),
                         selected: false,
-                        zero_for: Vec::new(),
-                        largest_stable: g.largest_stable.contains(&key),
+                        zero_for: if zero { vec![method.clone()] } else { Vec::new() },
+                        largest_stable: !zero && g.largest_stable.contains(&key),
                     });
                 }
             }
