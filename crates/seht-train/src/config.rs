@@ -480,9 +480,12 @@ impl PenaltyPhase {
 /// ([`seht_candle::paper_code`]): `{ kind = "paper-code", lambda, probes,
 /// every }`. Every `every` steps it computes `1ᵀH1` over the logits and
 /// every tensor named `weight` (weights and BatchNorm scales) by double
-/// backprop, `probes` times, and adds `λ` times the value to the reported
-/// objective as a constant: the step's gradient is the baseline's, and so
-/// are its weights (bit for bit, tested), at the cost of the extra passes.
+/// backprop, `probes` times; the code adds `λ` times the value to its loss
+/// as a constant, so the step's gradient is the baseline's, and so are its
+/// weights (bit for bit, tested), at the cost of the extra passes. The value
+/// is logged as the epoch's `trace_mean` (it is `1ᵀH1`, not a trace); the
+/// step's objective, which `[divergence]` checks, is the loss alone, since
+/// nothing is trained on the constant.
 /// Follows `run.py` at commit `682d18e` with `prob = 1`; its Gaussian noise
 /// on the constant (`add_noise`) changes nothing that is trained and is
 /// not modelled.

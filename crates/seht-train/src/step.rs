@@ -224,9 +224,12 @@ impl Stepper {
                 } else {
                     None
                 };
+                // The code adds λ·value as a constant: nothing is trained on
+                // it, so the step's objective (what the divergence check
+                // reads) is the loss, and the value goes to the log as the
+                // step's `trace` (it is `1ᵀH1`, not a trace).
                 let value = Forward::value(&f.objective)?;
-                let objective = value + trace.map_or(0.0, |t| pc.lambda * t);
-                (seht_candle::backward_no_graph(&f.objective)?, f, trace, objective)
+                (seht_candle::backward_no_graph(&f.objective)?, f, trace, value)
             }
             (None, None) => {
                 let f = forward(phase)?;

@@ -185,6 +185,19 @@ pub(crate) fn measure(
     })
 }
 
+/// Runs `f`, then puts BatchNorm's running statistics (the buffers of
+/// `params`) back as they were, whether `f` succeeded or not: a
+/// training-mode measurement must not move the model it measures.
+fn with_buffers_restored<T>(params: &seht_candle::ParamSet, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let buffers: Vec<candle_core::Var> = params.with_role(seht_candle::Role::Buffer).map(|p| p.var.clone()).collect();
+    let saved: Vec<Tensor> = buffers.iter().map(|b| b.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+    let out = f();
+    for (b, s) in buffers.iter().zip(&saved) {
+        b.set(s)?;
+    }
+    out
+}
+
 /// The key index of the final measurement's training-mode probes and
 /// dropout masks (its batches are those of [`TRACE_INDEX`]).
 pub const TRAIN_MODE_TRACE_INDEX: u64 = u64::MAX - 2;
@@ -200,27 +213,23 @@ fn train_mode_trace(
     device: &Device,
 ) -> Result<Measured> {
     let weights = params.select(&Selection::Weights)?;
-    let buffers: Vec<candle_core::Var> = params.with_role(seht_candle::Role::Buffer).map(|p| p.var.clone()).collect();
-    let saved: Vec<Tensor> = buffers.iter().map(|b| b.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
     let probe_key = step_key(seed, TRAIN_MODE_TRACE_INDEX);
     let mut rng = Stream::FinalTrace.rng(probe_key);
     let mut hessian = Vec::new();
     let phase = Phase::Train { seed: probe_key };
-    let run = for_each_batch(net, task, (batches, step_key(seed, TRACE_INDEX), phase), device, |_, loss| {
-        let op = HessianOperator::with_mode(loss, &weights, GraphMode::Detached)?;
-        for _ in 0..probes {
-            let parts = (0..op.blocks().len())
-                .map(|i| op.part_from_host(i, &Rademacher.sample(&mut rng, op.blocks()[i].len)).map(Some))
-                .collect::<seht_candle::Result<_>>()?;
-            let q = op.quadratic_form(&BlockVec::from_parts(parts))?;
-            hessian.push(op.scalar_value(&q)?);
-        }
-        Ok(())
-    });
-    for (b, s) in buffers.iter().zip(&saved) {
-        b.set(s)?;
-    }
-    run?;
+    with_buffers_restored(params, || {
+        for_each_batch(net, task, (batches, step_key(seed, TRACE_INDEX), phase), device, |_, loss| {
+            let op = HessianOperator::with_mode(loss, &weights, GraphMode::Detached)?;
+            for _ in 0..probes {
+                let parts = (0..op.blocks().len())
+                    .map(|i| op.part_from_host(i, &Rademacher.sample(&mut rng, op.blocks()[i].len)).map(Some))
+                    .collect::<seht_candle::Result<_>>()?;
+                let q = op.quadratic_form(&BlockVec::from_parts(parts))?;
+                hessian.push(op.scalar_value(&q)?);
+            }
+            Ok(())
+        })
+    })?;
     Ok(measured(&hessian))
 }
 
@@ -244,8 +253,6 @@ pub(crate) fn monitor_layers(
     device: &Device,
 ) -> Result<Vec<LayerRecord>> {
     let weights = params.select(&Selection::Weights)?;
-    let buffers: Vec<candle_core::Var> = params.with_role(seht_candle::Role::Buffer).map(|p| p.var.clone()).collect();
-    let saved: Vec<Tensor> = buffers.iter().map(|b| b.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
     let key = step_key(seed, MONITOR_INDEX);
     let phase = Phase::Train { seed: key };
     let mut rng = Stream::Monitor.rng(key);
@@ -258,11 +265,9 @@ pub(crate) fn monitor_layers(
         }
         Ok(())
     };
-    let run = for_each_batch(net, task, (batches, key, phase), device, |_, loss| add(loss, &mut rng));
-    for (b, s) in buffers.iter().zip(&saved) {
-        b.set(s)?;
-    }
-    run?;
+    with_buffers_restored(params, || {
+        for_each_batch(net, task, (batches, key, phase), device, |_, loss| add(loss, &mut rng))
+    })?;
     weights
         .iter()
         .zip(&samples)
