@@ -6,37 +6,14 @@
 //! (5 standard errors, the error derived from the estimator's variance) where
 //! the estimate is random.
 
+mod common;
+
+use common::{dot, matvec, orthonormal};
 use rand::Rng;
 use seht_estimator::{
-    BasisPrecision, Block, BlockProbing, BlockTraces, Broadening, DenseOperator, Error, Gaussian, Lanczos,
-    ProbeDistribution, Rademacher, Reorthogonalisation, Slq, Which, probe_rng,
+    BasisPrecision, Block, BlockProbing, BlockTraces, Broadening, DenseOperator, Error, Lanczos, ProbeDistribution,
+    Rademacher, Reorthogonalisation, Slq, Which, probe_rng,
 };
-
-/// An orthonormal `n × n` matrix (row-major, columns orthonormal) from
-/// Gram–Schmidt (twice) of a seeded Gaussian matrix.
-fn orthonormal(n: usize, seed: u64) -> Vec<f64> {
-    let mut rng = probe_rng(seed);
-    let mut cols: Vec<Vec<f64>> = Vec::with_capacity(n);
-    while cols.len() < n {
-        let mut c = Gaussian.sample(&mut rng, n);
-        for _ in 0..2 {
-            for q in &cols {
-                let a: f64 = q.iter().zip(&c).map(|(x, y)| x * y).sum();
-                c.iter_mut().zip(q).for_each(|(x, qi)| *x -= a * qi);
-            }
-        }
-        let norm = c.iter().map(|x| x * x).sum::<f64>().sqrt();
-        c.iter_mut().for_each(|x| *x /= norm);
-        cols.push(c);
-    }
-    let mut u = vec![0.0; n * n];
-    for (j, c) in cols.iter().enumerate() {
-        for i in 0..n {
-            u[i * n + j] = c[i];
-        }
-    }
-    u
-}
 
 /// `U diag(λ) Uᵀ` (exactly symmetric), split into `blocks`, and `U`.
 fn with_spectrum(eigs: &[f64], blocks: Vec<Block>, seed: u64) -> (DenseOperator, Vec<f64>) {
@@ -51,15 +28,6 @@ fn with_spectrum(eigs: &[f64], blocks: Vec<Block>, seed: u64) -> (DenseOperator,
         }
     }
     (DenseOperator::new(n, a, blocks).expect("valid matrix"), u)
-}
-
-fn matvec(op: &DenseOperator, x: &[f64]) -> Vec<f64> {
-    let n = op.dim();
-    (0..n).map(|i| (0..n).map(|j| op.entry(i, j) * x[j]).sum()).collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// A Hessian-like spectrum: a bulk near zero of both signs, a few outliers,
