@@ -24,7 +24,9 @@ pub enum Error {
         hint: String,
     },
     /// A binary file's size is not a whole number of records.
-    #[error("{path}: {size} bytes is not a whole number of {record}-byte records")]
+    #[error(
+        "{path}: {size} bytes is not a whole number of {record}-byte records (the file is damaged or not this dataset's: restore it, or fetch the dataset again with `cargo xtask fetch-data`)"
+    )]
     BadSize {
         /// The file.
         path: PathBuf,
@@ -34,7 +36,9 @@ pub enum Error {
         record: usize,
     },
     /// A label is outside the dataset's classes.
-    #[error("{path}: record {record} has label {label}, but the dataset has {classes} classes")]
+    #[error(
+        "{path}: record {record} has label {label}, but the dataset has {classes} classes (the file is damaged or not this dataset's: restore it, or fetch the dataset again with `cargo xtask fetch-data`)"
+    )]
     LabelOutOfRange {
         /// The file.
         path: PathBuf,
@@ -46,7 +50,9 @@ pub enum Error {
         classes: usize,
     },
     /// A file does not follow its format (IDX header, gzip stream, …).
-    #[error("{path}: {reason}")]
+    #[error(
+        "{path}: {reason} (the file is damaged or not this dataset's: restore it, or fetch the dataset again with `cargo xtask fetch-data`)"
+    )]
     Format {
         /// The file.
         path: PathBuf,
@@ -54,7 +60,9 @@ pub enum Error {
         reason: String,
     },
     /// A text split holds no tokens.
-    #[error("{path}: the split is empty (no tokens)")]
+    #[error(
+        "{path}: the split is empty (no tokens); every split of a corpus needs text: restore the file, or give a corpus folder whose three files all hold text"
+    )]
     EmptySplit {
         /// The file.
         path: PathBuf,

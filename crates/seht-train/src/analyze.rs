@@ -595,7 +595,10 @@ fn load_model(
             let Some((_, tensors)) = checkpoint::load(&ckpt_dir, &cfg, device)? else {
                 return Err(Error::Io {
                     path: ckpt_dir.join("state.json"),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no checkpoint in this run folder"),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no checkpoint in this run folder: train the run first (`seht train --config <its config.toml>`), or copy its checkpoint/ folder with it",
+                    ),
                 });
             };
             Ok((cfg, tensors, ckpt_dir, dir.display().to_string()))
@@ -608,7 +611,10 @@ fn load_model(
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such safetensors file"),
                 });
             }
-            let tensors = candle_core::safetensors::load(t, device)?;
+            let tensors = candle_core::safetensors::load(t, device).map_err(|e| Error::TensorMismatch {
+                path: t.clone(),
+                message: format!("not a readable safetensors file ({e}); give the tensor file of a checkpoint"),
+            })?;
             Ok((cfg, tensors, t.clone(), t.display().to_string()))
         }
     }

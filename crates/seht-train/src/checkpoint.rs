@@ -33,6 +33,12 @@ pub struct State {
     pub seconds: f64,
     /// The tensor file of this checkpoint.
     pub tensors: String,
+    /// The SHA-256 of the tensor file, checked when it is loaded: a
+    /// safetensors file has no checksum of its own, and a changed byte in
+    /// its data would resume from other weights without a word. Absent in
+    /// checkpoints written before it was recorded (not checked then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensors_sha256: Option<String>,
 }
 
 /// Writes `bytes` to `path` through `path.tmp` and a rename.
@@ -48,8 +54,10 @@ pub fn save(dir: &Path, tensors: &HashMap<String, Tensor>, state: &State) -> Res
     let file = dir.join(&state.tensors);
     let tmp = file.with_extension("tmp");
     candle_core::safetensors::save(tensors, &tmp)?;
+    let written = std::fs::read(&tmp).map_err(io(&tmp))?;
+    let state = State { tensors_sha256: Some(seht_data::checksums::sha256_bytes(&written)), ..state.clone() };
     std::fs::rename(&tmp, &file).map_err(io(&file))?;
-    let json = serde_json::to_vec_pretty(state).map_err(json(dir.join("state.json")))?;
+    let json = serde_json::to_vec_pretty(&state).map_err(json(dir.join("state.json")))?;
     write_atomic(&dir.join("state.json"), &json)?;
     for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
@@ -74,8 +82,24 @@ pub fn load(dir: &Path, cfg: &ExperimentConfig, device: &Device) -> Result<Optio
     if !state.config.same_run(cfg) {
         return Err(Error::CheckpointMismatch { path: state_path, found: state.config.name.clone() });
     }
+    if state.epochs_done == 0 || state.epochs_done > cfg.epochs {
+        let why = format!("epochs_done = {} is outside 1..={} (the config's epochs)", state.epochs_done, cfg.epochs);
+        return Err(damaged(dir, &state_path, why));
+    }
+    if state.tensors.contains(['/', '\\']) || !state.tensors.ends_with(".safetensors") {
+        let why = format!("tensors = {:?} is not a tensor file of this folder", state.tensors);
+        return Err(damaged(dir, &state_path, why));
+    }
     let file = dir.join(&state.tensors);
-    let tensors = candle_core::safetensors::load(&file, device).map_err(|e| damaged(dir, &file, e))?;
+    let bytes = std::fs::read(&file).map_err(|e| damaged(dir, &file, e))?;
+    if let Some(expected) = &state.tensors_sha256 {
+        let actual = seht_data::checksums::sha256_bytes(&bytes);
+        if &actual != expected {
+            let why = format!("SHA-256 {actual} differs from {expected}, recorded in state.json when it was written");
+            return Err(damaged(dir, &file, why));
+        }
+    }
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| damaged(dir, &file, e))?;
     Ok(Some((state, tensors)))
 }
 
@@ -106,21 +130,46 @@ pub(crate) fn tensors_of(varmap: &VarMap, sgd: &Sgd) -> HashMap<String, Tensor> 
     out
 }
 
-/// Sets the variables and the momentum buffers from a checkpoint's tensors.
+/// Sets the variables and the momentum buffers from the tensors of the
+/// checkpoint `state` in `dir`; a tensor missing, or of another shape or
+/// dtype than its variable, is [`Error::CheckpointDamaged`] naming it.
 pub(crate) fn restore(
     varmap: &VarMap,
     sgd: &mut Sgd,
-    n_trainable: usize,
+    vars: &[candle_core::Var],
     tensors: &HashMap<String, Tensor>,
-    path: &Path,
+    dir: &Path,
+    state: &State,
 ) -> Result<()> {
+    let file = dir.join(&state.tensors);
+    let fits = |key: &str, t: &Tensor, like: &Tensor| -> Result<()> {
+        if t.shape() != like.shape() || t.dtype() != like.dtype() {
+            let why = format!(
+                "tensor {key} is {:?} {:?}, the config's model needs {:?} {:?}",
+                t.dtype(),
+                t.dims(),
+                like.dtype(),
+                like.dims()
+            );
+            return Err(damaged(dir, &file, why));
+        }
+        Ok(())
+    };
     for (name, var) in varmap.data().lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        let t = tensors.get(&format!("model.{name}")).ok_or_else(|| Error::CheckpointMismatch {
-            path: path.to_path_buf(),
-            found: format!("a checkpoint without variable {name}"),
-        })?;
+        let key = format!("model.{name}");
+        let t = tensors.get(&key).ok_or_else(|| damaged(dir, &file, format!("no tensor {key}")))?;
+        fits(&key, t, var.as_tensor())?;
         var.set(t)?;
     }
-    sgd.set_buffers((0..n_trainable).map(|i| tensors.get(&format!("momentum.{i}")).cloned()).collect());
+    let mut buffers = Vec::with_capacity(vars.len());
+    for (i, var) in vars.iter().enumerate() {
+        let key = format!("momentum.{i}");
+        let b = tensors.get(&key).cloned();
+        if let Some(b) = &b {
+            fits(&key, b, var.as_tensor())?;
+        }
+        buffers.push(b);
+    }
+    sgd.set_buffers(buffers);
     Ok(())
 }

@@ -14,7 +14,7 @@ use seht_estimator::{Distribution, Estimator};
 use seht_models::RnnKind;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, config, io};
+use crate::error::{Error, Result, config};
 
 /// One training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -756,18 +756,34 @@ impl ExperimentConfig {
         // optional field would silently take its default. No setting may be
         // non-finite, so they are refused here, by name.
         if let Ok(raw) = toml::from_str::<toml::Value>(text) {
-            reject_non_finite(&raw, String::new())?;
-            reject_zero_counts(&raw)?;
+            reject_non_finite(&raw, String::new()).map_err(|e| e.in_config_file(path))?;
+            reject_zero_counts(&raw).map_err(|e| e.in_config_file(path))?;
         }
         let cfg: Self = toml::from_str(text)
             .map_err(|e| Error::ConfigParse { path: path.to_path_buf(), message: e.to_string() })?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| e.in_config_file(path))?;
         Ok(cfg)
     }
 
-    /// Reads and validates a TOML file.
+    /// Reads and validates a TOML file. A missing file, or one that is not
+    /// UTF-8 text, is [`Error::ConfigParse`] naming it and what to give.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::ConfigParse {
+                    path: path.to_path_buf(),
+                    message:
+                        "no such file; give the path of an experiment config (TOML), e.g. one of configs/<table>/*.toml"
+                            .into(),
+                });
+            }
+            Err(source) => return Err(Error::Io { path: path.to_path_buf(), source }),
+        };
+        let text = String::from_utf8(bytes).map_err(|e| Error::ConfigParse {
+            path: path.to_path_buf(),
+            message: format!("not UTF-8 text ({e}); a config is a TOML file: restore it from a copy"),
+        })?;
         Self::from_toml_str(&text, path)
     }
 

@@ -15,8 +15,10 @@ pub enum Error {
         message: String,
     },
     /// A config value is invalid.
-    #[error("config field `{field}` = {value}: {reason}")]
+    #[error("{}config field `{field}` = {value}: {reason}", in_file(.path.as_deref()))]
     Config {
+        /// The config file, when the value was read from one.
+        path: Option<PathBuf>,
         /// The field, dotted (e.g. `regularizer.p`).
         field: String,
         /// The value.
@@ -62,6 +64,22 @@ pub enum Error {
         /// The run folder it belongs to.
         run_dir: PathBuf,
         /// What is wrong with it (the reader's message).
+        message: String,
+    },
+    /// A run record (`metrics.json`, `log.jsonl`) that cannot be read back
+    /// (truncated, garbled, of another shape), or that contradicts the
+    /// checkpoint beside it. Our writes never leave one so (`metrics.json`
+    /// is written atomically, `log.jsonl` rewritten atomically on resume):
+    /// something else changed it.
+    #[error(
+        "{path}: damaged run record ({message}); restore the file from a copy (e.g. `git checkout -- {path}`), or delete the run folder {run_dir} to train the run again"
+    )]
+    RunFileDamaged {
+        /// The damaged file.
+        path: PathBuf,
+        /// The run folder it belongs to.
+        run_dir: PathBuf,
+        /// What is wrong with it.
         message: String,
     },
     /// Another process is writing the run folder (it holds `<dir>/.lock`).
@@ -122,7 +140,25 @@ pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Err
 }
 
 pub(crate) fn config(field: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
-    Error::Config { field: field.into(), value: value.to_string(), reason: reason.into() }
+    Error::Config { path: None, field: field.into(), value: value.to_string(), reason: reason.into() }
+}
+
+/// `"<path>: "` for a message that names its file, else nothing.
+fn in_file(path: Option<&std::path::Path>) -> String {
+    path.map(|p| format!("{}: ", p.display())).unwrap_or_default()
+}
+
+impl Error {
+    /// The error with the config file it was read from, where it names a
+    /// config field but no file yet.
+    pub(crate) fn in_config_file(self, file: &std::path::Path) -> Self {
+        match self {
+            Error::Config { path: None, field, value, reason } => {
+                Error::Config { path: Some(file.to_path_buf()), field, value, reason }
+            }
+            e => e,
+        }
+    }
 }
 
 pub(crate) fn json(path: impl Into<PathBuf>) -> impl FnOnce(serde_json::Error) -> Error {

@@ -6,14 +6,15 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::checkpoint;
-use crate::error::{Result, io, json};
+use crate::error::{Error, Result, io, json};
 use crate::records::{Divergence, EpochRecord, LogLine, Metrics};
 
-/// Appends one line to `log.jsonl`.
+/// Appends one line to `log.jsonl`, in one write: a kill leaves at most
+/// that line unfinished, which [`read_log`] leaves out.
 fn append_line(path: &Path, line: &LogLine) -> Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io(path))?;
-    let line = line.to_json().map_err(json(path))?;
-    writeln!(f, "{line}").map_err(io(path))
+    let line = line.to_json().map_err(json(path))? + "\n";
+    f.write_all(line.as_bytes()).map_err(io(path))
 }
 
 /// Appends one epoch to `log.jsonl`.
@@ -27,32 +28,62 @@ pub(crate) fn append_divergence(path: &Path, d: &Divergence) -> Result<()> {
 }
 
 /// The epochs in `log.jsonl` (none when it does not exist; a divergence
-/// line is left out).
+/// line is left out). A line that is not a record is
+/// [`Error::RunFileDamaged`] naming the file and the line.
 pub(crate) fn read_log(path: &Path) -> Result<Vec<EpochRecord>> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => s
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .filter_map(|l| match LogLine::parse(l) {
-                Ok(LogLine::Epoch(r)) => Some(Ok(r)),
-                Ok(LogLine::Diverged(_)) => None,
-                Err(e) => Some(Err(json(path)(e))),
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(crate::Error::Io { path: path.to_path_buf(), source }),
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(Error::Io { path: path.to_path_buf(), source }),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    // A last line without its newline is an append that a kill cut short
+    // (the epoch after the checkpoint, rerun on resume): left out.
+    let whole = match text.rfind('\n') {
+        Some(i) if i + 1 < text.len() && LogLine::parse(&text[i + 1..]).is_err() => &text[..i + 1],
+        None if LogLine::parse(&text).is_err() => "",
+        _ => &text[..],
+    };
+    whole
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .filter_map(|(i, l)| match LogLine::parse(l) {
+            Ok(LogLine::Epoch(r)) => Some(Ok(r)),
+            Ok(LogLine::Diverged(_)) => None,
+            Err(e) => Some(Err(damaged(path, format!("line {}: {e}", i + 1)))),
+        })
+        .collect()
+}
+
+/// Rewrites `log.jsonl` so that it holds exactly `history`, atomically: a
+/// kill while it is rewritten leaves the old log whole.
+pub(crate) fn rewrite_log(path: &Path, history: &[EpochRecord]) -> Result<()> {
+    let mut text = String::new();
+    for r in history {
+        text.push_str(&LogLine::Epoch(r.clone()).to_json().map_err(json(path))?);
+        text.push('\n');
+    }
+    checkpoint::write_atomic(path, text.as_bytes())
+}
+
+/// `metrics.json`: `None` when it does not exist (the run has not ended),
+/// [`Error::RunFileDamaged`] when it does not read back as a record.
+pub(crate) fn read_metrics(path: &Path) -> Result<Option<Metrics>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Metrics::from_json(&bytes).map(Some).map_err(|e| damaged(path, e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io { path: path.to_path_buf(), source }),
     }
 }
 
-/// Rewrites `log.jsonl` so that it holds exactly `history`.
-pub(crate) fn rewrite_log(path: &Path, history: &[EpochRecord]) -> Result<()> {
-    std::fs::write(path, "").map_err(io(path))?;
-    history.iter().try_for_each(|r| append_log(path, r))
-}
-
-/// `metrics.json`, if it exists and parses (a finished or diverged run).
-pub(crate) fn read_metrics(path: &Path) -> Option<Metrics> {
-    Metrics::from_json(&std::fs::read(path).ok()?).ok()
+/// A run record (`path`, in its run folder) that does not read back.
+pub(crate) fn damaged(path: &Path, message: impl Into<String>) -> Error {
+    Error::RunFileDamaged {
+        path: path.to_path_buf(),
+        run_dir: path.parent().unwrap_or(path).to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Writes `metrics.json` atomically.

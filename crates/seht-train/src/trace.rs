@@ -289,10 +289,13 @@ pub fn trace_of_run(run_dir: &Path, opts: &TrainOptions, batches: usize, probes:
 fn load_run(run_dir: &Path, opts: &TrainOptions) -> Result<(ExperimentConfig, Net, Task, seht_candle::ParamSet)> {
     let cfg = ExperimentConfig::from_file(&run_dir.join("config.toml"))?;
     let ckpt_dir = run_dir.join("checkpoint");
-    let Some((_, tensors)) = checkpoint::load(&ckpt_dir, &cfg, &opts.device)? else {
+    let Some((state, tensors)) = checkpoint::load(&ckpt_dir, &cfg, &opts.device)? else {
         return Err(Error::Io {
             path: ckpt_dir.join("state.json"),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no checkpoint in this run folder"),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no checkpoint in this run folder: train the run first (`seht train --config <its config.toml>`), or copy its checkpoint/ folder with it",
+            ),
         });
     };
     let (task, shape) = load_task(&cfg, opts)?;
@@ -300,7 +303,7 @@ fn load_run(run_dir: &Path, opts: &TrainOptions) -> Result<(ExperimentConfig, Ne
     let net = build_net(&cfg, shape, &varmap, &opts.device)?;
     let params = net.param_set(&varmap)?;
     let mut sgd = Sgd::new(params.trainable_vars(), 0.0, 0.0);
-    checkpoint::restore(&varmap, &mut sgd, 0, &tensors, &ckpt_dir)?;
+    checkpoint::restore(&varmap, &mut sgd, &[], &tensors, &ckpt_dir, &state)?;
     Ok((cfg, net, task, params))
 }
 

@@ -24,7 +24,9 @@ use crate::net::{Net, build_net};
 use crate::progress::Progress;
 use crate::records::{Divergence, EpochRecord, EvalMetrics, Metrics, RunStatus};
 use crate::run_lock::RunLock;
-use crate::run_log::{append_divergence, append_log, read_log, read_metrics, rewrite_log, summary_line, write_metrics};
+use crate::run_log::{
+    self, append_divergence, append_log, read_log, read_metrics, rewrite_log, summary_line, write_metrics,
+};
 use crate::schedule::LrSchedule;
 use crate::step::Stepper;
 use crate::trace::{measure, monitor_layers};
@@ -78,7 +80,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
     }
     // Refuse a run folder from another config before loading any data.
     let previous = checkpoint::load(&ckpt_dir, cfg, &opts.device)?;
-    if let Some(m) = read_metrics(&metrics_path) {
+    if let Some(m) = read_metrics(&metrics_path)? {
         if previous.as_ref().is_some_and(|(s, _)| s.epochs_done == cfg.epochs) {
             return Ok(Some(m)); // finished: idempotent
         }
@@ -89,10 +91,18 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         let finished_elsewhere = previous.is_none() && m.status == RunStatus::Finished && m.final_epoch.is_some();
         if m.diverged().is_some() || finished_elsewhere {
             let copy = run_dir.join("config.toml");
-            if !ExperimentConfig::from_file(&copy).is_ok_and(|c| c.same_run(cfg)) {
-                return Err(Error::CheckpointMismatch { path: copy, found: m.name });
+            match ExperimentConfig::from_file(&copy) {
+                Ok(c) if c.same_run(cfg) => return Ok(Some(m)), // diverged, or finished elsewhere: idempotent too
+                Ok(_) => return Err(Error::CheckpointMismatch { path: copy, found: m.name }),
+                // Without it nothing says which config the record is of.
+                Err(e) => {
+                    let why = match copy.exists() {
+                        true => e.to_string(),
+                        false => "missing: it records which config metrics.json is of".into(),
+                    };
+                    return Err(run_log::damaged(&copy, why));
+                }
             }
-            return Ok(Some(m)); // diverged, or finished elsewhere: idempotent too
         }
     }
     let (task, shape) = load_task(cfg, opts)?;
@@ -106,11 +116,20 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
     let (mut epochs_done, mut steps, mut penalty_steps, mut seconds) = (0, 0u64, 0u64, 0.0);
     let mut history = Vec::new();
     if let Some((state, tensors)) = previous {
-        let n_trainable = stepper.params().trainable_vars().len();
-        checkpoint::restore(&varmap, &mut stepper.sgd, n_trainable, &tensors, &ckpt_dir)?;
+        let vars = stepper.params().trainable_vars();
+        checkpoint::restore(&varmap, &mut stepper.sgd, &vars, &tensors, &ckpt_dir, &state)?;
         (epochs_done, steps, penalty_steps, seconds, schedule) =
             (state.epochs_done, state.steps, state.penalty_steps, state.seconds, state.schedule);
         history = read_log(&log_path)?.into_iter().filter(|r| r.epoch <= epochs_done).collect();
+        // The log must hold every checkpointed epoch, once and in order: the
+        // final metrics (best epoch) are read from it.
+        let epochs: Vec<usize> = history.iter().map(|r| r.epoch).collect();
+        if epochs != (1..=epochs_done).collect::<Vec<_>>() {
+            return Err(run_log::damaged(
+                &log_path,
+                format!("it holds epochs {epochs:?}, but the checkpoint has {epochs_done} epochs done"),
+            ));
+        }
     }
     rewrite_log(&log_path, &history)?; // exactly the checkpointed epochs
 
@@ -193,6 +212,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             schedule: schedule.clone(),
             seconds,
             tensors: format!("ckpt-{:04}.safetensors", epoch + 1),
+            tensors_sha256: None, // set by save
         };
         checkpoint::save(&ckpt_dir, &checkpoint::tensors_of(&varmap, &stepper.sgd), &state)?;
         if opts.stop_after_epochs == Some(session_epochs + 1) && epoch + 1 < cfg.epochs {
@@ -228,7 +248,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
 /// run's. A `config.toml` of another run is refused; a missing or unreadable
 /// one leaves the decision to the checkpoint.
 fn recorded_result(run_dir: &Path, cfg: &ExperimentConfig) -> Result<Option<Metrics>> {
-    let Some(m) = read_metrics(&run_dir.join("metrics.json")) else { return Ok(None) };
+    let Some(m) = read_metrics(&run_dir.join("metrics.json"))? else { return Ok(None) };
     let ended = m.diverged().is_some() || (m.status == RunStatus::Finished && m.final_epoch.is_some());
     if !ended {
         return Ok(None);
