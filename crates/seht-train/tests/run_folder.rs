@@ -126,3 +126,36 @@ fn a_flipped_byte_in_state_json_names_the_file_and_the_way_out() {
     let (e, path, out) = resume_damaged("flip", "state.json", flip);
     assert_names_file_and_way_out(&e, &path, &out.path().join("flip"));
 }
+
+#[test]
+fn a_second_writer_of_an_analysis_folder_is_refused_naming_the_folder_and_the_holder() {
+    let (data, out) = (temp_dir("alock-data"), temp_dir("alock-out"));
+    write_cifar10(data.path(), 4);
+    let cfg = tiny("alock", 1);
+    train(&cfg, data.path(), out.path(), None).expect("trained").expect("finished");
+    let target = out.path().join("analysis");
+    let held = hold_lock(&target, "pid 4343\nhost elsewhere\n");
+    let analyze = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seht"))
+            .args(["analyze", "--quiet", "--mode", "eval", "--batches", "1", "--trace-probes", "2", "--top-k", "1"])
+            .args(["--lanczos-steps", "4", "--slq-probes", "1", "--slq-steps", "4", "--run"])
+            .arg(out.path().join("alock"))
+            .arg("--data-dir")
+            .arg(data.path())
+            .arg("--out")
+            .arg(&target)
+            .output()
+            .expect("seht analyze")
+    };
+    let o = analyze();
+    let msg = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{msg}");
+    for says in [target.display().to_string().as_str(), "process 4343", "wait"] {
+        assert!(msg.contains(says), "`{says}` missing from: {msg}");
+    }
+    assert!(!target.join("analysis.json").exists(), "nothing was written");
+    drop(held);
+    let o = analyze();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(target.join("analysis.json").is_file());
+}

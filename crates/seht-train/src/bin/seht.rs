@@ -373,8 +373,10 @@ fn main() -> Result<ExitCode> {
                     seed,
                 },
             };
-            let report = seht_train::analyze::analyze(&source, &opts, &aopts)?;
             let out = out.unwrap_or(default_out);
+            // One writer of the output folder at a time, as for a run folder.
+            let _lock = seht_train::run_lock::RunLock::acquire(&out)?;
+            let report = seht_train::analyze::analyze(&source, &opts, &aopts)?;
             let written = seht_train::analyze::write_report(&report, &out)?;
             if let Some(e) = &report.spectrum.eigen {
                 let top: Vec<String> =
@@ -401,9 +403,10 @@ fn main() -> Result<ExitCode> {
         Command::AnalyzeCompare { out, reports } => {
             let mut all = Vec::new();
             for path in &reports {
-                let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                let r: seht_train::analyze::AnalysisReport =
-                    serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+                let again = "rewrite it with `seht analyze` (its output folder holds the analysis.json to give here)";
+                let bytes = std::fs::read(path).with_context(|| format!("reading {}; {again}", path.display()))?;
+                let r: seht_train::analyze::AnalysisReport = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{}: not an analysis.json of `seht analyze`; {again}", path.display()))?;
                 all.push(r);
             }
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
