@@ -100,6 +100,18 @@ fn cargo() -> Process {
     cargo
 }
 
+/// Writes `bytes` to `path` through a temporary file beside it (named with
+/// this process's id, so that two processes never share one) and a rename:
+/// a reader, or a kill, never sees a half-written file.
+pub(crate) fn write_atomic(path: impl AsRef<Path>, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let path = path.as_ref();
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes.as_ref()).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (what, result) = match cli.command {

@@ -140,8 +140,11 @@ pub fn presets_path(root: &Path) -> PathBuf {
 /// Loads and checks preset `name`.
 pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
     let path = presets_path(root);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
-    let mut all: BTreeMap<String, PresetDef> = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let restore = |what: &str| {
+        format!("{}: {what}; fix it, or restore it with `git checkout -- configs/presets.toml`", path.display())
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| restore("cannot be read"))?;
+    let mut all: BTreeMap<String, PresetDef> = toml::from_str(&text).with_context(|| restore("not a presets file"))?;
     let names = all.keys().cloned().collect::<Vec<_>>().join(", ");
     let def = all
         .remove(name)
@@ -448,8 +451,11 @@ fn text_substitute(cfg: &mut Value, data_dir: &Path, table: &str, notes: &mut Da
 /// Writes a run's config to `out/configs/<table>/<name>.toml`.
 fn write_config(out: &Path, table: &str, name: &str, cfg: &Value) -> Result<PathBuf> {
     let path = out.join("configs").join(table).join(format!("{name}.toml"));
-    std::fs::create_dir_all(path.parent().context("config path")?)?;
-    std::fs::write(&path, toml::to_string_pretty(cfg)?)?;
+    let dir = path.parent().context("config path")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // Atomic: a `seht train` of this cell started by another `reproduce`
+    // (a job array) may be reading it.
+    crate::write_atomic(&path, toml::to_string_pretty(cfg)?.as_bytes())?;
     Ok(path)
 }
 
@@ -492,9 +498,11 @@ pub fn matrix(
         // A method's config with the preset's patches and data substitutions, and its data kind.
         let mut patched = |method: &str| -> Result<(Value, String)> {
             let src = root.join("configs").join(table).join(format!("{method}.toml"));
-            let mut cfg: Value =
-                toml::from_str(&std::fs::read_to_string(&src).with_context(|| format!("{}", src.display()))?)
-                    .with_context(|| format!("{}", src.display()))?;
+            let fix = |what: &str| {
+                format!("{}: {what}; fix it, or restore it with `git checkout -- {}`", src.display(), src.display())
+            };
+            let mut cfg: Value = toml::from_str(&std::fs::read_to_string(&src).with_context(|| fix("cannot be read"))?)
+                .with_context(|| fix("not a TOML file"))?;
             let kind =
                 cfg.get("data").and_then(|d| d.get("kind")).and_then(Value::as_str).unwrap_or("image").to_string();
             for key in [kind.as_str(), table.as_str()] {
@@ -656,7 +664,7 @@ mod tests {
         let mut p = load_preset(&root(), "demo").expect("demo");
         p.lambda_grid = Some(LambdaGrid {
             values: vec![1e-3, 1e-2],
-            methods: vec!["demo/seht-h-k1".into()],
+            methods: vec!["demo/seht-h".into()],
             values_for: BTreeMap::new(),
             validation: 10,
             seeds: 1,
@@ -680,7 +688,7 @@ mod tests {
         }
         for c in main {
             let cfg = read(c);
-            assert_eq!((int(&cfg, &["epochs"]), int(&cfg, &["data", "batch_size"])), (Some(2), Some(32)), "{}", c.name);
+            assert_eq!((int(&cfg, &["epochs"]), int(&cfg, &["data", "batch_size"])), (Some(3), Some(64)), "{}", c.name);
         }
         let _ = std::fs::remove_dir_all(&out);
     }
@@ -722,7 +730,7 @@ mod tests {
         let mut p = load_preset(&root(), "demo").expect("demo");
         p.lambda_grid = Some(LambdaGrid {
             values: vec![0.0, 1e-3],
-            methods: vec!["demo/seht-h-k1".into(), "demo/seht-d-k1-p0.05".into()],
+            methods: vec!["demo/seht-h".into(), "demo/seht-d-first-order".into()],
             values_for: BTreeMap::new(),
             validation: 10,
             seeds: 2,
@@ -736,12 +744,12 @@ mod tests {
         let zero: Vec<&Cell> = cells.iter().filter(|c| c.grid_lambda == Some(0.0)).collect();
         assert_eq!(zero.len(), 2, "one λ = 0 run per seed, not per method");
         for z in &zero {
-            assert_eq!(z.zero_for, vec!["seht-d-k1-p0.05".to_string(), "seht-h-k1".to_string()]);
+            assert_eq!(z.zero_for, vec!["seht-d-first-order".to_string(), "seht-h".to_string()]);
             let cfg: Value = toml::from_str(&std::fs::read_to_string(&z.config).expect("config")).expect("toml");
             assert_eq!(cfg["regularizer"]["kind"].as_str(), Some("baseline"), "{}", z.name);
             assert_eq!(cfg["data"]["validation"].as_integer(), Some(10));
             assert_eq!(cfg["epochs"].as_integer(), Some(1), "the grid's patch");
-            assert!(z.in_grid_of("demo", "seht-h-k1") && !z.in_grid_of("demo", "baseline-elsewhere"));
+            assert!(z.in_grid_of("demo", "seht-h") && !z.in_grid_of("demo", "baseline-elsewhere"));
         }
         assert_eq!(cells.iter().filter(|c| c.grid_lambda.is_some()).count(), 2 + 2 * 2);
         let _ = std::fs::remove_dir_all(&out);

@@ -109,11 +109,26 @@ impl MethodRuns {
     }
 }
 
+/// What to do about a run record (`metrics.json`, `log.jsonl`) of `run`
+/// that does not read back.
+pub(crate) fn record_fix(run: &Path) -> String {
+    format!(
+        "restore it from a copy (e.g. `git checkout -- {}`), or delete the run folder {} and run `cargo xtask reproduce` again with the same arguments to train it again",
+        run.display(),
+        run.display()
+    )
+}
+
+/// `metrics.json` of `run`, the error naming the file and what to do.
+pub(crate) fn read_metrics(run: &Path) -> Result<Metrics> {
+    Metrics::read(run).map_err(|e| anyhow::anyhow!("{e}; {}", record_fix(run)))
+}
+
 fn collect(out: &Path, cells: &[Cell], table: &str) -> Result<Vec<MethodRuns>> {
     let mut by: Vec<MethodRuns> = Vec::new();
     for c in cells.iter().filter(|c| c.table == table && c.grid_lambda.is_none()) {
         let run = out.join("runs").join(&c.name);
-        let m = Metrics::read(&run)?;
+        let m = read_metrics(&run)?;
         let i = match by.iter().position(|r| r.method == c.method) {
             Some(i) => i,
             None => {
@@ -124,7 +139,7 @@ fn collect(out: &Path, cells: &[Cell], table: &str) -> Result<Vec<MethodRuns>> {
         if m.diverged().is_some() {
             by[i].diverged.push(m);
         } else {
-            by[i].logs.push(read_log(&run)?);
+            by[i].logs.push(read_log(&run).map_err(|e| anyhow::anyhow!("{e}; {}", record_fix(&run)))?);
             by[i].metrics.push(m);
         }
     }
@@ -370,7 +385,7 @@ fn grid_selection(
         let (mut xs, mut diverged) = (Vec::new(), 0);
         for c in grid.iter().filter(|c| c.in_grid_of(table, method) && c.grid_lambda == Some(l)) {
             let run = out.join("runs").join(&c.name);
-            let m = Metrics::read(&run)?;
+            let m = read_metrics(&run)?;
             if m.diverged().is_some() {
                 diverged += 1;
                 continue;
@@ -456,8 +471,7 @@ pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) -
         .and_then(toml::Value::as_table_mut)
         .with_context(|| format!("{}: no [regularizer] table", cell.config.display()))?;
     reg.insert(field.into(), toml::Value::Float(best));
-    std::fs::write(&cell.config, toml::to_string_pretty(&cfg)?)
-        .with_context(|| format!("{}", cell.config.display()))?;
+    crate::write_atomic(&cell.config, toml::to_string_pretty(&cfg)?.as_bytes())?;
     Ok((crate::preset::grid_symbol(field), best))
 }
 
@@ -538,8 +552,8 @@ fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<Strin
             }
         );
     }
-    std::fs::write(out.join("lambda.md"), &md)?;
-    std::fs::write(out.join("lambda.csv"), &csv)?;
+    crate::write_atomic(out.join("lambda.md"), &md)?;
+    crate::write_atomic(out.join("lambda.csv"), &csv)?;
     Ok(Some(md))
 }
 
@@ -641,11 +655,11 @@ pub fn write(root: &Path, out: &Path, plan: &Plan, cells: &[Cell], notes: &DataN
                 findings::csv(table, quality, &rows),
             ),
         };
-        std::fs::write(out.join(format!("{table}.md")), md)?;
-        std::fs::write(out.join(format!("{table}.csv")), csv)?;
+        crate::write_atomic(out.join(format!("{table}.md")), md)?;
+        crate::write_atomic(out.join(format!("{table}.csv")), csv)?;
         let _ = writeln!(outputs, "- [{table}.md]({table}.md) ([CSV]({table}.csv))");
         if let Some(p) = paired::report(&runs) {
-            std::fs::write(
+            crate::write_atomic(
                 out.join(format!("{table}-paired.md")),
                 format!("# {table}: every method against the baseline, paired by seed\n\n{p}"),
             )?;
@@ -673,11 +687,11 @@ pub fn write(root: &Path, out: &Path, plan: &Plan, cells: &[Cell], notes: &DataN
             figure_png.get_or_insert(out.join(format!("{stem}.png")));
         }
     }
-    std::fs::write(
+    crate::write_atomic(
         out.join("training_time.md"),
         format!("# Training time per epoch (measured in this run)\n\n{times}"),
     )?;
-    std::fs::write(
+    crate::write_atomic(
         out.join("hessian_trace.md"),
         format!(
             "# Curvature of the final models\n\nDid the penalty lower the curvature? The Hessian trace, the Gauss–Newton trace and the scale-invariant trace over the weights, on training batches, evaluation mode.\n\n{traces}"
@@ -688,7 +702,7 @@ pub fn write(root: &Path, out: &Path, plan: &Plan, cells: &[Cell], notes: &DataN
     }
     outputs.push_str("- [training_time.md](training_time.md), [hessian_trace.md](hessian_trace.md)\n- Configs of every run: `configs/`; run folders (config, log.jsonl, metrics.json, checkpoint): `runs/`\n");
     let summary = out.join("summary.md");
-    std::fs::write(&summary, format!("{head}{found}{data}{outputs}"))?;
+    crate::write_atomic(&summary, format!("{head}{found}{data}{outputs}"))?;
     Ok(Written { summary, figure: figure_png })
 }
 
@@ -726,37 +740,54 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
         ),
     };
     let seeds = args.seeds.or(preset.as_ref().map(|p| p.seeds)).unwrap_or(1);
+    // Every error names the file and the way out: the outputs are written
+    // from the run folders, which `reproduce` reads without retraining.
+    let again = |p: &Path| {
+        format!(
+            "{}: rewrite the outputs with `cargo xtask reproduce` (the same arguments; finished runs are read, not trained again)",
+            p.display()
+        )
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(anyhow::Error::from).with_context(|| again(p));
     for f in ["summary.md", "training_time.md", "hessian_trace.md"] {
         let p = dir.join(f);
-        anyhow::ensure!(
-            std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false),
-            "{} is missing or empty",
-            p.display()
-        );
+        let text = read(&p)?;
+        anyhow::ensure!(!text.trim().is_empty(), "{}: it is empty", again(&p));
     }
     for t in &tables {
         let methods = crate::preset::methods(root, t)?;
-        let csv = std::fs::read_to_string(dir.join(format!("{t}.csv"))).with_context(|| format!("{t}.csv"))?;
-        let mut lines = csv.lines();
-        anyhow::ensure!(lines.next().is_some_and(|h| h.starts_with("table,method,")), "{t}.csv has no header");
-        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-        check_table_rows(t, &rows, &methods, seeds)?;
-        let md = std::fs::read_to_string(dir.join(format!("{t}.md")))?;
-        anyhow::ensure!(md.lines().filter(|l| l.starts_with("| ")).count() > methods.len(), "{t}.md lacks rows");
+        let path = dir.join(format!("{t}.csv"));
+        let csv = read(&path)?;
+        let rows = (|| {
+            let mut lines = csv.lines();
+            anyhow::ensure!(lines.next().is_some_and(|h| h.starts_with("table,method,")), "{t}.csv has no header");
+            let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+            check_table_rows(t, &rows, &methods, seeds)?;
+            Ok(rows)
+        })()
+        .with_context(|| again(&path))?;
+        let path = dir.join(format!("{t}.md"));
+        let md = read(&path)?;
+        anyhow::ensure!(
+            md.lines().filter(|l| l.starts_with("| ")).count() > methods.len(),
+            "{}: {t}.md lacks rows",
+            again(&path)
+        );
         let is_paper = TABLES.iter().any(|p| p.id == t);
         let images = rows.iter().any(|r| r.get(2) == Some(&findings::Quality::Top1.label()));
         let stem = figure_stem(t);
         if t == "table1" || (!is_paper && images) {
-            let svg =
-                std::fs::read_to_string(dir.join(format!("{stem}.svg"))).with_context(|| format!("{stem}.svg"))?;
-            anyhow::ensure!(svg.contains("<svg") && svg.contains("</svg>"), "{stem}.svg is not an SVG document");
-            let png = std::fs::read(dir.join(format!("{stem}.png"))).with_context(|| format!("{stem}.png"))?;
-            anyhow::ensure!(png.starts_with(b"\x89PNG"), "{stem}.png is not a PNG file");
+            let path = dir.join(format!("{stem}.svg"));
+            let svg = read(&path)?;
+            anyhow::ensure!(svg.contains("<svg") && svg.contains("</svg>"), "{}: not an SVG document", again(&path));
+            let path = dir.join(format!("{stem}.png"));
+            let png = std::fs::read(&path).with_context(|| again(&path))?;
+            anyhow::ensure!(png.starts_with(b"\x89PNG"), "{}: not a PNG file", again(&path));
         }
     }
-    if std::fs::read_to_string(dir.join("summary.md"))?.contains("lambda.md") {
-        let csv = std::fs::read_to_string(dir.join("lambda.csv")).context("lambda.csv")?;
-        check_lambda_rows(&csv)?;
+    if read(&dir.join("summary.md"))?.contains("lambda.md") {
+        let path = dir.join("lambda.csv");
+        check_lambda_rows(&read(&path)?).with_context(|| again(&path))?;
     }
     println!("{}: all outputs present and well-formed for {} ({} seeds each)", dir.display(), tables.join(", "), seeds);
     Ok(())
@@ -831,19 +862,22 @@ fn check_lambda_rows(csv: &str) -> Result<()> {
 }
 
 #[cfg(test)]
+mod faults;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use seht_records::{EvalMetrics, RunStatus};
 
     /// A fresh folder under the system's temporary directory.
-    fn temp(tag: &str) -> PathBuf {
+    pub(super) fn temp(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("xtask-report-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("runs")).expect("temp dir");
         dir
     }
 
-    fn epoch(top1: f64, valid_top1: Option<f64>) -> EpochRecord {
+    pub(super) fn epoch(top1: f64, valid_top1: Option<f64>) -> EpochRecord {
         let eval = |a: f64| EvalMetrics { loss: 1.0, top1: Some(a), top5: Some(0.99), perplexity: None };
         EpochRecord {
             epoch: 2,
@@ -862,7 +896,7 @@ mod tests {
     }
 
     /// A finished run with test top-1 `top1` (and validation top-1, for the λ grid).
-    fn finished(name: &str, top1: f64, valid: Option<f64>) -> Metrics {
+    pub(super) fn finished(name: &str, top1: f64, valid: Option<f64>) -> Metrics {
         Metrics {
             name: name.into(),
             method: "m".into(),
@@ -901,7 +935,7 @@ mod tests {
     }
 
     /// Writes the run folder of `m` (metrics.json, log.jsonl) and its cell.
-    fn write_run(out: &Path, table: &str, method: &str, seed: u64, grid: Option<f64>, m: Metrics) -> Cell {
+    pub(super) fn write_run(out: &Path, table: &str, method: &str, seed: u64, grid: Option<f64>, m: Metrics) -> Cell {
         let name = m.name.clone();
         let run = out.join("runs").join(&name);
         std::fs::create_dir_all(&run).expect("run folder");

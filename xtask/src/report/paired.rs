@@ -223,7 +223,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     names.sort();
     for name in names {
         let Some((method, _)) = name[prefix.len()..].rsplit_once("-s") else { continue };
-        let m = Metrics::read(&runs_dir.join(&name))?;
+        let m = super::read_metrics(&runs_dir.join(&name))?;
         let i = match by.iter().position(|r| r.method == method) {
             Some(i) => i,
             None => {
