@@ -641,7 +641,7 @@ pub fn write(root: &Path, out: &Path, plan: &Plan, cells: &[Cell], notes: &DataN
                 .map(|t| t.title.to_string())
                 .unwrap_or_else(|| format!("{table} ({})", note.map(DataSource::short).unwrap_or("configured data"))),
             findings::table(quality, &rows),
-            findings::sentences(quality, &rows)
+            paired::sentences(&runs).unwrap_or_else(|| findings::sentences(quality, &rows))
         );
         let (md, csv) = match paper {
             Some(t) => table_outputs(t, &runs, note),

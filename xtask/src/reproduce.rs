@@ -17,7 +17,7 @@ use crate::progress::Board;
 /// `cargo xtask reproduce`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// `demo` (real data shipped in the repository, ~10 min on 2 cores),
+    /// `demo` (real data shipped in the repository, ~6 min on 2 cores),
     /// `smoke` (fixture data, checks the pipeline; CI), `quick` (real data
     /// in --data-dir, ~60 min on 2 cores), `paper` (the full protocol; GPUs).
     #[arg(long, default_value = "demo")]

@@ -244,9 +244,9 @@ fn shipped_fashion_mnist_subset() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/shipped/fashion-mnist");
     assert_eq!(seht_data::checksums::verify_sha256sums(&dir).expect("checksums"), 4);
     let ds = load_fashion_mnist(&dir).expect("load");
-    assert_eq!((ds.train.len(), ds.test.len()), (3000, 1000));
-    assert_eq!(ds.train.class_counts(), vec![300; 10]);
-    assert_eq!(ds.test.class_counts(), vec![100; 10]);
+    assert_eq!((ds.train.len(), ds.test.len()), (8000, 2000));
+    assert_eq!(ds.train.class_counts(), vec![800; 10]);
+    assert_eq!(ds.test.class_counts(), vec![200; 10]);
     assert_eq!(ds.train.shape, (1, 28, 28));
 }
 

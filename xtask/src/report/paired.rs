@@ -133,10 +133,10 @@ struct Row {
     stat: Paired,
 }
 
-/// The paired comparison of every method of `runs` with its `baseline`, as
-/// Markdown; `None` when the table has no baseline or no method with two
-/// pairs.
-pub fn report(runs: &[MethodRuns]) -> Option<String> {
+/// Every method × metric row of `runs` against its `baseline`, each with its
+/// Holm-adjusted p-value (over all rows); `None` when the table has no
+/// baseline or no method with two pairs.
+fn rows(runs: &[MethodRuns]) -> Option<Vec<(Row, f64)>> {
     let base = runs.iter().find(|r| r.method == "baseline")?;
     let mut rows: Vec<Row> = Vec::new();
     let final_is_best = |m: &Metrics| {
@@ -165,6 +165,59 @@ pub fn report(runs: &[MethodRuns]) -> Option<String> {
         return None;
     }
     let adjusted = holm(&rows.iter().map(|r| r.stat.p).collect::<Vec<_>>());
+    Some(rows.into_iter().zip(adjusted).collect())
+}
+
+/// One line per method: its paired difference to the baseline in final test
+/// top-1 and in the final evaluation-mode `tr(H)` (relative to the
+/// baseline's mean too), with the 95 % confidence interval and the
+/// Holm-adjusted p-value of [`report`]'s full set of rows, then a line
+/// saying how to read them. `None` where [`report`] has no rows.
+pub fn sentences(runs: &[MethodRuns]) -> Option<String> {
+    let rows = rows(runs)?;
+    let base = runs.iter().find(|r| r.method == "baseline")?;
+    let base_trace = {
+        let v: Vec<f64> = base.metrics.iter().filter_map(|m| m.final_trace.as_ref().map(|t| t.mean)).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let mut out = String::new();
+    for r in runs.iter().filter(|r| r.method != "baseline") {
+        let mut parts = Vec::new();
+        for (label, unit) in [(METRICS[0].label, " points"), (METRICS[4].label, "")] {
+            let Some((row, adj)) = rows.iter().find(|(row, _)| row.method == r.method && row.metric.label == label)
+            else {
+                continue;
+            };
+            let (s, d) = (row.stat, row.metric.digits);
+            let relative = match (unit.is_empty(), base_trace) {
+                (true, Some(b)) if b.abs() > 0.0 => format!(", {:+.0} % of the baseline's", 100.0 * s.mean / b),
+                _ => String::new(),
+            };
+            parts.push(format!(
+                "{label} {:+.d$}{unit} (95 % CI [{:+.d$}, {:+.d$}]{relative}; Holm p = {adj:.2})",
+                s.mean, s.ci.0, s.ci.1
+            ));
+        }
+        if let Some(n) = rows.iter().find(|(row, _)| row.method == r.method).map(|(row, _)| row.stat.n) {
+            let _ = writeln!(out, "- **{}** − baseline, {n} seeds paired: {}.", r.method, parts.join("; "));
+        }
+    }
+    let m = rows.len();
+    let _ = writeln!(
+        out,
+        "\nPaired by seed (same initial weights, data order and augmentation in both arms): the mean of the per-seed \
+         differences, a 95 % confidence interval from Student's t on the pairs, and the p-value Holm-corrected over \
+         all {m} method × metric comparisons of the paired table. An interval that contains 0 is no evidence of a \
+         difference at this number of seeds; one that excludes it, with a Holm p below 0.05, is."
+    );
+    Some(out)
+}
+
+/// The paired comparison of every method of `runs` with its `baseline`, as
+/// Markdown; `None` when the table has no baseline or no method with two
+/// pairs.
+pub fn report(runs: &[MethodRuns]) -> Option<String> {
+    let rows = rows(runs)?;
     let mut md = format!(
         "Differences to the baseline paired by seed (method − baseline), with 95 % confidence intervals \
          (Student's t on the pairs), two-sided p-values, and p-values Holm-corrected over all {} method × metric \
@@ -173,7 +226,7 @@ pub fn report(runs: &[MethodRuns]) -> Option<String> {
          | method | metric | pairs | difference | 95 % CI | p | p (Holm) | MDD |\n|---|---|---:|---:|---|---:|---:|---:|\n",
         rows.len()
     );
-    for (row, adj) in rows.iter().zip(&adjusted) {
+    for (row, adj) in &rows {
         let d = row.metric.digits;
         let s = row.stat;
         let _ = writeln!(
@@ -262,6 +315,31 @@ mod tests {
         assert!((p.mdd - 3.7174 * 0.5f64.sqrt()).abs() < 1e-3, "MDD {}", p.mdd);
         assert!(paired(&[1.0]).is_none(), "one pair has no spread");
         assert_eq!(paired(&[0.0, 0.0, 0.0]).map(|p| p.p), Some(1.0));
+    }
+
+    #[test]
+    fn sentences_state_each_paired_difference_with_its_interval() {
+        use crate::report::tests::finished;
+        let runs = |method: &str, tops: &[f64]| MethodRuns {
+            method: method.into(),
+            metrics: tops.iter().enumerate().map(|(k, &t)| finished(&format!("d-{method}-s{k}"), t, None)).collect(),
+            ..MethodRuns::default()
+        };
+        // Baseline 0.80, 0.85, 0.90; "up" +1, +2, +3 points on the same seeds
+        // (paired d = 1, 2, 3: mean 2, CI 2 ± 4.303·1/√3 = [-0.48, 4.48]); the
+        // fixture's trace is 100·top1, so tr(H) moves by +1, +2, +3 too.
+        let table = [runs("baseline", &[0.80, 0.85, 0.90]), runs("up", &[0.81, 0.87, 0.93])];
+        let text = sentences(&table).expect("pairs");
+        assert!(
+            text.contains(
+                "- **up** − baseline, 3 seeds paired: final test top-1 (%) +2.00 points (95 % CI [-0.48, +4.48]"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("tr(H), eval mode +2.0 (95 % CI [-0.5, +4.5], +2 % of the baseline's"), "{text}");
+        // Unpaired seeds (names without a common seed) give no sentence at all.
+        let lone = [runs("baseline", &[0.8]), runs("up", &[0.9])];
+        assert!(sentences(&lone).is_none());
     }
 
     #[test]
