@@ -14,9 +14,11 @@
 //! per layer), [`Lanczos`] (top-`k` eigenpairs) and [`Slq`] (stochastic
 //! Lanczos quadrature); [`analyze_operator`] runs them on any
 //! [`HvpOperator`], so a library user can analyse any loss. Instead of the
-//! per-layer Hutchinson traces, a whole-model trace by Hutch++ or XTrace
-//! (`--estimator`), and a per-layer summary of the diagonal by Hutchinson's
-//! diagonal estimator or XDiag (`--diagonal`): see [`crate::estimators`].
+//! per-layer Hutchinson traces, a whole-model trace by Hutch++ or XTrace,
+//! or by XNysTrace of the Gauss–Newton matrix `G` of the same batches
+//! ([`GaussNewtonOperator`]; `--estimator`), and a per-layer summary of the
+//! diagonal by Hutchinson's diagonal estimator or XDiag (`--diagonal`): see
+//! [`crate::estimators`]. Everything else is of the Hessian.
 //!
 //! **Randomness.** Every draw derives from the analysis seed through
 //! `seht_estimator::streams`: [`Stream::AnalysisTrace`] for the per-layer
@@ -33,7 +35,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use seht_candle::{GraphMode, HessianOperator, Selection};
+use seht_candle::{GaussNewtonOperator, GraphMode, HessianOperator, Selection};
 use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::{
     BasisPrecision, Block, BlockProbing, BlockTraces, BlockVec, Broadening, HutchPlusPlus, HutchinsonDiagonal,
@@ -49,8 +51,8 @@ use crate::data::{Task, load_task};
 use crate::epoch::progress_bar;
 use crate::error::{Error, Result, io};
 use crate::estimators::{
-    DiagonalMethod, DiagonalRequest, DiagonalSection, TotalTrace, TraceMethod, check_diagonal_budget,
-    check_trace_budget, estimate_diagonal, estimate_trace, refuse_on_hessian,
+    Curvature, DiagonalMethod, DiagonalRequest, DiagonalSection, TotalTrace, TraceMethod, check_diagonal_budget,
+    check_trace_budget, estimate_diagonal, estimate_trace,
 };
 use crate::losses;
 use crate::net::{Net, build_net};
@@ -190,14 +192,12 @@ impl AnalysisSettings {
     }
 
     /// Checks the estimator choices as the command line gives them, naming
-    /// the flag: XNysTrace is refused on a loss Hessian, and each budget
-    /// must be enough for its estimator.
+    /// the flag: each budget must be enough for its estimator.
     ///
     /// # Errors
     /// [`Error::InvalidOption`] naming `--estimator`, `--trace-probes` or
     /// `--diagonal-hvps`.
     pub fn check_hessian_options(&self) -> Result<()> {
-        refuse_on_hessian(self.estimator, "--estimator")?;
         if self.trace_probes > 0 {
             check_trace_budget(self.estimator, self.trace_probes, "--trace-probes")?;
         }
@@ -364,22 +364,24 @@ pub struct AnalysisReport {
     pub seconds: f64,
 }
 
-/// The Hessian of the mean of several batch losses: `H = (1/B) Σ_b H_b`.
+/// The curvature of the mean of several batch losses: `H = (1/B) Σ_b H_b`
+/// for [`HessianOperator`]s (the default), `G = (1/B) Σ_b G_b` for
+/// [`GaussNewtonOperator`]s.
 ///
-/// Holds one [`HessianOperator`] (one backward graph) per batch, so memory
-/// grows with `B`; each product costs `B` batch products. Each product
-/// advances `bar` by one.
-pub struct MeanHessian {
-    ops: Vec<HessianOperator>,
+/// Holds one operator (one backward graph) per batch, so memory grows with
+/// `B`; each product costs `B` batch products. Each product advances `bar`
+/// by one.
+pub struct MeanHessian<O = HessianOperator> {
+    ops: Vec<O>,
     bar: indicatif::ProgressBar,
 }
 
-impl MeanHessian {
+impl<O> MeanHessian<O> {
     /// The mean of `ops` (at least one, all over the same parameters).
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty list.
-    pub fn new(ops: Vec<HessianOperator>, bar: indicatif::ProgressBar) -> Result<Self> {
+    /// [`Error::InvalidOption`] naming `--batches` for an empty list.
+    pub fn new(ops: Vec<O>, bar: indicatif::ProgressBar) -> Result<Self> {
         if ops.is_empty() {
             return Err(Error::InvalidOption {
                 option: "--batches",
@@ -391,7 +393,10 @@ impl MeanHessian {
     }
 }
 
-impl HvpOperator for MeanHessian {
+impl<O> HvpOperator for MeanHessian<O>
+where
+    O: HvpOperator<Part = Tensor, Scalar = Tensor, Error = seht_candle::Error>,
+{
     type Part = Tensor;
     type Scalar = f64;
     type Error = seht_candle::Error;
@@ -457,6 +462,9 @@ impl HvpOperator for MeanHessian {
 
 /// Runs the analyses `settings` asks for on any operator: per-block traces,
 /// top eigenpairs, density, in that order, each timed and its products counted.
+/// Every one is of `op` (recorded as the Hessian), the whole-model trace too,
+/// whatever its estimator: [`analyze`] runs XNysTrace on the Gauss–Newton
+/// matrix instead.
 ///
 /// # Errors
 /// Invalid settings ([`seht_estimator::Error`]) and the operator's errors.
@@ -467,6 +475,7 @@ pub fn analyze_operator<O: HvpOperator>(op: &O, settings: &AnalysisSettings) -> 
         Some(estimate_trace(
             op,
             settings.estimator,
+            Curvature::Hessian,
             settings.trace_probes,
             &mut stream(settings.seed, Stream::AnalysisTrace),
         )?)
@@ -720,9 +729,28 @@ fn batch_losses(
 pub fn analyze(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions) -> Result<AnalysisReport> {
     aopts.settings.check_hessian_options()?;
     aopts.settings.validate()?;
-    let ModelHessian { operator: op, config: cfg, label, batch_size, bar, .. } = model_hessian(source, opts, aopts)?;
+    let ModelHessian { operator: op, logits, params, config: cfg, label, batch_size, bar } =
+        model_hessian(source, opts, aopts)?;
     let t0 = Instant::now();
-    let spectrum = analyze_operator(&op, &aopts.settings)?;
+    // XNysTrace needs a positive semi-definite operator: it runs on G of the
+    // same batches, everything else on H.
+    let on_g = aopts.settings.trace_probes > 0 && aopts.settings.estimator.curvature() == Curvature::GaussNewton;
+    let mut on_h = aopts.settings.clone();
+    if on_g {
+        on_h.trace_probes = 0;
+    }
+    let mut spectrum = analyze_operator(&op, &on_h)?;
+    if on_g {
+        let ops = logits.iter().map(|z| GaussNewtonOperator::new(z, &params)).collect::<seht_candle::Result<_>>()?;
+        let g = MeanHessian::new(ops, bar.clone())?;
+        spectrum.trace = Some(estimate_trace(
+            &g,
+            aopts.settings.estimator,
+            Curvature::GaussNewton,
+            aopts.settings.trace_probes,
+            &mut stream(aopts.settings.seed, Stream::AnalysisTrace),
+        )?);
+    }
     bar.finish_and_clear();
     let hvps = spectrum.traces.as_ref().map_or(0, |t| t.hvps)
         + spectrum.trace.as_ref().map_or(0, |t| t.hvps)
@@ -860,8 +888,9 @@ pub fn markdown(r: &AnalysisReport) -> String {
     }
     if let Some(t) = &s.trace {
         md.push_str(&format!(
-            "| trace ({}) | budget {} | {} | {} | {:.1} |\n",
+            "| trace ({}{}) | budget {} | {} | {} | {:.1} |\n",
             t.estimator.name(),
+            if t.matrix.is_hessian() { "" } else { ", Gauss–Newton matrix G" },
             t.budget,
             t.hvps,
             t.hvps * r.batches,
@@ -921,15 +950,23 @@ pub fn markdown(r: &AnalysisReport) -> String {
     }
     if let Some(t) = &s.trace {
         md.push_str(&format!(
-            "## Trace ({})\n\ntr(H) = {} ({}; {} Hessian-vector products).\n\n",
+            "## Trace ({})\n\n{}{} = {} ({}; {} {}-vector products).\n\n",
             t.estimator.name(),
+            if t.matrix.is_hessian() {
+                ""
+            } else {
+                "Of the generalised Gauss–Newton matrix G = (1/N) Σ_n J_nᵀ(diag p_n − p_n p_nᵀ)J_n of the same batches \
+                 (positive semi-definite, as XNysTrace needs), not of the Hessian: "
+            },
+            t.matrix.trace_symbol(),
             pm(t.trace, t.std_error),
             if t.std_error.is_some() {
                 "± the estimator's own error estimate"
             } else {
                 "Hutch++ reports no error of its own"
             },
-            t.hvps
+            t.hvps,
+            if t.matrix.is_hessian() { "Hessian" } else { "Gauss–Newton matrix" }
         ));
     }
     if let Some(d) = &s.diagonal {
@@ -982,7 +1019,8 @@ pub fn cost_line(r: &AnalysisReport) -> String {
         parts.push(format!("traces {} HVPs {:.1} s", t.hvps, t.seconds));
     }
     if let Some(t) = &s.trace {
-        parts.push(format!("trace ({}) {} HVPs {:.1} s", t.estimator.name(), t.hvps, t.seconds));
+        let of = if t.matrix.is_hessian() { "" } else { " of G" };
+        parts.push(format!("trace ({}{of}) {} HVPs {:.1} s", t.estimator.name(), t.hvps, t.seconds));
     }
     if let Some(d) = &s.diagonal {
         parts.push(format!("diagonal ({}) {} HVPs {:.1} s", d.estimator.name(), d.hvps, d.seconds));
@@ -1025,7 +1063,12 @@ pub fn comparison_markdown(reports: &[AnalysisReport]) -> String {
             .traces
             .as_ref()
             .map(|t| pm(t.total, t.total_std_error))
-            .or_else(|| s.trace.as_ref().map(|t| format!("{} ({})", pm(t.trace, t.std_error), t.estimator.name())))
+            .or_else(|| {
+                s.trace.as_ref().map(|t| match t.matrix {
+                    Curvature::Hessian => format!("{} ({})", pm(t.trace, t.std_error), t.estimator.name()),
+                    Curvature::GaussNewton => format!("tr(G) {} ({})", pm(t.trace, t.std_error), t.estimator.name()),
+                })
+            })
             .unwrap_or_else(|| "–".into());
         let neg = s.density.as_ref().map(|d| pm(d.negative_mass.0, d.negative_mass.1)).unwrap_or_else(|| "–".into());
         md.push_str(&format!(

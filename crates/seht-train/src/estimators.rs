@@ -8,7 +8,7 @@
 //! | `hutchinson` (default) | [`Hutchinson`] (Rademacher) | `m` | standard error over probes |
 //! | `hutch++` | [`HutchPlusPlus`] (`k = ⌊m/3⌋`) | `m` | none (one estimate) |
 //! | `xtrace` | [`XTrace`] (`⌊m/2⌋` test vectors) | `≤ m` | its own, `s/√(m/2)` |
-//! | `xnystrace` | [`XNysTrace`] (`m` test vectors) | `m` | its own; positive semi-definite operators only |
+//! | `xnystrace` | [`XNysTrace`] (`m` test vectors) **on the Gauss–Newton matrix `G`** | `m` products with `G` | its own |
 //!
 //! | `--diagonal` | `seht-estimator` | products for a budget `m` |
 //! | --- | --- | --- |
@@ -16,10 +16,14 @@
 //! | `xdiag` | [`XDiag`] (Epperly, Tropp & Webber 2024, `⌊m/2⌋` test vectors) | `≤ m` |
 //!
 //! Which to choose for which budget is measured in `docs/analysis/estimators.md`.
-//! A loss Hessian is indefinite in general, so XNysTrace is refused on it
-//! ([`refuse_on_hessian`]); `seht analyze` and `seht trace` have no
-//! Gauss–Newton operator (`seht_candle::gauss_newton` estimates `tr(G)` from
-//! sampled labels, it is no [`HvpOperator`]), so they refuse it outright.
+//! XNysTrace needs a positive semi-definite operator and a loss Hessian is
+//! indefinite in general, so `seht analyze` and `seht trace` run it on the
+//! generalised Gauss–Newton matrix of the same batches
+//! ([`seht_candle::GaussNewtonOperator`], exact products): it estimates
+//! `tr(G)`, not `tr(H)` ([`Curvature`] says which one a [`TotalTrace`] is
+//! of). For a ReLU/max-pool network with BatchNorm in evaluation mode the
+//! two traces are equal (docs/analysis/estimators.md); in training mode, or
+//! with smooth activations, they differ.
 
 use std::time::Instant;
 
@@ -44,9 +48,46 @@ pub enum TraceMethod {
     /// XTrace (Epperly, Tropp & Webber 2024).
     #[serde(rename = "xtrace")]
     XTrace,
-    /// XNysTrace (Epperly, Tropp & Webber 2024), positive semi-definite operators only.
+    /// XNysTrace (Epperly, Tropp & Webber 2024), positive semi-definite
+    /// operators only: the commands run it on the Gauss–Newton matrix.
     #[serde(rename = "xnystrace")]
     XNysTrace,
+}
+
+/// The matrix a whole-model trace is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Curvature {
+    /// The loss Hessian `H`.
+    #[default]
+    Hessian,
+    /// The generalised Gauss–Newton matrix `G = (1/N) Σ_n J_nᵀ(diag p_n −
+    /// p_n p_nᵀ)J_n` of the mean cross-entropy
+    /// ([`seht_candle::GaussNewtonOperator`]).
+    GaussNewton,
+}
+
+impl Curvature {
+    /// Whether this is the Hessian (the outputs before the choice existed).
+    pub fn is_hessian(&self) -> bool {
+        *self == Curvature::Hessian
+    }
+
+    /// `tr(H)` or `tr(G)`.
+    pub fn trace_symbol(self) -> &'static str {
+        match self {
+            Curvature::Hessian => "tr(H)",
+            Curvature::GaussNewton => "tr(G)",
+        }
+    }
+
+    /// `Hessian` or `Gauss–Newton`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Curvature::Hessian => "Hessian",
+            Curvature::GaussNewton => "Gauss–Newton",
+        }
+    }
 }
 
 impl TraceMethod {
@@ -64,6 +105,16 @@ impl TraceMethod {
     /// the commands before the choice existed.
     pub fn is_hutchinson(&self) -> bool {
         *self == TraceMethod::Hutchinson
+    }
+
+    /// The matrix `seht analyze` and `seht trace` run this estimator on:
+    /// the Gauss–Newton matrix for XNysTrace (it needs a positive
+    /// semi-definite operator), the Hessian for the others.
+    pub fn curvature(self) -> Curvature {
+        match self {
+            TraceMethod::XNysTrace => Curvature::GaussNewton,
+            _ => Curvature::Hessian,
+        }
     }
 
     /// The smallest budget (products) the estimator accepts.
@@ -103,27 +154,6 @@ impl DiagonalMethod {
             DiagonalMethod::Xdiag => 4,
         }
     }
-}
-
-/// Refuses XNysTrace on a loss Hessian (not positive semi-definite in
-/// general) before any product is spent.
-///
-/// # Errors
-/// [`Error::InvalidOption`] naming `option` (e.g. `--estimator`) for
-/// [`TraceMethod::XNysTrace`].
-pub fn refuse_on_hessian(method: TraceMethod, option: &'static str) -> Result<()> {
-    if method == TraceMethod::XNysTrace {
-        return Err(Error::InvalidOption {
-            option,
-            value: method.name().into(),
-            reason: "XNysTrace needs a positive semi-definite operator and the loss Hessian is indefinite in \
-                     general; this command has no Gauss–Newton operator to run it on (seht_candle::gauss_newton \
-                     estimates tr(G) from sampled labels, it is not wired as an HvpOperator). Use xtrace, the \
-                     exchangeable estimator for symmetric matrices"
-                .into(),
-        });
-    }
-    Ok(())
 }
 
 /// Checks that `budget` products are enough for `method`.
@@ -169,9 +199,12 @@ pub fn check_diagonal_budget(method: DiagonalMethod, budget: usize, option: &'st
 pub struct TotalTrace {
     /// The estimator.
     pub estimator: TraceMethod,
+    /// The matrix whose trace this is (absent from the JSON for the Hessian).
+    #[serde(default, skip_serializing_if = "Curvature::is_hessian")]
+    pub matrix: Curvature,
     /// The budget asked for (products).
     pub budget: usize,
-    /// The estimate of `tr(H)`.
+    /// The estimate of `tr(H)` (or `tr(G)`, see [`matrix`](Self::matrix)).
     pub trace: f64,
     /// Its error estimate: Hutchinson's standard error over probes,
     /// XTrace's and XNysTrace's own (`s/√m` over their exchangeable
@@ -183,10 +216,12 @@ pub struct TotalTrace {
     pub seconds: f64,
 }
 
-/// Estimates `tr(op)` with `method` within `budget` products, probes from `rng`.
+/// Estimates `tr(op)` with `method` within `budget` products, probes from
+/// `rng`; `matrix` says what `op` is, for the record.
 ///
-/// XNysTrace is run as asked: callers refuse it on an indefinite operator
-/// ([`refuse_on_hessian`]).
+/// XNysTrace is run as asked: it needs a positive semi-definite `op` (a
+/// Gauss–Newton matrix), and fails on a sketch that is not (an indefinite
+/// Hessian may pass unnoticed).
 ///
 /// # Errors
 /// The estimator's (a budget too small, a non-finite product, XNysTrace on
@@ -194,6 +229,7 @@ pub struct TotalTrace {
 pub fn estimate_trace<O: HvpOperator>(
     op: &O,
     method: TraceMethod,
+    matrix: Curvature,
     budget: usize,
     rng: &mut ProbeRng,
 ) -> seht_estimator::Result<TotalTrace> {
@@ -217,6 +253,7 @@ pub fn estimate_trace<O: HvpOperator>(
     };
     Ok(TotalTrace {
         estimator: method,
+        matrix,
         budget,
         trace: est.mean,
         std_error: est.std_error,

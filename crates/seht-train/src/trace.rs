@@ -11,7 +11,7 @@ use candle_core::Device;
 use candle_core::{DType, Tensor};
 use candle_nn::VarMap;
 use seht_candle::gauss_newton::gauss_newton_trace;
-use seht_candle::{GraphMode, HessianOperator, Param, Selection};
+use seht_candle::{GaussNewtonOperator, GraphMode, HessianOperator, Param, Selection};
 use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::{
     BlockProbing, BlockTraces, BlockVec, HvpOperator, ProbeDistribution, ProbeRng, Rademacher, Stream,
@@ -25,8 +25,8 @@ use crate::config::ExperimentConfig;
 use crate::data::{Task, load_task};
 use crate::error::{Error, Result};
 use crate::estimators::{
-    DiagonalMethod, DiagonalSection, TotalTrace, TraceMethod, check_diagonal_budget, check_trace_budget,
-    estimate_diagonal, estimate_trace, refuse_on_hessian,
+    Curvature, DiagonalMethod, DiagonalSection, TotalTrace, TraceMethod, check_diagonal_budget, check_trace_budget,
+    estimate_diagonal, estimate_trace,
 };
 use crate::losses;
 use crate::net::{Net, build_net};
@@ -325,7 +325,9 @@ pub struct RunCurvature {
     /// `tr(H̄)` by the chosen estimator, when it is not Hutchinson: `H̄` the
     /// mean of the measurement batches' Hessians over the weights (evaluation
     /// phase), within `probes` products of `H̄` (each `batches` batch products,
-    /// the batch cost of Hutchinson's `probes` probes per batch).
+    /// the batch cost of Hutchinson's `probes` probes per batch). XNysTrace
+    /// estimates `tr(Ḡ)` instead, `Ḡ` the mean Gauss–Newton matrix of the
+    /// same batches ([`TotalTrace::matrix`]).
     pub trace: Option<TotalTrace>,
     /// The per-layer summary of `diag(H̄)`, within `probes` products of `H̄`.
     pub diagonal: Option<DiagonalSection>,
@@ -341,8 +343,14 @@ impl RunCurvature {
         let mut out = Vec::new();
         let b = self.batches;
         if let Some(t) = &self.trace {
+            let (what, mean, products) = match t.matrix {
+                Curvature::Hessian => ("Hessian trace tr(H)", "mean Hessian", "Hessian-vector products"),
+                Curvature::GaussNewton => {
+                    ("Gauss–Newton trace tr(G)", "mean Gauss–Newton matrix", "Gauss–Newton matrix-vector products")
+                }
+            };
             out.push(format!(
-                "Hessian trace tr(H) ({}, weights, mean Hessian of {b} batches): {:.6}{} ({} Hessian-vector products of the mean = {} batch products)",
+                "{what} ({}, weights, {mean} of {b} batches): {:.6}{} ({} {products} of the mean = {} batch products)",
                 t.estimator.name(),
                 t.trace,
                 match t.std_error {
@@ -381,22 +389,21 @@ impl RunCurvature {
 
 /// The curvature of a run's model with the estimators of `choice`: the
 /// default measurement ([`trace_of_run`]) when the estimator is Hutchinson,
-/// otherwise `tr(H̄)` by that estimator; and, if asked, the per-layer
+/// otherwise `tr(H̄)` by that estimator (XNysTrace: `tr(Ḡ)` of the
+/// Gauss–Newton matrices of the same batches); and, if asked, the per-layer
 /// diagonal of `H̄` (see [`RunCurvature`]). Probes come from
 /// [`Stream::FinalTrace`] and [`Stream::Diagonal`] of `step_key(seed,
 /// TRACE_INDEX)`, the batches are those of [`trace_of_run`].
 ///
 /// # Errors
-/// Before any product: XNysTrace ([`refuse_on_hessian`]) and a `probes`
-/// budget too small for an estimator, naming `--estimator` or `--probes`;
-/// then as [`trace_of_run`].
+/// Before any product: a `probes` budget too small for an estimator,
+/// naming `--probes`; then as [`trace_of_run`].
 pub fn curvature_of_run(
     run_dir: &Path,
     opts: &TrainOptions,
     (batches, probes): (usize, usize),
     choice: TraceChoice,
 ) -> Result<RunCurvature> {
-    refuse_on_hessian(choice.estimator, "--estimator")?;
     check_trace_budget(choice.estimator, probes, "--probes")?;
     if let Some(d) = choice.diagonal {
         check_diagonal_budget(d, probes, "--probes")?;
@@ -411,20 +418,35 @@ pub fn curvature_of_run(
     }
     let weights = params.select(&Selection::Weights)?;
     let key = step_key(cfg.seed, TRACE_INDEX);
-    let mut ops = Vec::new();
-    for_each_batch(&net, &task, (batches, key, Phase::Eval), &opts.device, |_, loss| {
-        ops.push(HessianOperator::with_mode(loss, &weights, GraphMode::Detached)?);
+    let on_g = choice.estimator.curvature() == Curvature::GaussNewton;
+    let (mut ops, mut gn_ops) = (Vec::new(), Vec::new());
+    for_each_batch(&net, &task, (batches, key, Phase::Eval), &opts.device, |logits, loss| {
+        if on_g {
+            gn_ops.push(GaussNewtonOperator::new(logits, &weights)?);
+        }
+        if !on_g || choice.diagonal.is_some() {
+            ops.push(HessianOperator::with_mode(loss, &weights, GraphMode::Detached)?);
+        }
         Ok(())
     })?;
-    let used = ops.len();
-    let mean = MeanHessian::new(ops, indicatif::ProgressBar::hidden())?;
-    let trace = match choice.estimator {
-        TraceMethod::Hutchinson => None,
-        method => Some(estimate_trace(&mean, method, probes, &mut Stream::FinalTrace.rng(key))?),
+    let used = ops.len().max(gn_ops.len());
+    let hidden = indicatif::ProgressBar::hidden;
+    // An empty list is refused by MeanHessian::new, naming --batches.
+    let h = if on_g && choice.diagonal.is_none() { None } else { Some(MeanHessian::new(ops, hidden())?) };
+    let g = if on_g { Some(MeanHessian::new(gn_ops, hidden())?) } else { None };
+    let trace = match (choice.estimator, &h, &g) {
+        (TraceMethod::Hutchinson, ..) => None,
+        (method, _, Some(g)) => {
+            Some(estimate_trace(g, method, Curvature::GaussNewton, probes, &mut Stream::FinalTrace.rng(key))?)
+        }
+        (method, Some(h), None) => {
+            Some(estimate_trace(h, method, Curvature::Hessian, probes, &mut Stream::FinalTrace.rng(key))?)
+        }
+        (_, None, None) => None,
     };
-    let diagonal = match choice.diagonal {
-        Some(d) => Some(estimate_diagonal(&mean, d, probes, &mut Stream::Diagonal.rng(key))?),
-        None => None,
+    let diagonal = match (choice.diagonal, &h) {
+        (Some(d), Some(h)) => Some(estimate_diagonal(h, d, probes, &mut Stream::Diagonal.rng(key))?),
+        _ => None,
     };
     Ok(RunCurvature { report, trace, diagonal, batches: used })
 }

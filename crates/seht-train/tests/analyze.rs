@@ -13,7 +13,7 @@ use seht_train::analyze::{
     analyze, write_report,
 };
 use seht_train::config::Regularizer;
-use seht_train::estimators::{DiagonalMethod, DiagonalRequest, TraceMethod};
+use seht_train::estimators::{Curvature, DiagonalMethod, DiagonalRequest, TraceMethod};
 use seht_train::{TraceChoice, curvature_of_run, trace_of_run};
 
 fn settings() -> AnalysisSettings {
@@ -275,13 +275,34 @@ fn analyze_runs_the_chosen_trace_and_diagonal_estimators() {
             assert!(seht_train::analyze::cost_line(&r).contains(&format!("trace ({name}) {} HVPs", t.hvps)));
             let back: AnalysisReport = serde_json::from_value(serde_json::to_value(&r).expect("json")).expect("parse");
             assert_eq!(back, r);
+            assert!(t.matrix.is_hessian() && serde_json::to_value(t).expect("json").get("matrix").is_none());
         }
     }
+
+    // XNysTrace runs on the Gauss–Newton matrix G of the same batches; the
+    // other analyses stay on H. The model is a ReLU/max-pool ResNet in eval
+    // mode, where tr(G) = tr(H): the per-layer Hutchinson traces of H are
+    // its reference.
+    let mut a = base(24);
+    a.settings.estimator = TraceMethod::XNysTrace;
+    a.settings.diagonal = Some(DiagonalRequest { estimator: DiagonalMethod::Hutchinson, hvps: 4 });
+    let r = analyze(&run, &o, &a).expect("xnystrace on G");
+    let t = r.spectrum.trace.as_ref().expect("trace section");
+    assert_eq!((t.estimator, t.matrix, t.hvps), (TraceMethod::XNysTrace, Curvature::GaussNewton, 24));
+    assert_eq!(r.spectrum.diagonal.as_ref().map(|d| d.hvps), Some(4), "the diagonal is still of H");
+    let se = (h.total_std_error.expect("se").powi(2) + t.std_error.expect("own error").powi(2)).sqrt();
+    assert!(t.trace > 0.0 && (t.trace - h.total).abs() < 6.0 * se, "tr(G) {} vs tr(H) {} ± {se}", t.trace, h.total);
+    let json = serde_json::to_value(t).expect("json");
+    assert_eq!(json.get("matrix").and_then(|m| m.as_str()), Some("gauss-newton"), "{json}");
+    let md = seht_train::analyze::markdown(&r);
+    assert!(md.contains("## Trace (xnystrace)") && md.contains("tr(G) = "), "{md}");
+    assert!(md.contains("Gauss–Newton matrix G"), "{md}");
+    assert!(seht_train::analyze::cost_line(&r).contains("trace (xnystrace of G) 24 HVPs"));
 }
 
-/// A bad `--estimator`, too small a budget for it or for `--diagonal`, and
-/// XNysTrace on the (indefinite) Hessian are refused before anything is
-/// loaded, each naming its flag; from the binary too, for values clap refuses.
+/// A bad `--estimator` and too small a budget for it or for `--diagonal`
+/// are refused before anything is loaded, each naming its flag; from the
+/// binary too, for values clap refuses.
 #[test]
 fn bad_estimator_choices_are_refused_naming_the_flag() {
     let data = temp_dir("analyze-est-bad-data");
@@ -294,8 +315,8 @@ fn bad_estimator_choices_are_refused_naming_the_flag() {
         edit(&mut a.settings);
         analyze(&run, &o, &a).expect_err("refused").to_string()
     };
-    let err = refuse(&|s| s.estimator = TraceMethod::XNysTrace);
-    assert!(err.contains("--estimator") && err.contains("xnystrace") && err.contains("Gauss–Newton"), "{err}");
+    let err = refuse(&|s| (s.estimator, s.trace_probes) = (TraceMethod::XNysTrace, 1));
+    assert!(err.contains("--trace-probes") && err.contains("xnystrace") && err.contains("at least 2"), "{err}");
     let err = refuse(&|s| (s.estimator, s.trace_probes) = (TraceMethod::XTrace, 3));
     assert!(err.contains("--trace-probes") && err.contains("xtrace") && err.contains("at least 4"), "{err}");
     let err = refuse(&|s| (s.estimator, s.trace_probes) = (TraceMethod::HutchPlusPlus, 2));
@@ -306,8 +327,8 @@ fn bad_estimator_choices_are_refused_naming_the_flag() {
     assert!(err.contains("--diagonal-hvps"), "{err}");
 
     let choice = TraceChoice { estimator: TraceMethod::XNysTrace, diagonal: None };
-    let err = curvature_of_run(&out.path().join("absent"), &o, (1, 10), choice).expect_err("xnystrace").to_string();
-    assert!(err.contains("--estimator") && err.contains("xnystrace"), "{err}");
+    let err = curvature_of_run(&out.path().join("absent"), &o, (1, 1), choice).expect_err("xnystrace").to_string();
+    assert!(err.contains("--probes") && err.contains("xnystrace") && err.contains("at least 2"), "{err}");
     let choice = TraceChoice { estimator: TraceMethod::XTrace, diagonal: None };
     let err = curvature_of_run(&out.path().join("absent"), &o, (1, 3), choice).expect_err("budget").to_string();
     assert!(err.contains("--probes") && err.contains("at least 4"), "{err}");
@@ -327,8 +348,11 @@ fn bad_estimator_choices_are_refused_naming_the_flag() {
         (vec!["analyze", "--run", absent, "--mode", "eval", "--diagonal", "exact"], "--diagonal"),
         (vec!["trace", "--run", absent, "--estimator", "lanczos"], "--estimator"),
         (vec!["trace", "--run", absent, "--diagonal=xtrace"], "--diagonal"),
-        (vec!["trace", "--run", absent, "--estimator", "xnystrace"], "--estimator"),
-        (vec!["analyze", "--run", absent, "--mode", "eval", "--estimator", "xnystrace"], "--estimator"),
+        (vec!["trace", "--run", absent, "--estimator", "xnystrace", "--probes", "1"], "--probes"),
+        (
+            vec!["analyze", "--run", absent, "--mode", "eval", "--estimator", "xnystrace", "--trace-probes", "1"],
+            "--trace-probes",
+        ),
     ] {
         let err = seht(&args);
         assert!(err.contains(flag), "{args:?}: {err}");
@@ -383,4 +407,16 @@ fn seht_trace_runs_the_chosen_estimators() {
         "{stdout}"
     );
     assert!(!stdout.contains("Gauss–Newton"), "{stdout}");
+
+    // XNysTrace measures tr(G) of the same batches' Gauss–Newton matrices:
+    // the default measurement's tr(G) from sampled labels is its reference.
+    let choice = TraceChoice { estimator: TraceMethod::XNysTrace, diagonal: None };
+    let c = curvature_of_run(&run, &opts(data.path(), out.path()), (2, 12), choice).expect("xnystrace");
+    let t = c.trace.as_ref().expect("trace");
+    assert_eq!((t.matrix, t.hvps, c.batches), (Curvature::GaussNewton, 12, 2));
+    let g = h.gauss_newton.as_ref().expect("tr(G) by sampled labels");
+    let se = (g.std_error.expect("se").powi(2) + t.std_error.expect("own error").powi(2)).sqrt();
+    assert!((t.trace - g.mean).abs() < 6.0 * se, "XNysTrace tr(G) {} vs sampled labels {} ± {se}", t.trace, g.mean);
+    let lines = c.lines().join("\n");
+    assert!(lines.contains("Gauss–Newton trace tr(G) (xnystrace") && !lines.contains("Hessian"), "{lines}");
 }

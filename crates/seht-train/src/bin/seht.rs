@@ -71,9 +71,10 @@ enum Command {
         /// `cpu` or `cuda:N`.
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// Estimator of tr(H): `hutchinson` (tr(H), tr(G), tr(DHD) as
+        /// Trace estimator: `hutchinson` (tr(H), tr(G), tr(DHD) as
         /// always), `hutch++` or `xtrace` (tr(H) alone, with the products
-        /// spent); `xnystrace` is refused (the Hessian is indefinite).
+        /// spent), `xnystrace` (tr(G) of the Gauss–Newton matrix G alone: it
+        /// needs a positive semi-definite matrix, and H is indefinite).
         #[arg(long, value_enum, default_value = "hutchinson")]
         estimator: EstimatorArg,
         /// Also summarise the Hessian diagonal per weight tensor:
@@ -117,8 +118,10 @@ enum Command {
         probing: Probing,
         /// Trace estimator: `hutchinson` (per-layer traces) or, for the
         /// whole-model trace with its own error within --trace-probes
-        /// products, `hutch++` or `xtrace`; `xnystrace` is refused (the
-        /// Hessian is indefinite). See docs/analysis/estimators.md.
+        /// products, `hutch++` or `xtrace` (of H), or `xnystrace` (of the
+        /// Gauss–Newton matrix G of the same batches: it needs a positive
+        /// semi-definite matrix, and H is indefinite; the other analyses stay
+        /// on H). See docs/analysis/estimators.md.
         #[arg(long, value_enum, default_value = "hutchinson")]
         estimator: EstimatorArg,
         /// Summarise the Hessian diagonal per weight tensor (mean, min, max,
