@@ -128,11 +128,7 @@ fn rewrite_tensors(f: fn(&mut BTreeMap<String, candle_core::Tensor>)) -> Damage 
         let mut t: BTreeMap<String, candle_core::Tensor> =
             candle_core::safetensors::load(p, &candle_core::Device::Cpu).expect("load").into_iter().collect();
         f(&mut t);
-        candle_core::safetensors::save(&t.into_iter().collect(), p).expect("save");
-        let state = p.with_file_name("state.json");
-        let mut s: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).expect("state")).expect("json");
-        s["tensors_sha256"] = seht_data::checksums::sha256_file(p).expect("sha").into();
-        std::fs::write(&state, serde_json::to_vec_pretty(&s).expect("json")).expect("write");
+        save_checkpoint_tensors(p, &t.into_iter().collect());
     })
 }
 

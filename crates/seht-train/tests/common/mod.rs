@@ -129,3 +129,15 @@ pub fn seht(estimator: Estimator, every: u64, gradient: Gradient) -> Regularizer
         phase: Default::default(),
     })
 }
+
+/// Saves `tensors` over a checkpoint's tensor file and records the new
+/// file's SHA-256 in the `state.json` beside it, as a tool that edits a
+/// checkpoint must: loading refuses a tensor file whose checksum differs
+/// from the one recorded.
+pub fn save_checkpoint_tensors(file: &Path, tensors: &std::collections::HashMap<String, candle_core::Tensor>) {
+    candle_core::safetensors::save(tensors, file).expect("save");
+    let state = file.with_file_name("state.json");
+    let mut s: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).expect("state.json")).expect("json");
+    s["tensors_sha256"] = seht_data::checksums::sha256_file(file).expect("sha").into();
+    std::fs::write(&state, serde_json::to_vec_pretty(&s).expect("json")).expect("write");
+}
