@@ -7,8 +7,8 @@
 //! time from `SEHT_KILL_SEED` (default 38) and printed on failure; a replay
 //! with the same seed kills at the same moments (where in the run they land
 //! depends on the machine's speed). `SEHT_KILLS` sets how many kills must
-//! land (default 20). Kill-and-resume of `cargo xtask reproduce --jobs 2`
-//! is not covered here.
+//! land (default 20). Kill-and-resume of `cargo xtask reproduce --jobs 2`:
+//! xtask's `tests/reproduce_kill.rs`.
 
 mod common;
 
