@@ -182,10 +182,14 @@ fn a_checkpoint_from_another_config_is_refused() {
 /// (only the old first-order form used `p = 0` for SEHT-H).
 #[test]
 fn an_old_seht_d_with_p_zero_is_refused() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo/seht-d-k1-p0.05.toml");
-    let text = std::fs::read_to_string(&path).expect("demo config");
-    assert!(ExperimentConfig::from_toml_str(&text, &path).is_ok(), "the config itself reads");
-    let e = ExperimentConfig::from_toml_str(&text.replace("p = 0.05", "p = 0"), &path).expect_err("p = 0");
+    // The old form, as configs/demo/seht-d-k1-p0.05.toml had it (the file
+    // went with the demo's new method set in 7997860).
+    let text = GOOD.replace(
+        "kind = \"seht\"\nlambda = 0.01\nevery = 1\nrescale = false\nestimator = { kind = \"seht-d\", probes = 1, p1 = 0.05, p2 = 0.05, reading = \"partial-sum\" }\ngradient = { kind = \"exact-per-probe\" }",
+        "kind = \"seht-d\"\nprobes = 1\np = 0.05\nlambda = 1e-3\nreading = \"partial-sum\"\nevery = 1\nrescale = false",
+    );
+    assert!(text.contains("p = 0.05") && parse(&text).is_ok(), "the old form, and it reads");
+    let e = parse(&text.replace("p = 0.05", "p = 0")).expect_err("p = 0");
     assert!(e.to_string().contains("p = 0"), "{e}");
 }
 
