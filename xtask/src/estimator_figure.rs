@@ -4,7 +4,10 @@
 //! `G`, same columns) (mean relative error of
 //! each trace estimator against the Hessian-vector products spent, one panel
 //! per spectrum, log–log axes) as an SVG (or PNG, by `OUT`'s extension), and
-//! prints the same numbers as a Markdown table.
+//! prints the same numbers as a Markdown table. Where the CSV has a column
+//! `reference_rel_se` (`large_model_estimators`: errors measured against a
+//! Hutchinson reference), each panel also draws that relative standard
+//! error as a dashed line: errors near or below it are not resolved.
 //!
 //! The example computes; this subcommand only reads its CSV and draws.
 
@@ -36,6 +39,8 @@ struct Row {
     se: f64,
     rms: f64,
     reported: f64,
+    /// The reference's own relative standard error, where the CSV has it.
+    reference_se: Option<f64>,
 }
 
 fn parse(text: &str) -> Result<Vec<Row>> {
@@ -54,6 +59,7 @@ fn parse(text: &str) -> Result<Vec<Row>> {
         col("rms_rel_error")?,
         col("mean_reported_rel_error")?,
     ];
+    let reference_col = header.iter().position(|h| *h == "reference_rel_se");
     lines
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -74,6 +80,12 @@ fn parse(text: &str) -> Result<Vec<Row>> {
                 se: num(7)?,
                 rms: num(8)?,
                 reported: num(9)?,
+                reference_se: match reference_col {
+                    Some(c) => Some(f.get(c).and_then(|x| x.parse::<f64>().ok()).with_context(|| {
+                        format!("line {}: field {} (reference_rel_se) is not a number", i + 2, c + 1)
+                    })?),
+                    None => None,
+                },
             })
         })
         .collect()
@@ -90,6 +102,8 @@ fn caption(spectrum: &str) -> &str {
         "exp" => "exponential: λᵢ = 0.9^(i−1)",
         "hessian" => "trained ResNet: Hessian H (eval mode)",
         "gauss-newton" => "trained ResNet: Gauss–Newton G",
+        "hessian-reference" => "ResNet 8-64: Hessian H (eval mode)",
+        "gauss-newton-reference" => "ResNet 8-64: Gauss–Newton G",
         other => other,
     }
 }
@@ -106,7 +120,9 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, rows:
     for (area, spectrum) in areas.iter().zip(&spectra) {
         let rs: Vec<&Row> = rows.iter().filter(|r| r.spectrum == *spectrum && r.mean > 0.0).collect();
         let (x_lo, x_hi) = rs.iter().fold((f64::INFINITY, 0f64), |(a, b), r| (a.min(r.hvps), b.max(r.hvps)));
+        let floor = rs.iter().find_map(|r| r.reference_se);
         let (y_lo, y_hi) = rs.iter().fold((f64::INFINITY, 0f64), |(a, b), r| (a.min(r.mean), b.max(r.mean)));
+        let (y_lo, y_hi) = floor.map_or((y_lo, y_hi), |f| (y_lo.min(f), y_hi.max(f)));
         if rs.is_empty() {
             continue;
         }
@@ -146,6 +162,19 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, rows:
                 .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
             chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+        }
+        if let Some(f) = floor {
+            let grey = RGBColor(110, 110, 110);
+            let (a, b) = (x_lo * 0.9, x_hi * 1.1);
+            // Dashes drawn as short segments, equally spaced on the log axis.
+            let k = 24;
+            let at = |t: f64| a * (b / a).powf(t);
+            let dashes = (0..k).map(|i| (at(i as f64 / k as f64), at((i as f64 + 0.5) / k as f64)));
+            chart
+                .draw_series(dashes.map(|(x0, x1)| PathElement::new(vec![(x0, f), (x1, f)], grey.stroke_width(2))))
+                .map_err(err)?
+                .label("reference's s.e.")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], grey.stroke_width(2)));
         }
         chart
             .configure_series_labels()
@@ -252,6 +281,17 @@ mod tests {
         let t = table(&parse(&csv).expect("valid CSV"));
         // reported / RMS of the hessian row: 3e-3 / 6e-3; no XNysTrace there.
         assert!(t.contains("| hessian | 20 | 0.50 | – |"), "{t}");
+    }
+
+    #[test]
+    fn the_reference_error_column_is_optional_and_read_where_present() {
+        assert!(parse(CSV).expect("valid CSV").iter().all(|r| r.reference_se.is_none()));
+        let csv = CSV.replacen("mean_reported_rel_error", "mean_reported_rel_error,reference_rel_se", 1);
+        let csv = csv.replace("0.9e-2\n", "0.9e-2,2e-2\n").replace("3.0e-3\n", "3.0e-3,2e-2\n");
+        let rows = parse(&csv).expect("valid CSV");
+        assert!(rows.iter().all(|r| r.reference_se == Some(2e-2)), "{rows:?}");
+        let bad = csv.replace("0.9e-2,2e-2", "0.9e-2,x");
+        assert!(parse(&bad).expect_err("not a number").to_string().contains("reference_rel_se"));
     }
 
     #[test]
