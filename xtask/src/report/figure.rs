@@ -34,8 +34,10 @@ fn err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 
 /// Per method: (mean, min, max) test top-1 (%) per epoch.
 type Series<'a> = Vec<(&'a str, Vec<(f64, f64, f64)>)>;
-/// Per method: final Hessian trace, mean and standard deviation over seeds.
-type Traces<'a> = Vec<(&'a str, f64, f64)>;
+/// Per method: final Hessian trace, a centre and a half-width (mean ± sd over
+/// seeds, or the paired difference to the baseline ± its 95 % CI half-width),
+/// and the method's colour index (its place among the accuracy series).
+type Traces<'a> = Vec<(&'a str, f64, f64, usize)>;
 
 fn accuracy_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
@@ -90,20 +92,26 @@ fn accuracy_panel<DB: DrawingBackend>(
 fn trace_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     traces: &Traces<'_>,
+    paired: bool,
     text: bool,
 ) -> Result<()> {
-    let (lo, hi) = traces.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, m, s)| {
+    let (lo, hi) = traces.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, m, s, _)| {
         let s = if s.is_finite() { *s } else { 0.0 };
         (a.min(m - s), b.max(m + s))
     });
     let (lo, hi) = if lo.is_finite() && hi.is_finite() { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.15).max(1e-6);
-    let (ymin, ymax) = ((lo - pad).min(0.0), hi + pad);
+    let (ymin, ymax) = ((lo - pad).min(0.0), (hi + pad).max(if paired { pad } else { 0.0 }));
     let n = traces.len().max(1);
     let mut b = ChartBuilder::on(area);
     b.margin(20).x_label_area_size(if text { 40 } else { 5 }).y_label_area_size(if text { 60 } else { 5 });
     if text {
-        b.caption("final Hessian trace (mean ± sd over seeds)", ("sans-serif", 18));
+        let title = if paired {
+            "final tr(H) − baseline's, paired by seed (mean, 95 % CI)"
+        } else {
+            "final Hessian trace (mean ± sd over seeds)"
+        };
+        b.caption(title, ("sans-serif", 18));
     }
     let mut chart = b.build_cartesian_2d(-0.5f64..(n as f64 - 0.5), ymin..ymax).map_err(err)?;
     if text {
@@ -121,12 +129,15 @@ fn trace_panel<DB: DrawingBackend>(
                 }
             })
             .x_label_style(("sans-serif", 11))
-            .y_desc("tr(H), SEHT-H over the weights")
+            .y_desc(if paired { "Δ tr(H), eval mode, over the weights" } else { "tr(H), SEHT-H over the weights" })
             .draw()
             .map_err(err)?;
     }
-    for (i, (_, m, s)) in traces.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    if paired {
+        chart.draw_series(LineSeries::new([(-0.5, 0.0), (n as f64 - 0.5, 0.0)], BLACK.stroke_width(1))).map_err(err)?;
+    }
+    for (i, (_, m, s, c)) in traces.iter().enumerate() {
+        let color = Palette99::pick(*c).to_rgba();
         let s = if s.is_finite() { *s } else { 0.0 };
         chart
             .draw_series(std::iter::once(ErrorBar::new_vertical(i as f64, m - s, *m, m + s, color.stroke_width(2), 12)))
@@ -139,31 +150,35 @@ fn trace_panel<DB: DrawingBackend>(
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     series: &Series<'_>,
-    traces: Option<&Traces<'_>>,
+    traces: Option<(&Traces<'_>, bool)>,
     text: bool,
     caption: &str,
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     match traces {
         None => accuracy_panel(&root, series, text, caption)?,
-        Some(t) => {
+        Some((t, paired)) => {
             let (left, right) = root.split_horizontally(root.dim_in_pixel().0 * 11 / 20);
             accuracy_panel(&left, series, text, caption)?;
-            trace_panel(&right, t, text)?;
+            trace_panel(&right, t, paired, text)?;
         }
     }
     root.present().map_err(err)?;
     Ok(())
 }
 
-/// Writes `<out>/<stem>.svg` and `.png` for the baseline and SEHT methods of
-/// `runs`; with `with_traces`, beside their final Hessian traces. Only
-/// finished seeds are drawn (a method none of whose seeds finished is not).
-/// Returns false when no DejaVu font was found (the figure then has no text).
+/// Writes `<out>/<stem>.svg` and `.png`: test accuracy per epoch of the
+/// baseline and the SEHT methods of `runs` (the paper's Figure 1), or, with
+/// `with_traces`, of every method beside its final Hessian trace: the
+/// difference to the baseline paired by seed with its 95 % confidence
+/// interval ([`super::paired`]) where every method has two pairs or more,
+/// else mean ± sd over seeds. Only finished seeds are drawn (a method none of
+/// whose seeds finished is not). Returns false when no DejaVu font was found
+/// (the figure then has no text).
 pub fn write(runs: &[MethodRuns], out: &Path, stem: &str, caption: &str, with_traces: bool) -> Result<bool> {
     let shown: Vec<&MethodRuns> = runs
         .iter()
-        .filter(|r| r.method == "baseline" || r.method.starts_with("seht"))
+        .filter(|r| with_traces || r.method == "baseline" || r.method.starts_with("seht"))
         .filter(|r| !r.metrics.is_empty())
         .collect();
     let series: Series<'_> = shown
@@ -181,17 +196,26 @@ pub fn write(runs: &[MethodRuns], out: &Path, stem: &str, caption: &str, with_tr
             (r.method.as_str(), pts)
         })
         .collect();
+    let differences = super::paired::trace_differences(runs);
+    let paired =
+        shown.iter().filter(|r| r.method != "baseline").all(|r| differences.iter().any(|(m, _)| m == &r.method))
+            && !differences.is_empty();
     let traces: Traces<'_> = shown
         .iter()
-        .filter_map(|r| {
+        .enumerate()
+        .filter_map(|(c, r)| {
+            if paired {
+                let (_, d) = differences.iter().find(|(m, _)| m == &r.method)?;
+                return Some((r.method.as_str(), d.mean, (d.ci.1 - d.ci.0) / 2.0, c));
+            }
             let xs: Vec<f64> = r.metrics.iter().filter_map(|m| m.final_trace.as_ref().map(|t| t.mean)).collect();
             (!xs.is_empty()).then(|| {
                 let (m, s) = super::mean_std(&xs);
-                (r.method.as_str(), m, s)
+                (r.method.as_str(), m, s, c)
             })
         })
         .collect();
-    let traces = (with_traces && !traces.is_empty()).then_some(&traces);
+    let traces = (with_traces && !traces.is_empty()).then_some((&traces, paired));
     let size = if traces.is_some() { (1200, 560) } else { (900, 560) };
     let text = register_font();
     draw(SVGBackend::new(&out.join(format!("{stem}.svg")), size).into_drawing_area(), &series, traces, text, caption)?;
@@ -203,4 +227,40 @@ pub fn write(runs: &[MethodRuns], out: &Path, stem: &str, caption: &str, with_tr
         caption,
     )?;
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::finished;
+
+    fn runs(method: &str, tops: &[f64]) -> MethodRuns {
+        let metrics: Vec<_> =
+            tops.iter().enumerate().map(|(k, &t)| finished(&format!("d-{method}-s{k}"), t, None)).collect();
+        let logs = metrics.iter().map(|m| vec![m.final_epoch.clone().expect("epoch")]).collect();
+        MethodRuns { method: method.into(), metrics, logs, ..MethodRuns::default() }
+    }
+
+    #[test]
+    fn a_table_of_our_own_draws_every_method_and_paired_trace_differences() {
+        let dir = std::env::temp_dir().join(format!("xtask-figure-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let table =
+            [runs("baseline", &[0.80, 0.85, 0.90]), runs("sam", &[0.81, 0.87, 0.93]), runs("seht-h", &[0.8, 0.8, 0.8])];
+        let text = write(&table, &dir, "f", "caption", true).expect("figure");
+        let svg = std::fs::read_to_string(dir.join("f.svg")).expect("svg");
+        assert!(dir.join("f.png").exists());
+        if text {
+            // SAM is not a SEHT method: the paper's Figure 1 leaves it out, a
+            // table of our own shows it; the trace panel is paired by seed.
+            assert!(svg.contains("\nsam\n") && svg.contains("\nseht-h\n"), "methods missing");
+            assert!(svg.contains("paired by seed"), "trace panel not paired");
+        }
+        let text = write(&table, &dir, "g", "caption", false).expect("figure");
+        let svg = std::fs::read_to_string(dir.join("g.svg")).expect("svg");
+        if text {
+            assert!(!svg.contains("\nsam\n") && svg.contains("\nseht-h\n"), "Figure 1 shows the SEHT methods");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -168,6 +168,17 @@ fn rows(runs: &[MethodRuns]) -> Option<Vec<(Row, f64)>> {
     Some(rows.into_iter().zip(adjusted).collect())
 }
 
+/// Per method with two pairs or more: its paired difference to the baseline
+/// in the final evaluation-mode `tr(H)` (for the figure).
+pub fn trace_differences(runs: &[MethodRuns]) -> Vec<(String, Paired)> {
+    rows(runs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(row, _)| row.metric.label == METRICS[4].label)
+        .map(|(row, _)| (row.method, row.stat))
+        .collect()
+}
+
 /// One line per method: its paired difference to the baseline in final test
 /// top-1 and in the final evaluation-mode `tr(H)` (relative to the
 /// baseline's mean too), with the 95 % confidence interval and the
