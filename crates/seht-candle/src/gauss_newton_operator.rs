@@ -151,7 +151,7 @@ impl GaussNewtonOperator {
     }
 
     fn zero(&self) -> Result<Tensor> {
-        Ok(Tensor::zeros((), self.dtype, &self.device)?)
+        crate::operator::parts::zero(self.dtype, &self.device)
     }
 }
 
@@ -165,12 +165,11 @@ impl HvpOperator for GaussNewtonOperator {
     }
 
     fn part_from_host(&self, block: usize, values: &[f64]) -> Result<Tensor> {
-        let var = &self.params[block].var;
-        Ok(Tensor::from_slice(values, var.shape(), var.device())?.to_dtype(var.dtype())?)
+        crate::operator::parts::from_host(&self.params[block], values)
     }
 
     fn part_to_host(&self, _block: usize, part: &Tensor) -> Result<Vec<f64>> {
-        Ok(part.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+        crate::operator::parts::to_host(part)
     }
 
     fn hvp(&self, v: &BlockVec<Tensor>) -> Result<BlockVec<Tensor>> {
@@ -200,25 +199,14 @@ impl HvpOperator for GaussNewtonOperator {
     }
 
     fn scalar_value(&self, s: &Tensor) -> Result<f64> {
-        Ok(s.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+        crate::operator::parts::value(s)
     }
 
     fn weighted_sum(&self, terms: &[(f64, Tensor)]) -> Result<Tensor> {
-        let mut acc: Option<Tensor> = None;
-        for (c, t) in terms {
-            let t = t.affine(*c, 0.0)?;
-            acc = Some(match acc {
-                None => t,
-                Some(a) => (a + t)?,
-            });
-        }
-        match acc {
-            Some(a) => Ok(a),
-            None => self.zero(),
-        }
+        crate::operator::parts::weighted_sum(terms, self.dtype, &self.device)
     }
 
     fn constant(&self, value: f64) -> Result<Tensor> {
-        Ok(Tensor::new(value, &self.device)?.to_dtype(self.dtype)?)
+        crate::operator::parts::constant(value, self.dtype, &self.device)
     }
 }

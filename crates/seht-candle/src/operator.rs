@@ -146,7 +146,7 @@ impl HessianOperator {
     }
 
     fn zero(&self) -> Result<Tensor> {
-        Ok(Tensor::zeros((), self.dtype, &self.device)?)
+        parts::zero(self.dtype, &self.device)
     }
 }
 
@@ -160,12 +160,11 @@ impl HvpOperator for HessianOperator {
     }
 
     fn part_from_host(&self, block: usize, values: &[f64]) -> Result<Tensor> {
-        let var = &self.params[block].var;
-        Ok(Tensor::from_slice(values, var.shape(), var.device())?.to_dtype(var.dtype())?)
+        parts::from_host(&self.params[block], values)
     }
 
     fn part_to_host(&self, _block: usize, part: &Tensor) -> Result<Vec<f64>> {
-        Ok(part.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+        parts::to_host(part)
     }
 
     fn hvp(&self, v: &BlockVec<Tensor>) -> Result<BlockVec<Tensor>> {
@@ -192,10 +191,51 @@ impl HvpOperator for HessianOperator {
     }
 
     fn scalar_value(&self, s: &Tensor) -> Result<f64> {
-        Ok(s.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+        parts::value(s)
     }
 
     fn weighted_sum(&self, terms: &[(f64, Tensor)]) -> Result<Tensor> {
+        parts::weighted_sum(terms, self.dtype, &self.device)
+    }
+
+    fn constant(&self, value: f64) -> Result<Tensor> {
+        parts::constant(value, self.dtype, &self.device)
+    }
+}
+
+/// The parts of a candle [`HvpOperator`] that do not depend on the matrix:
+/// host conversion of one parameter's block, scalar reads, weighted sums and
+/// constants, shared by [`HessianOperator`] and
+/// [`GaussNewtonOperator`](crate::GaussNewtonOperator).
+pub(crate) mod parts {
+    use candle_core::{DType, Device, Tensor};
+
+    use crate::error::Result;
+    use crate::params::Param;
+
+    /// Block `values` shaped, typed and placed like `param`.
+    pub(crate) fn from_host(param: &Param, values: &[f64]) -> Result<Tensor> {
+        let var = &param.var;
+        Ok(Tensor::from_slice(values, var.shape(), var.device())?.to_dtype(var.dtype())?)
+    }
+
+    /// A block's values as `f64`, flattened.
+    pub(crate) fn to_host(part: &Tensor) -> Result<Vec<f64>> {
+        Ok(part.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+    }
+
+    /// A scalar tensor's value.
+    pub(crate) fn value(s: &Tensor) -> Result<f64> {
+        Ok(s.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    }
+
+    /// A scalar zero.
+    pub(crate) fn zero(dtype: DType, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::zeros((), dtype, device)?)
+    }
+
+    /// `Σ cᵢ tᵢ` (a scalar zero for no terms), keeping the terms' graphs.
+    pub(crate) fn weighted_sum(terms: &[(f64, Tensor)], dtype: DType, device: &Device) -> Result<Tensor> {
         let mut acc: Option<Tensor> = None;
         for (c, t) in terms {
             let t = t.affine(*c, 0.0)?;
@@ -206,11 +246,12 @@ impl HvpOperator for HessianOperator {
         }
         match acc {
             Some(a) => Ok(a),
-            None => self.zero(),
+            None => zero(dtype, device),
         }
     }
 
-    fn constant(&self, value: f64) -> Result<Tensor> {
-        Ok(Tensor::new(value, &self.device)?.to_dtype(self.dtype)?)
+    /// A scalar constant.
+    pub(crate) fn constant(value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::new(value, device)?.to_dtype(dtype)?)
     }
 }
