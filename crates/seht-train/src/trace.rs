@@ -169,15 +169,26 @@ pub(crate) fn measure(
     let mut rng = Stream::FinalTrace.rng(key);
     let mut labels = Stream::LabelSampling.rng(key);
     let norms: Vec<f64> = weights.iter().map(weight_norm).collect::<Result<_>>()?;
+    // The training set may hold fewer batches than asked for: the report
+    // records the batches actually measured, never the request.
+    let mut used = 0usize;
     for_each_batch(net, task, (batches, key, Phase::Eval), device, |logits, loss| {
+        used += 1;
         samples.add((logits, loss), weights, &norms, probes, (&mut rng, &mut labels))
     })?;
+    if used == 0 {
+        return Err(Error::InvalidOption {
+            option: "--batches",
+            value: batches.to_string(),
+            reason: "no batch was measured: at least one training batch is needed".into(),
+        });
+    }
     let h = measured(&samples.hessian);
     let train_mode = train_mode_trace(net, task, params, (batches, probes), seed, device)?;
     Ok(TraceReport {
         mean: h.mean,
         std_error: h.std_error.unwrap_or(f64::NAN),
-        batches,
+        batches: used,
         probes,
         gauss_newton: Some(measured(&samples.gauss_newton)),
         scale_invariant: Some(measured(&samples.scaled)),

@@ -250,3 +250,24 @@ fn the_layer_monitor_logs_norms_and_block_traces_without_changing_the_run() {
     }
     assert!(layers.iter().any(|l| l.name.contains("conv")) && layers.iter().all(|l| !l.name.contains("bias")));
 }
+
+/// A measurement asked for more batches than the training set holds records
+/// the batches it measured (found by a user: `seht trace --batches 20` on 8
+/// batches printed "20 batches"), and one of zero batches is refused.
+#[test]
+fn the_trace_records_the_batches_it_measured_not_the_request() {
+    let data = temp_dir("trace-count-data");
+    write_cifar10(data.path(), 8);
+    let out = temp_dir("trace-count-out");
+    let mut cfg = image_config("count", Regularizer::Baseline, 1);
+    cfg.final_trace = seht_train::config::FinalTrace { batches: 1, probes: 1 };
+    let o = opts(data.path(), out.path());
+    seht_train::train(&cfg, &o).expect("train").expect("finished");
+    let run = out.path().join("count");
+    let all = seht_train::trace_of_run(&run, &o, 1000, 1).expect("measure");
+    assert!(all.batches >= 1 && all.batches < 1000, "recorded {} batches", all.batches);
+    let exact = seht_train::trace_of_run(&run, &o, all.batches, 1).expect("measure");
+    assert_eq!((exact.batches, exact.mean), (all.batches, all.mean), "the same batches, the same value");
+    let e = seht_train::trace_of_run(&run, &o, 0, 1).expect_err("zero batches");
+    assert!(e.to_string().contains("--batches") && e.to_string().contains("at least one"), "{e}");
+}
