@@ -43,8 +43,11 @@
 //! cargo xtask estimator-figure docs/analysis/large-model-comparison.summary.csv docs/analysis/large-model-comparison.svg
 //! ```
 
+#[path = "common/trained_hessian.rs"]
+mod trained_hessian;
+
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use seht_candle::GaussNewtonOperator;
@@ -52,10 +55,7 @@ use seht_estimator::{
     BlockVec, HutchPlusPlus, HvpOperator, ProbeDistribution, Rademacher, SehtH, TraceEstimate, TraceEstimator,
     XNysTrace, XTrace, probe_rng, total_len,
 };
-use seht_train::analyze::{
-    AnalysisSettings, AnalyzeOptions, MeanHessian, ModelMode, ModelSource, ParamChoice, model_hessian,
-};
-use seht_train::{ExperimentConfig, Progress, TrainOptions};
+use seht_train::analyze::MeanHessian;
 
 const CONFIG: &str = r#"
 name = "large-model-resnet"
@@ -257,39 +257,13 @@ fn main() -> Res<()> {
     seht_candle::retain_freed_memory();
     let start = Instant::now();
 
-    let cfg = ExperimentConfig::from_toml_str(CONFIG, Path::new("large_model_estimators.rs"))?;
-    let opts = TrainOptions {
-        data_dir: data,
-        out_dir: work.clone(),
-        device: candle_core::Device::Cpu,
-        progress: Progress::Hidden,
-        stop_after_epochs: None,
-    };
-    let metrics = seht_train::train(&cfg, &opts)?.ok_or("training stopped early")?;
-    let last = metrics.final_epoch.as_ref().ok_or("no final epoch")?;
-    eprintln!("trained {} ({:.0} s so far): final epoch {last:?}", cfg.name, start.elapsed().as_secs_f64());
-
-    let aopts = AnalyzeOptions {
-        mode: ModelMode::Eval,
-        params: ParamChoice::Weights,
-        batches,
-        batch_size: Some(batch_size),
-        settings: AnalysisSettings {
-            trace_probes: 0,
-            probing: seht_estimator::BlockProbing::Joint,
-            estimator: Default::default(),
-            diagonal: None,
-            top_k: 0,
-            lanczos_steps: 0,
-            tolerance: 1e-3,
-            slq_probes: 0,
-            slq_steps: 0,
-            broadening: 0.01,
-            f32_basis: false,
-            seed: 0,
-        },
-    };
-    let mh = model_hessian(&ModelSource::Run(work.join(&cfg.name)), &opts, &aopts)?;
+    let mh = trained_hessian::train_then_hessian(
+        CONFIG,
+        "large_model_estimators.rs",
+        (&work, data),
+        (batches, batch_size),
+        start,
+    )?;
     let h = &mh.operator;
     let g_ops = mh.logits.iter().map(|z| GaussNewtonOperator::new(z, &mh.params)).collect::<Result<Vec<_>, _>>()?;
     let g = MeanHessian::new(g_ops, indicatif::ProgressBar::hidden())?;

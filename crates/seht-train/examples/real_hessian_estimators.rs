@@ -32,6 +32,9 @@
 //! cargo xtask estimator-figure docs/analysis/real-hessian-comparison.csv docs/analysis/real-hessian-comparison.svg
 //! ```
 
+#[path = "common/trained_hessian.rs"]
+mod trained_hessian;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -43,8 +46,6 @@ use seht_estimator::{
     Block, BlockVec, HutchPlusPlus, HvpOperator, Lanczos, ProbeRng, SehtH, TraceEstimate, TraceEstimator, Which,
     XNysTrace, XTrace, probe_rng, total_len,
 };
-use seht_train::analyze::{AnalysisSettings, AnalyzeOptions, ModelMode, ModelSource, ParamChoice, model_hessian};
-use seht_train::{ExperimentConfig, Progress, TrainOptions};
 
 const BUDGETS: [usize; 8] = [10, 20, 30, 50, 80, 120, 160, 200];
 
@@ -390,39 +391,13 @@ fn main() -> Res<()> {
     seht_candle::retain_freed_memory();
     let start = Instant::now();
 
-    let cfg = ExperimentConfig::from_toml_str(CONFIG, Path::new("real_hessian_estimators.rs"))?;
-    let opts = TrainOptions {
-        data_dir: data,
-        out_dir: work.clone(),
-        device: candle_core::Device::Cpu,
-        progress: Progress::Hidden,
-        stop_after_epochs: None,
-    };
-    let metrics = seht_train::train(&cfg, &opts)?.ok_or("training stopped early")?;
-    let last = metrics.final_epoch.as_ref().ok_or("no final epoch")?;
-    eprintln!("trained {} ({:.0} s so far): final epoch {last:?}", cfg.name, start.elapsed().as_secs_f64());
-
-    let aopts = AnalyzeOptions {
-        mode: ModelMode::Eval,
-        params: ParamChoice::Weights,
-        batches,
-        batch_size: Some(batch_size),
-        settings: AnalysisSettings {
-            trace_probes: 0,
-            probing: seht_estimator::BlockProbing::Joint,
-            estimator: Default::default(),
-            diagonal: None,
-            top_k: 0,
-            lanczos_steps: 0,
-            tolerance: 1e-3,
-            slq_probes: 0,
-            slq_steps: 0,
-            broadening: 0.01,
-            f32_basis: false,
-            seed: 0,
-        },
-    };
-    let mh = model_hessian(&ModelSource::Run(work.join(&cfg.name)), &opts, &aopts)?;
+    let mh = trained_hessian::train_then_hessian(
+        CONFIG,
+        "real_hessian_estimators.rs",
+        (&work, data),
+        (batches, batch_size),
+        start,
+    )?;
     let d = total_len(mh.operator.blocks());
     eprintln!("H over {} weight tensors, d = {d}, {batches} batches of {batch_size} (eval mode)", mh.params.len());
     // H and G are kept in the work folder (d² f64 each), keyed by the batches.
