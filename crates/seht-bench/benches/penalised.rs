@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use seht_bench::rng;
-use seht_candle::gauss_newton::GaussNewtonGradient;
+use seht_candle::Gradient;
 use seht_estimator::{Reading, SehtD, SehtH};
 
 fn penalised(c: &mut Criterion) {
@@ -40,12 +40,10 @@ fn penalised(c: &mut Criterion) {
             g.bench_function("penalised_seht_d_p0.05", |b| b.iter(|| w.penalised_step(&d5, &mut r).expect("step")));
         }
         g.bench_function("gauss_newton_double_backprop", |b| {
-            b.iter(|| w.gauss_newton_step(GaussNewtonGradient::DoubleBackprop, &mut r).expect("step"))
+            b.iter(|| w.gauss_newton_step(Gradient::ExactPerProbe, &mut r).expect("step"))
         });
         g.bench_function("gauss_newton_first_order", |b| {
-            b.iter(|| {
-                w.gauss_newton_step(GaussNewtonGradient::FirstOrder { relative_step: 2e-2 }, &mut r).expect("step")
-            })
+            b.iter(|| w.gauss_newton_step(Gradient::FirstOrder { relative_step: Some(2e-2) }, &mut r).expect("step"))
         });
         g.bench_function("first_order_seht_h_k1", |b| b.iter(|| w.first_order_step(1, None, &mut r).expect("step")));
         g.bench_function("first_order_seht_d_p0.05", |b| {

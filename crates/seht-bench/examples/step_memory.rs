@@ -41,7 +41,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use seht_bench::{CountingAlloc, Model, Workload, peak_bytes, rng};
-use seht_candle::gauss_newton::GaussNewtonGradient;
+use seht_candle::Gradient;
 use seht_estimator::{Reading, SehtD, SehtH};
 
 #[global_allocator]
@@ -97,11 +97,11 @@ fn step(w: &Workload, step: &str, r: &mut seht_estimator::ProbeRng) -> Res<usize
         "exact-d" => w.penalised_step(&SehtD::new(1, 0.05, Reading::Unbiased)?, r)?,
         "first-order" => w.first_order_step(1, None, r)?,
         "gn" => {
-            w.gauss_newton_step(GaussNewtonGradient::DoubleBackprop, r)?;
+            w.gauss_newton_step(Gradient::ExactPerProbe, r)?;
             1
         }
         "gn-first-order" => {
-            w.gauss_newton_step(GaussNewtonGradient::FirstOrder { relative_step: 2e-2 }, r)?;
+            w.gauss_newton_step(Gradient::FirstOrder { relative_step: Some(2e-2) }, r)?;
             1
         }
         other => return Err(format!("unknown step `{other}`: {}", STEPS.join(", ")).into()),

@@ -7,9 +7,8 @@ use candle_core::Var;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
-use seht_candle::gauss_newton::{GaussNewtonGradient, gauss_newton_penalty};
 use seht_candle::{
-    Gradient, GraphMode, HessianOperator, Param, ParamSet, Penalty, Role, Selection, penalised_loss, trace_estimate,
+    Gradient, GraphMode, HessianOperator, Param, ParamSet, Penalty, Selection, penalised_loss, trace_estimate,
 };
 use seht_estimator::{
     BlockVec, Estimator, HvpOperator, ProbeRng, Rademacher, Reading, SehtD, SehtH, TraceEstimator, probe_rng,
@@ -347,19 +346,18 @@ impl Workload {
     }
 
     /// A Gauss–Newton-penalised step's work
-    /// (`seht_candle::gauss_newton::gauss_newton_penalty`, one label draw,
+    /// (`seht_candle::Penalty::gauss_newton`, one label draw,
     /// λ = 1e-3): the forward pass, the loss's gradient, one sampled-label
     /// gradient and the penalty's gradient (double backprop: second order
     /// only; first order: two more forward/backward passes).
     pub fn gauss_newton_step(
         &self,
-        gradient: GaussNewtonGradient,
+        gradient: seht_candle::Gradient,
         rng: &mut ProbeRng,
     ) -> Result<(), seht_candle::Error> {
-        let buffers: Vec<Var> = self.params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
-        gauss_newton_penalty(&self.trainable, &self.weights, &buffers, 1, 1e-3, gradient, rng, &mut || {
-            self.logits_and_labels(0)
-        })?;
+        let penalty = seht_candle::Penalty::gauss_newton(1, 1e-3, gradient)?;
+        let objective = || self.logits_and_labels(0).map(|(z, y)| seht_candle::Objective::classification(z, y));
+        penalty.gradients(&self.params, objective, rng)?;
         Ok(())
     }
 }

@@ -1,6 +1,9 @@
 //! The generalised Gauss–Newton trace `tr(G)` of a softmax cross-entropy
 //! loss, estimated from labels sampled from the model, and a penalty
 //! `λ·tr̂(G)` whose gradient needs second-order autodiff only (or none).
+//! The penalty is a [`Penalty`](crate::Penalty) like the Hessian's
+//! ([`Penalty::gauss_newton`](crate::Penalty::gauss_newton)); this module
+//! holds the estimate of `tr(G)` alone and the label sampler.
 //!
 //! ## What is estimated
 //!
@@ -40,10 +43,10 @@
 //!
 //! With the labels held fixed, `∇_θ (N‖g_S‖²) = 2N · (∂g_S/∂θ)ᵀ g_S`, a
 //! Hessian-vector product of the sampled-label loss `L̂` with the vector
-//! `g_S` (zero outside `S`). [`GaussNewtonGradient::DoubleBackprop`] forms it
+//! `g_S` (zero outside `S`). [`Gradient::ExactPerProbe`] (or `Exact`) forms it
 //! by differentiating `‖g_S‖²` through the first backward pass (second-order
 //! autodiff, the cost and memory of one HVP);
-//! [`GaussNewtonGradient::FirstOrder`] by the central difference
+//! [`Gradient::FirstOrder`] by the central difference
 //! `(∇L̂(w + h·g_S) − ∇L̂(w − h·g_S)) / 2h` with the base pass's activation
 //! pattern replayed ([`crate::pattern`]), so that ReLU and max-pool networks
 //! are differentiated on one linear region.
@@ -65,27 +68,13 @@ use rand::Rng;
 use seht_estimator::{ProbeRng, Target, TraceEstimate};
 
 use crate::error::{Error, Result};
+use crate::first_order::default_relative_step;
 use crate::params::Param;
-
-/// How the gradient of `λ·tr̂(G)` is formed (module docs).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum GaussNewtonGradient {
-    /// Differentiate `‖∇_S L̂‖²` through the first backward pass: exact for
-    /// the drawn labels, needs higher-order autodiff (second order only).
-    DoubleBackprop,
-    /// Central differences of first-order gradients along `∇_S L̂`, with the
-    /// activation pattern replayed: `1 + 2K` forward passes, no higher-order
-    /// autodiff, error `O(ε_rel²)` truncation plus `O(u/ε_rel²)` rounding.
-    FirstOrder {
-        /// `ε_rel`: the step moves the penalised weights by this fraction of
-        /// their norm (`crate::first_order::default_relative_step`).
-        relative_step: f64,
-    },
-}
+use crate::step::Gradient;
 
 /// The outcome of one Gauss–Newton-penalised evaluation.
 #[derive(Debug, Clone)]
-pub struct GaussNewtonStep {
+pub(crate) struct GaussNewtonStep {
     /// The loss `L` (mean cross-entropy with the true labels) at `w`.
     pub loss: f64,
     /// `∇(L + λ·tr̂(G))` for each of `vars` (detached; zeros where the loss
@@ -199,7 +188,8 @@ pub fn gauss_newton_trace(
 }
 
 /// `∇(L + λ·tr̂(G))` for each of `vars`, with `tr(G)` over the blocks
-/// `penalised` estimated from `draws` label draws (module docs).
+/// `penalised` estimated from `draws` label draws (module docs): the
+/// Gauss–Newton path of [`Penalty::gradients`](crate::Penalty::gradients).
 ///
 /// * `vars` — every variable to return a gradient for (the trainable ones);
 /// * `penalised` — the blocks of `G` (usually the weights);
@@ -207,7 +197,8 @@ pub fn gauss_newton_trace(
 ///   statistics): the first-order path's perturbed passes' updates are undone;
 /// * `forward` — computes `(logits (N, C), labels (N,))` from the variables'
 ///   current values: the same batch and dropout masks at every call (the
-///   first-order path calls it `1 + 2K` times, the unperturbed call first).
+///   first-order path calls it `1 + 2K` times, the unperturbed call first),
+///   and the loss `L` when it is not their plain cross-entropy.
 ///
 /// # Errors
 /// [`Error::InvalidOp`] for `draws = 0`, a non-positive or non-finite λ or
@@ -215,15 +206,15 @@ pub fn gauss_newton_trace(
 /// not among `vars`; [`Error::NoParameters`] for an empty `penalised`;
 /// candle's errors.
 #[allow(clippy::too_many_arguments)]
-pub fn gauss_newton_penalty(
+pub(crate) fn gauss_newton_penalty(
     vars: &[Var],
     penalised: &[Param],
     buffers: &[Var],
     draws: usize,
     lambda: f64,
-    gradient: GaussNewtonGradient,
+    gradient: Gradient,
     rng: &mut ProbeRng,
-    forward: &mut dyn FnMut() -> candle_core::Result<(Tensor, Tensor)>,
+    forward: &mut dyn FnMut() -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)>,
 ) -> Result<GaussNewtonStep> {
     if draws == 0 {
         return Err(invalid("at least one label draw is needed".into()));
@@ -236,11 +227,14 @@ pub fn gauss_newton_penalty(
     }
     let index = positions(vars, penalised)?;
     match gradient {
-        GaussNewtonGradient::DoubleBackprop => {
+        Gradient::Exact | Gradient::ExactPerProbe => {
             crate::autodiff::check_higher_order()?;
-            let (logits, ys) = forward()?;
+            let (logits, ys, loss) = forward()?;
             let n = logits.dim(0)? as f64;
-            let loss = candle_nn::loss::cross_entropy(&logits, &ys)?;
+            let loss = match loss {
+                Some(l) => l,
+                None => candle_nn::loss::cross_entropy(&logits, &ys)?,
+            };
             let value = scalar(&loss)?;
             let mut grads = grads_of(&loss, vars)?;
             let mut samples = Vec::with_capacity(draws);
@@ -260,15 +254,19 @@ pub fn gauss_newton_penalty(
             }
             Ok(GaussNewtonStep { loss: value, grads, estimate: estimate(samples, penalised.len(), draws) })
         }
-        GaussNewtonGradient::FirstOrder { relative_step } => {
+        Gradient::FirstOrder { relative_step } => {
+            let relative_step = relative_step.unwrap_or_else(|| default_relative_step(penalised[0].var.dtype()));
             if !(relative_step > 0.0 && relative_step < 1.0) {
                 return Err(invalid(format!("relative step {relative_step} must lie in (0, 1)")));
             }
             // The unperturbed pass: the loss, its gradient, the labels' and
             // the pattern the perturbed passes replay.
             let (base, pattern) = crate::pattern::record(|| -> Result<_> {
-                let (logits, ys) = forward()?;
-                let loss = candle_nn::loss::cross_entropy(&logits, &ys)?;
+                let (logits, ys, loss) = forward()?;
+                let loss = match loss {
+                    Some(l) => l,
+                    None => candle_nn::loss::cross_entropy(&logits, &ys)?,
+                };
                 let value = scalar(&loss)?;
                 let g0 = grads_of(&loss, vars)?;
                 let mut draws_out = Vec::with_capacity(draws);
@@ -299,7 +297,7 @@ pub fn gauss_newton_penalty(
                         p.var.set(&(w + d.affine(sign * h, 0.0)?)?)?;
                     }
                     let g = crate::pattern::replay(&pattern, || -> Result<_> {
-                        let (logits, _) = forward()?;
+                        let (logits, _, _) = forward()?;
                         grads_of(&candle_nn::loss::cross_entropy(&logits, yhat)?, vars)
                     })??;
                     Ok(g)

@@ -2,6 +2,7 @@
 //! backprop, and a Hessian-trace penalty whose gradient is exact.
 //!
 //! [`Penalty::gradients`] is the entry point: the gradient of `L + λ·tr̂(H)`
+//! (or of `L + λ·tr̂(G)`, the Gauss–Newton trace: [`Penalty::gauss_newton`])
 //! as a candle `GradStore`, exact (in one pass or one probe at a time) or
 //! from first-order gradients only.
 //!
@@ -55,7 +56,7 @@ pub use malloc::retain_freed_memory;
 pub use operator::{GraphMode, HessianOperator};
 pub use params::{Param, ParamSet, Role, Selection};
 pub use penalty::{penalised_loss, trace_estimate, trace_penalty};
-pub use step::{Gradient, PenalisedGrads, Penalty};
+pub use step::{Curvature, Gradient, Objective, PenalisedGrads, Penalty};
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -18,57 +18,83 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
+pub use seht_estimator::Gradient;
 use seht_estimator::{Estimator, Planned, ProbeRng, TraceEstimate};
 
 use crate::accumulate::{penalised_gradients, penalty_only_gradients};
 use crate::autodiff::{backward_no_graph, check_higher_order};
 use crate::error::{Error, Result};
 use crate::first_order::{FirstOrderProbes, default_relative_step, first_order_inner};
+use crate::gauss_newton::gauss_newton_penalty;
 use crate::params::{Param, ParamSet, Role, Selection};
 use crate::penalty::{penalised_loss, trace_penalty};
 
-/// How the penalty's gradient `λ·∇tr̂(H)` is formed.
-///
-/// With the `serde` feature: `{ kind = "exact" }`, `{ kind = "exact-per-probe" }`,
-/// `{ kind = "first-order" }` or `{ kind = "first-order", relative_step = 0.02 }`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields))]
-pub enum Gradient {
-    /// `(L + λ·tr̂).backward()` ([`penalised_loss`]): one third-order pass,
-    /// with every probe's second-order graph alive until it (memory grows
-    /// K-fold with the probes).
-    Exact,
-    /// The same gradient differentiating one probe's quadratic form at a time
-    /// ([`penalised_gradients`]): memory of one probe, the forward and first
-    /// backward graph traversed once per probe. What training uses.
-    ExactPerProbe,
-    /// Central differences of first-order gradients
-    /// ([`first_order_penalty`](crate::first_order::first_order_penalty)):
-    /// no higher-order autodiff at all, 1 + 2K forward-backward passes.
-    /// Its error is `O(ε_rel²)` truncation plus `O(u/ε_rel²)` rounding: on a
-    /// smooth network, about 1e-7 relative in f64 and 1e-2 in f32 with the
-    /// default step.
-    FirstOrder {
-        /// The relative step `ε_rel` in `(0, 1)`; absent: `u^{1/4}` for the
-        /// weights' dtype ([`default_relative_step`]).
-        #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
-        relative_step: Option<f64>,
+/// Which curvature matrix's trace a [`Penalty`] takes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Curvature {
+    /// The Hessian `H` of the loss, its trace estimated by a
+    /// [`TraceEstimator`](seht_estimator::TraceEstimator) (SEHT-H, SEHT-D,
+    /// Hutchinson, Hutch++): the paper's penalty.
+    Hessian(Estimator),
+    /// The generalised Gauss–Newton matrix `G` of a softmax cross-entropy
+    /// (the Fisher information), `tr(G)` estimated from `draws` label draws
+    /// from the model per step ([`crate::gauss_newton`]; Jastrzębski et al.
+    /// 2021). Needs the logits and labels ([`Objective::classification`]).
+    /// Not in the paper.
+    GaussNewton {
+        /// Label draws per step (each one backward pass and one sample).
+        draws: std::num::NonZeroUsize,
     },
 }
 
-impl Gradient {
-    /// Whether this path needs candle's higher-order autodiff.
-    pub fn needs_higher_order(&self) -> bool {
-        !matches!(self, Gradient::FirstOrder { .. })
+/// What the closure given to [`Penalty::gradients`] computes from the
+/// variables' current values: a scalar loss, or a classifier's logits and
+/// labels (whose mean softmax cross-entropy is the loss), or both. A
+/// `Tensor` converts into the first, so a closure may return the loss alone.
+#[derive(Debug, Clone)]
+pub struct Objective {
+    loss: Option<Tensor>,
+    classification: Option<(Tensor, Tensor)>,
+}
+
+impl From<Tensor> for Objective {
+    fn from(loss: Tensor) -> Self {
+        Self { loss: Some(loss), classification: None }
     }
 }
 
-/// The Hessian-trace penalty `λ·tr̂(H)` of one training step.
+impl Objective {
+    /// A classifier's logits `(N, C)` and labels `(N,)` (`u32`); the loss is
+    /// their mean softmax cross-entropy (`candle_nn::loss::cross_entropy`).
+    pub fn classification(logits: Tensor, labels: Tensor) -> Self {
+        Self { loss: None, classification: Some((logits, labels)) }
+    }
+
+    /// The same, with another loss than the plain cross-entropy (one with
+    /// extra terms, e.g. label smoothing): the Hessian penalty takes this
+    /// loss's Hessian and the step its gradient; the Gauss–Newton penalty
+    /// still takes `G` of the logits' cross-entropy.
+    pub fn with_loss(mut self, loss: Tensor) -> Self {
+        self.loss = Some(loss);
+        self
+    }
+
+    /// The scalar loss.
+    fn loss(&self) -> candle_core::Result<Tensor> {
+        match (&self.loss, &self.classification) {
+            (Some(l), _) => Ok(l.clone()),
+            (None, Some((z, y))) => candle_nn::loss::cross_entropy(z, y),
+            (None, None) => Err(candle_core::Error::Msg("an objective with neither a loss nor logits".into())),
+        }
+    }
+}
+
+/// A curvature penalty `λ·tr̂(·)` of one training step: the trace of the
+/// Hessian (the paper's SEHT) or of the Gauss–Newton matrix.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Penalty {
-    /// The trace estimator (SEHT-H, SEHT-D, Hutchinson, Hutch++).
-    pub estimator: Estimator,
+    /// Whose trace, and how it is estimated.
+    pub curvature: Curvature,
     /// λ, ≥ 0.
     pub lambda: f64,
     /// How the penalty's gradient is formed.
@@ -94,7 +120,7 @@ pub struct PenalisedGrads {
 }
 
 impl Penalty {
-    /// A penalty over the weights.
+    /// A Hessian-trace penalty over the weights.
     ///
     /// # Errors
     ///
@@ -104,19 +130,29 @@ impl Penalty {
     /// plan (Hutch++).
     pub fn new(estimator: impl Into<Estimator>, lambda: f64, gradient: Gradient) -> Result<Self> {
         let estimator = estimator.into();
-        if !(lambda >= 0.0 && lambda.is_finite()) {
-            return Err(Error::InvalidPenalty { field: "lambda", value: lambda, reason: "must be finite and ≥ 0" });
-        }
-        if let Gradient::FirstOrder { relative_step: Some(r) } = gradient
-            && !(r > 0.0 && r < 1.0)
-        {
-            return Err(Error::InvalidPenalty { field: "relative_step", value: r, reason: "must lie in (0, 1)" });
-        }
+        check_settings(lambda, gradient)?;
         if let (Gradient::FirstOrder { .. }, Estimator::HutchPlusPlus(_)) = (&gradient, &estimator) {
             // Surface the estimator's own reason now rather than at the first step.
             estimator.plan(1, &mut seht_estimator::probe_rng(0))?;
         }
-        Ok(Self { estimator, lambda, gradient, selection: Selection::Weights })
+        Ok(Self { curvature: Curvature::Hessian(estimator), lambda, gradient, selection: Selection::Weights })
+    }
+
+    /// A Gauss–Newton-trace penalty over the weights, `tr(G)` from `draws`
+    /// label draws per step ([`Curvature::GaussNewton`]). Both exact
+    /// gradients take one draw at a time, by second-order autodiff.
+    ///
+    /// # Errors
+    ///
+    /// As [`Penalty::new`], and [`Error::InvalidPenalty`] for `draws = 0`.
+    pub fn gauss_newton(draws: usize, lambda: f64, gradient: Gradient) -> Result<Self> {
+        check_settings(lambda, gradient)?;
+        let draws = std::num::NonZeroUsize::new(draws).ok_or(Error::InvalidPenalty {
+            field: "draws",
+            value: 0.0,
+            reason: "must be at least 1",
+        })?;
+        Ok(Self { curvature: Curvature::GaussNewton { draws }, lambda, gradient, selection: Selection::Weights })
     }
 
     /// The same penalty over other parameters.
@@ -148,14 +184,23 @@ impl Penalty {
     ///
     /// [`Error::HigherOrderDisabled`] (exact paths, see above); the
     /// selection's errors ([`ParamSet::select`]); candle's; the estimator's.
-    pub fn gradients(
+    pub fn gradients<O: Into<Objective>>(
         &self,
         params: &ParamSet,
-        loss: impl FnMut() -> candle_core::Result<Tensor>,
+        mut objective: impl FnMut() -> candle_core::Result<O>,
         rng: &mut ProbeRng,
     ) -> Result<PenalisedGrads> {
         let weights = params.select(&self.selection)?;
-        self.gradients_inner(&weights, params, &mut { loss }, rng, true)
+        match &self.curvature {
+            Curvature::Hessian(estimator) => {
+                let mut loss = || objective().and_then(|o| o.into().loss());
+                self.hessian_gradients(estimator, &weights, params, &mut loss, rng, true)
+            }
+            Curvature::GaussNewton { draws } => {
+                let mut forward = || objective().map(Into::into);
+                self.gauss_newton_gradients(draws.get(), &weights, params, &mut forward, rng)
+            }
+        }
     }
 
     /// The gradient of `λ·tr̂(H)` alone, `H` the Hessian of the function
@@ -171,18 +216,55 @@ impl Penalty {
     /// # Errors
     ///
     /// As [`Penalty::gradients`].
-    pub fn penalty_gradients(
+    pub fn penalty_gradients<O: Into<Objective>>(
         &self,
         params: &ParamSet,
-        loss: impl FnMut() -> candle_core::Result<Tensor>,
+        mut objective: impl FnMut() -> candle_core::Result<O>,
         rng: &mut ProbeRng,
     ) -> Result<PenalisedGrads> {
         let weights = params.select(&self.selection)?;
-        self.gradients_inner(&weights, params, &mut { loss }, rng, false)
+        match &self.curvature {
+            Curvature::Hessian(estimator) => {
+                let mut loss = || objective().and_then(|o| o.into().loss());
+                self.hessian_gradients(estimator, &weights, params, &mut loss, rng, false)
+            }
+            Curvature::GaussNewton { .. } => Err(Error::InvalidPenalty {
+                field: "curvature",
+                value: f64::NAN,
+                reason: "Gauss–Newton has no penalty-only gradient: use Penalty::gradients",
+            }),
+        }
     }
 
-    fn gradients_inner(
+    /// The Gauss–Newton path: `forward` gives logits and labels.
+    fn gauss_newton_gradients(
         &self,
+        draws: usize,
+        weights: &[Param],
+        params: &ParamSet,
+        forward: &mut dyn FnMut() -> candle_core::Result<Objective>,
+        rng: &mut ProbeRng,
+    ) -> Result<PenalisedGrads> {
+        let vars = params.trainable_vars();
+        let buffers: Vec<Var> = params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
+        let mut logits = || -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
+            let o = forward()?;
+            let (z, y) = o.classification.ok_or_else(|| {
+                candle_core::Error::Msg(
+                    "the Gauss–Newton penalty needs the logits and labels: return Objective::classification(logits, labels)"
+                        .into(),
+                )
+            })?;
+            Ok((z, y, o.loss))
+        };
+        let r = gauss_newton_penalty(&vars, weights, &buffers, draws, self.lambda, self.gradient, rng, &mut logits)?;
+        let grads = store(&vars, r.grads.into_iter().map(Some));
+        Ok(PenalisedGrads { grads, loss: r.loss, estimate: r.estimate })
+    }
+
+    fn hessian_gradients(
+        &self,
+        estimator: &Estimator,
         weights: &[Param],
         params: &ParamSet,
         loss: &mut dyn FnMut() -> candle_core::Result<Tensor>,
@@ -198,9 +280,9 @@ impl Penalty {
                 let l = loss()?;
                 let value = scalar(&l)?;
                 let (total, est) = if with_loss {
-                    penalised_loss(&l, weights, &self.estimator, self.lambda, rng)?
+                    penalised_loss(&l, weights, estimator, self.lambda, rng)?
                 } else {
-                    let est = trace_penalty(&l, weights, &self.estimator, rng)?;
+                    let est = trace_penalty(&l, weights, estimator, rng)?;
                     (est.value.affine(self.lambda, 0.0)?, est)
                 };
                 let all = backward_no_graph(&total)?;
@@ -213,14 +295,14 @@ impl Penalty {
                 let l = loss()?;
                 let value = scalar(&l)?;
                 let r = if with_loss {
-                    penalised_gradients(&l, weights, &vars, &self.estimator, self.lambda, rng)?
+                    penalised_gradients(&l, weights, &vars, estimator, self.lambda, rng)?
                 } else {
-                    penalty_only_gradients(&l, weights, &vars, &self.estimator, self.lambda, rng)?
+                    penalty_only_gradients(&l, weights, &vars, estimator, self.lambda, rng)?
                 };
                 Ok(PenalisedGrads { grads: store(&vars, r.grads.into_iter()), loss: value, estimate: r.estimate })
             }
             Gradient::FirstOrder { relative_step } => {
-                let plan = self.estimator.plan(weights.len(), rng)?;
+                let plan = estimator.plan(weights.len(), rng)?;
                 let penalised: Vec<Param> = plan.blocks.iter().map(|&i| weights[i].clone()).collect();
                 let estimate = |samples: Vec<f64>, hvps: usize| {
                     TraceEstimate::from_samples(samples, plan.target, plan.blocks.clone(), hvps)
@@ -253,6 +335,19 @@ impl Penalty {
             }
         }
     }
+}
+
+/// λ and a first-order step, checked for either curvature.
+fn check_settings(lambda: f64, gradient: Gradient) -> Result<()> {
+    if !(lambda >= 0.0 && lambda.is_finite()) {
+        return Err(Error::InvalidPenalty { field: "lambda", value: lambda, reason: "must be finite and ≥ 0" });
+    }
+    if let Gradient::FirstOrder { relative_step: Some(r) } = gradient
+        && !(r > 0.0 && r < 1.0)
+    {
+        return Err(Error::InvalidPenalty { field: "relative_step", value: r, reason: "must lie in (0, 1)" });
+    }
+    Ok(())
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {

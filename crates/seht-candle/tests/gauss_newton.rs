@@ -5,8 +5,8 @@ mod common;
 
 use candle_core::{D, Tensor, Var};
 use common::{DEV, randn, var};
-use seht_candle::gauss_newton::{GaussNewtonGradient, gauss_newton_penalty, gauss_newton_trace, sample_labels};
-use seht_candle::{HessianOperator, Param, Role};
+use seht_candle::gauss_newton::{gauss_newton_trace, sample_labels};
+use seht_candle::{Gradient, HessianOperator, Objective, Param, ParamSet, Penalty, Role};
 use seht_estimator::{BlockVec, HvpOperator, probe_rng};
 
 /// A small network `x → tanh(x W1ᵀ) W2ᵀ` (no biases), or the linear model
@@ -48,6 +48,36 @@ impl Net {
             .map(|(i, v)| Param { name: format!("w{}", i + 1), var: v, role: Role::Weight })
             .collect()
     }
+}
+
+/// The outcome of a Gauss–Newton-penalised evaluation through the library's
+/// one entry point, [`Penalty::gradients`], its gradients in the order of `params`.
+struct Step {
+    grads: Vec<Tensor>,
+    estimate: seht_estimator::TraceEstimate<f64>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gauss_newton_penalty(
+    params: &[Param],
+    draws: usize,
+    lambda: f64,
+    gradient: Gradient,
+    seed: u64,
+    forward: &mut dyn FnMut() -> candle_core::Result<(Tensor, Tensor)>,
+) -> seht_candle::Result<Step> {
+    let mut set = ParamSet::new();
+    for p in params {
+        set.push(p.name.clone(), p.var.clone(), p.role);
+    }
+    let penalty = Penalty::gauss_newton(draws, lambda, gradient)?;
+    let r =
+        penalty.gradients(&set, || forward().map(|(z, y)| Objective::classification(z, y)), &mut probe_rng(seed))?;
+    let grads = params
+        .iter()
+        .map(|p| r.grads.get(p.var.as_tensor()).cloned().unwrap_or_else(|| p.var.zeros_like().expect("zeros")))
+        .collect();
+    Ok(Step { grads, estimate: r.estimate })
 }
 
 fn flat(ts: &[Tensor]) -> Vec<f64> {
@@ -189,16 +219,9 @@ fn penalty_gradient_matches_finite_differences_and_the_first_order_path() {
     let net = Net::new(3, 3, true);
     let (vars, params) = (net.vars(), net.params());
     let (lambda, draws, seed) = (0.7, 3, 4);
-    let exact = gauss_newton_penalty(
-        &vars,
-        &params,
-        &[],
-        draws,
-        lambda,
-        GaussNewtonGradient::DoubleBackprop,
-        &mut probe_rng(seed),
-        &mut || Ok((net.logits()?, net.y.clone())),
-    )
+    let exact = gauss_newton_penalty(&params, draws, lambda, Gradient::ExactPerProbe, seed, &mut || {
+        Ok((net.logits()?, net.y.clone()))
+    })
     .expect("penalty");
     // The same labels, drawn again from the same generator state.
     let mut rng = probe_rng(seed);
@@ -218,13 +241,11 @@ fn penalty_gradient_matches_finite_differences_and_the_first_order_path() {
     let ad = flat(&exact.grads);
     let fd_err = rel_err(&ad, &fd);
     let first = gauss_newton_penalty(
-        &vars,
         &params,
-        &[],
         draws,
         lambda,
-        GaussNewtonGradient::FirstOrder { relative_step: 1e-4 },
-        &mut probe_rng(seed),
+        Gradient::FirstOrder { relative_step: Some(1e-4) },
+        seed,
         &mut || Ok((net.logits()?, net.y.clone())),
     )
     .expect("first order");
@@ -319,17 +340,10 @@ impl ReluNet {
             .collect()
     }
 
-    fn penalty(&self, gradient: GaussNewtonGradient, seed: u64) -> Vec<f64> {
-        let step = gauss_newton_penalty(
-            &self.vars(),
-            &self.params(),
-            &[],
-            2,
-            0.7,
-            gradient,
-            &mut probe_rng(seed),
-            &mut || Ok((self.logits().map_err(|e| candle_core::Error::Msg(e.to_string()))?, self.y.clone())),
-        )
+    fn penalty(&self, gradient: Gradient, seed: u64) -> Vec<f64> {
+        let step = gauss_newton_penalty(&self.params(), 2, 0.7, gradient, seed, &mut || {
+            Ok((self.logits().map_err(|e| candle_core::Error::Msg(e.to_string()))?, self.y.clone()))
+        })
         .expect("penalty");
         flat(&step.grads)
     }
@@ -359,7 +373,7 @@ fn penalty_gradient_on_relu_and_max_pool_matches_finite_differences() {
         .fold(f64::INFINITY, f64::min);
     assert!(kink > 1e-3 && tie > 1e-3, "point too close to a kink ({kink:.1e}) or a tie ({tie:.1e})");
     let (lambda, draws, seed) = (0.7, 2, 5);
-    let exact = net.penalty(GaussNewtonGradient::DoubleBackprop, seed);
+    let exact = net.penalty(Gradient::ExactPerProbe, seed);
     let mut rng = probe_rng(seed);
     let z0 = net.logits().expect("z");
     let labels: Vec<Tensor> = (0..draws).map(|_| sample_labels(&z0, &mut rng).expect("labels")).collect();
@@ -374,7 +388,7 @@ fn penalty_gradient_on_relu_and_max_pool_matches_finite_differences() {
         f
     };
     let fd = central_differences(&vars, 1e-6, &objective);
-    let first = net.penalty(GaussNewtonGradient::FirstOrder { relative_step: 1e-4 }, seed);
+    let first = net.penalty(Gradient::FirstOrder { relative_step: Some(1e-4) }, seed);
     let (fd_err, fo_err) = (rel_err(&exact, &fd), rel_err(&first, &exact));
     eprintln!("ReLU/max-pool: double backprop vs FD {fd_err:.2e}; first-order vs double backprop {fo_err:.2e}");
     assert!(fd_err < 1e-7, "double backprop vs FD: {fd_err:.2e}");
@@ -403,12 +417,40 @@ fn penalty_gradient_at_a_max_pool_tie_takes_the_first_maximum() {
     let h = net.hidden().expect("h").to_vec2::<f64>().expect("h");
     assert!(h.iter().any(|r| r[0] > 0.0 && r[0] == r[1] && r[0] >= r[2].max(r[3])), "a tie that decides the window");
     let seed = 6;
-    let at_tie = net.penalty(GaussNewtonGradient::DoubleBackprop, seed);
-    let first_at_tie = net.penalty(GaussNewtonGradient::FirstOrder { relative_step: 1e-4 }, seed);
+    let at_tie = net.penalty(Gradient::ExactPerProbe, seed);
+    let first_at_tie = net.penalty(Gradient::FirstOrder { relative_step: Some(1e-4) }, seed);
     set_twin(1.0 - 1e-9);
-    let inside = net.penalty(GaussNewtonGradient::DoubleBackprop, seed);
+    let inside = net.penalty(Gradient::ExactPerProbe, seed);
     let (e_piece, e_fo) = (rel_err(&at_tie, &inside), rel_err(&first_at_tie, &at_tie));
     eprintln!("max-pool tie: vs first element's piece {e_piece:.2e}; first-order vs double backprop {e_fo:.2e}");
     assert!(e_piece < 1e-6, "gradient at the tie vs inside the first element's piece: {e_piece:.2e}");
     assert!(e_fo < 1e-6, "first order vs double backprop at the tie: {e_fo:.2e}");
+}
+
+/// The one penalty type's Gauss–Newton arm: both exact variants are the same
+/// computation, a loss without logits is refused with a message saying what
+/// to return, there is no penalty-only gradient, and `draws = 0` and a bad λ
+/// are refused when the penalty is made.
+#[test]
+fn the_gauss_newton_penalty_is_a_penalty_like_the_hessians() {
+    let net = Net::new(3, 3, true);
+    let params = net.params();
+    let mut forward = || Ok((net.logits()?, net.y.clone()));
+    let a = gauss_newton_penalty(&params, 2, 0.7, Gradient::Exact, 5, &mut forward).expect("exact");
+    let b = gauss_newton_penalty(&params, 2, 0.7, Gradient::ExactPerProbe, 5, &mut forward).expect("per probe");
+    assert_eq!(flat(&a.grads), flat(&b.grads));
+    assert_eq!(a.estimate.samples, b.estimate.samples);
+
+    let mut set = ParamSet::new();
+    for p in &params {
+        set.push(p.name.clone(), p.var.clone(), p.role);
+    }
+    let penalty = Penalty::gauss_newton(1, 0.1, Gradient::ExactPerProbe).expect("penalty");
+    let loss_only = || candle_nn::loss::cross_entropy(&net.logits()?, &net.y);
+    let err = penalty.gradients(&set, loss_only, &mut probe_rng(0)).expect_err("needs logits").to_string();
+    assert!(err.contains("Objective::classification"), "{err}");
+    assert!(penalty.penalty_gradients(&set, loss_only, &mut probe_rng(0)).is_err());
+    assert!(Penalty::gauss_newton(0, 0.1, Gradient::ExactPerProbe).is_err());
+    let err = Penalty::gauss_newton(1, -1.0, Gradient::ExactPerProbe).expect_err("λ < 0").to_string();
+    assert!(err.contains("lambda"), "{err}");
 }

@@ -148,15 +148,16 @@ fn in_file(path: Option<&std::path::Path>) -> String {
     path.map(|p| format!("{}: ", p.display())).unwrap_or_default()
 }
 
-impl Error {
-    /// The error with the config file it was read from, where it names a
-    /// config field but no file yet.
-    pub(crate) fn in_config_file(self, file: &std::path::Path) -> Self {
-        match self {
-            Error::Config { path: None, field, value, reason } => {
-                Error::Config { path: Some(file.to_path_buf()), field, value, reason }
-            }
-            e => e,
+impl From<seht_config::Error> for Error {
+    /// The config crate's errors as this crate's variants of the same names
+    /// and messages.
+    fn from(e: seht_config::Error) -> Self {
+        match e {
+            seht_config::Error::ConfigParse { path, message } => Error::ConfigParse { path, message },
+            seht_config::Error::Config { path, field, value, reason } => Error::Config { path, field, value, reason },
+            seht_config::Error::Io { path, source } => Error::Io { path, source },
+            // `#[non_exhaustive]`: a variant added there reads as a parse error here.
+            other => Error::ConfigParse { path: std::path::PathBuf::new(), message: other.to_string() },
         }
     }
 }

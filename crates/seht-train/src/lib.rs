@@ -7,13 +7,11 @@
 pub mod analyze;
 mod analyze_plot;
 pub mod checkpoint;
-pub mod config;
 mod data;
 mod epoch;
 mod error;
 pub mod estimators;
 mod eval;
-mod legacy;
 pub mod losses;
 mod net;
 pub mod optim;
@@ -27,10 +25,12 @@ mod step;
 mod trace;
 mod train;
 
-pub use config::ExperimentConfig;
 pub use error::{Error, Result};
 pub use eval::EVAL_BATCH_SIZE;
 pub use progress::Progress;
 pub use records::{Divergence, EpochRecord, EvalMetrics, Metrics, RunStatus, TraceReport};
+/// The experiment config (the `seht-config` crate, candle-free).
+pub use seht_config as config;
+pub use seht_config::ExperimentConfig;
 pub use trace::{RunCurvature, TRACE_BATCH_SIZE, TRACE_INDEX, TraceChoice, curvature_of_run, trace_of_run};
 pub use train::{TrainOptions, step_seed, train};

@@ -77,7 +77,10 @@ pub(crate) fn build_net(
                 return Err(dropout_elsewhere("language model"));
             }
             let lc = RnnLmConfig {
-                kind: *cell,
+                kind: match cell {
+                    crate::config::RnnKind::Lstm => seht_models::RnnKind::Lstm,
+                    crate::config::RnnKind::Gru => seht_models::RnnKind::Gru,
+                },
                 vocab_size: classes,
                 embedding: *embedding,
                 hidden: *hidden,

@@ -1,10 +1,9 @@
-//! One optimiser step: the forward pass a task supplies, the SEHT penalty
-//! when it is due (`seht_candle::Penalty`), the Gauss–Newton penalty
-//! (`seht_candle::gauss_newton`), SAM/ASAM, clipping, SGD.
+//! One optimiser step: the forward pass a task supplies, the curvature
+//! penalty when it is due (`seht_candle::Penalty`: the SEHT penalty on the
+//! Hessian, or the Gauss–Newton penalty), SAM/ASAM, clipping, SGD.
 
 use candle_core::{DType, Tensor, Var};
-use seht_candle::gauss_newton::gauss_newton_penalty;
-use seht_candle::{ParamSet, Role, Selection};
+use seht_candle::{Objective, ParamSet, Penalty, Role, Selection};
 use seht_estimator::{Stream, step_key};
 use seht_models::Phase;
 
@@ -122,7 +121,10 @@ impl Stepper {
         let key = step_key(self.seed, step);
         let phase = Phase::Train { seed: key };
         let penalty = match &self.seht {
-            Some(p) => p.at_step(step)?,
+            Some(p) => match p.lambda_at_step(step) {
+                Some(lambda) => Some(Penalty::new(p.estimator.clone(), lambda, p.gradient)?),
+                None => None,
+            },
             None => None,
         };
         let eval_phase = self.seht.as_ref().is_some_and(|p| p.phase == PenaltyPhase::Eval);
@@ -180,33 +182,18 @@ impl Stepper {
             }
             (None, None) if self.gauss_newton.is_some() => {
                 let gn = self.gauss_newton.as_ref().ok_or(Error::Internal("no Gauss–Newton penalty"))?;
-                let vars = self.params.trainable_vars();
-                let weights = self.params.select(&Selection::Weights)?;
-                let buffers: Vec<Var> = self.params.with_role(Role::Buffer).map(|p| p.var.clone()).collect();
+                let penalty = Penalty::gauss_newton(gn.draws, gn.lambda, gn.gradient)?;
                 let mut first = None;
-                let mut logits = || {
+                let objective = || {
                     let f = forward(phase).map_err(candle_core::Error::wrap)?;
-                    let out = (f.logits.clone(), f.labels.clone());
+                    let out = Objective::classification(f.logits.clone(), f.labels.clone());
                     first.get_or_insert(f);
                     Ok(out)
                 };
-                let r = gauss_newton_penalty(
-                    &vars,
-                    &weights,
-                    &buffers,
-                    gn.draws,
-                    gn.lambda,
-                    gn.gradient(),
-                    &mut Stream::LabelSampling.rng(key),
-                    &mut logits,
-                )?;
+                let r = penalty.gradients(&self.params, objective, &mut Stream::LabelSampling.rng(key))?;
                 let f = first.ok_or(Error::Internal("the penalty returned without a forward pass"))?;
                 let objective = r.loss + gn.lambda * r.estimate.mean;
-                let mut grads = candle_core::backprop::GradStore::default();
-                for (v, g) in vars.iter().zip(r.grads) {
-                    grads.insert(v.as_tensor(), g);
-                }
-                (grads, f, Some(r.estimate.mean), objective)
+                (r.grads, f, Some(r.estimate.mean), objective)
             }
             // What the paper's code does: the value, at its cost, and the
             // baseline's gradient (the value is a constant to it).

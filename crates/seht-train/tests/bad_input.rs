@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use seht_train::config::Error as ConfigError;
 use seht_train::config::Regularizer;
 use seht_train::{Error, ExperimentConfig};
 
@@ -50,7 +51,7 @@ batches = 0
 probes = 0
 "#;
 
-fn parse(text: &str) -> Result<ExperimentConfig, Error> {
+fn parse(text: &str) -> Result<ExperimentConfig, ConfigError> {
     ExperimentConfig::from_toml_str(text, std::path::Path::new("exp.toml"))
 }
 
@@ -121,7 +122,7 @@ fn out_of_range_values_name_the_field() {
         ("batch_size = 32", "batch_size = 0", "data.batch_size"),
     ] {
         let e = parse(&GOOD.replacen(from, to, 1)).expect_err(field);
-        assert!(matches!(&e, Error::Config { field: f, .. } if f == field), "{to}: {e}");
+        assert!(matches!(&e, ConfigError::Config { field: f, .. } if f == field), "{to}: {e}");
     }
 }
 
@@ -134,7 +135,10 @@ fn the_divergence_bound_is_optional_and_validated_naming_the_field() {
     assert_eq!(parse(&bounded.to_toml()).expect("round trip"), bounded);
     for bad in ["-1.0", "0.0", "inf", "nan"] {
         let e = parse(&format!("{GOOD}\n[divergence]\nmax_abs_objective = {bad}\n")).expect_err(bad);
-        assert!(matches!(&e, Error::Config { field, .. } if field == "divergence.max_abs_objective"), "{bad}: {e}");
+        assert!(
+            matches!(&e, ConfigError::Config { field, .. } if field == "divergence.max_abs_objective"),
+            "{bad}: {e}"
+        );
         // ±inf and nan are refused, by key path, before parsing (`must be
         // finite`); the others by the field's own check (`finite and > 0`).
         assert!(e.to_string().contains("must be finite"), "{e}");
@@ -146,10 +150,10 @@ fn the_divergence_bound_is_optional_and_validated_naming_the_field() {
 #[test]
 fn methods_that_do_not_fit_the_task_are_rejected() {
     let mut cfg = text_config("x", Regularizer::Mixup { alpha: 1.0 }, 1);
-    assert!(matches!(cfg.validate(), Err(Error::Config { field, .. }) if field == "regularizer.kind"));
+    assert!(matches!(cfg.validate(), Err(ConfigError::Config { field, .. }) if field == "regularizer.kind"));
     cfg.regularizer = Regularizer::Baseline;
     cfg.model = image_config("y", Regularizer::Baseline, 1).model;
-    assert!(matches!(cfg.validate(), Err(Error::Config { field, .. }) if field == "model.kind"));
+    assert!(matches!(cfg.validate(), Err(ConfigError::Config { field, .. }) if field == "model.kind"));
 }
 
 #[test]
@@ -211,7 +215,7 @@ fn a_zero_period_or_probe_count_names_its_field() {
         (GOOD.replacen("every = 1", "every = -2", 1), "regularizer.every"),
     ] {
         let e = parse(&text).expect_err(field);
-        assert!(matches!(&e, Error::Config { field: f, .. } if f == field), "{field}: {e}");
+        assert!(matches!(&e, ConfigError::Config { field: f, .. } if f == field), "{field}: {e}");
         assert!(e.to_string().contains("at least 1"), "{e}");
     }
 }
@@ -234,7 +238,10 @@ fn a_first_order_step_too_small_for_f32_is_refused_with_a_value_that_works() {
     // first difference (rounding u/ε).
     for (text, value) in [(seht("1e-4"), "0.0001"), (seht("1e-3"), "0.001"), (gn("1e-6"), "0.000001")] {
         let e = parse(&text).expect_err(value);
-        assert!(matches!(&e, Error::Config { field, .. } if field == "regularizer.gradient.relative_step"), "{e}");
+        assert!(
+            matches!(&e, ConfigError::Config { field, .. } if field == "regularizer.gradient.relative_step"),
+            "{e}"
+        );
         for says in [value, "f32", "2e-2"] {
             assert!(e.to_string().contains(says), "`{says}` missing from: {e}");
         }

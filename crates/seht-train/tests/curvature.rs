@@ -10,14 +10,14 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use seht_train::config::{GaussNewtonGradientConfig, GaussNewtonPenalty, Regularizer};
+use seht_train::config::{GaussNewtonPenalty, Gradient, Regularizer};
 
-fn gn(lambda: f64, gradient: GaussNewtonGradientConfig) -> Regularizer {
+fn gn(lambda: f64, gradient: Gradient) -> Regularizer {
     Regularizer::GaussNewton(GaussNewtonPenalty { lambda, draws: 1, gradient })
 }
 
-const DOUBLE: GaussNewtonGradientConfig = GaussNewtonGradientConfig::DoubleBackprop {};
-const FIRST: GaussNewtonGradientConfig = GaussNewtonGradientConfig::FirstOrder { relative_step: None };
+const DOUBLE: Gradient = Gradient::ExactPerProbe;
+const FIRST: Gradient = Gradient::FirstOrder { relative_step: None };
 
 fn log_of(dir: &std::path::Path, name: &str) -> Vec<seht_train::EpochRecord> {
     let log = std::fs::read_to_string(dir.join(name).join("log.jsonl")).expect("log");
@@ -44,7 +44,7 @@ fn the_config_reads_the_gauss_newton_penalty_and_names_bad_values() {
         Regularizer::GaussNewton(GaussNewtonPenalty {
             lambda: 0.1,
             draws: 2,
-            gradient: GaussNewtonGradientConfig::FirstOrder { relative_step: Some(0.01) }
+            gradient: Gradient::FirstOrder { relative_step: Some(0.01) }
         })
     );
     assert!(cfg.regularizer.label().contains("Gauss–Newton first-order"), "{}", cfg.regularizer.label());
@@ -270,4 +270,14 @@ fn the_trace_records_the_batches_it_measured_not_the_request() {
     assert_eq!((exact.batches, exact.mean), (all.batches, all.mean), "the same batches, the same value");
     let e = seht_train::trace_of_run(&run, &o, 0, 1).expect_err("zero batches");
     assert!(e.to_string().contains("--batches") && e.to_string().contains("at least one"), "{e}");
+}
+
+/// The config crate (no candle) states the first-order default step as a
+/// number; it must be the one the penalty uses for f32 weights.
+#[test]
+fn the_configs_default_relative_step_is_the_penaltys() {
+    assert_eq!(
+        seht_train::config::DEFAULT_F32_RELATIVE_STEP,
+        seht_candle::first_order::default_relative_step(candle_core::DType::F32)
+    );
 }

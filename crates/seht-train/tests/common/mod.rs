@@ -69,7 +69,7 @@ pub fn text_config(name: &str, regularizer: Regularizer, epochs: usize) -> Exper
             eval_tokens: 0,
         }),
         model: ModelConfig::Rnn {
-            cell: seht_models::RnnKind::Lstm,
+            cell: seht_train::config::RnnKind::Lstm,
             embedding: 16,
             hidden: 16,
             layers: 2,

@@ -1,20 +1,48 @@
-//! The typed experiment config, read from TOML. Unknown fields are rejected,
+//! The typed experiment config of `seht train`, read from TOML, without
+//! candle: the trainer (`seht-train`) runs it, and the protocol and xtask
+//! read and change it as typed values.
+//!
+//! Unknown fields are rejected,
 //! and no field has a hidden default — except `[divergence]`, added later,
 //! whose absence means "stop only at a non-finite loss", what every run did
 //! before it existed: a config states every setting, and a copy of it is
-//! written beside the results.
+//! written beside the results. Every invalid value is an [`Error::Config`]
+//! naming its dotted field (and the file, when read from one).
+//!
+//! ```
+//! let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/demo/baseline.toml"))?;
+//! let cfg = seht_config::ExperimentConfig::from_toml_str(&text, "demo/baseline.toml".as_ref())?;
+//! assert_eq!(cfg.regularizer, seht_config::Regularizer::Baseline);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod legacy;
 
 use std::path::Path;
 
 use std::num::NonZeroU64;
 
-use seht_candle::gauss_newton::GaussNewtonGradient;
-use seht_candle::{Gradient, Penalty};
-use seht_estimator::{Distribution, Estimator};
-use seht_models::RnnKind;
+pub use error::{Error, Result, config};
+use seht_estimator::Distribution;
+pub use seht_estimator::{Estimator, Gradient};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, config};
+/// The relative step of the first-order gradients when a config gives none:
+/// `u^{1/4}` of f32, the dtype training uses
+/// (`seht_candle::first_order::default_relative_step(DType::F32)`; a test of
+/// `seht-train` checks that the two agree).
+pub const DEFAULT_F32_RELATIVE_STEP: f64 = 2e-2;
+
+/// Which recurrent cell (`"lstm"` or `"gru"`; `seht_models::RnnKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RnnKind {
+    /// Long short-term memory.
+    Lstm,
+    /// Gated recurrent unit.
+    Gru,
+}
 
 /// One training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,8 +65,8 @@ pub struct ExperimentConfig {
     pub schedule: ScheduleConfig,
     /// The regularization method (the SEHT forms written before the single
     /// `seht` kind — `seht-h`, `seht-d`, `seht-first-order` — are read too,
-    /// and converted: see [`crate::legacy`]).
-    #[serde(deserialize_with = "crate::legacy::regularizer")]
+    /// and converted: see the `legacy` module).
+    #[serde(deserialize_with = "legacy::regularizer")]
     pub regularizer: Regularizer,
     /// Hessian trace of the final model (SEHT-H over the weights), measured
     /// on this many training batches with this many probes each; 0 to skip.
@@ -329,13 +357,13 @@ pub enum Regularizer {
     /// penalty's gradient (the paper's SEHT-H and SEHT-D, exact or first-order).
     Seht(SehtPenalty),
     /// SAM (Foret et al. 2021): the gradient at `w + ρ·g/‖g‖`, every
-    /// trainable variable perturbed (see [`crate::sam`]). Not in the paper.
+    /// trainable variable perturbed (`seht_train::sam`). Not in the paper.
     Sam {
         /// ρ, the neighbourhood radius (the authors' CIFAR value: 0.05).
         rho: f64,
     },
     /// ASAM (Kwon et al. 2021): the gradient at `w + ρ·T²g/‖Tg‖`,
-    /// `T = diag(|w| + η)` (see [`crate::sam`]). Not in the paper.
+    /// `T = diag(|w| + η)` (`seht_train::sam`). Not in the paper.
     Asam {
         /// ρ (the authors' CIFAR value with SGD: 2.0).
         rho: f64,
@@ -345,7 +373,7 @@ pub enum Regularizer {
     /// The Gauss–Newton trace penalty `L + λ·tr̂(G)` over the weights, `G`
     /// the generalised Gauss–Newton matrix of the cross-entropy (the Fisher
     /// information), estimated from labels drawn from the model
-    /// (`seht_candle::gauss_newton`). Not in the paper.
+    /// (`seht_candle::gauss_newton`, `seht_candle::Penalty::gauss_newton`). Not in the paper.
     GaussNewton(GaussNewtonPenalty),
     /// What the paper's released code computes and adds to its loss: a
     /// detached `λ·1ᵀH1` that sends no gradient (see [`PaperCodePenalty`]).
@@ -353,8 +381,10 @@ pub enum Regularizer {
 }
 
 /// The Gauss–Newton trace penalty: `{ kind = "gauss-newton", lambda, draws,
-/// gradient = { kind = "double-backprop" } }` or `gradient = { kind =
-/// "first-order", relative_step = … }`.
+/// gradient = { kind = "exact-per-probe" } }` (also read as `{ kind =
+/// "double-backprop" }`) or `gradient = { kind = "first-order",
+/// relative_step = … }`; trained through the same `seht_candle::Penalty` as
+/// the SEHT penalty (`Penalty::gauss_newton`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GaussNewtonPenalty {
@@ -364,49 +394,21 @@ pub struct GaussNewtonPenalty {
     /// `tr(G)`; default 1, as Jastrzębski et al. 2021).
     #[serde(default = "one")]
     pub draws: usize,
-    /// How the penalty's gradient is formed.
-    pub gradient: GaussNewtonGradientConfig,
+    /// How the penalty's gradient is formed (both exact variants take one
+    /// label draw at a time, by second-order autodiff).
+    pub gradient: Gradient,
 }
 
 fn one() -> usize {
     1
 }
 
-/// How the Gauss–Newton penalty's gradient is formed
-/// (`seht_candle::gauss_newton::GaussNewtonGradient`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum GaussNewtonGradientConfig {
-    /// Differentiate `‖∇L̂‖²` through the first backward pass (second order).
-    /// (A struct variant, so that a stray key such as `relative_step` is
-    /// refused rather than ignored.)
-    DoubleBackprop {},
-    /// Central differences of first-order gradients.
-    FirstOrder {
-        /// The step as a fraction of the weights' norm (default:
-        /// `seht_candle::first_order::default_relative_step` of f32, 2e-2).
-        #[serde(default)]
-        relative_step: Option<f64>,
-    },
-}
-
 impl GaussNewtonPenalty {
-    /// The library's gradient path.
-    pub fn gradient(&self) -> GaussNewtonGradient {
-        match self.gradient {
-            GaussNewtonGradientConfig::DoubleBackprop {} => GaussNewtonGradient::DoubleBackprop,
-            GaussNewtonGradientConfig::FirstOrder { relative_step } => GaussNewtonGradient::FirstOrder {
-                relative_step: relative_step
-                    .unwrap_or_else(|| seht_candle::first_order::default_relative_step(candle_core::DType::F32)),
-            },
-        }
-    }
-
     /// A short name for tables.
     pub fn label(&self) -> String {
         let path = match self.gradient {
-            GaussNewtonGradientConfig::DoubleBackprop {} => "",
-            GaussNewtonGradientConfig::FirstOrder { .. } => " first-order",
+            Gradient::Exact | Gradient::ExactPerProbe => "",
+            Gradient::FirstOrder { .. } => " first-order",
         };
         format!("Gauss–Newton{path} draws={} λ={}", self.draws, self.lambda)
     }
@@ -451,7 +453,7 @@ pub struct SehtPenalty {
 /// (and no dropout) — the curvature of the model that is deployed, which is
 /// what the final `tr(H)` of every run measures. The step still trains on
 /// the training-mode loss; the penalty's gradient is added to it
-/// ([`seht_candle::Penalty::penalty_gradients`]), and the running
+/// (`seht_candle::Penalty::penalty_gradients`), and the running
 /// statistics are not moved by the extra pass. With fixed statistics a
 /// network of convolutions, linear layers, BatchNorm, ReLU, max- and
 /// average-pooling is, within one activation pattern, linear in each
@@ -477,7 +479,7 @@ impl PenaltyPhase {
 }
 
 /// What the paper's released code adds to its loss
-/// ([`seht_candle::paper_code`]): `{ kind = "paper-code", lambda, probes,
+/// (`seht_candle::paper_code`): `{ kind = "paper-code", lambda, probes,
 /// every }`. Every `every` steps it computes `1ᵀH1` over the logits and
 /// every tensor named `weight` (weights and BatchNorm scales) by double
 /// backprop, `probes` times; the code adds `λ` times the value to its loss
@@ -501,20 +503,33 @@ pub struct PaperCodePenalty {
 }
 
 impl SehtPenalty {
-    /// The penalty to apply at optimiser step `step` (counted from 0 over the
-    /// run), or `None` when this step is not one of every `every`-th. λ is
-    /// multiplied by `every` when `rescale` is set.
-    ///
-    /// # Errors
-    ///
-    /// The penalty's own validation ([`Penalty::new`]).
-    pub fn at_step(&self, step: u64) -> seht_candle::Result<Option<Penalty>> {
+    /// λ at optimiser step `step` (counted from 0 over the run), or `None`
+    /// when this step is not one of every `every`-th. λ is multiplied by
+    /// `every` when `rescale` is set.
+    pub fn lambda_at_step(&self, step: u64) -> Option<f64> {
         let every = self.every.get();
         if step % every != 0 {
-            return Ok(None);
+            return None;
         }
-        let lambda = if self.rescale { self.lambda * every as f64 } else { self.lambda };
-        Penalty::new(self.estimator.clone(), lambda, self.gradient).map(Some)
+        Some(if self.rescale { self.lambda * every as f64 } else { self.lambda })
+    }
+
+    /// What making the penalty (`seht_candle::Penalty::new`) would refuse,
+    /// as the same message: a first-order step outside `(0, 1)`, or an
+    /// estimator without a probe plan (Hutch++) on the first-order path.
+    fn check_penalty(&self) -> std::result::Result<(), String> {
+        if let Gradient::FirstOrder { relative_step } = self.gradient {
+            if let Some(r) = relative_step
+                && !(r > 0.0 && r < 1.0)
+            {
+                return Err(format!("penalty: relative_step = {r} must lie in (0, 1)"));
+            }
+            if let Estimator::HutchPlusPlus(_) = self.estimator {
+                use seht_estimator::Planned;
+                self.estimator.plan(1, &mut seht_estimator::probe_rng(0)).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     /// A short name: the estimator with its settings, λ, the period and the gradient path.
@@ -625,7 +640,7 @@ impl Regularizer {
             Regularizer::Dropout { p } => unit("p", p, false),
             Regularizer::Seht(ref p) => {
                 nonneg("lambda", p.lambda)?;
-                p.at_step(0).map_err(|e| config("regularizer", p.label(), e.to_string()))?;
+                p.check_penalty().map_err(|e| config("regularizer", p.label(), e))?;
                 match p.gradient {
                     Gradient::FirstOrder { relative_step: Some(r) } => check_relative_step(r, true),
                     _ => Ok(()),
@@ -645,13 +660,18 @@ impl Regularizer {
             Regularizer::GaussNewton(ref p) => {
                 nonneg("lambda", p.lambda)?;
                 positive("draws", p.draws)?;
-                if let GaussNewtonGradient::FirstOrder { relative_step } = p.gradient()
-                    && !(relative_step > 0.0 && relative_step < 1.0)
-                {
-                    return Err(config("regularizer.gradient.relative_step", relative_step, "must lie in (0, 1)"));
-                }
                 match p.gradient {
-                    GaussNewtonGradientConfig::FirstOrder { relative_step: Some(r) } => check_relative_step(r, false),
+                    // The library takes it as `exact-per-probe` (the draws go
+                    // one at a time either way); a config names one form.
+                    Gradient::Exact => Err(config(
+                        "regularizer.gradient.kind",
+                        "exact",
+                        "the Gauss–Newton penalty takes its label draws one at a time: write \"exact-per-probe\" (or \"first-order\")",
+                    )),
+                    Gradient::FirstOrder { relative_step: Some(r) } if !(r > 0.0 && r < 1.0) => {
+                        Err(config("regularizer.gradient.relative_step", r, "must lie in (0, 1)"))
+                    }
+                    Gradient::FirstOrder { relative_step: Some(r) } => check_relative_step(r, false),
                     _ => Ok(()),
                 }
             }
@@ -725,7 +745,7 @@ fn check_relative_step(relative_step: f64, second_difference: bool) -> Result<()
     };
     let u = f64::from(f32::EPSILON);
     let error = if second_difference { u / relative_step.powi(2) } else { u / relative_step };
-    let default = seht_candle::first_order::default_relative_step(candle_core::DType::F32);
+    let default = DEFAULT_F32_RELATIVE_STEP;
     Err(config(
         "regularizer.gradient.relative_step",
         relative_step,

@@ -16,7 +16,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
-use crate::config::Regularizer;
+use crate::Regularizer;
 
 /// Reads a regularizer in the current form or one of the old SEHT forms.
 pub(crate) fn regularizer<'de, D: Deserializer<'de>>(d: D) -> Result<Regularizer, D::Error> {
