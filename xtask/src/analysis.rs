@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::preset::Cell;
+use seht_protocol::preset::Cell;
 
 /// Settings of the analysis of each final model: small, so that the smoke
 /// preset stays quick (one batch; 10 trace probes; the top eigenvalue with at

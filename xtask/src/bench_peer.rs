@@ -41,9 +41,9 @@ use std::str::FromStr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-
-/// SEHT-D's layer probability in both tools' `exact-d` step.
-const P_LAYER: f64 = 0.05;
+use seht_protocol::cost::{
+    P_LAYER, Spread, expected_seht_d, median, pair_ratios, range_coverage, select_probability, spread,
+};
 
 /// How to install a Python with torch, either way: PyPI's default wheel
 /// (CUDA-enabled, about 3.5 GB with its CUDA libraries, and it runs on the
@@ -274,56 +274,6 @@ fn outcome(fw: Framework, success: bool, signal: Option<i32>, stdout: &str, stde
     Err(Failure { out_of_memory, why })
 }
 
-/// The median of `xs` (the mean of the middle two for an even count).
-fn median(mut xs: Vec<f64>) -> Option<f64> {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(xs[n / 2]),
-        _ => Some((xs[n / 2 - 1] + xs[n / 2]) / 2.0),
-    }
-}
-
-/// The time ratio candle / torch of each pair in which both processes
-/// measured a time (`candle[k]` and `torch[k]` ran as pair k); pairs with a
-/// failed process, or a torch time that is not positive, give none.
-fn pair_ratios(candle: &[Option<f64>], torch: &[Option<f64>]) -> Vec<f64> {
-    candle
-        .iter()
-        .zip(torch)
-        .filter_map(|(a, b)| match (a, b) {
-            (Some(a), Some(b)) if *b > 0.0 => Some(a / b),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The median of a sample with its smallest and largest value and its size.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Spread {
-    median: f64,
-    min: f64,
-    max: f64,
-    n: usize,
-}
-
-/// `xs`'s median, range and size (`None` when empty).
-fn spread(xs: &[f64]) -> Option<Spread> {
-    let median = median(xs.to_vec())?;
-    let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Some(Spread { median, min, max, n: xs.len() })
-}
-
-/// The probability that the range of `n` independent draws from a
-/// continuous distribution contains its median: `1 − 2^(1−n)` (all `n` on
-/// one side of the median has probability `2·2^−n`); the sign test's
-/// interval. 0.9375 for 5 pairs, 0.984 for 7.
-fn range_coverage(n: usize) -> f64 {
-    if n == 0 { 0.0 } else { 1.0 - 0.5f64.powi(n as i32 - 1) }
-}
-
 /// One framework's pairs of one configuration, summarised.
 #[derive(Debug, Clone, PartialEq)]
 enum Summary {
@@ -524,18 +474,6 @@ impl Header {
             self.date,
         )
     }
-}
-
-/// `q = 1 − (1 − p)^L`: the probability that a SEHT-D draw selects any of
-/// `l` weight tensors.
-fn select_probability(l: usize) -> f64 {
-    1.0 - (1.0 - P_LAYER).powi(l as i32)
-}
-
-/// The expected time of a SEHT-D step: `q·t(exact-d) + (1 − q)·t(plain)`.
-fn expected_seht_d(exact_d: f64, plain: f64, l: usize) -> f64 {
-    let q = select_probability(l);
-    q * exact_d + (1.0 - q) * plain
 }
 
 /// `x` with three decimals, or three significant digits when it is below 0.1.
@@ -965,15 +903,6 @@ mod tests {
         assert_eq!(three_digits(0.0), "0.000");
     }
 
-    #[test]
-    fn expected_seht_d_cost_weighs_the_selecting_step_by_its_probability() {
-        // L = 3: q = 1 − 0.95³ = 0.142625.
-        assert!((select_probability(3) - 0.142_625).abs() < 1e-12);
-        assert!((expected_seht_d(10.0, 1.0, 3) - (0.142_625 * 10.0 + 0.857_375)).abs() < 1e-12);
-        // Many layers: almost every draw selects some.
-        assert!(expected_seht_d(10.0, 1.0, 200) > 9.99);
-    }
-
     /// Two processors' worth of an AVX-512 Xeon's /proc/cpuinfo (flags cut
     /// short), with the `vmx flags` line newer kernels print.
     const XEON: &str = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\n\
@@ -1039,40 +968,6 @@ mod tests {
         assert_eq!(parse_torch_info("2.0.1\n\n"), torch("2.0.1", None));
         assert_eq!(parse_torch_info("2.0.1"), torch("2.0.1", None));
         assert_eq!(parse_torch_info("\n"), None);
-    }
-
-    #[test]
-    fn median_of_pair_ratios_survives_noise_that_means_and_medians_of_each_side_do_not() {
-        // True ratio 2. Pairs 2 and 4 ran while the machine was loaded
-        // (both sides 3× slower); candle's process of pair 3 was hit alone.
-        let torch = [1.0, 3.0, 1.0, 3.0, 1.0];
-        let candle = [2.0, 6.0, 30.0, 6.0, 2.0];
-        let some = |xs: &[f64]| xs.iter().map(|x| Some(*x)).collect::<Vec<_>>();
-        let ratios = pair_ratios(&some(&candle), &some(&torch));
-        assert_eq!(ratios, vec![2.0, 2.0, 30.0, 2.0, 2.0]);
-        assert_eq!(spread(&ratios), Some(Spread { median: 2.0, min: 2.0, max: 30.0, n: 5 }));
-        let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
-        assert!((mean(&candle) / mean(&torch) - 46.0 / 9.0).abs() < 1e-12, "ratio of means 5.1×");
-        let (mc, mt) = (median(candle.to_vec()), median(torch.to_vec()));
-        assert_eq!(mc.zip(mt).map(|(c, t)| c / t), Some(6.0), "ratio of each side's median 6×");
-    }
-
-    #[test]
-    fn pairs_with_a_failed_process_give_no_ratio_and_medians_take_the_middle() {
-        let ratios = pair_ratios(&[Some(2.0), None, Some(3.0), Some(1.0)], &[Some(1.0), Some(1.0), None, Some(0.5)]);
-        assert_eq!(ratios, vec![2.0, 2.0]);
-        assert_eq!(pair_ratios(&[Some(1.0)], &[Some(0.0)]), Vec::<f64>::new());
-        assert_eq!(spread(&[]), None);
-        assert_eq!(spread(&[3.0, 1.5, 4.0, 2.0]), Some(Spread { median: 2.5, min: 1.5, max: 4.0, n: 4 }));
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![]), None);
-    }
-
-    #[test]
-    fn the_range_of_n_pairs_holds_the_median_with_probability_one_minus_two_to_one_minus_n() {
-        for (n, p) in [(0, 0.0), (1, 0.0), (2, 0.5), (5, 0.9375), (7, 0.984_375)] {
-            assert!((range_coverage(n) - p).abs() < 1e-12, "n = {n}: {}", range_coverage(n));
-        }
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub fn run(root: &Path, no_run: bool) -> Result<()> {
         }
     }
     let est = estimates(root)?;
-    let machine = crate::report::cpu_model().unwrap_or_default();
+    let machine = crate::machine::cpu_model().unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let md = render(&est, &peak, &format!("{cores} cores ({machine})"));
     let path = root.join("docs/performance.md");

@@ -243,7 +243,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{} has no rows", args.csv.display());
     }
     // Text is laid out with a registered TrueType font (DejaVu Sans), for SVG as for PNG.
-    if !crate::report::figure::register_font() {
+    if !crate::figure::register_font() {
         bail!("no DejaVu Sans font found to lay out the figure's text (install fonts-dejavu-core)");
     }
     let size = (1500, 480);

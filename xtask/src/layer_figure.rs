@@ -185,7 +185,7 @@ pub fn run(a: Args) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let md_path = a.out.join("layers.md");
     std::fs::write(&md_path, table(&runs)).with_context(|| format!("writing {}", md_path.display()))?;
-    let text = crate::report::figure::register_font();
+    let text = crate::figure::register_font();
     let svg = a.out.join("layers.svg");
     draw(SVGBackend::new(&svg, (1100, 800)).into_drawing_area(), &runs, true)?;
     let png: &Path = &a.out.join("layers.png");

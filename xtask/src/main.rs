@@ -3,9 +3,14 @@
 //! holds no math and no tensors: it reads the runs' records through
 //! `seht-records` and the data formats through `seht-data` without candle.
 //!
-//! Module graph (no cycles): `main` → `reproduce` → {`preset`, `progress`,
-//! `report`, `fixtures`}; `report` → {`preset`, `paper`}; `preset` → `paper`;
-//! `main` → `bench_peer` → `report` (the CPU's name).
+//! What a result means — presets, the run matrix, λ selection, statistics,
+//! the reports and `check-results` — is decided in `seht-protocol`; xtask
+//! spawns `seht`, schedules jobs and threads, exports Slurm scripts, shows
+//! progress, draws figures and runs the benchmarks.
+//!
+//! Module graph (no cycles): `main` → `reproduce` → {`progress`, `figure`,
+//! `fixtures`, `analysis`, `machine`}; `main` → `bench_peer` → `machine`;
+//! `main` → `bench_report` → `machine`; the figure tools → `figure` (fonts).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitCode};
@@ -17,12 +22,11 @@ mod bench_peer;
 mod bench_report;
 mod estimator_figure;
 mod fetch_data;
+mod figure;
 mod fixtures;
 mod layer_figure;
-mod paper;
-mod preset;
+mod machine;
 mod progress;
-mod report;
 mod reproduce;
 
 #[derive(Parser)]
@@ -40,7 +44,7 @@ enum Command {
     Reproduce(reproduce::Args),
     /// Verify a reproduce output folder: every output exists and parses, one
     /// row per method with the expected number of seeds.
-    CheckResults(report::CheckArgs),
+    CheckResults(CheckArgs),
     /// Run `cargo bench -p seht-bench` and write its tables into docs/performance.md.
     BenchReport {
         /// Only rewrite the tables from criterion's last results.
@@ -65,7 +69,46 @@ enum Command {
     /// Every method of a results folder's table against its baseline, paired
     /// by seed: differences with 95 % confidence intervals, p-values
     /// Holm-corrected over methods × metrics, minimum detectable differences.
-    Paired(report::paired::Args),
+    Paired(PairedArgs),
+}
+
+/// `cargo xtask check-results`.
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    /// The output folder of one preset (e.g. results/demo).
+    dir: PathBuf,
+    /// The preset it holds (default: the folder's name, when it names one).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Config folders to check, comma-separated (default: the preset's).
+    #[arg(long, value_delimiter = ',')]
+    tables: Option<Vec<String>>,
+    /// Seeds each method must have (default: the preset's).
+    #[arg(long)]
+    seeds: Option<usize>,
+}
+
+/// `cargo xtask paired`.
+#[derive(clap::Args, Debug)]
+struct PairedArgs {
+    /// A results folder with `runs/<table>-<method>-s<seed>/metrics.json`
+    /// (e.g. docs/results/evidence-90).
+    dir: PathBuf,
+    /// The table: runs named `<table>-<method>-s<seed>` (grid runs, with
+    /// `-grid-` in their name, are left out).
+    #[arg(long)]
+    table: String,
+}
+
+fn check_results(a: CheckArgs) -> anyhow::Result<()> {
+    let args = seht_protocol::report::CheckArgs { dir: a.dir, preset: a.preset, tables: a.tables, seeds: a.seeds };
+    println!("{}", seht_protocol::report::check(&root(), &args)?);
+    Ok(())
+}
+
+fn paired(a: PairedArgs) -> anyhow::Result<()> {
+    println!("{}", seht_protocol::report::paired::of_folder(&a.dir, &a.table)?);
+    Ok(())
 }
 
 fn root() -> PathBuf {
@@ -100,29 +143,17 @@ fn cargo() -> Process {
     cargo
 }
 
-/// Writes `bytes` to `path` through a temporary file beside it (named with
-/// this process's id, so that two processes never share one) and a rename:
-/// a reader, or a kill, never sees a half-written file.
-pub(crate) fn write_atomic(path: impl AsRef<Path>, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let path = path.as_ref();
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes.as_ref()).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (what, result) = match cli.command {
         Command::Reproduce(a) => ("reproduce", reproduce::run(&root(), a)),
-        Command::CheckResults(a) => ("check-results", report::check(&root(), &a)),
+        Command::CheckResults(a) => ("check-results", check_results(a)),
         Command::BenchReport { no_run } => ("bench-report", bench_report::run(&root(), no_run)),
         Command::BenchPeer(a) => ("bench-peer", bench_peer::run(&root(), a)),
         Command::FetchData(a) => ("fetch-data", fetch_data::run(a)),
         Command::LayerFigure(a) => ("layer-figure", layer_figure::run(a)),
         Command::EstimatorFigure(a) => ("estimator-figure", estimator_figure::run(a)),
-        Command::Paired(a) => ("paired", report::paired::run(a)),
+        Command::Paired(a) => ("paired", paired(a)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use seht_records::ProgressEvent;
 
-use crate::preset::Cell;
+use seht_protocol::preset::Cell;
 
 /// What is known of one cell.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -11,8 +11,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use seht_records::{DIVERGED_EXIT_CODE, Divergence, METRICS_FILE, Metrics, ProgressEvent};
 
-use crate::preset::{Cell, DataKind, DataNotes, DataSource, Plan, Preset, load_preset, matrix, table_names};
 use crate::progress::Board;
+use seht_protocol::preset::{Cell, DataKind, DataNotes, DataSource, Plan, Preset, load_preset, matrix, table_names};
 
 /// `cargo xtask reproduce`.
 #[derive(clap::Args, Debug, Clone)]
@@ -314,9 +314,10 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         // error that needs no binary.
         if cell.selected {
             let grid = cells.iter().take_while(|c| c.grid_lambda.is_some()).count();
-            let (field, l) = crate::report::apply_selection(&out, &cells, cell, bracket).with_context(|| {
-                format!("run the grid cells 0–{} first (--cell I, or without --cell)", grid.saturating_sub(1))
-            })?;
+            let (field, l) =
+                seht_protocol::selection::apply_selection(&out, &cells, cell, bracket).with_context(|| {
+                    format!("run the grid cells 0–{} first (--cell I, or without --cell)", grid.saturating_sub(1))
+                })?;
             println!("cell {i} ({}): {field} selected on validation = {l:e}", cell.name);
         }
         let seht = build_seht(root)?;
@@ -369,11 +370,14 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
                         let cell = &cells[i];
                         board.start(i);
                         let selected = match cell.selected {
-                            true => crate::report::apply_selection(out, cells, cell, bracket).map(|(field, l)| {
-                                board.println(&format!("{}: {field} selected on validation = {l:e}", cell.name));
-                            }),
+                            true => seht_protocol::selection::apply_selection(out, cells, cell, bracket).map(
+                                |(field, l)| {
+                                    board.println(&format!("{}: {field} selected on validation = {l:e}", cell.name));
+                                },
+                            ),
                             false => Ok(()),
-                        };
+                        }
+                        .map_err(anyhow::Error::from);
                         match selected
                             .and_then(|()| run_cell(seht, cell, data_dir, runs, threads, &|e| board.event(i, e)))
                         {
@@ -426,7 +430,16 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         );
     }
     let wall = t0.elapsed().as_secs_f64();
-    let written = crate::report::write(root, &out, &plan, &cells, &notes, wall)?;
+    let provenance = seht_protocol::report::Provenance {
+        machine: crate::machine::machine(),
+        revision: crate::machine::git_revision(root),
+        wall_secs: wall,
+    };
+    let draw = |runs: &[seht_protocol::report::MethodRuns], out: &Path, stem: &str, caption: &str, own: bool| {
+        crate::figure::write(runs, out, stem, caption, own)
+            .map_err(|e| seht_protocol::Error::Invalid(format!("drawing {stem}: {e:#}")))
+    };
+    let written = seht_protocol::report::write(root, &out, &plan, &cells, &notes, &provenance, &draw)?;
     // The curvature of each table-1 method's final model (seed 0): top
     // eigenvalue, trace, density figure, appended to the summary. An
     // appendix: a failure is reported, the tables stand.

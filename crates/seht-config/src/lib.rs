@@ -508,7 +508,7 @@ impl SehtPenalty {
     /// `every` when `rescale` is set.
     pub fn lambda_at_step(&self, step: u64) -> Option<f64> {
         let every = self.every.get();
-        if step % every != 0 {
+        if !step.is_multiple_of(every) {
             return None;
         }
         Some(if self.rescale { self.lambda * every as f64 } else { self.lambda })
@@ -557,6 +557,72 @@ impl SehtPenalty {
             PenaltyPhase::Eval => " eval-mode",
         };
         format!("{est}{path}{phase} λ={} every {}", self.lambda, self.every)
+    }
+}
+
+/// The one setting of a regularizer that a λ grid varies and validation
+/// selects: `lambda` (the penalties), `rho` (SAM, ASAM) or `epsilon`
+/// (label smoothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strength {
+    /// `regularizer.lambda`.
+    Lambda,
+    /// `regularizer.rho`.
+    Rho,
+    /// `regularizer.epsilon`.
+    Epsilon,
+}
+
+impl Strength {
+    /// The field's name in a config (`lambda`, `rho`, `epsilon`).
+    pub fn field(self) -> &'static str {
+        match self {
+            Strength::Lambda => "lambda",
+            Strength::Rho => "rho",
+            Strength::Epsilon => "epsilon",
+        }
+    }
+
+    /// Its symbol in tables and messages (λ, ρ, ε).
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Strength::Lambda => "λ",
+            Strength::Rho => "ρ",
+            Strength::Epsilon => "ε",
+        }
+    }
+}
+
+impl Regularizer {
+    /// Which setting a grid varies and its value; `None` for a method that
+    /// has none (baseline, cutout, mixup, …).
+    pub fn strength(&self) -> Option<(Strength, f64)> {
+        match *self {
+            Regularizer::Seht(ref p) => Some((Strength::Lambda, p.lambda)),
+            Regularizer::GaussNewton(ref p) => Some((Strength::Lambda, p.lambda)),
+            Regularizer::PaperCode(p) => Some((Strength::Lambda, p.lambda)),
+            Regularizer::Jacobian { lambda, .. } => Some((Strength::Lambda, lambda)),
+            Regularizer::Sam { rho } | Regularizer::Asam { rho, .. } => Some((Strength::Rho, rho)),
+            Regularizer::LabelSmoothing { epsilon } => Some((Strength::Epsilon, epsilon)),
+            _ => None,
+        }
+    }
+
+    /// Sets the setting [`Regularizer::strength`] names to `value` and
+    /// returns which it was; `None` (and nothing changed) for a method
+    /// without one. The value is checked by [`ExperimentConfig::validate`].
+    pub fn set_strength(&mut self, value: f64) -> Option<Strength> {
+        let (which, slot) = match self {
+            Regularizer::Seht(p) => (Strength::Lambda, &mut p.lambda),
+            Regularizer::GaussNewton(p) => (Strength::Lambda, &mut p.lambda),
+            Regularizer::PaperCode(p) => (Strength::Lambda, &mut p.lambda),
+            Regularizer::Jacobian { lambda, .. } => (Strength::Lambda, lambda),
+            Regularizer::Sam { rho } | Regularizer::Asam { rho, .. } => (Strength::Rho, rho),
+            Regularizer::LabelSmoothing { epsilon } => (Strength::Epsilon, epsilon),
+            _ => return None,
+        };
+        *slot = value;
+        Some(which)
     }
 }
 
@@ -764,7 +830,7 @@ impl ExperimentConfig {
     /// until its folder is removed).
     pub fn same_run(&self, other: &ExperimentConfig) -> bool {
         let mut a = self.clone();
-        a.divergence = other.divergence.clone();
+        a.divergence = other.divergence;
         a.monitor = other.monitor;
         &a == other
     }
@@ -886,5 +952,29 @@ impl ExperimentConfig {
             return Err(config("regularizer.kind", "dropblock", "is implemented for the ResNet only"));
         }
         self.regularizer.validate(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_strength_a_grid_varies_is_read_and_set_by_type() {
+        let mut sam = Regularizer::Sam { rho: 0.05 };
+        assert_eq!(sam.strength(), Some((Strength::Rho, 0.05)));
+        assert_eq!(sam.set_strength(0.1), Some(Strength::Rho));
+        assert_eq!(sam, Regularizer::Sam { rho: 0.1 });
+        let mut ls = Regularizer::LabelSmoothing { epsilon: 0.1 };
+        assert_eq!(ls.set_strength(0.03), Some(Strength::Epsilon));
+        assert_eq!(ls.strength(), Some((Strength::Epsilon, 0.03)));
+        let mut gn =
+            Regularizer::GaussNewton(GaussNewtonPenalty { lambda: 1.0, draws: 1, gradient: Gradient::ExactPerProbe });
+        assert_eq!(gn.set_strength(1e-3), Some(Strength::Lambda));
+        assert_eq!(gn.strength(), Some((Strength::Lambda, 1e-3)));
+        let mut mixup = Regularizer::Mixup { alpha: 1.0 };
+        assert_eq!(mixup.set_strength(0.5), None);
+        assert_eq!(mixup, Regularizer::Mixup { alpha: 1.0 }, "nothing changed");
+        assert_eq!(Regularizer::Baseline.strength(), None);
     }
 }

@@ -11,14 +11,14 @@
 //! them (alone when none finished); the CSV files carry the count in their
 //! `diverged` column.
 
-pub(crate) mod figure;
-mod findings;
-pub(crate) mod paired;
+pub mod example_runs;
+pub mod findings;
+pub mod paired;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result, bail, ensure};
 use seht_records::{Divergence, EpochRecord, Measured, Metrics, TraceReport, read_log};
 
 use crate::paper::{PaperTable, TABLES};
@@ -44,7 +44,7 @@ pub fn diverged_note(diverged: usize, seeds: usize) -> String {
 /// A table cell: mean ± standard deviation over the finished seeds' values
 /// `xs`, with the note when `diverged` of the `seeds` diverged; the note
 /// alone when none finished.
-fn cell_with_divergence(xs: &[f64], diverged: usize, seeds: usize) -> String {
+pub(crate) fn cell_with_divergence(xs: &[f64], diverged: usize, seeds: usize) -> String {
     let note = (diverged > 0).then(|| diverged_note(diverged, seeds));
     match (xs.is_empty(), note) {
         (true, Some(n)) => n,
@@ -72,7 +72,8 @@ fn csv_mean_std(xs: &[f64]) -> String {
 /// The sentence under a table when some run diverged.
 const DIVERGED_FOOTNOTE: &str = "Seeds marked \"diverged\" stopped at a non-finite loss or an objective beyond the config's bound (status `diverged` in their metrics.json, with the epoch, step and cause); they are left out of every mean and standard deviation.";
 
-fn mean_std(xs: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation (n − 1; NaN for one value).
+pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let m = xs.iter().sum::<f64>() / n;
     let s = if xs.len() > 1 { (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() } else { f64::NAN };
@@ -111,7 +112,7 @@ impl MethodRuns {
 
 /// What to do about a run record (`metrics.json`, `log.jsonl`) of `run`
 /// that does not read back.
-pub(crate) fn record_fix(run: &Path) -> String {
+pub fn record_fix(run: &Path) -> String {
     format!(
         "restore it from a copy (e.g. `git checkout -- {}`), or delete the run folder {} and run `cargo xtask reproduce` again with the same arguments to train it again",
         run.display(),
@@ -120,8 +121,8 @@ pub(crate) fn record_fix(run: &Path) -> String {
 }
 
 /// `metrics.json` of `run`, the error naming the file and what to do.
-pub(crate) fn read_metrics(run: &Path) -> Result<Metrics> {
-    Metrics::read(run).map_err(|e| anyhow::anyhow!("{e}; {}", record_fix(run)))
+pub fn read_metrics(run: &Path) -> Result<Metrics> {
+    Metrics::read(run).map_err(|e| crate::Error::Invalid(format!("{e}; {}", record_fix(run))))
 }
 
 fn collect(out: &Path, cells: &[Cell], table: &str) -> Result<Vec<MethodRuns>> {
@@ -139,7 +140,7 @@ fn collect(out: &Path, cells: &[Cell], table: &str) -> Result<Vec<MethodRuns>> {
         if m.diverged().is_some() {
             by[i].diverged.push(m);
         } else {
-            by[i].logs.push(read_log(&run).map_err(|e| anyhow::anyhow!("{e}; {}", record_fix(&run)))?);
+            by[i].logs.push(read_log(&run).map_err(|e| crate::Error::Invalid(format!("{e}; {}", record_fix(&run))))?);
             by[i].metrics.push(m);
         }
     }
@@ -305,258 +306,6 @@ fn time_and_trace(table: &str, runs: &[MethodRuns]) -> (String, String) {
     (time, trace)
 }
 
-/// The CPU's model name from `/proc/cpuinfo`, when it can be read.
-pub fn cpu_model() -> Option<String> {
-    std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
-        s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-    })
-}
-
-fn machine() -> String {
-    let cpu = cpu_model().unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()))
-        .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
-        .unwrap_or_default();
-    format!("{cores} cores ({cpu}), {mem} memory, {} {}", std::env::consts::OS, std::env::consts::ARCH)
-}
-
-fn git_revision(root: &Path) -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(root)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-/// The criterion of λ selection: validation accuracy or perplexity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum GridMetric {
-    ValidTop1,
-    ValidPerplexity,
-}
-
-impl GridMetric {
-    fn label(self) -> &'static str {
-        match self {
-            GridMetric::ValidTop1 => "valid top-1 (%)",
-            GridMetric::ValidPerplexity => "valid perplexity",
-        }
-    }
-
-    fn higher_is_better(self) -> bool {
-        self == GridMetric::ValidTop1
-    }
-}
-
-/// Per λ of the grid of `table/method` (in grid order): the finished
-/// seeds' validation values and the diverged seeds' count; the metric; and
-/// the selected λ — the first positive λ with the best mean over its
-/// finished seeds (ties keep the smaller penalty; a λ none of whose seeds
-/// finished is never selected; λ = 0, the shared baseline run, is a row of
-/// reference and never the selection). For a method selected as the largest
-/// stable λ ([`Cell::largest_stable`]): the largest positive λ with no
-/// diverged seed.
-///
-/// # Errors
-/// A grid run without metrics.json (not run yet) or without a validation metric.
-#[allow(clippy::type_complexity)]
-fn grid_selection(
-    out: &Path,
-    grid: &[&Cell],
-    table: &str,
-    method: &str,
-) -> Result<(Vec<(f64, Vec<f64>, usize)>, GridMetric, Option<f64>)> {
-    let mut lambdas: Vec<f64> = Vec::new();
-    for c in grid.iter().filter(|c| c.in_grid_of(table, method)) {
-        let l = c.grid_lambda.unwrap_or(f64::NAN);
-        if !lambdas.contains(&l) {
-            lambdas.push(l);
-        }
-    }
-    let mut per_lambda: Vec<(f64, Vec<f64>, usize)> = Vec::new();
-    let mut metric = None;
-    for l in lambdas {
-        let (mut xs, mut diverged) = (Vec::new(), 0);
-        for c in grid.iter().filter(|c| c.in_grid_of(table, method) && c.grid_lambda == Some(l)) {
-            let run = out.join("runs").join(&c.name);
-            let m = read_metrics(&run)?;
-            if m.diverged().is_some() {
-                diverged += 1;
-                continue;
-            }
-            let valid = m.final_epoch.as_ref().and_then(|e| e.valid.as_ref());
-            let (kind, v) = match (valid.and_then(|v| v.top1), valid.and_then(|v| v.perplexity)) {
-                (Some(a), _) => (GridMetric::ValidTop1, 100.0 * a),
-                (None, Some(p)) => (GridMetric::ValidPerplexity, p),
-                _ => anyhow::bail!("{}: no validation metric in metrics.json", run.display()),
-            };
-            metric = Some(kind);
-            xs.push(v);
-        }
-        per_lambda.push((l, xs, diverged));
-    }
-    let metric = metric.unwrap_or(GridMetric::ValidTop1);
-    if grid.iter().any(|c| c.largest_stable && c.method == method && c.table == table) {
-        // The largest λ none of whose seeds diverged (and some finished).
-        let best = per_lambda.iter().filter(|r| r.0 > 0.0 && r.2 == 0 && !r.1.is_empty()).map(|r| r.0).reduce(f64::max);
-        return Ok((per_lambda, metric, best));
-    }
-    let higher = metric.higher_is_better();
-    let mut best: Option<(f64, f64)> = None;
-    for (l, xs, _) in per_lambda.iter().filter(|r| !r.1.is_empty() && r.0 > 0.0) {
-        let m = mean_std(xs).0;
-        if m.is_finite() && best.is_none_or(|(_, b)| if higher { m > b } else { m < b }) {
-            best = Some((*l, m));
-        }
-    }
-    Ok((per_lambda, metric, best.map(|b| b.0)))
-}
-
-/// Whether `best` has a smaller (0 counts) and a larger neighbour among the
-/// grid's values `lambdas`.
-pub fn bracketed(lambdas: &[f64], best: f64) -> bool {
-    lambdas.iter().any(|l| *l < best) && lambdas.iter().any(|l| *l > best)
-}
-
-/// Before a main cell of a selecting grid runs ([`Cell::selected`]): sets
-/// its config's `[regularizer]` λ (or ρ) to the value selected on
-/// validation by the grid's runs of the same method, and returns it.
-/// With `bracket` (the preset's `lambda_grid.bracket`), a selection at
-/// the grid's edge is refused.
-///
-/// # Errors
-/// A grid run that has not finished (run the grid cells first), a grid
-/// none of whose seeds finished, a selection at the edge of its grid (with
-/// `bracket`), and I/O or TOML errors on the config.
-pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) -> Result<(&'static str, f64)> {
-    let grid: Vec<&Cell> = cells.iter().filter(|c| c.in_grid_of(&cell.table, &cell.method)).collect();
-    if grid.is_empty() {
-        anyhow::bail!(
-            "{}: selected on a grid, but the matrix has no grid cells for {}/{}",
-            cell.name,
-            cell.table,
-            cell.method
-        );
-    }
-    let (_, _, best) = grid_selection(out, &grid, &cell.table, &cell.method).with_context(|| {
-        format!("{}: its λ (ρ for SAM/ASAM) is selected by the grid, whose runs must finish first", cell.name)
-    })?;
-    let best = best.with_context(|| {
-        format!("{}: no seed of any grid value of {}/{} finished", cell.name, cell.table, cell.method)
-    })?;
-    let lambdas: Vec<f64> = grid.iter().filter_map(|c| c.grid_lambda).collect();
-    if bracket && !bracketed(&lambdas, best) {
-        let mut sorted = lambdas.clone();
-        sorted.sort_by(f64::total_cmp);
-        sorted.dedup();
-        anyhow::bail!(
-            "{}: the value selected on validation, {best:e}, lies at the edge of the grid {sorted:?} of {}/{}: \
-             extend the grid beyond it (`values_for` in configs/presets.toml) and run the new grid cells first",
-            cell.name,
-            cell.table,
-            cell.method
-        );
-    }
-    let text = std::fs::read_to_string(&cell.config).with_context(|| format!("{}", cell.config.display()))?;
-    let mut cfg: toml::Value = toml::from_str(&text).with_context(|| format!("{}", cell.config.display()))?;
-    let field = crate::preset::grid_field(&cfg);
-    let reg = cfg
-        .get_mut("regularizer")
-        .and_then(toml::Value::as_table_mut)
-        .with_context(|| format!("{}: no [regularizer] table", cell.config.display()))?;
-    reg.insert(field.into(), toml::Value::Float(best));
-    crate::write_atomic(&cell.config, toml::to_string_pretty(&cfg)?.as_bytes())?;
-    Ok((crate::preset::grid_symbol(field), best))
-}
-
-/// The λ grid's validation results and the selected λ per method
-/// (`lambda.md`, `lambda.csv`); `None` when the matrix has no grid cells.
-fn lambda_report(out: &Path, cells: &[Cell], root: &Path) -> Result<Option<String>> {
-    let grid: Vec<&Cell> = cells.iter().filter(|c| c.grid_lambda.is_some()).collect();
-    if grid.is_empty() {
-        return Ok(None);
-    }
-    let mut md = String::from(
-        "# λ selection on a validation split\n\nAs the paper selected λ (section 5: grid {1e-4, 1e-3, 1e-2, 1e-1}), but on data held out from training \
-         (image tables: images held out of the training subset; text tables: the corpus's validation split), never on the test set. \
-         Criterion: final-epoch validation top-1 accuracy (higher is better) or perplexity (lower is better). \
-         Unless a grid says its main rows trained with the selected λ, the main tables' rows use the λ the paper reports, stated under each grid with whether the selection agrees.\n\n",
-    );
-    let mut csv = String::from("table,method,lambda,metric,mean,std,seeds,selected,diverged\n");
-    let mut keys: Vec<(String, String)> = Vec::new();
-    for c in grid.iter().filter(|c| c.zero_for.is_empty()) {
-        let k = (c.table.clone(), c.method.clone());
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
-    for (table, method) in keys {
-        let base: toml::Value = toml::from_str(&std::fs::read_to_string(
-            root.join("configs").join(&table).join(format!("{method}.toml")),
-        )?)?;
-        // SAM and ASAM vary ρ, the others λ.
-        let field = crate::preset::grid_field(&base);
-        let sym = crate::preset::grid_symbol(field);
-        let main_lambda = base.get("regularizer").and_then(|r| r.get(field)).and_then(toml::Value::as_float);
-        let (per_lambda, metric, best) = grid_selection(out, &grid, &table, &method)?;
-        let _ = writeln!(md, "## {table}, {method}\n\n| {sym} | {} | seeds | |\n|---|---|---|---|", metric.label());
-        for (l, xs, diverged) in &per_lambda {
-            let sel = best == Some(*l);
-            let n = xs.len() + diverged;
-            let mean_sd = match xs.is_empty() {
-                true => ",".to_string(),
-                false => {
-                    let (m, sd) = mean_std(xs);
-                    format!("{m:.6},{sd:.6}")
-                }
-            };
-            let _ = writeln!(
-                md,
-                "| {l:e} | {} | {n} | {} |",
-                cell_with_divergence(xs, *diverged, n),
-                if sel { "**selected**" } else { "" }
-            );
-            let _ =
-                writeln!(csv, "{table},{method},{l:e},{},{mean_sd},{n},{},{diverged}", metric.label(), u8::from(sel));
-        }
-        let lambdas: Vec<f64> = per_lambda.iter().map(|r| r.0).collect();
-        let edge = match best {
-            Some(b) if !bracketed(&lambdas, b) => " It lies at the edge of its grid: the best value may lie beyond it.",
-            _ => "",
-        };
-        if cells.iter().any(|c| c.selected && c.table == table && c.method == method) {
-            let _ = writeln!(
-                md,
-                "\nSelected {sym} = {}; the main rows of this method trained with it.{edge}\n",
-                best.map(|b| format!("{b:e}")).unwrap_or("none".into())
-            );
-            continue;
-        }
-        let _ = writeln!(
-            md,
-            "\nSelected {sym} = {}; {sym} in the main rows = {}{}.\n",
-            best.map(|b| format!("{b:e}")).unwrap_or("none".into()),
-            main_lambda.map(|l| format!("{l:e}")).unwrap_or("?".into()),
-            match (best, main_lambda) {
-                (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() && field != "lambda" => {
-                    " (the selection differs from the config's value)"
-                }
-                (Some(b), Some(l)) if (b - l).abs() > 1e-12 * l.abs() => " (the selection differs from the paper's λ)",
-                _ => "",
-            }
-        );
-    }
-    crate::write_atomic(out.join("lambda.md"), &md)?;
-    crate::write_atomic(out.join("lambda.csv"), &csv)?;
-    Ok(Some(md))
-}
-
 /// Total wall time of the runs that trained, over every invocation
 /// (`runs/timing.csv`), in seconds, and the number of runs it covers.
 fn recorded_time(out: &Path) -> Option<(f64, usize)> {
@@ -590,17 +339,54 @@ pub struct Written {
     pub figure: Option<PathBuf>,
 }
 
+/// Where and how the outputs were made: what the orchestrator knows.
+pub struct Provenance {
+    /// The machine, in words (cores, CPU model, memory, OS).
+    pub machine: String,
+    /// The git revision of the code that ran.
+    pub revision: String,
+    /// Wall time of this invocation, in seconds.
+    pub wall_secs: f64,
+}
+
+/// Draws a table's figure: `(runs, out, stem, caption, own_table)` →
+/// whether a font was found for its labels. (Drawing lives in xtask.)
+pub type DrawFigure<'a> = &'a dyn Fn(&[MethodRuns], &Path, &str, &str, bool) -> Result<bool>;
+
+/// The parts of `summary.md` that every table adds to.
+#[derive(Default)]
+struct Summary {
+    found: String,
+    data: String,
+    outputs: String,
+    times: String,
+    traces: String,
+    figure_png: Option<PathBuf>,
+}
+
 /// Writes every output of a finished matrix into `out`.
-pub fn write(root: &Path, out: &Path, plan: &Plan, cells: &[Cell], notes: &DataNotes, wall: f64) -> Result<Written> {
+///
+/// # Errors
+/// A run record that does not read back (naming it and what to do), a
+/// file that cannot be written, and the figure's errors.
+pub fn write(
+    root: &Path,
+    out: &Path,
+    plan: &Plan,
+    cells: &[Cell],
+    notes: &DataNotes,
+    provenance: &Provenance,
+    figure: DrawFigure,
+) -> Result<Written> {
     let preset = &plan.preset;
     let mut head = format!(
         "# Stochastic Estimators of Hessian Trace — preset `{}`\n\n{}.\n\n\
          - Machine: {}\n- Git revision: {}\n- Wall time: {:.1} minutes ({} runs, {} at a time; preset's estimate: {} minutes on 2 cores)\n- Seeds per cell: {}\n",
         preset.name,
         preset.description,
-        machine(),
-        git_revision(root),
-        wall / 60.0,
+        provenance.machine,
+        provenance.revision,
+        provenance.wall_secs / 60.0,
         cells.len(),
         plan.jobs,
         preset.expected_minutes,
@@ -613,118 +399,135 @@ pub fn write(root: &Path, out: &Path, plan: &Plan, cells: &[Cell], notes: &DataN
             secs / 60.0
         );
     }
-    let mut found = String::from("\n## What this run found\n\n");
-    let mut data = String::from("\n## Data\n\n");
-    let mut outputs = String::from("\n## Outputs\n\n");
-    let (mut times, mut traces) = (String::new(), String::new());
-    let mut figure_png = None;
+    let mut sum = Summary {
+        found: "\n## What this run found\n\n".into(),
+        data: "\n## Data\n\n".into(),
+        outputs: "\n## Outputs\n\n".into(),
+        ..Summary::default()
+    };
     for table in &plan.tables {
-        let runs = collect(out, cells, table)?;
-        let data_used = runs
-            .iter()
-            .flat_map(|r| r.metrics.iter().chain(&r.diverged))
-            .map(|m| m.data.clone())
-            .next()
-            .unwrap_or_default();
-        let note = notes.get(table);
-        let _ = writeln!(
-            data,
-            "- {table}: {data_used}{}",
-            note.map(|n| format!(" — **{}**", n.describe())).unwrap_or_default()
-        );
-        let (quality, rows) = findings::summarise(&runs);
-        let paper = TABLES.iter().find(|t| t.id == table);
-        let _ = writeln!(
-            found,
-            "### {}\n\n{}\n{}",
-            paper
-                .map(|t| t.title.to_string())
-                .unwrap_or_else(|| format!("{table} ({})", note.map(DataSource::short).unwrap_or("configured data"))),
-            findings::table(quality, &rows),
-            paired::sentences(&runs).unwrap_or_else(|| findings::sentences(quality, &rows))
-        );
-        let (md, csv) = match paper {
-            Some(t) => table_outputs(t, &runs, note),
-            None => (
-                format!(
-                    "# {table}\n\n{}{}\n{}",
-                    note.map(|n| format!("**Data:** {}\n\n", n.describe())).unwrap_or_default(),
-                    findings::table(quality, &rows),
-                    findings::sentences(quality, &rows)
-                ),
-                findings::csv(table, quality, &rows),
-            ),
-        };
-        crate::write_atomic(out.join(format!("{table}.md")), md)?;
-        crate::write_atomic(out.join(format!("{table}.csv")), csv)?;
-        let _ = writeln!(outputs, "- [{table}.md]({table}.md) ([CSV]({table}.csv))");
-        if let Some(p) = paired::report(&runs) {
-            crate::write_atomic(
-                out.join(format!("{table}-paired.md")),
-                format!("# {table}: every method against the baseline, paired by seed\n\n{p}"),
-            )?;
-            let _ = writeln!(
-                outputs,
-                "- Paired by seed, with confidence intervals and Holm-corrected p-values: [{table}-paired.md]({table}-paired.md)"
-            );
-        }
-        let (tm, tr) = time_and_trace(table, &runs);
-        times.push_str(&tm);
-        times.push('\n');
-        traces.push_str(&tr);
-        traces.push('\n');
-        if (table == "table1" || paper.is_none()) && is_image_table(&runs) {
-            let stem = figure_stem(table);
-            let source = note.map(DataSource::short).unwrap_or("CIFAR-10");
-            let caption = match paper {
-                Some(_) => format!("Figure 1: test accuracy per epoch ({} preset, {source})", preset.name),
-                None => format!("test accuracy per epoch ({} preset, {source})", preset.name),
-            };
-            if !figure::write(&runs, out, &stem, &caption, paper.is_none())? {
-                outputs.push_str("- (No DejaVu font found: the figure was drawn without axis labels.)\n");
-            }
-            let _ = writeln!(outputs, "- Figure: [{stem}.svg]({stem}.svg), [{stem}.png]({stem}.png)");
-            figure_png.get_or_insert(out.join(format!("{stem}.png")));
-        }
+        write_table(out, plan, cells, notes.get(table), table, figure, &mut sum)?;
     }
     crate::write_atomic(
         out.join("training_time.md"),
-        format!("# Training time per epoch (measured in this run)\n\n{times}"),
+        format!("# Training time per epoch (measured in this run)\n\n{}", sum.times),
     )?;
     crate::write_atomic(
         out.join("hessian_trace.md"),
         format!(
-            "# Curvature of the final models\n\nDid the penalty lower the curvature? The Hessian trace, the Gauss–Newton trace and the scale-invariant trace over the weights, on training batches, evaluation mode.\n\n{traces}"
+            "# Curvature of the final models\n\nDid the penalty lower the curvature? The Hessian trace, the Gauss–Newton trace and the scale-invariant trace over the weights, on training batches, evaluation mode.\n\n{}",
+            sum.traces
         ),
     )?;
-    if lambda_report(out, cells, root)?.is_some() {
-        outputs.push_str("- λ selection on a validation split: [lambda.md](lambda.md) ([CSV](lambda.csv))\n");
+    if crate::selection::lambda_report(out, cells, root)?.is_some() {
+        sum.outputs.push_str("- λ selection on a validation split: [lambda.md](lambda.md) ([CSV](lambda.csv))\n");
     }
-    outputs.push_str("- [training_time.md](training_time.md), [hessian_trace.md](hessian_trace.md)\n- Configs of every run: `configs/`; run folders (config, log.jsonl, metrics.json, checkpoint): `runs/`\n");
+    sum.outputs.push_str("- [training_time.md](training_time.md), [hessian_trace.md](hessian_trace.md)\n- Configs of every run: `configs/`; run folders (config, log.jsonl, metrics.json, checkpoint): `runs/`\n");
     let summary = out.join("summary.md");
-    crate::write_atomic(&summary, format!("{head}{found}{data}{outputs}"))?;
-    Ok(Written { summary, figure: figure_png })
+    crate::write_atomic(&summary, format!("{head}{}{}{}", sum.found, sum.data, sum.outputs))?;
+    Ok(Written { summary, figure: sum.figure_png })
 }
 
-/// `cargo xtask check-results`.
-#[derive(clap::Args, Debug)]
+/// One table's outputs (`<table>.md`, `.csv`, `-paired.md`, its figure) and
+/// its parts of the summary.
+fn write_table(
+    out: &Path,
+    plan: &Plan,
+    cells: &[Cell],
+    note: Option<&DataSource>,
+    table: &str,
+    figure: DrawFigure,
+    sum: &mut Summary,
+) -> Result<()> {
+    let runs = collect(out, cells, table)?;
+    let data_used = runs
+        .iter()
+        .flat_map(|r| r.metrics.iter().chain(&r.diverged))
+        .map(|m| m.data.clone())
+        .next()
+        .unwrap_or_default();
+    let _ = writeln!(
+        sum.data,
+        "- {table}: {data_used}{}",
+        note.map(|n| format!(" — **{}**", n.describe())).unwrap_or_default()
+    );
+    let (quality, rows) = findings::summarise(&runs);
+    let paper = TABLES.iter().find(|t| t.id == table);
+    let _ = writeln!(
+        sum.found,
+        "### {}\n\n{}\n{}",
+        paper
+            .map(|t| t.title.to_string())
+            .unwrap_or_else(|| format!("{table} ({})", note.map(DataSource::short).unwrap_or("configured data"))),
+        findings::table(quality, &rows),
+        paired::sentences(&runs).unwrap_or_else(|| findings::sentences(quality, &rows))
+    );
+    let (md, csv) = match paper {
+        Some(t) => table_outputs(t, &runs, note),
+        None => (
+            format!(
+                "# {table}\n\n{}{}\n{}",
+                note.map(|n| format!("**Data:** {}\n\n", n.describe())).unwrap_or_default(),
+                findings::table(quality, &rows),
+                findings::sentences(quality, &rows)
+            ),
+            findings::csv(table, quality, &rows),
+        ),
+    };
+    crate::write_atomic(out.join(format!("{table}.md")), md)?;
+    crate::write_atomic(out.join(format!("{table}.csv")), csv)?;
+    let _ = writeln!(sum.outputs, "- [{table}.md]({table}.md) ([CSV]({table}.csv))");
+    if let Some(p) = paired::report(&runs) {
+        crate::write_atomic(
+            out.join(format!("{table}-paired.md")),
+            format!("# {table}: every method against the baseline, paired by seed\n\n{p}"),
+        )?;
+        let _ = writeln!(
+            sum.outputs,
+            "- Paired by seed, with confidence intervals and Holm-corrected p-values: [{table}-paired.md]({table}-paired.md)"
+        );
+    }
+    let (tm, tr) = time_and_trace(table, &runs);
+    sum.times.push_str(&tm);
+    sum.times.push('\n');
+    sum.traces.push_str(&tr);
+    sum.traces.push('\n');
+    if (table == "table1" || paper.is_none()) && is_image_table(&runs) {
+        let stem = figure_stem(table);
+        let source = note.map(DataSource::short).unwrap_or("CIFAR-10");
+        let caption = match paper {
+            Some(_) => format!("Figure 1: test accuracy per epoch ({} preset, {source})", plan.preset.name),
+            None => format!("test accuracy per epoch ({} preset, {source})", plan.preset.name),
+        };
+        if !figure(&runs, out, &stem, &caption, paper.is_none())? {
+            sum.outputs.push_str("- (No DejaVu font found: the figure was drawn without axis labels.)\n");
+        }
+        let _ = writeln!(sum.outputs, "- Figure: [{stem}.svg]({stem}.svg), [{stem}.png]({stem}.png)");
+        sum.figure_png.get_or_insert(out.join(format!("{stem}.png")));
+    }
+    Ok(())
+}
+
+/// What `cargo xtask check-results` checks.
+#[derive(Debug, Clone)]
 pub struct CheckArgs {
     /// The output folder of one preset (e.g. results/demo).
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// The preset it holds (default: the folder's name, when it names one).
-    #[arg(long)]
-    preset: Option<String>,
-    /// Config folders to check, comma-separated (default: the preset's).
-    #[arg(long, value_delimiter = ',')]
-    tables: Option<Vec<String>>,
+    pub preset: Option<String>,
+    /// Config folders to check (default: the preset's).
+    pub tables: Option<Vec<String>>,
     /// Seeds each method must have (default: the preset's).
-    #[arg(long)]
-    seeds: Option<usize>,
+    pub seeds: Option<usize>,
 }
 
 /// Every expected file exists and parses, with one row per method and the
-/// expected seed count.
-pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
+/// expected seed count. Returns the sentence that says so.
+///
+/// # Errors
+/// The first file that is missing or malformed, naming it and how to
+/// rewrite it.
+pub fn check(root: &Path, args: &CheckArgs) -> Result<String> {
     let dir = &args.dir;
     let preset_name = args.preset.clone().or_else(|| {
         let name = dir.file_name()?.to_string_lossy().to_string();
@@ -734,7 +537,7 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
     let tables = match (&args.tables, &preset) {
         (Some(t), _) => crate::preset::table_names(root, t)?,
         (None, Some(p)) => p.tables.clone(),
-        (None, None) => anyhow::bail!(
+        (None, None) => bail!(
             "{}: name the preset (--preset) or the tables (--tables): the folder's name is not a preset",
             dir.display()
         ),
@@ -748,11 +551,11 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
             p.display()
         )
     };
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(anyhow::Error::from).with_context(|| again(p));
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| again(p));
     for f in ["summary.md", "training_time.md", "hessian_trace.md"] {
         let p = dir.join(f);
         let text = read(&p)?;
-        anyhow::ensure!(!text.trim().is_empty(), "{}: it is empty", again(&p));
+        ensure!(!text.trim().is_empty(), "{}: it is empty", again(&p));
     }
     for t in &tables {
         let methods = crate::preset::methods(root, t)?;
@@ -760,7 +563,7 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
         let csv = read(&path)?;
         let rows = (|| {
             let mut lines = csv.lines();
-            anyhow::ensure!(lines.next().is_some_and(|h| h.starts_with("table,method,")), "{t}.csv has no header");
+            ensure!(lines.next().is_some_and(|h| h.starts_with("table,method,")), "{t}.csv has no header");
             let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
             check_table_rows(t, &rows, &methods, seeds)?;
             Ok(rows)
@@ -768,7 +571,7 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
         .with_context(|| again(&path))?;
         let path = dir.join(format!("{t}.md"));
         let md = read(&path)?;
-        anyhow::ensure!(
+        ensure!(
             md.lines().filter(|l| l.starts_with("| ")).count() > methods.len(),
             "{}: {t}.md lacks rows",
             again(&path)
@@ -779,18 +582,22 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
         if t == "table1" || (!is_paper && images) {
             let path = dir.join(format!("{stem}.svg"));
             let svg = read(&path)?;
-            anyhow::ensure!(svg.contains("<svg") && svg.contains("</svg>"), "{}: not an SVG document", again(&path));
+            ensure!(svg.contains("<svg") && svg.contains("</svg>"), "{}: not an SVG document", again(&path));
             let path = dir.join(format!("{stem}.png"));
             let png = std::fs::read(&path).with_context(|| again(&path))?;
-            anyhow::ensure!(png.starts_with(b"\x89PNG"), "{}: not a PNG file", again(&path));
+            ensure!(png.starts_with(b"\x89PNG"), "{}: not a PNG file", again(&path));
         }
     }
     if read(&dir.join("summary.md"))?.contains("lambda.md") {
         let path = dir.join("lambda.csv");
         check_lambda_rows(&read(&path)?).with_context(|| again(&path))?;
     }
-    println!("{}: all outputs present and well-formed for {} ({} seeds each)", dir.display(), tables.join(", "), seeds);
-    Ok(())
+    Ok(format!(
+        "{}: all outputs present and well-formed for {} ({} seeds each)",
+        dir.display(),
+        tables.join(", "),
+        seeds
+    ))
 }
 
 /// The rows of a table's CSV (`table,method,column,mean,std,seeds,…,status,
@@ -799,9 +606,9 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<()> {
 fn check_table_rows(t: &str, rows: &[Vec<&str>], methods: &[String], seeds: usize) -> Result<()> {
     for m in methods {
         let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r.get(1) == Some(&m.as_str())).collect();
-        anyhow::ensure!(!mine.is_empty(), "{t}.csv has no row for {m}");
+        ensure!(!mine.is_empty(), "{t}.csv has no row for {m}");
         for r in mine {
-            anyhow::ensure!(
+            ensure!(
                 r.get(5).and_then(|s| s.parse::<usize>().ok()) == Some(seeds),
                 "{t}.csv: {m} has {:?} seeds, expected {seeds}",
                 r.get(5)
@@ -811,16 +618,16 @@ fn check_table_rows(t: &str, rows: &[Vec<&str>], methods: &[String], seeds: usiz
                 None => 0,
                 Some(s) => s.parse::<usize>().with_context(|| format!("{t}.csv: {m}: diverged = {s:?}"))?,
             };
-            anyhow::ensure!(diverged <= seeds, "{t}.csv: {m} has {diverged} diverged of {seeds} seeds");
+            ensure!(diverged <= seeds, "{t}.csv: {m} has {diverged} diverged of {seeds} seeds");
             let mean = r.get(3).copied().unwrap_or_default();
             if diverged < seeds {
-                anyhow::ensure!(
+                ensure!(
                     mean.parse::<f64>().is_ok_and(f64::is_finite),
                     "{t}.csv: {m} has no finite mean over its {} finished seeds",
                     seeds - diverged
                 );
             } else {
-                anyhow::ensure!(mean.is_empty(), "{t}.csv: {m} has a mean ({mean}) but every seed diverged");
+                ensure!(mean.is_empty(), "{t}.csv: {m} has a mean ({mean}) but every seed diverged");
             }
         }
     }
@@ -832,7 +639,7 @@ fn check_table_rows(t: &str, rows: &[Vec<&str>], methods: &[String], seeds: usiz
 /// and a selected λ for each method with a λ whose seeds did not all diverge.
 fn check_lambda_rows(csv: &str) -> Result<()> {
     let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
-    anyhow::ensure!(!rows.is_empty(), "lambda.csv has no rows");
+    ensure!(!rows.is_empty(), "lambda.csv has no rows");
     for r in &rows {
         // Files written before divergence was recorded have 8 columns.
         let diverged = match r.len() {
@@ -846,17 +653,12 @@ fn check_lambda_rows(csv: &str) -> Result<()> {
             (Some(d), Some(n)) => d == n && r[4].is_empty() && r[7] == "0",
             _ => false,
         };
-        anyhow::ensure!(ok, "lambda.csv: bad row {}", r.join(","));
+        ensure!(ok, "lambda.csv: bad row {}", r.join(","));
     }
     for r in &rows {
         let grid: Vec<&Vec<&str>> = rows.iter().filter(|o| o[..2] == r[..2]).collect();
         let all_diverged = grid.iter().all(|o| o[4].is_empty());
-        anyhow::ensure!(
-            all_diverged || grid.iter().any(|o| o[7] == "1"),
-            "lambda.csv selects no λ for {}, {}",
-            r[0],
-            r[1]
-        );
+        ensure!(all_diverged || grid.iter().any(|o| o[7] == "1"), "lambda.csv selects no λ for {}, {}", r[0], r[1]);
     }
     Ok(())
 }
@@ -867,7 +669,14 @@ mod faults;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use seht_records::{EvalMetrics, RunStatus};
+    pub(super) use crate::report::example_runs::finished;
+
+    /// The workspace root (this crate is `crates/seht-protocol`).
+    pub(super) fn workspace() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+    use crate::selection::*;
+    use seht_records::RunStatus;
 
     /// A fresh folder under the system's temporary directory.
     pub(super) fn temp(tag: &str) -> PathBuf {
@@ -875,52 +684,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("runs")).expect("temp dir");
         dir
-    }
-
-    pub(super) fn epoch(top1: f64, valid_top1: Option<f64>) -> EpochRecord {
-        let eval = |a: f64| EvalMetrics { loss: 1.0, top1: Some(a), top5: Some(0.99), perplexity: None };
-        EpochRecord {
-            epoch: 2,
-            lr: 0.1,
-            train_loss: 0.9,
-            train_top1: Some(0.7),
-            valid: valid_top1.map(eval),
-            test: eval(top1),
-            trace_mean: None,
-            penalty_steps: 0,
-            steps: 10,
-            train_seconds: 4.0,
-            seconds_per_step: 0.4,
-            layers: None,
-        }
-    }
-
-    /// A finished run with test top-1 `top1` (and validation top-1, for the λ grid).
-    pub(super) fn finished(name: &str, top1: f64, valid: Option<f64>) -> Metrics {
-        Metrics {
-            name: name.into(),
-            method: "m".into(),
-            data: "fixture".into(),
-            status: RunStatus::Finished,
-            divergence: None,
-            final_epoch: Some(epoch(top1, valid)),
-            best_epoch: Some(epoch(top1, valid)),
-            best_by: "highest test top-1".into(),
-            final_trace: Some(TraceReport {
-                mean: 100.0 * top1,
-                std_error: 1.0,
-                batches: 1,
-                probes: 1,
-                gauss_newton: Some(Measured { mean: top1, std_error: None }),
-                scale_invariant: None,
-                train_mode: None,
-            }),
-            train_seconds: 8.0,
-            seconds_per_epoch: 4.0,
-            steps: 20,
-            penalty_steps: 0,
-            train_eval: None,
-        }
     }
 
     fn diverged(name: &str) -> Metrics {
@@ -1070,7 +833,7 @@ mod tests {
     #[test]
     fn the_lambda_grid_never_selects_or_averages_a_diverged_seed() {
         let out = temp("lambda");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+        let root = &workspace();
         let (t, m) = ("table1", "seht-d-k1-p0.01");
         let cells = vec![
             write_run(&out, t, m, 0, Some(1e-3), finished("g3-s0", 0.6, Some(0.40))),
@@ -1104,7 +867,7 @@ mod tests {
             write_run(&out, t, m, 0, Some(1e-1), diverged("g1")),
         ];
         let config = out.join("main.toml");
-        std::fs::write(&config, "name = \"main\"\n[regularizer]\nkind = \"seht\"\nlambda = 0.5\n").expect("config");
+        std::fs::copy(workspace().join("configs/demo/seht-h.toml"), &config).expect("config");
         let main = Cell {
             table: t.into(),
             method: m.into(),
@@ -1123,7 +886,7 @@ mod tests {
         assert_eq!(cfg["regularizer"]["lambda"].as_float(), Some(1e-3));
         assert_eq!(cfg["regularizer"]["kind"].as_str(), Some("seht"), "the rest of the config is kept");
         // SAM's ρ: the field a grid varies.
-        std::fs::write(&config, "name = \"main\"\n[regularizer]\nkind = \"sam\"\nrho = 0.05\n").expect("config");
+        std::fs::copy(workspace().join("configs/demo/sam.toml"), &config).expect("config");
         assert_eq!(apply_selection(&out, &cells, &main, false).expect("selected"), ("ρ", 1e-3));
         let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&config).expect("read")).expect("toml");
         assert_eq!(cfg["regularizer"]["rho"].as_float(), Some(1e-3));
@@ -1138,7 +901,7 @@ mod tests {
     #[test]
     fn the_shared_zero_row_is_reported_never_selected_and_a_selection_must_be_bracketed() {
         let out = temp("bracket");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+        let root = &workspace();
         let (t, m) = ("evidence-fmnist", "seht-d");
         let mut zero = write_run(&out, t, "baseline", 0, Some(0.0), finished("z0", 0.6, Some(0.50)));
         zero.zero_for = vec![m.into()];
@@ -1148,7 +911,7 @@ mod tests {
             write_run(&out, t, m, 0, Some(1e-3), finished("b3", 0.6, Some(0.45))),
         ];
         let config = out.join("main.toml");
-        std::fs::write(&config, "name = \"main\"\n[regularizer]\nkind = \"seht\"\nlambda = 0.5\n").expect("config");
+        std::fs::copy(workspace().join("configs/demo/seht-h.toml"), &config).expect("config");
         let main = Cell {
             table: t.into(),
             method: m.into(),

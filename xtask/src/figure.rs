@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::MethodRuns;
+use seht_protocol::report::MethodRuns;
 
 const FONTS: [&str; 3] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -196,7 +196,7 @@ pub fn write(runs: &[MethodRuns], out: &Path, stem: &str, caption: &str, with_tr
             (r.method.as_str(), pts)
         })
         .collect();
-    let differences = super::paired::trace_differences(runs);
+    let differences = seht_protocol::report::paired::trace_differences(runs);
     let paired =
         shown.iter().filter(|r| r.method != "baseline").all(|r| differences.iter().any(|(m, _)| m == &r.method))
             && !differences.is_empty();
@@ -210,7 +210,7 @@ pub fn write(runs: &[MethodRuns], out: &Path, stem: &str, caption: &str, with_tr
             }
             let xs: Vec<f64> = r.metrics.iter().filter_map(|m| m.final_trace.as_ref().map(|t| t.mean)).collect();
             (!xs.is_empty()).then(|| {
-                let (m, s) = super::mean_std(&xs);
+                let (m, s) = seht_protocol::report::mean_std(&xs);
                 (r.method.as_str(), m, s, c)
             })
         })
@@ -232,7 +232,7 @@ pub fn write(runs: &[MethodRuns], out: &Path, stem: &str, caption: &str, with_tr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::finished;
+    use seht_protocol::report::example_runs::finished;
 
     fn runs(method: &str, tops: &[f64]) -> MethodRuns {
         let metrics: Vec<_> =

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::tests::{finished, temp, write_run};
 use super::*;
+use crate::selection::grid_selection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -82,8 +83,14 @@ fn edit(from: &'static str, to: &'static str) -> Damage {
 
 const PRESETS: &str = "[p]\ndescription = \"d\"\nexpected_minutes = 1\nseeds = 1\ndata = \"fixtures\"\ntables = [\"t1\"]\n\n\
 [p.lambda_grid]\nvalues = [1e-3, 1e-1]\nmethods = [\"t1/m\"]\nvalidation = 32\nseeds = 1\n";
-const METHOD: &str = "name = \"m\"\nepochs = 1\n\n[data]\nkind = \"image\"\ndir = \"d\"\n\n[regularizer]\nkind = \"seht\"\nlambda = 0.01\n";
-
+const METHOD: &str = "name = \"m\"\nseed = 0\nepochs = 1\n\n\
+[data]\nkind = \"image\"\ndataset = \"fashion-mnist\"\ndir = \"d\"\nbatch_size = 8\ntrain_subset = 0\ntest_subset = 0\n\
+validation = 0\ncrop_padding = 0\nhflip = false\nworkers = 1\n\n\
+[model]\nkind = \"resnet\"\nwidths = [4, 4, 4, 4]\nblocks = [1, 1, 1, 1]\n\n\
+[optim]\nlr = 0.1\nmomentum = 0.9\nweight_decay = 5e-4\nclip_grad_norm = 0.0\n\n[schedule]\nkind = \"cosine\"\n\n\
+[regularizer]\nkind = \"seht\"\nestimator = { kind = \"hutchinson\", probes = 1, distribution = \"rademacher\" }\n\
+lambda = 0.01\nevery = 1\nrescale = false\ngradient = { kind = \"exact-per-probe\" }\n\n\
+[final_trace]\nbatches = 0\nprobes = 0\n";
 const PRESET_FIX: &[&str] = &["configs/presets.toml", "git checkout"];
 const RECORD_FIX: &[&str] = &["delete the run folder", "cargo xtask reproduce"];
 const OUTPUT_FIX: &[&str] = &["rewrite the outputs with `cargo xtask reproduce`"];
@@ -135,8 +142,19 @@ fn cases() -> Vec<Case> {
     let (method, at) = ("configs/<table>/<method>.toml", "root/configs/t1/m.toml");
     add(method, Truncated, Reader::Matrix, at, cut(6), &["m.toml", "not a TOML file", "git checkout"]);
     add(method, FlippedByte, Reader::Matrix, at, flip(4, 0x80), &["m.toml", "cannot be read", "git checkout"]);
-    // (Its fields are checked by `seht train`, which reads it: the matrix
-    // of seht-train covers wrong types, unknown fields and ranges.)
+    // Its fields are checked as the matrix reads it (seht-config; the
+    // matrix of seht-train covers every field): the file is named.
+    let invalid = &["m.toml", "not a valid config", "git checkout"];
+    add(method, WrongType, Reader::Matrix, at, edit("epochs = 1", "epochs = \"1\""), invalid);
+    add(method, UnknownField, Reader::Matrix, at, edit("epochs = 1", "epochs = 1\nepoch = 2"), invalid);
+    add(
+        method,
+        OutOfRange,
+        Reader::Matrix,
+        at,
+        edit("lambda = 0.01", "lambda = -1.0"),
+        &["m.toml", "regularizer.lambda"],
+    );
 
     // Run records read by the report.
     let (metrics, at) = ("runs/<run>/metrics.json", "out/runs/t1-m-s0/metrics.json");
@@ -286,7 +304,7 @@ fn read_as(reader: Reader, root: &Path, out: &Path) -> Result<()> {
         Reader::Check => {
             let args =
                 CheckArgs { dir: out.to_path_buf(), preset: None, tables: Some(vec!["t1".into()]), seeds: Some(1) };
-            check(root, &args)
+            check(root, &args).map(|_| ())
         }
     }
 }

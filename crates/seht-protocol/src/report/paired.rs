@@ -258,26 +258,17 @@ pub fn report(runs: &[MethodRuns]) -> Option<String> {
     Some(md)
 }
 
-/// `cargo xtask paired`.
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// A results folder with `runs/<table>-<method>-s<seed>/metrics.json`
-    /// (e.g. docs/results/evidence-90).
-    dir: std::path::PathBuf,
-    /// The table: runs named `<table>-<method>-s<seed>` (grid runs, with
-    /// `-grid-` in their name, are left out).
-    #[arg(long)]
-    table: String,
-}
-
-/// Prints the paired comparison of a results folder's main runs of one table.
+/// The paired comparison of a results folder's main runs of one table
+/// (`cargo xtask paired DIR --table T`): runs named
+/// `<table>-<method>-s<seed>` under `dir/runs` (λ-grid runs, `-grid-` in
+/// their name, are left out), as Markdown.
 ///
 /// # Errors
 /// A folder without runs of that table, or a `metrics.json` that does not parse.
-pub fn run(args: Args) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let runs_dir = args.dir.join("runs");
-    let prefix = format!("{}-", args.table);
+pub fn of_folder(dir: &std::path::Path, table: &str) -> crate::Result<String> {
+    use crate::error::{Context, ensure};
+    let runs_dir = dir.join("runs");
+    let prefix = format!("{table}-");
     let mut by: Vec<MethodRuns> = Vec::new();
     let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
         .with_context(|| format!("{}", runs_dir.display()))?
@@ -297,16 +288,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         if m.diverged().is_some() { by[i].diverged.push(m) } else { by[i].metrics.push(m) }
     }
-    anyhow::ensure!(
+    ensure!(
         !by.is_empty(),
         "{}: no main run named {prefix}<method>-s<seed> (λ-grid runs, `-grid-` in their name, are left out): \
          check --table, or wait for the preset's main rows",
         runs_dir.display()
     );
-    let md =
-        report(&by).with_context(|| format!("{}: no baseline, or no method with two seeds", args.dir.display()))?;
-    println!("{md}");
-    Ok(())
+    report(&by).with_context(|| format!("{}: no baseline, or no method with two seeds", dir.display()))
 }
 
 #[cfg(test)]

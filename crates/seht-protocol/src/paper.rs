@@ -3,18 +3,25 @@
 /// One row of a paper table: method key (the config file stem, or a quoted
 /// reference), label, and the reported values (mean, ± as printed).
 pub struct PaperRow {
+    /// The method's config file stem (or a quoted reference).
     pub key: &'static str,
+    /// The row's label in the paper.
     pub label: &'static str,
+    /// The reported values, one `(mean, ±)` per column.
     pub values: &'static [(f64, f64)],
     /// Quoted from another paper, not run by the authors nor by us.
     pub quoted: bool,
 }
 
+/// One of the paper's tables.
 pub struct PaperTable {
+    /// The config folder it is reproduced from (`table1` …).
     pub id: &'static str,
+    /// Its title, with the model, data and metric.
     pub title: &'static str,
     /// Column names of `values`.
     pub columns: &'static [&'static str],
+    /// Its rows, in the paper's order.
     pub rows: &'static [PaperRow],
 }
 
@@ -26,6 +33,7 @@ const fn quoted(key: &'static str, label: &'static str, values: &'static [(f64, 
     PaperRow { key, label, values, quoted: true }
 }
 
+/// Tables 1–4 of the paper, as printed.
 pub const TABLES: [PaperTable; 4] = [
     PaperTable {
         id: "table1",
