@@ -8,6 +8,7 @@
 //! | [`report`] | the outputs of a reproduction: findings, the paper's tables beside ours, `check-results` |
 //! | [`report::paired`] | differences to the baseline paired by seed, t intervals, Holm's correction |
 //! | [`cost`] | the SEHT-D cost model and the statistics of paired timings |
+//! | [`peer`] | what `cargo xtask bench-peer` measures and its table |
 //! | [`paper`] | the paper's reported numbers |
 //!
 //! xtask orchestrates (spawns `seht`, jobs, threads, Slurm, the progress
@@ -17,6 +18,7 @@ mod error;
 
 pub mod cost;
 pub mod paper;
+pub mod peer;
 pub mod preset;
 pub mod report;
 pub mod selection;
