@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -225,29 +225,20 @@ fn prepare_data(
     Ok((dir, notes))
 }
 
-/// Two cells of one name would train into one run folder (`seht train`'s
-/// lock refuses the second while the first runs; run after it, it would
-/// report the first's result as its own). Names are `table-method-sSEED`
-/// and `table-method-grid-lλ-sSEED`, so this happens only with a λ grid
-/// that lists a value twice (`1e-3` and `0.001`) or table and method names
-/// whose dashes join to the same name (`a-b`/`c` and `a`/`b-c`).
-fn refuse_shared_run_folders(cells: &[Cell]) -> Result<()> {
-    let mut seen = std::collections::HashMap::new();
-    for (i, c) in cells.iter().enumerate() {
-        if let Some(j) = seen.insert(c.name.as_str(), i) {
-            let what = |c: &Cell| format!("{}/{}, seed {}, grid λ {:?}", c.table, c.method, c.seed, c.grid_lambda);
-            bail!(
-                "cells {j} ({}) and {i} ({}) would both write the run folder runs/{}; remove the repeated λ from the preset's lambda_grid, or rename a config so that table-method names differ",
-                what(&cells[j]),
-                what(c),
-                c.name
-            );
-        }
-    }
-    Ok(())
+/// A preset resolved against the command line, its data prepared and its
+/// matrix written: what every mode of `reproduce` works on.
+struct Matrix {
+    plan: Plan,
+    /// `OUT/PRESET`.
+    out: PathBuf,
+    /// `OUT/PRESET/runs`.
+    runs: PathBuf,
+    data_dir: PathBuf,
+    notes: DataNotes,
+    cells: Vec<Cell>,
 }
 
-pub fn run(root: &Path, args: Args) -> Result<()> {
+fn prepare(root: &Path, args: &Args) -> Result<Matrix> {
     let preset = load_preset(root, &args.preset)?;
     let tables = match &args.tables {
         Some(t) => table_names(root, t)?,
@@ -261,167 +252,155 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     };
     let out = args.out.join(&plan.preset.name);
     std::fs::create_dir_all(&out)?;
-    let (data_dir, mut notes) = prepare_data(root, &plan.preset, &plan.tables, &args, &out)?;
+    let (data_dir, mut notes) = prepare_data(root, &plan.preset, &plan.tables, args, &out)?;
     let cells = matrix(root, &plan.preset, &plan.tables, plan.seeds, &data_dir, &out, &mut notes)?;
-    refuse_shared_run_folders(&cells)?;
+    Ok(Matrix { runs: out.join("runs"), plan, out, data_dir, notes, cells })
+}
+
+/// `cargo xtask reproduce`: by mode, `--export-slurm`, `--list`, `--cell I`,
+/// or the whole matrix.
+pub fn run(root: &Path, args: Args) -> Result<()> {
+    let m = prepare(root, &args)?;
     if args.export_slurm {
-        let path = out.join("slurm.sh");
-        // A selecting grid's cells (first in the matrix) must finish before
-        // any main cell starts: two arrays, the second after the first.
-        let grid = cells.iter().take_while(|c| c.grid_lambda.is_some()).count();
-        if cells.iter().any(|c| c.selected) && grid > 0 {
-            let main = out.join("slurm-main.sh");
-            std::fs::write(&path, slurm_script(&plan, &args, 0..grid, "the λ grid, which runs first", &out))?;
-            std::fs::write(
-                &main,
-                slurm_script(&plan, &args, grid..cells.len(), "the main rows, after the grid", &out),
-            )?;
-            println!(
-                "wrote {} ({grid} grid tasks) and {} ({} main tasks, which train with the λ the grid selects); submit with:\n  jid=$(sbatch --parsable {}) && sbatch --dependency=afterok:$jid {}",
-                path.display(),
-                main.display(),
-                cells.len() - grid,
-                path.display(),
-                main.display()
-            );
-            return Ok(());
-        }
-        std::fs::write(&path, slurm_script(&plan, &args, 0..cells.len(), "all cells", &out))?;
-        println!("wrote {} ({} array tasks); submit with: sbatch {}", path.display(), cells.len(), path.display());
-        return Ok(());
+        return export_slurm(&m, &args);
     }
-    let runs = out.join("runs");
     if args.list {
-        for (i, c) in cells.iter().enumerate() {
-            let state = match Metrics::read(&runs.join(&c.name)) {
-                Ok(m) if m.diverged().is_some() => "diverged",
-                Ok(_) => "done",
-                Err(_) => "-",
-            };
-            println!("{i:4}  {:<40} {state}", c.name);
-        }
+        list(&m);
         return Ok(());
     }
     let threads = run_threads(
-        &plan,
+        &m.plan,
         std::env::var_os("RAYON_NUM_THREADS").is_some(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
-    let bracket = plan.preset.lambda_grid.as_ref().is_some_and(|g| g.bracket);
-    if let Some(i) = args.cell {
-        let cell = cells.get(i).with_context(|| format!("--cell {i}: the matrix has {} cells", cells.len()))?;
-        // Before the build: a main cell whose grid has not finished is an
-        // error that needs no binary.
-        if cell.selected {
-            let grid = cells.iter().take_while(|c| c.grid_lambda.is_some()).count();
-            let (field, l) =
-                seht_protocol::selection::apply_selection(&out, &cells, cell, bracket).with_context(|| {
-                    format!("run the grid cells 0–{} first (--cell I, or without --cell)", grid.saturating_sub(1))
-                })?;
-            println!("cell {i} ({}): {field} selected on validation = {l:e}", cell.name);
-        }
-        let seht = build_seht(root)?;
-        let f = run_cell(&seht, cell, &data_dir, &runs, threads, &|_| {})?;
-        match &f.diverged {
-            None => println!("cell {i} ({}) done in {:.0} s", cell.name, f.seconds),
-            Some(d) => {
-                println!("cell {i} ({}) diverged at {d} ({:.0} s): recorded, not an error", cell.name, f.seconds)
-            }
-        }
+    match args.cell {
+        Some(i) => one_cell(root, &m, i, threads),
+        None => all_cells(root, &m, threads),
+    }
+}
+
+/// Whether a selection must be bracketed (the preset's `lambda_grid.bracket`).
+fn bracket(m: &Matrix) -> bool {
+    m.plan.preset.lambda_grid.as_ref().is_some_and(|g| g.bracket)
+}
+
+/// The number of grid cells that run first (a selecting grid), else 0.
+fn grid_first(cells: &[Cell]) -> usize {
+    cells.iter().take_while(|c| c.grid_lambda.is_some()).count()
+}
+
+/// `--export-slurm`: one array task per cell; a selecting grid's cells in
+/// an array of their own that the main rows' array waits for.
+fn export_slurm(m: &Matrix, args: &Args) -> Result<()> {
+    let (plan, out, cells) = (&m.plan, &m.out, &m.cells);
+    let path = out.join("slurm.sh");
+    let grid = grid_first(cells);
+    if cells.iter().any(|c| c.selected) && grid > 0 {
+        let main = out.join("slurm-main.sh");
+        std::fs::write(&path, slurm_script(plan, args, 0..grid, "the λ grid, which runs first", out))?;
+        std::fs::write(&main, slurm_script(plan, args, grid..cells.len(), "the main rows, after the grid", out))?;
+        println!(
+            "wrote {} ({grid} grid tasks) and {} ({} main tasks, which train with the λ the grid selects); submit with:\n  jid=$(sbatch --parsable {}) && sbatch --dependency=afterok:$jid {}",
+            path.display(),
+            main.display(),
+            cells.len() - grid,
+            path.display(),
+            main.display()
+        );
         return Ok(());
     }
+    std::fs::write(&path, slurm_script(plan, args, 0..cells.len(), "all cells", out))?;
+    println!("wrote {} ({} array tasks); submit with: sbatch {}", path.display(), cells.len(), path.display());
+    Ok(())
+}
+
+/// `--list`: every cell's index, run name and state.
+fn list(m: &Matrix) {
+    for (i, c) in m.cells.iter().enumerate() {
+        let state = match Metrics::read(&m.runs.join(&c.name)) {
+            Ok(r) if r.diverged().is_some() => "diverged",
+            Ok(_) => "done",
+            Err(_) => "-",
+        };
+        println!("{i:4}  {:<40} {state}", c.name);
+    }
+}
+
+/// `--cell I`: that cell alone (its λ selected first when its grid selects).
+fn one_cell(root: &Path, m: &Matrix, i: usize, threads: Option<usize>) -> Result<()> {
+    let cells = &m.cells;
+    let cell = cells.get(i).with_context(|| format!("--cell {i}: the matrix has {} cells", cells.len()))?;
+    // Before the build: a main cell whose grid has not finished is an
+    // error that needs no binary.
+    if cell.selected {
+        let grid = grid_first(cells);
+        let (field, l) =
+            seht_protocol::selection::apply_selection(&m.out, cells, cell, bracket(m)).with_context(|| {
+                format!("run the grid cells 0–{} first (--cell I, or without --cell)", grid.saturating_sub(1))
+            })?;
+        println!("cell {i} ({}): {field} selected on validation = {l:e}", cell.name);
+    }
+    let seht = build_seht(root)?;
+    let f = run_cell(&seht, cell, &m.data_dir, &m.runs, threads, &|_| {})?;
+    match &f.diverged {
+        None => println!("cell {i} ({}) done in {:.0} s", cell.name, f.seconds),
+        Some(d) => println!("cell {i} ({}) diverged at {d} ({:.0} s): recorded, not an error", cell.name, f.seconds),
+    }
+    Ok(())
+}
+
+/// What the workers of [`all_cells`] collect.
+#[derive(Default)]
+struct Tally {
+    failures: Mutex<Vec<String>>,
+    diverged: Mutex<Vec<String>>,
+}
+
+/// The whole matrix, `jobs` runs at a time (a selecting grid's cells first),
+/// then the outputs.
+fn all_cells(root: &Path, m: &Matrix, threads: Option<usize>) -> Result<()> {
+    let plan = &m.plan;
     eprintln!(
         "reproduce, preset `{}`: {}.\n{} runs ({} × methods × {} seeds), {} at a time; expected about {} minutes on a 2-core CPU machine.\nResults: {}/summary.md. Finished runs are skipped; an interrupted run resumes from its checkpoint.",
         plan.preset.name,
         plan.preset.description,
-        cells.len(),
+        m.cells.len(),
         plan.tables.join(", "),
         plan.seeds,
         plan.jobs,
         plan.preset.expected_minutes,
-        out.display()
+        m.out.display()
     );
-    for (t, n) in &notes {
+    for (t, n) in &m.notes {
         eprintln!("data, {t}: {}", n.describe());
     }
     let seht = build_seht(root)?;
     let t0 = Instant::now();
-    let board = Board::new(&cells, plan.jobs);
-    let failures = Arc::new(Mutex::new(Vec::new()));
-    let diverged = Arc::new(Mutex::new(Vec::new()));
-    let total = cells.len();
+    let board = Board::new(&m.cells, plan.jobs);
+    let tally = Tally::default();
     // A selecting λ grid: its cells (first in the matrix) all finish before
     // any main cell starts, since their results set the main cells' λ.
-    let all: Vec<usize> = (0..cells.len()).collect();
-    let phases: Vec<Vec<usize>> = if cells.iter().any(|c| c.selected) {
-        let (grid, main): (Vec<usize>, Vec<usize>) = all.into_iter().partition(|&i| cells[i].grid_lambda.is_some());
+    let all: Vec<usize> = (0..m.cells.len()).collect();
+    let phases: Vec<Vec<usize>> = if m.cells.iter().any(|c| c.selected) {
+        let (grid, main): (Vec<usize>, Vec<usize>) = all.into_iter().partition(|&i| m.cells[i].grid_lambda.is_some());
         vec![grid, main]
     } else {
         vec![all]
     };
     for phase in phases {
-        let queue = Arc::new(Mutex::new(phase.into_iter().rev().collect::<Vec<_>>()));
+        let queue = Mutex::new(phase.into_iter().rev().collect::<Vec<_>>());
         std::thread::scope(|s| {
             for _ in 0..plan.jobs {
-                let (queue, failures, diverged, seht, data_dir, runs, board, cells, out) =
-                    (queue.clone(), failures.clone(), diverged.clone(), &seht, &data_dir, &runs, &board, &cells, &out);
-                s.spawn(move || {
-                    while let Some(i) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) {
-                        let cell = &cells[i];
-                        board.start(i);
-                        let selected = match cell.selected {
-                            true => seht_protocol::selection::apply_selection(out, cells, cell, bracket).map(
-                                |(field, l)| {
-                                    board.println(&format!("{}: {field} selected on validation = {l:e}", cell.name));
-                                },
-                            ),
-                            false => Ok(()),
-                        }
-                        .map_err(anyhow::Error::from);
-                        match selected
-                            .and_then(|()| run_cell(seht, cell, data_dir, runs, threads, &|e| board.event(i, e)))
-                        {
-                            Ok(f) => {
-                                board.finish(i, Ok((f.seconds, f.trained)));
-                                if f.diverged.is_some()
-                                    && let Ok(mut d) = diverged.lock()
-                                {
-                                    d.push(cell.name.clone());
-                                }
-                                let what = match (f.trained, &f.diverged) {
-                                    (true, None) => "trained".to_string(),
-                                    (false, None) => "already done, read".to_string(),
-                                    (true, Some(d)) => format!("diverged at {d}; recorded"),
-                                    (false, Some(d)) => format!("already done (diverged at {d}), read"),
-                                };
-                                board.println(&format!(
-                                    "[{}/{total}] {} {} (seed {}) {what} in {:.0} s",
-                                    i + 1,
-                                    cell.table,
-                                    cell.method,
-                                    cell.seed,
-                                    f.seconds
-                                ));
-                            }
-                            Err(e) => {
-                                board.finish(i, Err(()));
-                                board.println(&format!("[{}/{total}] {e:#}", i + 1));
-                                if let Ok(mut f) = failures.lock() {
-                                    f.push(cell.name.clone());
-                                }
-                            }
-                        }
-                    }
-                });
+                s.spawn(|| work(m, &seht, threads, &queue, &board, &tally));
             }
         });
     }
     board.close();
-    let failures = failures.lock().map(|f| f.clone()).unwrap_or_default();
+    let failures = tally.failures.lock().map(|f| f.clone()).unwrap_or_default();
     if !failures.is_empty() {
         bail!("{} runs failed: {}", failures.len(), failures.join(", "));
     }
-    let diverged = diverged.lock().map(|d| d.clone()).unwrap_or_default();
+    let diverged = tally.diverged.lock().map(|d| d.clone()).unwrap_or_default();
     if !diverged.is_empty() {
         eprintln!(
             "{} runs diverged (recorded in their metrics.json; left out of the tables' means): {}",
@@ -429,7 +408,53 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
             diverged.join(", ")
         );
     }
-    let wall = t0.elapsed().as_secs_f64();
+    outputs(root, m, &seht, t0.elapsed().as_secs_f64())
+}
+
+/// One worker: takes cells from `queue` until it is empty, selects a main
+/// cell's λ first, runs the cell and reports it on the board.
+fn work(m: &Matrix, seht: &Path, threads: Option<usize>, queue: &Mutex<Vec<usize>>, board: &Board, tally: &Tally) {
+    let total = m.cells.len();
+    while let Some(i) = queue.lock().map(|mut q| q.pop()).unwrap_or(None) {
+        let cell = &m.cells[i];
+        board.start(i);
+        let selected = match cell.selected {
+            true => seht_protocol::selection::apply_selection(&m.out, &m.cells, cell, bracket(m))
+                .map(|(field, l)| board.println(&format!("{}: {field} selected on validation = {l:e}", cell.name))),
+            false => Ok(()),
+        }
+        .map_err(anyhow::Error::from);
+        match selected.and_then(|()| run_cell(seht, cell, &m.data_dir, &m.runs, threads, &|e| board.event(i, e))) {
+            Ok(f) => {
+                board.finish(i, Ok((f.seconds, f.trained)));
+                if f.diverged.is_some()
+                    && let Ok(mut d) = tally.diverged.lock()
+                {
+                    d.push(cell.name.clone());
+                }
+                let what = match (f.trained, &f.diverged) {
+                    (true, None) => "trained".to_string(),
+                    (false, None) => "already done, read".to_string(),
+                    (true, Some(d)) => format!("diverged at {d}; recorded"),
+                    (false, Some(d)) => format!("already done (diverged at {d}), read"),
+                };
+                let (t, me, seed, secs) = (&cell.table, &cell.method, cell.seed, f.seconds);
+                board.println(&format!("[{}/{total}] {t} {me} (seed {seed}) {what} in {secs:.0} s", i + 1));
+            }
+            Err(e) => {
+                board.finish(i, Err(()));
+                board.println(&format!("[{}/{total}] {e:#}", i + 1));
+                if let Ok(mut f) = tally.failures.lock() {
+                    f.push(cell.name.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The summary, tables and figures (`seht_protocol::report::write`), then
+/// the Hessian analysis of the final models as an appendix.
+fn outputs(root: &Path, m: &Matrix, seht: &Path, wall: f64) -> Result<()> {
     let provenance = seht_protocol::report::Provenance {
         machine: crate::machine::machine(),
         revision: crate::machine::git_revision(root),
@@ -439,11 +464,11 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         crate::figure::write(runs, out, stem, caption, own)
             .map_err(|e| seht_protocol::Error::Invalid(format!("drawing {stem}: {e:#}")))
     };
-    let written = seht_protocol::report::write(root, &out, &plan, &cells, &notes, &provenance, &draw)?;
+    let written = seht_protocol::report::write(root, &m.out, &m.plan, &m.cells, &m.notes, &provenance, &draw)?;
     // The curvature of each table-1 method's final model (seed 0): top
     // eigenvalue, trace, density figure, appended to the summary. An
     // appendix: a failure is reported, the tables stand.
-    if let Err(e) = crate::analysis::final_models(&seht, &data_dir, &out, &cells) {
+    if let Err(e) = crate::analysis::final_models(seht, &m.data_dir, &m.out, &m.cells) {
         eprintln!("warning: the Hessian analysis of the final models failed: {e:#}");
     }
     println!(
@@ -458,24 +483,6 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn two_cells_writing_one_run_folder_are_refused() {
-        let cell = |method: &str, lambda: f64| Cell {
-            table: "demo".into(),
-            method: method.into(),
-            seed: 0,
-            name: format!("demo-{method}-grid-l{lambda:e}-s0"),
-            config: PathBuf::new(),
-            grid_lambda: Some(lambda),
-            selected: false,
-            zero_for: Vec::new(),
-            largest_stable: false,
-        };
-        assert!(refuse_shared_run_folders(&[cell("seht-h", 1e-3), cell("seht-h", 1e-2)]).is_ok());
-        let e = refuse_shared_run_folders(&[cell("seht-h", 1e-3), cell("seht-h", 0.001)]).expect_err("one folder");
-        assert!(e.to_string().contains("runs/demo-seht-h-grid-l1e-3-s0") && e.to_string().contains("cells 0"), "{e}");
-    }
 
     /// A stand-in for `seht`: writes `metrics` into the run folder given
     /// after `--out` (the 9th argument) and exits with `code`.

@@ -615,6 +615,28 @@ impl MatrixEnv<'_> {
     }
 }
 
+/// Two cells of one name would train into one run folder (`seht train`'s
+/// lock refuses the second while the first runs; run after it, it would
+/// report the first's result as its own). Names are `table-method-sSEED`
+/// and `table-method-grid-lλ-sSEED`, so this happens only with a λ grid
+/// that lists a value twice (`1e-3` and `0.001`) or table and method names
+/// whose dashes join to the same name (`a-b`/`c` and `a`/`b-c`).
+fn refuse_shared_run_folders(cells: &[Cell]) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, c) in cells.iter().enumerate() {
+        if let Some(j) = seen.insert(c.name.as_str(), i) {
+            let what = |c: &Cell| format!("{}/{}, seed {}, grid λ {:?}", c.table, c.method, c.seed, c.grid_lambda);
+            bail!(
+                "cells {j} ({}) and {i} ({}) would both write the run folder runs/{}; remove the repeated λ from the preset's lambda_grid, or rename a config so that table-method names differ",
+                what(&cells[j]),
+                what(c),
+                c.name
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Builds the matrix of `tables` × methods × `seeds` (then the λ-grid
 /// cells): configs written under `out/configs/`, each a checked
 /// [`ExperimentConfig`] (the preset's patches merged, the grid's value set
@@ -649,9 +671,11 @@ pub fn matrix(
     // A selecting grid runs first: its results decide the main rows' λ.
     if preset.lambda_grid.as_ref().is_some_and(|g| g.select) {
         grid_cells.extend(cells);
-        return Ok(grid_cells);
+        cells = grid_cells;
+    } else {
+        cells.extend(grid_cells);
     }
-    cells.extend(grid_cells);
+    refuse_shared_run_folders(&cells)?;
     Ok(cells)
 }
 
@@ -797,5 +821,23 @@ mod tests {
         }
         assert_eq!(cells.iter().filter(|c| c.grid_lambda.is_some()).count(), 2 + 2 * 2);
         let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn two_cells_writing_one_run_folder_are_refused() {
+        let cell = |method: &str, lambda: f64| Cell {
+            table: "demo".into(),
+            method: method.into(),
+            seed: 0,
+            name: format!("demo-{method}-grid-l{lambda:e}-s0"),
+            config: PathBuf::new(),
+            grid_lambda: Some(lambda),
+            selected: false,
+            zero_for: Vec::new(),
+            largest_stable: false,
+        };
+        assert!(refuse_shared_run_folders(&[cell("seht-h", 1e-3), cell("seht-h", 1e-2)]).is_ok());
+        let e = refuse_shared_run_folders(&[cell("seht-h", 1e-3), cell("seht-h", 0.001)]).expect_err("one folder");
+        assert!(e.to_string().contains("runs/demo-seht-h-grid-l1e-3-s0") && e.to_string().contains("cells 0"), "{e}");
     }
 }
