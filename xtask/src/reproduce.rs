@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 use seht_records::{DIVERGED_EXIT_CODE, Divergence, METRICS_FILE, Metrics, ProgressEvent};
 
 use crate::progress::Board;
-use seht_protocol::preset::{Cell, DataKind, DataNotes, DataSource, Plan, Preset, load_preset, matrix, table_names};
+use seht_protocol::preset::{
+    Cell, DataKind, DataNotes, DataSource, Plan, Preset, load_preset, matrix, matrix_unwritten, table_names,
+};
 
 /// `cargo xtask reproduce`.
 #[derive(clap::Args, Debug, Clone)]
@@ -253,7 +255,9 @@ fn prepare(root: &Path, args: &Args) -> Result<Matrix> {
     let out = args.out.join(&plan.preset.name);
     std::fs::create_dir_all(&out)?;
     let (data_dir, mut notes) = prepare_data(root, &plan.preset, &plan.tables, args, &out)?;
-    let cells = matrix(root, &plan.preset, &plan.tables, plan.seeds, &data_dir, &out, &mut notes)?;
+    // A listing writes no config: the runs it lists may be in progress.
+    let make = if args.list { matrix_unwritten } else { matrix };
+    let cells = make(root, &plan.preset, &plan.tables, plan.seeds, &data_dir, &out, &mut notes)?;
     Ok(Matrix { runs: out.join("runs"), plan, out, data_dir, notes, cells })
 }
 
@@ -314,7 +318,8 @@ fn export_slurm(m: &Matrix, args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// `--list`: every cell's index, run name and state.
+/// `--list`: every cell's index, run name and state; for a main cell whose
+/// grid selects, the value it selects now (or why none yet).
 fn list(m: &Matrix) {
     for (i, c) in m.cells.iter().enumerate() {
         let state = match Metrics::read(&m.runs.join(&c.name)) {
@@ -322,7 +327,14 @@ fn list(m: &Matrix) {
             Ok(_) => "done",
             Err(_) => "-",
         };
-        println!("{i:4}  {:<40} {state}", c.name);
+        let selection = match c.selected {
+            false => String::new(),
+            true => match seht_protocol::selection::selected_value(&m.out, &m.cells, c, bracket(m)) {
+                Ok(v) => format!("  selected on validation: {v:e}"),
+                Err(e) => format!("  no selection yet: {e}"),
+            },
+        };
+        println!("{i:4}  {:<40} {state}{selection}", c.name);
     }
 }
 

@@ -467,9 +467,13 @@ fn patched(cfg: &ExperimentConfig, patch: &Value, what: &str) -> Result<Experime
     Ok(ExperimentConfig::from_toml_str(&toml::to_string(&raw)?, Path::new(what))?)
 }
 
-/// Writes a run's config to `out/configs/<table>/<name>.toml`.
-fn write_config(out: &Path, table: &str, cfg: &ExperimentConfig) -> Result<PathBuf> {
+/// Writes a run's config to `out/configs/<table>/<name>.toml` (with
+/// `write`; else only says where it goes).
+fn write_config(out: &Path, table: &str, cfg: &ExperimentConfig, write: bool) -> Result<PathBuf> {
     let path = out.join("configs").join(table).join(format!("{}.toml", cfg.name));
+    if !write {
+        return Ok(path);
+    }
     let dir = path.parent().context("config path")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // Atomic: a `seht train` of this cell started by another `reproduce`
@@ -484,6 +488,8 @@ struct MatrixEnv<'a> {
     preset: &'a Preset,
     data_dir: &'a Path,
     out: &'a Path,
+    /// Whether the cells' configs are written (not for a listing).
+    write: bool,
 }
 
 impl MatrixEnv<'_> {
@@ -531,7 +537,7 @@ impl MatrixEnv<'_> {
             let mut c = cfg.clone();
             c.name = format!("{table}-{method}-s{seed}");
             c.seed = seed;
-            let path = write_config(self.out, table, &c)?;
+            let path = write_config(self.out, table, &c, self.write)?;
             cells.push(Cell {
                 table: table.into(),
                 method: method.into(),
@@ -597,7 +603,7 @@ impl MatrixEnv<'_> {
                     d.validation = g.validation as usize;
                 }
                 c.validate().with_context(|| format!("the grid cell {name}"))?;
-                let path = write_config(self.out, table, &c)?;
+                let path = write_config(self.out, table, &c, self.write)?;
                 grid_cells.push(Cell {
                     table: table.into(),
                     method: if zero { "baseline".into() } else { method.into() },
@@ -656,7 +662,29 @@ pub fn matrix(
     out: &Path,
     notes: &mut DataNotes,
 ) -> Result<Vec<Cell>> {
-    let env = MatrixEnv { root, preset, data_dir, out };
+    cells_of(&MatrixEnv { root, preset, data_dir, out, write: true }, tables, seeds, notes)
+}
+
+/// The cells [`matrix`] would make, with every config read and checked,
+/// but nothing written: for a listing beside runs in progress, whose
+/// configs it must not touch.
+///
+/// # Errors
+/// As [`matrix`], but for writing.
+pub fn matrix_unwritten(
+    root: &Path,
+    preset: &Preset,
+    tables: &[String],
+    seeds: usize,
+    data_dir: &Path,
+    out: &Path,
+    notes: &mut DataNotes,
+) -> Result<Vec<Cell>> {
+    cells_of(&MatrixEnv { root, preset, data_dir, out, write: false }, tables, seeds, notes)
+}
+
+fn cells_of(env: &MatrixEnv, tables: &[String], seeds: usize, notes: &mut DataNotes) -> Result<Vec<Cell>> {
+    let (root, preset) = (env.root, env.preset);
     let mut cells = Vec::new();
     let mut grid_cells = Vec::new();
     for table in tables {

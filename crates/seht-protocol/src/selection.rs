@@ -107,17 +107,16 @@ pub fn bracketed(lambdas: &[f64], best: f64) -> bool {
     lambdas.iter().any(|l| *l < best) && lambdas.iter().any(|l| *l > best)
 }
 
-/// Before a main cell of a selecting grid runs ([`Cell::selected`]): sets
-/// its config's `[regularizer]` λ (or ρ) to the value selected on
-/// validation by the grid's runs of the same method, and returns it.
-/// With `bracket` (the preset's `lambda_grid.bracket`), a selection at
-/// the grid's edge is refused.
+/// The value the grid's runs of a main cell's method select on validation
+/// ([`Cell::selected`]), without changing anything. With `bracket` (the
+/// preset's `lambda_grid.bracket`), a selection at the grid's edge is
+/// refused.
 ///
 /// # Errors
 /// A grid run that has not finished (run the grid cells first), a grid
 /// none of whose seeds finished, a selection at the edge of its grid (with
-/// `bracket`), and I/O or TOML errors on the config.
-pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) -> Result<(&'static str, f64)> {
+/// `bracket`).
+pub fn selected_value(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) -> Result<f64> {
     let grid: Vec<&Cell> = cells.iter().filter(|c| c.in_grid_of(&cell.table, &cell.method)).collect();
     if grid.is_empty() {
         bail!("{}: selected on a grid, but the matrix has no grid cells for {}/{}", cell.name, cell.table, cell.method);
@@ -141,6 +140,18 @@ pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) -
             cell.method
         );
     }
+    Ok(best)
+}
+
+/// Before a main cell of a selecting grid runs ([`Cell::selected`]): sets
+/// its config's λ (ρ, ε) to [`selected_value`], by type, and returns the
+/// setting's symbol and the value.
+///
+/// # Errors
+/// Those of [`selected_value`], and a config that cannot be read, take the
+/// value or be written.
+pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) -> Result<(&'static str, f64)> {
+    let best = selected_value(out, cells, cell, bracket)?;
     let mut cfg = ExperimentConfig::from_file(&cell.config)?;
     let field = select(&mut cfg, best).with_context(|| format!("{}", cell.config.display()))?;
     crate::write_atomic(&cell.config, cfg.to_toml())?;
