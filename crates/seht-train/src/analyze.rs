@@ -46,8 +46,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::analyze_plot::density_comparison;
 use crate::checkpoint;
-use crate::config::{DataConfig, ExperimentConfig};
-use crate::data::{Task, load_task};
+use crate::config::ExperimentConfig;
+use crate::data::load_task;
 use crate::epoch::progress_bar;
 use crate::error::{Error, Result, io};
 use crate::estimators::{
@@ -55,7 +55,7 @@ use crate::estimators::{
     check_trace_budget, estimate_diagonal, estimate_trace,
 };
 use crate::losses;
-use crate::net::{Net, build_net};
+use crate::net::Run;
 use crate::train::TrainOptions;
 
 /// The state of BatchNorm and dropout while the Hessian is taken.
@@ -652,22 +652,15 @@ fn set_variables(varmap: &VarMap, tensors: &HashMap<String, Tensor>, path: &Path
 
 /// One `(logits, loss)` per batch, as the mode asks (text: logits flattened
 /// to one row per token).
-fn batch_losses(
-    net: &Net,
-    task: &Task,
-    cfg: &ExperimentConfig,
-    aopts: &AnalyzeOptions,
-    device: &Device,
-) -> Result<(Vec<(Tensor, Tensor)>, usize)> {
+fn batch_losses(run: &Run, aopts: &AnalyzeOptions, device: &Device) -> Result<(Vec<(Tensor, Tensor)>, usize)> {
     let phase = |b: usize| match aopts.mode {
         ModelMode::Eval => Phase::Eval,
         ModelMode::Train => Phase::Train { seed: seht_estimator::step_key(aopts.settings.seed, b as u64) },
     };
     let mut out = Vec::with_capacity(aopts.batches);
-    match task {
-        Task::Images(data) => {
-            let DataConfig::Image(d) = &cfg.data else { unreachable!("task matches data") };
-            let batch_size = aopts.batch_size.unwrap_or(d.batch_size);
+    match run {
+        Run::Images { data, net: model } => {
+            let batch_size = aopts.batch_size.unwrap_or(data.config.batch_size);
             let bc = BatchConfig {
                 batch_size,
                 shuffle: true,
@@ -686,20 +679,14 @@ fn batch_losses(
                         reason: format!("the training set has only {b} full batches of {batch_size}"),
                     });
                 };
-                let Net::Image(model) = net else {
-                    return Err(crate::error::config("model.kind", "rnn", "is not an image model"));
-                };
                 let logits = model.logits(&xs, phase(b))?;
                 let loss = losses::cross_entropy(&logits, &ys)?;
                 out.push((logits, loss));
             }
             Ok((out, batch_size))
         }
-        Task::Text(text) => {
+        Run::Text { data: text, lm } => {
             let (train, bptt) = (&text.train, &text.bptt);
-            let Net::Text(lm) = net else {
-                return Err(crate::error::config("model.kind", "resnet/wrn", "is not a language model"));
-            };
             let windows = train.num_windows(*bptt);
             if aopts.batches > windows {
                 return Err(Error::InvalidOption {
@@ -801,13 +788,13 @@ pub struct ModelHessian {
 /// As [`analyze`], before its products.
 pub fn model_hessian(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions) -> Result<ModelHessian> {
     let (cfg, tensors, path, label) = load_model(source, &opts.device)?;
-    let (task, shape) = load_task(&cfg, opts)?;
+    let task = load_task(&cfg, opts)?;
     let varmap = VarMap::new();
-    let net = build_net(&cfg, shape, &varmap, &opts.device)?;
-    let params = net.param_set(&varmap)?;
+    let run = Run::new(&cfg, task, &varmap, &opts.device)?;
+    let params = run.param_set(&varmap)?;
     set_variables(&varmap, &tensors, &path)?;
     let selected = params.select(&aopts.params.selection())?;
-    let (batches, batch_size) = batch_losses(&net, &task, &cfg, aopts, &opts.device)?;
+    let (batches, batch_size) = batch_losses(&run, aopts, &opts.device)?;
     let ops = batches
         .iter()
         .map(|(_, l)| HessianOperator::with_mode(l, &selected, GraphMode::Detached))

@@ -9,7 +9,7 @@ use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::Stream;
 use seht_models::{ImageClassifier, Phase, RnnLm};
 
-use crate::config::{DivergenceConfig, ImageDataConfig, Regularizer};
+use crate::config::{DivergenceConfig, Regularizer};
 use crate::data::{ImageData, TextData};
 use crate::error::{Error, Result};
 use crate::losses::{self, MixupDraw};
@@ -192,9 +192,9 @@ pub(crate) fn image_epoch(
     stepper: &mut Stepper,
     net: &dyn ImageClassifier,
     data: &ImageData,
-    d: &ImageDataConfig,
     seed: u64,
 ) -> Result<EpochTotals> {
+    let d = &data.config;
     let augment = Augment {
         crop_padding: Some(d.crop_padding).filter(|&p| p > 0),
         hflip: d.hflip,

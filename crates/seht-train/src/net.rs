@@ -1,4 +1,6 @@
-//! The network a config names: an image classifier or a language model.
+//! The network a config names (an image classifier or a language model),
+//! joined to the data it runs on: one [`Run`] per kind of run, so that an
+//! image network with a text loader cannot be written.
 
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
@@ -9,37 +11,83 @@ use seht_models::{
 };
 
 use crate::config::{ExperimentConfig, ModelConfig, Regularizer};
-use crate::error::{Result, config};
+use crate::data::{ImageData, Task, TextData};
+use crate::error::{Error, Result, config};
 
-/// The network of a run.
-pub(crate) enum Net {
-    /// ResNet or WRN.
-    Image(Box<dyn ImageClassifier>),
-    /// LSTM or GRU language model.
-    Text(RnnLm),
+/// The data of a run with the network that fits it.
+pub(crate) enum Run {
+    /// Image classification: a ResNet or WRN on images.
+    Images {
+        /// Training, validation and test images.
+        data: ImageData,
+        /// The classifier.
+        net: Box<dyn ImageClassifier>,
+    },
+    /// Word-level language modelling: an LSTM or GRU language model on a corpus.
+    Text {
+        /// The corpus in columns.
+        data: TextData,
+        /// The language model.
+        lm: RnnLm,
+    },
 }
 
-impl Net {
+impl Run {
+    /// Builds the config's network for `task` (its input channels and
+    /// classes, or its vocabulary), initialised from the run's seed, in
+    /// `varmap`.
+    ///
+    /// # Errors
+    /// A model kind that does not fit the data kind (refused first by
+    /// [`ExperimentConfig::validate`]), a dropout set in the wrong place, and
+    /// the model's own errors.
+    pub(crate) fn new(cfg: &ExperimentConfig, task: Task, varmap: &VarMap, device: &Device) -> Result<Run> {
+        let vb = seeded_varbuilder(varmap, cfg.seed, DType::F32, device);
+        Ok(match task {
+            Task::Images(data) => {
+                let shape = (data.train.shape.0, data.train.num_classes);
+                Run::Images { net: image_net(cfg, shape, vb)?, data }
+            }
+            Task::Text(data) => Run::Text { lm: language_model(cfg, data.vocab, vb)?, data },
+        })
+    }
+
+    /// What was loaded, for outputs.
+    pub(crate) fn description(&self) -> &str {
+        match self {
+            Run::Images { data, .. } => &data.description,
+            Run::Text { data, .. } => &data.description,
+        }
+    }
+
     /// The network's variables in `varmap`, with roles.
     pub(crate) fn param_set(&self, varmap: &VarMap) -> Result<ParamSet> {
         Ok(match self {
-            Net::Image(m) => m.param_set(varmap)?,
-            Net::Text(m) => m.roles().param_set(varmap)?,
+            Run::Images { net, .. } => net.param_set(varmap)?,
+            Run::Text { lm, .. } => lm.roles().param_set(varmap)?,
         })
     }
 }
 
-/// Builds the config's model for `in_channels` and `classes` (the vocabulary
-/// for text), initialised from the run's seed.
-pub(crate) fn build_net(
+/// The model kind of `cfg` is not the one its data needs.
+fn model_misfit(cfg: &ExperimentConfig) -> Error {
+    config(
+        "model.kind",
+        format!("{:?}", cfg.model).split_whitespace().next().unwrap_or("?"),
+        "does not fit the data kind (image data needs resnet or wrn, text needs rnn)",
+    )
+}
+
+fn dropout_elsewhere(model: &str) -> Error {
+    config("regularizer.kind", "dropout", format!("a {model}'s dropout is set in model.dropout"))
+}
+
+/// The config's ResNet or WRN for `in_channels` and `classes`.
+fn image_net(
     cfg: &ExperimentConfig,
     (in_channels, classes): (usize, usize),
-    varmap: &VarMap,
-    device: &Device,
-) -> Result<Net> {
-    let vb = seeded_varbuilder(varmap, cfg.seed, DType::F32, device);
-    let dropout_elsewhere =
-        |model: &str| config("regularizer.kind", "dropout", format!("a {model}'s dropout is set in model.dropout"));
+    vb: candle_nn::VarBuilder,
+) -> Result<Box<dyn ImageClassifier>> {
     Ok(match &cfg.model {
         ModelConfig::Resnet { widths, blocks } => {
             let (drop_block, head_dropout) = match cfg.regularizer {
@@ -57,7 +105,7 @@ pub(crate) fn build_net(
                 drop_block,
                 head_dropout,
             };
-            Net::Image(Box::new(ResNet::new(&rc, vb)?))
+            Box::new(ResNet::new(&rc, vb)?)
         }
         ModelConfig::Wrn { depth, widen_factor, dropout } => {
             if let Regularizer::Dropout { .. } = cfg.regularizer {
@@ -70,23 +118,29 @@ pub(crate) fn build_net(
                 in_channels,
                 num_classes: classes,
             };
-            Net::Image(Box::new(WideResNet::new(&wc, vb)?))
+            Box::new(WideResNet::new(&wc, vb)?)
         }
-        ModelConfig::Rnn { cell, embedding, hidden, layers, dropout, tie_weights, init_range } => {
-            if let Regularizer::Dropout { .. } = cfg.regularizer {
-                return Err(dropout_elsewhere("language model"));
-            }
-            let lc = RnnLmConfig {
-                kind: *cell,
-                vocab_size: classes,
-                embedding: *embedding,
-                hidden: *hidden,
-                layers: *layers,
-                dropout: *dropout,
-                tie_weights: *tie_weights,
-                init_range: *init_range,
-            };
-            Net::Text(RnnLm::new(&lc, vb)?)
-        }
+        ModelConfig::Rnn { .. } => return Err(model_misfit(cfg)),
     })
+}
+
+/// The config's language model over `vocab` words.
+fn language_model(cfg: &ExperimentConfig, vocab: usize, vb: candle_nn::VarBuilder) -> Result<RnnLm> {
+    let ModelConfig::Rnn { cell, embedding, hidden, layers, dropout, tie_weights, init_range } = &cfg.model else {
+        return Err(model_misfit(cfg));
+    };
+    if let Regularizer::Dropout { .. } = cfg.regularizer {
+        return Err(dropout_elsewhere("language model"));
+    }
+    let lc = RnnLmConfig {
+        kind: *cell,
+        vocab_size: vocab,
+        embedding: *embedding,
+        hidden: *hidden,
+        layers: *layers,
+        dropout: *dropout,
+        tie_weights: *tie_weights,
+        init_range: *init_range,
+    };
+    Ok(RnnLm::new(&lc, vb)?)
 }

@@ -15,12 +15,12 @@ use candle_core::Device;
 use candle_nn::VarMap;
 
 use crate::checkpoint::{self, State};
-use crate::config::{DataConfig, ExperimentConfig};
-use crate::data::{Task, load_task};
+use crate::config::ExperimentConfig;
+use crate::data::load_task;
 use crate::epoch::{EpochContext, image_epoch, text_epoch};
 use crate::error::{Error, Result, io};
 use crate::eval::{eval_images, eval_text};
-use crate::net::{Net, build_net};
+use crate::net::Run;
 use crate::progress::Progress;
 use crate::records::{Divergence, EpochRecord, EvalMetrics, Metrics, RunStatus};
 use crate::run_lock::RunLock;
@@ -105,13 +105,13 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             }
         }
     }
-    let (task, shape) = load_task(cfg, opts)?;
+    let task = load_task(cfg, opts)?;
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
     checkpoint::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
 
     let varmap = VarMap::new();
-    let net = build_net(cfg, shape, &varmap, &opts.device)?;
-    let mut stepper = Stepper::new(cfg, net.param_set(&varmap)?);
+    let run = Run::new(cfg, task, &varmap, &opts.device)?;
+    let mut stepper = Stepper::new(cfg, run.param_set(&varmap)?);
     let mut schedule = LrSchedule::new(cfg.schedule.clone(), cfg.optim.lr, cfg.epochs);
     let (mut epochs_done, mut steps, mut penalty_steps, mut seconds) = (0, 0u64, 0u64, 0.0);
     let mut history = Vec::new();
@@ -136,12 +136,12 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
     let done = |steps, penalty_steps, seconds: f64, epochs_begun: usize| Metrics {
         name: cfg.name.clone(),
         method: cfg.regularizer.label(),
-        data: task.description().to_string(),
+        data: run.description().to_string(),
         status: RunStatus::Finished,
         divergence: None,
         final_epoch: None,
         best_epoch: None,
-        best_by: best_by(&task).to_string(),
+        best_by: best_by(&run).to_string(),
         final_trace: None,
         train_seconds: seconds,
         seconds_per_epoch: seconds / epochs_begun.max(1) as f64,
@@ -162,17 +162,14 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             name: &cfg.name,
             epochs: cfg.epochs,
         };
-        let totals = match (&task, &net, &cfg.data) {
-            (Task::Images(data), Net::Image(net), DataConfig::Image(d)) => {
-                image_epoch(&mut ctx, &mut stepper, net.as_ref(), data, d, cfg.seed)?
-            }
-            (Task::Text(text), Net::Text(lm), _) => text_epoch(&mut ctx, &mut stepper, lm, text)?,
-            _ => return Err(Error::Internal("the network or the data does not fit the task")),
+        let totals = match &run {
+            Run::Images { data, net } => image_epoch(&mut ctx, &mut stepper, net.as_ref(), data, cfg.seed)?,
+            Run::Text { data, lm } => text_epoch(&mut ctx, &mut stepper, lm, data)?,
         };
         penalty_steps += totals.penalty_steps;
         seconds += totals.seconds;
         let evaluated = match totals.diverged {
-            None => Some(evaluate(&net, &task, &opts.device)?),
+            None => Some(evaluate(&run, &opts.device)?),
             Some(_) => None,
         };
         let diverged = totals.diverged.clone().or_else(|| {
@@ -190,13 +187,13 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             return Ok(Some(metrics));
         }
         let (test, valid) = evaluated.ok_or(Error::Internal("an epoch that neither diverged nor was evaluated"))?;
-        if let (Task::Text(_), Some(v)) = (&task, &valid) {
+        if let (Run::Text { .. }, Some(v)) = (&run, &valid) {
             schedule.observe(v.loss);
         }
         let mut rec = totals.record(epoch, lr, test, valid);
         if !cfg.monitor.is_off() {
             let m = cfg.monitor;
-            let layers = monitor_layers(&net, &task, stepper.params(), (m.batches, m.probes), cfg.seed, &opts.device)?;
+            let layers = monitor_layers(&run, stepper.params(), (m.batches, m.probes), cfg.seed, &opts.device)?;
             rec.layers = Some(layers);
         }
         if opts.progress.shows_epochs() {
@@ -222,16 +219,16 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
 
     let final_trace = match cfg.final_trace {
         t if t.batches > 0 && t.probes > 0 => {
-            Some(measure(&net, &task, stepper.params(), (t.batches, t.probes), cfg.seed, &opts.device)?)
+            Some(measure(&run, stepper.params(), (t.batches, t.probes), cfg.seed, &opts.device)?)
         }
         _ => None,
     };
-    let train_eval = match (&task, &net) {
-        (Task::Images(data), Net::Image(net)) => Some(eval_images(net.as_ref(), &data.train, &opts.device)?),
-        _ => None,
+    let train_eval = match &run {
+        Run::Images { data, net } => Some(eval_images(net.as_ref(), &data.train, &opts.device)?),
+        Run::Text { .. } => None,
     };
     let final_epoch = history.last().cloned().ok_or(Error::Internal("a finished run without an epoch"))?;
-    let best_epoch = best_epoch(&task, &history, &final_epoch);
+    let best_epoch = best_epoch(&run, &history, &final_epoch);
     let metrics = Metrics {
         final_epoch: Some(final_epoch),
         best_epoch: Some(best_epoch),
@@ -276,38 +273,37 @@ fn evaluation_divergence(
 }
 
 /// Test metrics, and validation metrics where the task has a validation split.
-fn evaluate(net: &Net, task: &Task, device: &Device) -> Result<(EvalMetrics, Option<EvalMetrics>)> {
-    match (task, net) {
-        (Task::Images(data), Net::Image(net)) => {
+fn evaluate(run: &Run, device: &Device) -> Result<(EvalMetrics, Option<EvalMetrics>)> {
+    match run {
+        Run::Images { data, net } => {
             let valid = data.valid.as_ref().map(|v| eval_images(net.as_ref(), v, device)).transpose()?;
             Ok((eval_images(net.as_ref(), &data.test, device)?, valid))
         }
-        (Task::Text(text), Net::Text(lm)) => {
+        Run::Text { data: text, lm } => {
             let valid = eval_text(lm, &text.valid, text.bptt, device)?;
             Ok((eval_text(lm, &text.test, text.bptt, device)?, Some(valid)))
         }
-        _ => Err(Error::Internal("the network does not fit the task")),
     }
 }
 
 /// What "best" means: images, the highest test top-1 (as the paper's public
 /// code reported; the final epoch is the unbiased figure); text, the lowest
 /// validation loss.
-fn best_by(task: &Task) -> &'static str {
-    match task {
-        Task::Images(_) => {
+fn best_by(run: &Run) -> &'static str {
+    match run {
+        Run::Images { .. } => {
             "highest test top-1 accuracy over epochs (as the paper's public code reported; the final epoch is the unbiased figure)"
         }
-        Task::Text(_) => "lowest validation loss (its test perplexity is reported)",
+        Run::Text { .. } => "lowest validation loss (its test perplexity is reported)",
     }
 }
 
 /// The best epoch, as [`best_by`] says.
-fn best_epoch(task: &Task, history: &[EpochRecord], last: &EpochRecord) -> EpochRecord {
+fn best_epoch(run: &Run, history: &[EpochRecord], last: &EpochRecord) -> EpochRecord {
     let order = |a: Option<f64>, b: Option<f64>| a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
-    match task {
-        Task::Images(_) => history.iter().max_by(|a, b| order(a.test.top1, b.test.top1)).unwrap_or(last).clone(),
-        Task::Text(_) => history
+    match run {
+        Run::Images { .. } => history.iter().max_by(|a, b| order(a.test.top1, b.test.top1)).unwrap_or(last).clone(),
+        Run::Text { .. } => history
             .iter()
             .min_by(|a, b| order(a.valid.as_ref().map(|v| v.loss), b.valid.as_ref().map(|v| v.loss)))
             .unwrap_or(last)
