@@ -36,12 +36,11 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use seht_candle::{GaussNewtonOperator, GraphMode, HessianOperator, Selection};
-use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::{
     BasisPrecision, Block, BlockProbing, BlockTraces, BlockVec, Broadening, HutchPlusPlus, HutchinsonDiagonal,
     HvpOperator, Lanczos, ProbeRng, Reorthogonalisation, Slq, Stream, XDiag, XNysTrace, XTrace, total_len,
 };
-use seht_models::{Phase, RnnLm};
+use seht_models::Phase;
 use serde::{Deserialize, Serialize};
 
 pub use crate::analyze_plot::density_comparison;
@@ -54,8 +53,7 @@ use crate::estimators::{
     Curvature, DiagonalMethod, DiagonalRequest, DiagonalSection, TotalTrace, TraceMethod, check_diagonal_budget,
     check_trace_budget, estimate_diagonal, estimate_trace,
 };
-use crate::losses;
-use crate::net::Run;
+use crate::net::{Batches, Run};
 use crate::train::TrainOptions;
 
 /// The state of BatchNorm and dropout while the Hessian is taken.
@@ -651,59 +649,33 @@ fn set_variables(varmap: &VarMap, tensors: &HashMap<String, Tensor>, path: &Path
 }
 
 /// One `(logits, loss)` per batch, as the mode asks (text: logits flattened
-/// to one row per token).
+/// to one row per token), and the batch size.
 fn batch_losses(run: &Run, aopts: &AnalyzeOptions, device: &Device) -> Result<(Vec<(Tensor, Tensor)>, usize)> {
     let phase = |b: usize| match aopts.mode {
         ModelMode::Eval => Phase::Eval,
         ModelMode::Train => Phase::Train { seed: seht_estimator::step_key(aopts.settings.seed, b as u64) },
     };
+    let batch_size = match run {
+        Run::Images { data, .. } => aopts.batch_size.unwrap_or(data.config.batch_size),
+        Run::Text { data, .. } => data.train.batch(),
+    };
+    let plan = Batches { count: aopts.batches, size: batch_size, full_only: true, seed: aopts.settings.seed };
     let mut out = Vec::with_capacity(aopts.batches);
-    match run {
-        Run::Images { data, net: model } => {
-            let batch_size = aopts.batch_size.unwrap_or(data.config.batch_size);
-            let bc = BatchConfig {
-                batch_size,
-                shuffle: true,
-                drop_last: true,
-                augment: Augment::NONE,
-                seed: aopts.settings.seed,
-                workers: 1,
-                prefetch: 1,
-            };
-            let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
-            for b in 0..aopts.batches {
-                let Some((xs, ys)) = it.next_batch(device)? else {
-                    return Err(Error::InvalidOption {
-                        option: "--batches",
-                        value: aopts.batches.to_string(),
-                        reason: format!("the training set has only {b} full batches of {batch_size}"),
-                    });
-                };
-                let logits = model.logits(&xs, phase(b))?;
-                let loss = losses::cross_entropy(&logits, &ys)?;
-                out.push((logits, loss));
-            }
-            Ok((out, batch_size))
-        }
-        Run::Text { data: text, lm } => {
-            let (train, bptt) = (&text.train, &text.bptt);
-            let windows = train.num_windows(*bptt);
-            if aopts.batches > windows {
-                return Err(Error::InvalidOption {
-                    option: "--batches",
-                    value: aopts.batches.to_string(),
-                    reason: format!("the training text has only {windows} windows"),
-                });
-            }
-            for k in 0..aopts.batches {
-                let (x, y) = train.window(k, *bptt, device)?;
-                let (logits, _) = lm.forward_t(&x, &lm.zero_state(train.batch())?, phase(k))?;
-                let loss = RnnLm::loss(&logits, &y)?;
-                out.push((logits.flatten_to(1)?, loss));
-            }
-            Ok((out, train.batch()))
-        }
+    let used = run.for_each_batch(plan, phase, device, |logits, loss| {
+        out.push((logits.clone(), loss.clone()));
+        Ok(())
+    })?;
+    if used < aopts.batches {
+        return Err(Error::InvalidOption {
+            option: "--batches",
+            value: aopts.batches.to_string(),
+            reason: match run {
+                Run::Images { .. } => format!("the training set has only {used} full batches of {batch_size}"),
+                Run::Text { .. } => format!("the training text has only {used} windows"),
+            },
+        });
     }
+    Ok((out, batch_size))
 }
 
 /// Analyses the model of `source` on its training data (`opts.data_dir`,

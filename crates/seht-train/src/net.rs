@@ -1,18 +1,22 @@
 //! The network a config names (an image classifier or a language model),
 //! joined to the data it runs on: one [`Run`] per kind of run, so that an
-//! image network with a text loader cannot be written.
+//! image network with a text loader cannot be written; and the fixed
+//! training batches that `seht trace` and `seht analyze` measure on
+//! ([`Run::for_each_batch`]).
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use seht_candle::ParamSet;
+use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_models::{
-    DropBlockConfig, ImageClassifier, ResNet, ResNetConfig, RnnLm, RnnLmConfig, WideResNet, WideResNetConfig,
+    DropBlockConfig, ImageClassifier, Phase, ResNet, ResNetConfig, RnnLm, RnnLmConfig, WideResNet, WideResNetConfig,
     seeded_varbuilder,
 };
 
 use crate::config::{ExperimentConfig, ModelConfig, Regularizer};
 use crate::data::{ImageData, Task, TextData};
 use crate::error::{Error, Result, config};
+use crate::losses;
 
 /// The data of a run with the network that fits it.
 pub(crate) enum Run {
@@ -143,4 +147,63 @@ fn language_model(cfg: &ExperimentConfig, vocab: usize, vb: candle_nn::VarBuilde
         init_range: *init_range,
     };
     Ok(RnnLm::new(&lc, vb)?)
+}
+
+/// Which training batches a measurement runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batches {
+    /// At most this many.
+    pub count: usize,
+    /// Images per batch (text: the corpus's columns, whatever this says).
+    pub size: usize,
+    /// Only full batches of `size` (images).
+    pub full_only: bool,
+    /// Seed of the loader's streams: the order of the images.
+    pub seed: u64,
+}
+
+impl Run {
+    /// Calls `f(logits (N, C), mean cross-entropy)` on the first
+    /// `batches.count` training batches, batch `b` in phase `phase(b)`:
+    /// images in the order of `batches.seed`, without augmentation; text the
+    /// first windows, each from a zero state, its logits flattened to one
+    /// row per token. Returns the batches measured: fewer than asked when
+    /// the training set holds fewer.
+    pub(crate) fn for_each_batch(
+        &self,
+        batches: Batches,
+        phase: impl Fn(usize) -> Phase,
+        device: &Device,
+        mut f: impl FnMut(&Tensor, &Tensor) -> Result<()>,
+    ) -> Result<usize> {
+        match self {
+            Run::Images { data, net } => {
+                let bc = BatchConfig {
+                    batch_size: batches.size,
+                    shuffle: true,
+                    drop_last: batches.full_only,
+                    augment: Augment::NONE,
+                    seed: batches.seed,
+                    workers: 1,
+                    prefetch: 1,
+                };
+                let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
+                for b in 0..batches.count {
+                    let Some((xs, ys)) = it.next_batch(device)? else { return Ok(b) };
+                    let logits = net.logits(&xs, phase(b))?;
+                    f(&logits, &losses::cross_entropy(&logits, &ys)?)?;
+                }
+                Ok(batches.count)
+            }
+            Run::Text { data, lm } => {
+                let windows = batches.count.min(data.train.num_windows(data.bptt));
+                for k in 0..windows {
+                    let (x, y) = data.train.window(k, data.bptt, device)?;
+                    let (logits, _) = lm.forward_t(&x, &lm.zero_state(data.train.batch())?, phase(k))?;
+                    f(&logits.flatten_to(1)?, &RnnLm::loss(&logits, &y)?)?;
+                }
+                Ok(windows)
+            }
+        }
+    }
 }

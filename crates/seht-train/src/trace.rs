@@ -12,12 +12,11 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarMap;
 use seht_candle::gauss_newton::gauss_newton_trace;
 use seht_candle::{GaussNewtonOperator, GraphMode, HessianOperator, Param, Selection};
-use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::{
     BlockProbing, BlockTraces, BlockVec, HvpOperator, ProbeDistribution, ProbeRng, Rademacher, Stream,
     mean_and_std_error, step_key,
 };
-use seht_models::{Phase, RnnLm};
+use seht_models::Phase;
 
 use crate::analyze::MeanHessian;
 use crate::checkpoint;
@@ -28,8 +27,7 @@ use crate::estimators::{
     Curvature, DiagonalMethod, DiagonalSection, TotalTrace, TraceMethod, check_diagonal_budget, check_trace_budget,
     estimate_diagonal, estimate_trace,
 };
-use crate::losses;
-use crate::net::Run;
+use crate::net::{Batches, Run};
 use crate::optim::Sgd;
 use crate::records::{LayerRecord, Measured, TraceReport};
 use crate::train::TrainOptions;
@@ -100,40 +98,15 @@ fn weight_norm(p: &Param) -> Result<f64> {
 /// of key `key` in `phase`: `batches` training batches of
 /// [`TRACE_BATCH_SIZE`] in the order of that key (images, no augmentation),
 /// or the first `batches` windows from a zero state (text; logits flattened
-/// to one row per token).
+/// to one row per token). Returns the batches measured.
 fn for_each_batch(
     run: &Run,
     (batches, key, phase): (usize, u64, Phase),
     device: &Device,
-    mut f: impl FnMut(&Tensor, &Tensor) -> Result<()>,
-) -> Result<()> {
-    match run {
-        Run::Images { data, net } => {
-            let bc = BatchConfig {
-                batch_size: TRACE_BATCH_SIZE,
-                shuffle: true,
-                drop_last: false,
-                augment: Augment::NONE,
-                seed: key,
-                workers: 1,
-                prefetch: 1,
-            };
-            let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
-            for _ in 0..batches {
-                let Some((xs, ys)) = it.next_batch(device)? else { break };
-                let logits = net.logits(&xs, phase)?;
-                f(&logits, &losses::cross_entropy(&logits, &ys)?)?;
-            }
-        }
-        Run::Text { data: text, lm } => {
-            for k in 0..batches.min(text.train.num_windows(text.bptt)) {
-                let (x, y) = text.train.window(k, text.bptt, device)?;
-                let (logits, _) = lm.forward_t(&x, &lm.zero_state(text.train.batch())?, phase)?;
-                f(&logits.flatten_to(1)?, &RnnLm::loss(&logits, &y)?)?;
-            }
-        }
-    }
-    Ok(())
+    f: impl FnMut(&Tensor, &Tensor) -> Result<()>,
+) -> Result<usize> {
+    let plan = Batches { count: batches, size: TRACE_BATCH_SIZE, full_only: false, seed: key };
+    run.for_each_batch(plan, |_| phase, device, f)
 }
 
 fn measured(samples: &[f64]) -> Measured {
@@ -168,9 +141,7 @@ pub(crate) fn measure(
     let norms: Vec<f64> = weights.iter().map(weight_norm).collect::<Result<_>>()?;
     // The training set may hold fewer batches than asked for: the report
     // records the batches actually measured, never the request.
-    let mut used = 0usize;
-    for_each_batch(run, (batches, key, Phase::Eval), device, |logits, loss| {
-        used += 1;
+    let used = for_each_batch(run, (batches, key, Phase::Eval), device, |logits, loss| {
         samples.add((logits, loss), weights, &norms, probes, (&mut rng, &mut labels))
     })?;
     if used == 0 {
