@@ -54,7 +54,7 @@ use crate::estimators::{
     check_trace_budget, estimate_diagonal, estimate_trace,
 };
 use crate::net::{Batches, Run};
-use crate::train::TrainOptions;
+pub use crate::progress::env::Env;
 
 /// The state of BatchNorm and dropout while the Hessian is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -678,18 +678,18 @@ fn batch_losses(run: &Run, aopts: &AnalyzeOptions, device: &Device) -> Result<(V
     Ok((out, batch_size))
 }
 
-/// Analyses the model of `source` on its training data (`opts.data_dir`,
-/// `opts.device`; a progress bar when `opts.progress`).
+/// Analyses the model of `source` on its training data (`env.data_dir`,
+/// `env.device`; a progress bar when `env.progress` is bars).
 ///
 /// # Errors
 /// Unreadable run folders, checkpoints or configs (naming the file), a model
 /// that does not match its tensors, too few batches, invalid settings, and
 /// failures of the products.
-pub fn analyze(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions) -> Result<AnalysisReport> {
+pub fn analyze(source: &ModelSource, env: &Env, aopts: &AnalyzeOptions) -> Result<AnalysisReport> {
     aopts.settings.check_hessian_options()?;
     aopts.settings.validate()?;
     let ModelHessian { operator: op, logits, params, config: cfg, label, batch_size, bar } =
-        model_hessian(source, opts, aopts)?;
+        model_hessian(source, env, aopts)?;
     let t0 = Instant::now();
     // XNysTrace needs a positive semi-definite operator: it runs on G of the
     // same batches, everything else on H.
@@ -747,7 +747,7 @@ pub struct ModelHessian {
     pub label: String,
     /// Images (or sequences) per batch.
     pub batch_size: usize,
-    /// The progress bar the operator advances (hidden unless `opts.progress` is bars).
+    /// The progress bar the operator advances (hidden unless `env.progress` is bars).
     pub bar: indicatif::ProgressBar,
 }
 
@@ -758,21 +758,21 @@ pub struct ModelHessian {
 ///
 /// # Errors
 /// As [`analyze`], before its products.
-pub fn model_hessian(source: &ModelSource, opts: &TrainOptions, aopts: &AnalyzeOptions) -> Result<ModelHessian> {
-    let (cfg, tensors, path, label) = load_model(source, &opts.device)?;
-    let task = load_task(&cfg, opts)?;
+pub fn model_hessian(source: &ModelSource, env: &Env, aopts: &AnalyzeOptions) -> Result<ModelHessian> {
+    let (cfg, tensors, path, label) = load_model(source, &env.device)?;
+    let task = load_task(&cfg, env)?;
     let varmap = VarMap::new();
-    let run = Run::new(&cfg, task, &varmap, &opts.device)?;
+    let run = Run::new(&cfg, task, &varmap, &env.device)?;
     let params = run.param_set(&varmap)?;
     set_variables(&varmap, &tensors, &path)?;
     let selected = params.select(&aopts.params.selection())?;
-    let (batches, batch_size) = batch_losses(&run, aopts, &opts.device)?;
+    let (batches, batch_size) = batch_losses(&run, aopts, &env.device)?;
     let ops = batches
         .iter()
         .map(|(_, l)| HessianOperator::with_mode(l, &selected, GraphMode::Detached))
         .collect::<seht_candle::Result<Vec<_>>>()?;
     let budget = aopts.settings.budget(selected.len());
-    let bar = progress_bar((opts.progress == crate::Progress::Bars).then(|| format!("analyze {}", cfg.name)), budget);
+    let bar = progress_bar((env.progress == crate::Progress::Bars).then(|| format!("analyze {}", cfg.name)), budget);
     let operator = MeanHessian::new(ops, bar.clone())?;
     let logits = batches.into_iter().map(|(z, _)| z).collect();
     Ok(ModelHessian { operator, logits, params: selected, config: cfg, label, batch_size, bar })

@@ -8,7 +8,7 @@ use seht_data::{Batchified, ImageSet, Subset, TextCorpus};
 
 use crate::config::{DataConfig, ExperimentConfig, ImageDataConfig, ImageDataset, TextDataConfig};
 use crate::error::{Result, config};
-use crate::train::TrainOptions;
+use crate::progress::env::Env;
 
 /// Training, validation (maybe empty) and test images.
 pub struct ImageData {
@@ -146,10 +146,10 @@ pub enum Task {
 }
 
 /// Loads the config's data.
-pub(crate) fn load_task(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Task> {
+pub(crate) fn load_task(cfg: &ExperimentConfig, env: &Env) -> Result<Task> {
     Ok(match &cfg.data {
         DataConfig::Image(d) => {
-            let data = load_images(d, &opts.data_dir, cfg.seed)?;
+            let data = load_images(d, &env.data_dir, cfg.seed)?;
             let (_, h, w) = data.train.shape;
             if let Some(p) = Some(d.crop_padding).filter(|&p| p > h.min(w)) {
                 return Err(config("data.crop_padding", p, format!("larger than the {h}×{w} images")));
@@ -157,7 +157,7 @@ pub(crate) fn load_task(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<T
             Task::Images(data)
         }
         DataConfig::Text(d) => {
-            let (corpus, description) = load_text(d, &opts.data_dir)?;
+            let (corpus, description) = load_text(d, &env.data_dir)?;
             let text = TextData {
                 train: Batchified::new(&corpus.train.tokens, d.batch_size)?,
                 valid: Batchified::new(&corpus.valid.tokens, d.eval_batch_size)?,

@@ -7,6 +7,13 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use seht_records::ProgressEvent;
 
+// The environment of a command (`env.rs`), which holds a `Progress`: a
+// module of the crate root once `lib.rs` declares it (`mod env; pub use
+// env::Env;`); declared here meanwhile, since this branch leaves `lib.rs`
+// to concurrent work. `seht_train::analyze::Env` is its public name until then.
+#[path = "env.rs"]
+pub(crate) mod env;
+
 /// How [`crate::train`] reports progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Progress {

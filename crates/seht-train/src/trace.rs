@@ -29,8 +29,8 @@ use crate::estimators::{
 };
 use crate::net::{Batches, Run};
 use crate::optim::Sgd;
+use crate::progress::env::Env;
 use crate::records::{LayerRecord, Measured, TraceReport};
-use crate::train::TrainOptions;
 
 /// The measurement's key index: its probes draw from
 /// [`Stream::FinalTrace`] of `step_key(seed, TRACE_INDEX)` and its batch order
@@ -257,16 +257,16 @@ pub(crate) fn monitor_layers(
 
 /// The Hessian trace of the model in a finished (or checkpointed) run folder,
 /// on `batches` training batches with `probes` probes each.
-pub fn trace_of_run(run_dir: &Path, opts: &TrainOptions, batches: usize, probes: usize) -> Result<TraceReport> {
-    let (cfg, run, params) = load_run(run_dir, opts)?;
-    measure(&run, &params, (batches, probes), cfg.seed, &opts.device)
+pub fn trace_of_run(run_dir: &Path, env: &Env, batches: usize, probes: usize) -> Result<TraceReport> {
+    let (cfg, run, params) = load_run(run_dir, env)?;
+    measure(&run, &params, (batches, probes), cfg.seed, &env.device)
 }
 
 /// The model of a run folder, restored from its checkpoint, with its data.
-fn load_run(run_dir: &Path, opts: &TrainOptions) -> Result<(ExperimentConfig, Run, seht_candle::ParamSet)> {
+fn load_run(run_dir: &Path, env: &Env) -> Result<(ExperimentConfig, Run, seht_candle::ParamSet)> {
     let cfg = ExperimentConfig::from_file(&run_dir.join("config.toml"))?;
     let ckpt_dir = run_dir.join("checkpoint");
-    let Some((state, tensors)) = checkpoint::load(&ckpt_dir, &cfg, &opts.device)? else {
+    let Some((state, tensors)) = checkpoint::load(&ckpt_dir, &cfg, &env.device)? else {
         return Err(Error::Io {
             path: ckpt_dir.join("state.json"),
             source: std::io::Error::new(
@@ -275,9 +275,9 @@ fn load_run(run_dir: &Path, opts: &TrainOptions) -> Result<(ExperimentConfig, Ru
             ),
         });
     };
-    let task = load_task(&cfg, opts)?;
+    let task = load_task(&cfg, env)?;
     let varmap = VarMap::new();
-    let run = Run::new(&cfg, task, &varmap, &opts.device)?;
+    let run = Run::new(&cfg, task, &varmap, &env.device)?;
     let params = run.param_set(&varmap)?;
     let mut sgd = Sgd::new(params.trainable_vars(), 0.0, 0.0);
     checkpoint::restore(&varmap, &mut sgd, &[], &tensors, &ckpt_dir, &state)?;
@@ -377,7 +377,7 @@ impl RunCurvature {
 /// naming `--probes`; then as [`trace_of_run`].
 pub fn curvature_of_run(
     run_dir: &Path,
-    opts: &TrainOptions,
+    env: &Env,
     (batches, probes): (usize, usize),
     choice: TraceChoice,
 ) -> Result<RunCurvature> {
@@ -385,9 +385,9 @@ pub fn curvature_of_run(
     if let Some(d) = choice.diagonal {
         check_diagonal_budget(d, probes, "--probes")?;
     }
-    let (cfg, run, params) = load_run(run_dir, opts)?;
+    let (cfg, run, params) = load_run(run_dir, env)?;
     let report = match choice.estimator {
-        TraceMethod::Hutchinson => Some(measure(&run, &params, (batches, probes), cfg.seed, &opts.device)?),
+        TraceMethod::Hutchinson => Some(measure(&run, &params, (batches, probes), cfg.seed, &env.device)?),
         _ => None,
     };
     if report.is_some() && choice.diagonal.is_none() {
@@ -397,7 +397,7 @@ pub fn curvature_of_run(
     let key = step_key(cfg.seed, TRACE_INDEX);
     let on_g = choice.estimator.curvature() == Curvature::GaussNewton;
     let (mut ops, mut gn_ops) = (Vec::new(), Vec::new());
-    for_each_batch(&run, (batches, key, Phase::Eval), &opts.device, |logits, loss| {
+    for_each_batch(&run, (batches, key, Phase::Eval), &env.device, |logits, loss| {
         if on_g {
             gn_ops.push(GaussNewtonOperator::new(logits, &weights)?);
         }

@@ -21,7 +21,7 @@ use crate::epoch::{EpochContext, image_epoch, text_epoch};
 use crate::error::{Error, Result, io};
 use crate::eval::{eval_images, eval_text};
 use crate::net::Run;
-use crate::progress::Progress;
+use crate::progress::env::Env;
 use crate::records::{Divergence, EpochRecord, EvalMetrics, Metrics, RunStatus};
 use crate::run_lock::RunLock;
 use crate::run_log::{
@@ -31,17 +31,14 @@ use crate::schedule::LrSchedule;
 use crate::step::Stepper;
 use crate::trace::{measure, monitor_layers};
 
-/// How a run is executed (not part of the experiment's config).
+/// How a run is executed (not part of the experiment's config): where
+/// it runs, and where it writes.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
-    /// Folder the config's data paths are relative to.
-    pub data_dir: PathBuf,
+    /// Data folder, device and progress, as every command has them.
+    pub env: Env,
     /// Folder the run folder `<out_dir>/<name>` is created in.
     pub out_dir: PathBuf,
-    /// Device.
-    pub device: Device,
-    /// How progress is shown.
-    pub progress: Progress,
     /// Stop (as if killed) after this many epochs of this session, leaving
     /// the checkpoint; for tests of resumption.
     pub stop_after_epochs: Option<usize>,
@@ -61,6 +58,7 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
 /// while it is written ([`Error::RunLocked`] for a second writer).
 pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metrics>> {
     cfg.validate()?;
+    let env = &opts.env;
     let run_dir = opts.out_dir.join(&cfg.name);
     let (ckpt_dir, metrics_path, log_path) =
         (run_dir.join("checkpoint"), run_dir.join("metrics.json"), run_dir.join("log.jsonl"));
@@ -79,7 +77,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         return Ok(Some(m));
     }
     // Refuse a run folder from another config before loading any data.
-    let previous = checkpoint::load(&ckpt_dir, cfg, &opts.device)?;
+    let previous = checkpoint::load(&ckpt_dir, cfg, &env.device)?;
     if let Some(m) = read_metrics(&metrics_path)? {
         if previous.as_ref().is_some_and(|(s, _)| s.epochs_done == cfg.epochs) {
             return Ok(Some(m)); // finished: idempotent
@@ -105,12 +103,12 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             }
         }
     }
-    let task = load_task(cfg, opts)?;
+    let task = load_task(cfg, env)?;
     std::fs::create_dir_all(&run_dir).map_err(io(&run_dir))?;
     checkpoint::write_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
 
     let varmap = VarMap::new();
-    let run = Run::new(cfg, task, &varmap, &opts.device)?;
+    let run = Run::new(cfg, task, &varmap, &env.device)?;
     let mut stepper = Stepper::new(cfg, run.param_set(&varmap)?);
     let mut schedule = LrSchedule::new(cfg.schedule.clone(), cfg.optim.lr, cfg.epochs);
     let (mut epochs_done, mut steps, mut penalty_steps, mut seconds) = (0, 0u64, 0u64, 0.0);
@@ -157,8 +155,8 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
             steps: &mut steps,
             regularizer: &cfg.regularizer,
             divergence: cfg.divergence,
-            device: &opts.device,
-            progress: opts.progress,
+            device: &env.device,
+            progress: env.progress,
             name: &cfg.name,
             epochs: cfg.epochs,
         };
@@ -169,7 +167,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         penalty_steps += totals.penalty_steps;
         seconds += totals.seconds;
         let evaluated = match totals.diverged {
-            None => Some(evaluate(&run, &opts.device)?),
+            None => Some(evaluate(&run, &env.device)?),
             Some(_) => None,
         };
         let diverged = totals.diverged.clone().or_else(|| {
@@ -193,10 +191,10 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
         let mut rec = totals.record(epoch, lr, test, valid);
         if !cfg.monitor.is_off() {
             let m = cfg.monitor;
-            let layers = monitor_layers(&run, stepper.params(), (m.batches, m.probes), cfg.seed, &opts.device)?;
+            let layers = monitor_layers(&run, stepper.params(), (m.batches, m.probes), cfg.seed, &env.device)?;
             rec.layers = Some(layers);
         }
-        if opts.progress.shows_epochs() {
+        if env.progress.shows_epochs() {
             eprintln!("{}", summary_line(&cfg.name, &rec));
         }
         append_log(&log_path, &rec)?;
@@ -219,12 +217,12 @@ pub fn train(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<Option<Metri
 
     let final_trace = match cfg.final_trace {
         t if t.batches > 0 && t.probes > 0 => {
-            Some(measure(&run, stepper.params(), (t.batches, t.probes), cfg.seed, &opts.device)?)
+            Some(measure(&run, stepper.params(), (t.batches, t.probes), cfg.seed, &env.device)?)
         }
         _ => None,
     };
     let train_eval = match &run {
-        Run::Images { data, net } => Some(eval_images(net.as_ref(), &data.train, &opts.device)?),
+        Run::Images { data, net } => Some(eval_images(net.as_ref(), &data.train, &env.device)?),
         Run::Text { .. } => None,
     };
     let final_epoch = history.last().cloned().ok_or(Error::Internal("a finished run without an epoch"))?;

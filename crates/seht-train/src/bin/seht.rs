@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use seht_train::analyze::{AnalysisSettings, AnalyzeOptions, ModelMode, ModelSource, ParamChoice};
+use seht_train::analyze::{AnalysisSettings, AnalyzeOptions, Env, ModelMode, ModelSource, ParamChoice};
 use seht_train::estimators::{DiagonalMethod, DiagonalRequest, TraceMethod};
 use seht_train::{ExperimentConfig, Progress, TraceChoice, TrainOptions};
 
@@ -242,9 +242,9 @@ enum ProgressArg {
     Hidden,
 }
 
-/// Options of a command that reads a trained model (no run folder is written).
-fn reading_options(data_dir: PathBuf, dev: &str, progress: Progress) -> Result<TrainOptions> {
-    Ok(TrainOptions { data_dir, out_dir: PathBuf::new(), device: device(dev)?, progress, stop_after_epochs: None })
+/// The environment of a command.
+fn env(data_dir: PathBuf, dev: &str, progress: Progress) -> Result<Env> {
+    Ok(Env { data_dir, device: device(dev)?, progress })
 }
 
 fn device(spec: &str) -> Result<candle_core::Device> {
@@ -266,17 +266,12 @@ fn main() -> Result<ExitCode> {
     match cli.command {
         Command::Train { config, data_dir, out, device: dev, quiet, progress } => {
             let cfg = ExperimentConfig::from_file(&config)?;
-            let opts = TrainOptions {
-                data_dir,
-                out_dir: out,
-                device: device(&dev)?,
-                progress: match (quiet, progress) {
-                    (true, _) | (_, ProgressArg::Hidden) => Progress::Hidden,
-                    (false, ProgressArg::Bars) => Progress::Bars,
-                    (false, ProgressArg::Lines) => Progress::Lines,
-                },
-                stop_after_epochs: None,
+            let progress = match (quiet, progress) {
+                (true, _) | (_, ProgressArg::Hidden) => Progress::Hidden,
+                (false, ProgressArg::Bars) => Progress::Bars,
+                (false, ProgressArg::Lines) => Progress::Lines,
             };
+            let opts = TrainOptions { env: env(data_dir, &dev, progress)?, out_dir: out, stop_after_epochs: None };
             let Some(m) = seht_train::train(&cfg, &opts)? else { bail!("stopped before the end") };
             println!("{}", serde_json::to_string_pretty(&m)?);
             if let Some(d) = m.diverged() {
@@ -290,9 +285,9 @@ fn main() -> Result<ExitCode> {
             }
         }
         Command::Trace { run, data_dir, batches, probes, device: dev, estimator, diagonal } => {
-            let opts = reading_options(data_dir, &dev, Progress::Hidden)?;
+            let env = env(data_dir, &dev, Progress::Hidden)?;
             let choice = TraceChoice { estimator: estimator.into(), diagonal: diagonal.map(Into::into) };
-            let c = seht_train::curvature_of_run(&run, &opts, (batches, probes), choice)?;
+            let c = seht_train::curvature_of_run(&run, &env, (batches, probes), choice)?;
             if let Some(t) = c.report.clone() {
                 println!(
                     "Hessian trace tr(H) (Hutchinson, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)",
@@ -345,7 +340,7 @@ fn main() -> Result<ExitCode> {
                 }
                 _ => bail!("give --run DIR, or --config FILE with --checkpoint FILE"),
             };
-            let opts = reading_options(data_dir, &dev, if quiet { Progress::Hidden } else { Progress::Bars })?;
+            let env = env(data_dir, &dev, if quiet { Progress::Hidden } else { Progress::Bars })?;
             let aopts = AnalyzeOptions {
                 mode: match mode {
                     Mode::Eval => ModelMode::Eval,
@@ -379,7 +374,7 @@ fn main() -> Result<ExitCode> {
             let out = out.unwrap_or(default_out);
             // One writer of the output folder at a time, as for a run folder.
             let _lock = seht_train::run_lock::RunLock::acquire(&out)?;
-            let report = seht_train::analyze::analyze(&source, &opts, &aopts)?;
+            let report = seht_train::analyze::analyze(&source, &env, &aopts)?;
             let written = seht_train::analyze::write_report(&report, &out)?;
             if let Some(e) = &report.spectrum.eigen {
                 let top: Vec<String> =
