@@ -123,18 +123,6 @@ fn run_steps(
     Ok(totals)
 }
 
-pub(crate) fn progress_bar(prefix: Option<String>, len: usize) -> indicatif::ProgressBar {
-    let Some(prefix) = prefix else { return indicatif::ProgressBar::hidden() };
-    let bar = indicatif::ProgressBar::new(len as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} {per_sec} ETA {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(prefix);
-    bar
-}
-
 /// The image classifier's objective on one batch under the regularizer.
 fn image_forward(
     net: &dyn ImageClassifier,

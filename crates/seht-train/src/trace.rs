@@ -407,10 +407,9 @@ pub fn curvature_of_run(
         Ok(())
     })?;
     let used = ops.len().max(gn_ops.len());
-    let hidden = indicatif::ProgressBar::hidden;
     // An empty list is refused by MeanHessian::new, naming --batches.
-    let h = if on_g && choice.diagonal.is_none() { None } else { Some(MeanHessian::new(ops, hidden())?) };
-    let g = if on_g { Some(MeanHessian::new(gn_ops, hidden())?) } else { None };
+    let h = if on_g && choice.diagonal.is_none() { None } else { Some(MeanHessian::new(ops)?) };
+    let g = if on_g { Some(MeanHessian::new(gn_ops)?) } else { None };
     let trace = match (choice.estimator, &h, &g) {
         (TraceMethod::Hutchinson, ..) => None,
         (method, _, Some(g)) => {

@@ -197,7 +197,7 @@ fn mean_hessian_averages_its_batches() {
     let v_host: Vec<f64> = v.present().flat_map(|(i, p)| ops[0].part_to_host(i, p).expect("host")).collect();
     let first = ops[0].part_to_host(0, v.get(0).expect("v0")).expect("host");
     assert!(!first.is_empty());
-    let mean = MeanHessian::new(ops, indicatif::ProgressBar::hidden()).expect("mean");
+    let mean = MeanHessian::new(ops).expect("mean");
     let hm: Vec<f64> =
         mean.hvp(&v).expect("hvp").present().flat_map(|(i, p)| mean.part_to_host(i, p).expect("h")).collect();
     for ((m, a), b) in hm.iter().zip(&h0).zip(&h1) {
