@@ -137,7 +137,7 @@ pub struct TextData {
     pub description: String,
 }
 
-/// The data of a run, loaded; [`crate::net::Run`] joins it to its network.
+/// The data of a run, loaded; `Run::new` (`net.rs`) joins it to its network.
 pub enum Task {
     /// Image classification.
     Images(ImageData),
