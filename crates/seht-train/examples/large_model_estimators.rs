@@ -266,7 +266,7 @@ fn main() -> Res<()> {
     )?;
     let h = &mh.operator;
     let g_ops = mh.logits.iter().map(|z| GaussNewtonOperator::new(z, &mh.params)).collect::<Result<Vec<_>, _>>()?;
-    let g = MeanHessian::new(g_ops, indicatif::ProgressBar::hidden())?;
+    let g = MeanHessian::new(g_ops)?;
     let d = total_len(h.blocks());
     let (th, tg) = (time_products(h, 3)?, time_products(&g, 3)?);
     println!(

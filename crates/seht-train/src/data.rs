@@ -7,8 +7,8 @@ use std::sync::Arc;
 use seht_data::{Batchified, ImageSet, Subset, TextCorpus};
 
 use crate::config::{DataConfig, ExperimentConfig, ImageDataConfig, ImageDataset, TextDataConfig};
+use crate::env::Env;
 use crate::error::{Result, config};
-use crate::train::TrainOptions;
 
 /// Training, validation (maybe empty) and test images.
 pub struct ImageData {
@@ -20,6 +20,8 @@ pub struct ImageData {
     pub test: Arc<ImageSet>,
     /// A description of what was loaded, for outputs.
     pub description: String,
+    /// The config's settings of the data (batch size, augmentation).
+    pub config: ImageDataConfig,
 }
 
 fn resolve(data_dir: &Path, dir: &str) -> PathBuf {
@@ -84,7 +86,7 @@ pub fn load_images(cfg: &ImageDataConfig, data_dir: &Path, seed: u64) -> Result<
         valid.as_ref().map(|v| format!(", {} held out for validation", v.len())).unwrap_or_default(),
         test.len()
     );
-    Ok(ImageData { train: Arc::new(train), valid, test: Arc::new(test), description })
+    Ok(ImageData { train: Arc::new(train), valid, test: Arc::new(test), description, config: cfg.clone() })
 }
 
 /// Loads the corpus of `cfg`, cutting the training split to `train_tokens`.
@@ -129,11 +131,13 @@ pub struct TextData {
     pub test: Batchified,
     /// BPTT window length.
     pub bptt: usize,
+    /// Words in the vocabulary.
+    pub vocab: usize,
     /// A description of what was loaded, for outputs.
     pub description: String,
 }
 
-/// The data of a run.
+/// The data of a run, loaded; `Run::new` (`net.rs`) joins it to its network.
 pub enum Task {
     /// Image classification.
     Images(ImageData),
@@ -141,40 +145,28 @@ pub enum Task {
     Text(TextData),
 }
 
-impl Task {
-    /// What was loaded, for outputs.
-    pub fn description(&self) -> &str {
-        match self {
-            Task::Images(d) => &d.description,
-            Task::Text(d) => &d.description,
-        }
-    }
-}
-
-/// Loads the config's data; returns it with the model's `(in_channels,
-/// classes)` (text: `(0, vocabulary size)`).
-pub(crate) fn load_task(cfg: &ExperimentConfig, opts: &TrainOptions) -> Result<(Task, (usize, usize))> {
+/// Loads the config's data.
+pub(crate) fn load_task(cfg: &ExperimentConfig, env: &Env) -> Result<Task> {
     Ok(match &cfg.data {
         DataConfig::Image(d) => {
-            let data = load_images(d, &opts.data_dir, cfg.seed)?;
-            let (c, h, w) = data.train.shape;
+            let data = load_images(d, &env.data_dir, cfg.seed)?;
+            let (_, h, w) = data.train.shape;
             if let Some(p) = Some(d.crop_padding).filter(|&p| p > h.min(w)) {
                 return Err(config("data.crop_padding", p, format!("larger than the {h}×{w} images")));
             }
-            let shape = (c, data.train.num_classes);
-            (Task::Images(data), shape)
+            Task::Images(data)
         }
         DataConfig::Text(d) => {
-            let (corpus, description) = load_text(d, &opts.data_dir)?;
-            let vocab = corpus.vocab.len();
+            let (corpus, description) = load_text(d, &env.data_dir)?;
             let text = TextData {
                 train: Batchified::new(&corpus.train.tokens, d.batch_size)?,
                 valid: Batchified::new(&corpus.valid.tokens, d.eval_batch_size)?,
                 test: Batchified::new(&corpus.test.tokens, d.eval_batch_size)?,
                 bptt: d.bptt,
+                vocab: corpus.vocab.len(),
                 description,
             };
-            (Task::Text(text), (0, vocab))
+            Task::Text(text)
         }
     })
 }

@@ -9,7 +9,7 @@ use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::Stream;
 use seht_models::{ImageClassifier, Phase, RnnLm};
 
-use crate::config::{DivergenceConfig, ImageDataConfig, Regularizer};
+use crate::config::{DivergenceConfig, Regularizer};
 use crate::data::{ImageData, TextData};
 use crate::error::{Error, Result};
 use crate::losses::{self, MixupDraw};
@@ -123,18 +123,6 @@ fn run_steps(
     Ok(totals)
 }
 
-pub(crate) fn progress_bar(prefix: Option<String>, len: usize) -> indicatif::ProgressBar {
-    let Some(prefix) = prefix else { return indicatif::ProgressBar::hidden() };
-    let bar = indicatif::ProgressBar::new(len as u64);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} {per_sec} ETA {eta}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(prefix);
-    bar
-}
-
 /// The image classifier's objective on one batch under the regularizer.
 fn image_forward(
     net: &dyn ImageClassifier,
@@ -192,9 +180,9 @@ pub(crate) fn image_epoch(
     stepper: &mut Stepper,
     net: &dyn ImageClassifier,
     data: &ImageData,
-    d: &ImageDataConfig,
     seed: u64,
 ) -> Result<EpochTotals> {
+    let d = &data.config;
     let augment = Augment {
         crop_padding: Some(d.crop_padding).filter(|&p| p > 0),
         hflip: d.hflip,

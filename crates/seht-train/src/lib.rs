@@ -5,9 +5,9 @@
 //! with JSON-lines logs, atomic checkpoints and exact resumption.
 
 pub mod analyze;
-mod analyze_plot;
 pub mod checkpoint;
 mod data;
+mod env;
 mod epoch;
 mod error;
 pub mod estimators;
@@ -25,6 +25,7 @@ mod step;
 mod trace;
 mod train;
 
+pub use env::Env;
 pub use error::{Error, Result};
 pub use eval::EVAL_BATCH_SIZE;
 pub use progress::Progress;

@@ -73,3 +73,17 @@ impl Progress {
         }
     }
 }
+
+/// A bar of `len` steps labelled `prefix`, or a hidden one without a prefix
+/// (`seht analyze`'s products).
+pub(crate) fn progress_bar(prefix: Option<String>, len: usize) -> indicatif::ProgressBar {
+    let Some(prefix) = prefix else { return indicatif::ProgressBar::hidden() };
+    let bar = indicatif::ProgressBar::new(len as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} {msg} {per_sec} ETA {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(prefix);
+    bar
+}

@@ -12,27 +12,25 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarMap;
 use seht_candle::gauss_newton::gauss_newton_trace;
 use seht_candle::{GaussNewtonOperator, GraphMode, HessianOperator, Param, Selection};
-use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::{
     BlockProbing, BlockTraces, BlockVec, HvpOperator, ProbeDistribution, ProbeRng, Rademacher, Stream,
     mean_and_std_error, step_key,
 };
-use seht_models::{Phase, RnnLm};
+use seht_models::Phase;
 
 use crate::analyze::MeanHessian;
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
-use crate::data::{Task, load_task};
+use crate::data::load_task;
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::estimators::{
     Curvature, DiagonalMethod, DiagonalSection, TotalTrace, TraceMethod, check_diagonal_budget, check_trace_budget,
     estimate_diagonal, estimate_trace,
 };
-use crate::losses;
-use crate::net::{Net, build_net};
+use crate::net::{Batches, Run};
 use crate::optim::Sgd;
 use crate::records::{LayerRecord, Measured, TraceReport};
-use crate::train::TrainOptions;
 
 /// The measurement's key index: its probes draw from
 /// [`Stream::FinalTrace`] of `step_key(seed, TRACE_INDEX)` and its batch order
@@ -100,42 +98,15 @@ fn weight_norm(p: &Param) -> Result<f64> {
 /// of key `key` in `phase`: `batches` training batches of
 /// [`TRACE_BATCH_SIZE`] in the order of that key (images, no augmentation),
 /// or the first `batches` windows from a zero state (text; logits flattened
-/// to one row per token).
+/// to one row per token). Returns the batches measured.
 fn for_each_batch(
-    net: &Net,
-    task: &Task,
+    run: &Run,
     (batches, key, phase): (usize, u64, Phase),
     device: &Device,
-    mut f: impl FnMut(&Tensor, &Tensor) -> Result<()>,
-) -> Result<()> {
-    match (task, net) {
-        (Task::Images(data), Net::Image(net)) => {
-            let bc = BatchConfig {
-                batch_size: TRACE_BATCH_SIZE,
-                shuffle: true,
-                drop_last: false,
-                augment: Augment::NONE,
-                seed: key,
-                workers: 1,
-                prefetch: 1,
-            };
-            let mut it = EpochBatches::new(data.train.clone(), bc, 0, 0)?;
-            for _ in 0..batches {
-                let Some((xs, ys)) = it.next_batch(device)? else { break };
-                let logits = net.logits(&xs, phase)?;
-                f(&logits, &losses::cross_entropy(&logits, &ys)?)?;
-            }
-        }
-        (Task::Text(text), Net::Text(lm)) => {
-            for k in 0..batches.min(text.train.num_windows(text.bptt)) {
-                let (x, y) = text.train.window(k, text.bptt, device)?;
-                let (logits, _) = lm.forward_t(&x, &lm.zero_state(text.train.batch())?, phase)?;
-                f(&logits.flatten_to(1)?, &RnnLm::loss(&logits, &y)?)?;
-            }
-        }
-        _ => return Err(Error::Internal("the network does not fit the task")),
-    }
-    Ok(())
+    f: impl FnMut(&Tensor, &Tensor) -> Result<()>,
+) -> Result<usize> {
+    let plan = Batches { count: batches, size: TRACE_BATCH_SIZE, full_only: false, seed: key };
+    run.for_each_batch(plan, |_| phase, device, f)
 }
 
 fn measured(samples: &[f64]) -> Measured {
@@ -156,8 +127,7 @@ fn measured(samples: &[f64]) -> Measured {
 /// (dropout masks from that key too); BatchNorm's running statistics are
 /// restored after it.
 pub(crate) fn measure(
-    net: &Net,
-    task: &Task,
+    run: &Run,
     params: &seht_candle::ParamSet,
     (batches, probes): (usize, usize),
     seed: u64,
@@ -171,9 +141,7 @@ pub(crate) fn measure(
     let norms: Vec<f64> = weights.iter().map(weight_norm).collect::<Result<_>>()?;
     // The training set may hold fewer batches than asked for: the report
     // records the batches actually measured, never the request.
-    let mut used = 0usize;
-    for_each_batch(net, task, (batches, key, Phase::Eval), device, |logits, loss| {
-        used += 1;
+    let used = for_each_batch(run, (batches, key, Phase::Eval), device, |logits, loss| {
         samples.add((logits, loss), weights, &norms, probes, (&mut rng, &mut labels))
     })?;
     if used == 0 {
@@ -184,7 +152,7 @@ pub(crate) fn measure(
         });
     }
     let h = measured(&samples.hessian);
-    let train_mode = train_mode_trace(net, task, params, (batches, probes), seed, device)?;
+    let train_mode = train_mode_trace(run, params, (batches, probes), seed, device)?;
     Ok(TraceReport {
         mean: h.mean,
         std_error: h.std_error.unwrap_or(f64::NAN),
@@ -216,8 +184,7 @@ pub const TRAIN_MODE_TRACE_INDEX: u64 = u64::MAX - 2;
 /// `tr(H)` over the weights in training mode on the measurement batches
 /// (see [`measure`]), the running statistics restored afterwards.
 fn train_mode_trace(
-    net: &Net,
-    task: &Task,
+    run: &Run,
     params: &seht_candle::ParamSet,
     (batches, probes): (usize, usize),
     seed: u64,
@@ -229,7 +196,7 @@ fn train_mode_trace(
     let mut hessian = Vec::new();
     let phase = Phase::Train { seed: probe_key };
     with_buffers_restored(params, || {
-        for_each_batch(net, task, (batches, step_key(seed, TRACE_INDEX), phase), device, |_, loss| {
+        for_each_batch(run, (batches, step_key(seed, TRACE_INDEX), phase), device, |_, loss| {
             let op = HessianOperator::with_mode(loss, &weights, GraphMode::Detached)?;
             for _ in 0..probes {
                 let parts = (0..op.blocks().len())
@@ -256,8 +223,7 @@ pub const MONITOR_INDEX: u64 = u64::MAX - 1;
 /// [`Stream::Monitor`] of that key, the same at every call. The buffers
 /// (BatchNorm's running statistics) are restored afterwards.
 pub(crate) fn monitor_layers(
-    net: &Net,
-    task: &Task,
+    run: &Run,
     params: &seht_candle::ParamSet,
     (batches, probes): (usize, usize),
     seed: u64,
@@ -277,7 +243,7 @@ pub(crate) fn monitor_layers(
         Ok(())
     };
     with_buffers_restored(params, || {
-        for_each_batch(net, task, (batches, key, phase), device, |_, loss| add(loss, &mut rng))
+        for_each_batch(run, (batches, key, phase), device, |_, loss| add(loss, &mut rng))
     })?;
     weights
         .iter()
@@ -291,16 +257,16 @@ pub(crate) fn monitor_layers(
 
 /// The Hessian trace of the model in a finished (or checkpointed) run folder,
 /// on `batches` training batches with `probes` probes each.
-pub fn trace_of_run(run_dir: &Path, opts: &TrainOptions, batches: usize, probes: usize) -> Result<TraceReport> {
-    let (cfg, net, task, params) = load_run(run_dir, opts)?;
-    measure(&net, &task, &params, (batches, probes), cfg.seed, &opts.device)
+pub fn trace_of_run(run_dir: &Path, env: &Env, batches: usize, probes: usize) -> Result<TraceReport> {
+    let (cfg, run, params) = load_run(run_dir, env)?;
+    measure(&run, &params, (batches, probes), cfg.seed, &env.device)
 }
 
-/// The model of a run folder, restored from its checkpoint, with its task.
-fn load_run(run_dir: &Path, opts: &TrainOptions) -> Result<(ExperimentConfig, Net, Task, seht_candle::ParamSet)> {
+/// The model of a run folder, restored from its checkpoint, with its data.
+fn load_run(run_dir: &Path, env: &Env) -> Result<(ExperimentConfig, Run, seht_candle::ParamSet)> {
     let cfg = ExperimentConfig::from_file(&run_dir.join("config.toml"))?;
     let ckpt_dir = run_dir.join("checkpoint");
-    let Some((state, tensors)) = checkpoint::load(&ckpt_dir, &cfg, &opts.device)? else {
+    let Some((state, tensors)) = checkpoint::load(&ckpt_dir, &cfg, &env.device)? else {
         return Err(Error::Io {
             path: ckpt_dir.join("state.json"),
             source: std::io::Error::new(
@@ -309,13 +275,13 @@ fn load_run(run_dir: &Path, opts: &TrainOptions) -> Result<(ExperimentConfig, Ne
             ),
         });
     };
-    let (task, shape) = load_task(&cfg, opts)?;
+    let task = load_task(&cfg, env)?;
     let varmap = VarMap::new();
-    let net = build_net(&cfg, shape, &varmap, &opts.device)?;
-    let params = net.param_set(&varmap)?;
+    let run = Run::new(&cfg, task, &varmap, &env.device)?;
+    let params = run.param_set(&varmap)?;
     let mut sgd = Sgd::new(params.trainable_vars(), 0.0, 0.0);
     checkpoint::restore(&varmap, &mut sgd, &[], &tensors, &ckpt_dir, &state)?;
-    Ok((cfg, net, task, params))
+    Ok((cfg, run, params))
 }
 
 /// What `seht trace` is asked for beyond its default (`--estimator`, `--diagonal`).
@@ -411,7 +377,7 @@ impl RunCurvature {
 /// naming `--probes`; then as [`trace_of_run`].
 pub fn curvature_of_run(
     run_dir: &Path,
-    opts: &TrainOptions,
+    env: &Env,
     (batches, probes): (usize, usize),
     choice: TraceChoice,
 ) -> Result<RunCurvature> {
@@ -419,9 +385,9 @@ pub fn curvature_of_run(
     if let Some(d) = choice.diagonal {
         check_diagonal_budget(d, probes, "--probes")?;
     }
-    let (cfg, net, task, params) = load_run(run_dir, opts)?;
+    let (cfg, run, params) = load_run(run_dir, env)?;
     let report = match choice.estimator {
-        TraceMethod::Hutchinson => Some(measure(&net, &task, &params, (batches, probes), cfg.seed, &opts.device)?),
+        TraceMethod::Hutchinson => Some(measure(&run, &params, (batches, probes), cfg.seed, &env.device)?),
         _ => None,
     };
     if report.is_some() && choice.diagonal.is_none() {
@@ -431,7 +397,7 @@ pub fn curvature_of_run(
     let key = step_key(cfg.seed, TRACE_INDEX);
     let on_g = choice.estimator.curvature() == Curvature::GaussNewton;
     let (mut ops, mut gn_ops) = (Vec::new(), Vec::new());
-    for_each_batch(&net, &task, (batches, key, Phase::Eval), &opts.device, |logits, loss| {
+    for_each_batch(&run, (batches, key, Phase::Eval), &env.device, |logits, loss| {
         if on_g {
             gn_ops.push(GaussNewtonOperator::new(logits, &weights)?);
         }
@@ -441,10 +407,9 @@ pub fn curvature_of_run(
         Ok(())
     })?;
     let used = ops.len().max(gn_ops.len());
-    let hidden = indicatif::ProgressBar::hidden;
     // An empty list is refused by MeanHessian::new, naming --batches.
-    let h = if on_g && choice.diagonal.is_none() { None } else { Some(MeanHessian::new(ops, hidden())?) };
-    let g = if on_g { Some(MeanHessian::new(gn_ops, hidden())?) } else { None };
+    let h = if on_g && choice.diagonal.is_none() { None } else { Some(MeanHessian::new(ops)?) };
+    let g = if on_g { Some(MeanHessian::new(gn_ops)?) } else { None };
     let trace = match (choice.estimator, &h, &g) {
         (TraceMethod::Hutchinson, ..) => None,
         (method, _, Some(g)) => {

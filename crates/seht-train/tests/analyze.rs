@@ -45,7 +45,7 @@ fn analyze_writes_consistent_results_for_a_run_and_for_its_checkpoint() {
     let o = opts(data.path(), out.path());
     seht_train::train(&image_config("a", Regularizer::Baseline, 1), &o).expect("train");
     let run = out.path().join("a");
-    let r = analyze(&ModelSource::Run(run.clone()), &o, &options(ModelMode::Eval)).expect("analyze");
+    let r = analyze(&ModelSource::Run(run.clone()), &o.env, &options(ModelMode::Eval)).expect("analyze");
     assert_eq!(r.mode, ModelMode::Eval);
 
     // Costs add up.
@@ -93,7 +93,7 @@ fn analyze_writes_consistent_results_for_a_run_and_for_its_checkpoint() {
         .expect("tensor file");
     let from_file = analyze(
         &ModelSource::Checkpoint { config: run.join("config.toml"), tensors: ckpt },
-        &o,
+        &o.env,
         &options(ModelMode::Eval),
     )
     .expect("analyze checkpoint");
@@ -102,7 +102,7 @@ fn analyze_writes_consistent_results_for_a_run_and_for_its_checkpoint() {
     // Train mode is a different function (batch statistics): different numbers.
     let mut train_mode = options(ModelMode::Train);
     (train_mode.settings.trace_probes, train_mode.settings.slq_probes) = (0, 0);
-    let tr = analyze(&ModelSource::Run(run), &o, &train_mode).expect("analyze train");
+    let tr = analyze(&ModelSource::Run(run), &o.env, &train_mode).expect("analyze train");
     assert_eq!(tr.mode, ModelMode::Train);
     assert_ne!(tr.spectrum.eigen.as_ref().map(|e| e.values[0].value), Some(e.values[0].value));
 }
@@ -138,11 +138,11 @@ fn bad_input_is_named() {
 
     let mut too_many = options(ModelMode::Eval);
     too_many.batches = 1000;
-    let err = analyze(&ModelSource::Run(run.clone()), &o, &too_many).expect_err("too many batches").to_string();
+    let err = analyze(&ModelSource::Run(run.clone()), &o.env, &too_many).expect_err("too many batches").to_string();
     assert!(err.contains("--batches") && err.contains("1000"), "{err}");
 
     let missing = ModelSource::Checkpoint { config: run.join("config.toml"), tensors: run.join("nope.safetensors") };
-    let err = analyze(&missing, &o, &options(ModelMode::Eval)).expect_err("missing file").to_string();
+    let err = analyze(&missing, &o.env, &options(ModelMode::Eval)).expect_err("missing file").to_string();
     assert!(err.contains("nope.safetensors"), "{err}");
 
     let partial = out.path().join("partial.safetensors");
@@ -150,12 +150,12 @@ fn bad_input_is_named() {
     candle_core::safetensors::save(&[("model.unrelated".to_string(), t)].into_iter().collect(), &partial)
         .expect("save");
     let src = ModelSource::Checkpoint { config: run.join("config.toml"), tensors: partial };
-    let err = analyze(&src, &o, &options(ModelMode::Eval)).expect_err("partial file").to_string();
+    let err = analyze(&src, &o.env, &options(ModelMode::Eval)).expect_err("partial file").to_string();
     assert!(err.contains("partial.safetensors") && err.contains("no tensor for variable"), "{err}");
 
     let mut bad = options(ModelMode::Eval);
     bad.settings.tolerance = -1.0;
-    let err = analyze(&ModelSource::Run(run), &o, &bad).expect_err("bad tolerance").to_string();
+    let err = analyze(&ModelSource::Run(run), &o.env, &bad).expect_err("bad tolerance").to_string();
     assert!(err.contains("tolerance"), "{err}");
 }
 
@@ -197,7 +197,7 @@ fn mean_hessian_averages_its_batches() {
     let v_host: Vec<f64> = v.present().flat_map(|(i, p)| ops[0].part_to_host(i, p).expect("host")).collect();
     let first = ops[0].part_to_host(0, v.get(0).expect("v0")).expect("host");
     assert!(!first.is_empty());
-    let mean = MeanHessian::new(ops, indicatif::ProgressBar::hidden()).expect("mean");
+    let mean = MeanHessian::new(ops).expect("mean");
     let hm: Vec<f64> =
         mean.hvp(&v).expect("hvp").present().flat_map(|(i, p)| mean.part_to_host(i, p).expect("h")).collect();
     for ((m, a), b) in hm.iter().zip(&h0).zip(&h1) {
@@ -231,7 +231,7 @@ fn analyze_runs_the_chosen_trace_and_diagonal_estimators() {
     // The default writes exactly the keys it wrote before the choice existed.
     let json = serde_json::to_value(&base(40).settings).expect("json");
     assert!(json.get("estimator").is_none() && json.get("diagonal").is_none(), "{json}");
-    let reference = analyze(&run, &o, &base(40)).expect("hutchinson");
+    let reference = analyze(&run, &o.env, &base(40)).expect("hutchinson");
     let spectrum = serde_json::to_value(&reference.spectrum).expect("json");
     assert!(spectrum.get("trace").is_none() && spectrum.get("diagonal").is_none(), "{spectrum}");
     let h = reference.spectrum.traces.as_ref().expect("per-layer traces");
@@ -241,7 +241,7 @@ fn analyze_runs_the_chosen_trace_and_diagonal_estimators() {
             let mut a = base(24);
             a.settings.estimator = estimator;
             a.settings.diagonal = Some(DiagonalRequest { estimator: diagonal, hvps: 16 });
-            let r = analyze(&run, &o, &a).expect("analyze");
+            let r = analyze(&run, &o.env, &a).expect("analyze");
             assert!(r.spectrum.traces.is_none(), "{name}: per-layer traces are Hutchinson's");
             let t = r.spectrum.trace.as_ref().expect("trace section");
             let d = r.spectrum.diagonal.as_ref().expect("diagonal section");
@@ -286,7 +286,7 @@ fn analyze_runs_the_chosen_trace_and_diagonal_estimators() {
     let mut a = base(24);
     a.settings.estimator = TraceMethod::XNysTrace;
     a.settings.diagonal = Some(DiagonalRequest { estimator: DiagonalMethod::Hutchinson, hvps: 4 });
-    let r = analyze(&run, &o, &a).expect("xnystrace on G");
+    let r = analyze(&run, &o.env, &a).expect("xnystrace on G");
     let t = r.spectrum.trace.as_ref().expect("trace section");
     assert_eq!((t.estimator, t.matrix, t.hvps), (TraceMethod::XNysTrace, Curvature::GaussNewton, 24));
     assert_eq!(r.spectrum.diagonal.as_ref().map(|d| d.hvps), Some(4), "the diagonal is still of H");
@@ -313,7 +313,7 @@ fn bad_estimator_choices_are_refused_naming_the_flag() {
     let refuse = |edit: &dyn Fn(&mut AnalysisSettings)| {
         let mut a = options(ModelMode::Eval);
         edit(&mut a.settings);
-        analyze(&run, &o, &a).expect_err("refused").to_string()
+        analyze(&run, &o.env, &a).expect_err("refused").to_string()
     };
     let err = refuse(&|s| (s.estimator, s.trace_probes) = (TraceMethod::XNysTrace, 1));
     assert!(err.contains("--trace-probes") && err.contains("xnystrace") && err.contains("at least 2"), "{err}");
@@ -327,13 +327,13 @@ fn bad_estimator_choices_are_refused_naming_the_flag() {
     assert!(err.contains("--diagonal-hvps"), "{err}");
 
     let choice = TraceChoice { estimator: TraceMethod::XNysTrace, diagonal: None };
-    let err = curvature_of_run(&out.path().join("absent"), &o, (1, 1), choice).expect_err("xnystrace").to_string();
+    let err = curvature_of_run(&out.path().join("absent"), &o.env, (1, 1), choice).expect_err("xnystrace").to_string();
     assert!(err.contains("--probes") && err.contains("xnystrace") && err.contains("at least 2"), "{err}");
     let choice = TraceChoice { estimator: TraceMethod::XTrace, diagonal: None };
-    let err = curvature_of_run(&out.path().join("absent"), &o, (1, 3), choice).expect_err("budget").to_string();
+    let err = curvature_of_run(&out.path().join("absent"), &o.env, (1, 3), choice).expect_err("budget").to_string();
     assert!(err.contains("--probes") && err.contains("at least 4"), "{err}");
     let choice = TraceChoice { estimator: TraceMethod::Hutchinson, diagonal: Some(DiagonalMethod::Xdiag) };
-    let err = curvature_of_run(&out.path().join("absent"), &o, (1, 2), choice).expect_err("budget").to_string();
+    let err = curvature_of_run(&out.path().join("absent"), &o.env, (1, 2), choice).expect_err("budget").to_string();
     assert!(err.contains("--probes") && err.contains("xdiag"), "{err}");
 
     let seht = |args: &[&str]| {
@@ -372,14 +372,14 @@ fn seht_trace_runs_the_chosen_estimators() {
     seht_train::train(&image_config("t", Regularizer::Baseline, 1), &o).expect("train");
     let run = out.path().join("t");
 
-    let default = curvature_of_run(&run, &o, (2, 6), TraceChoice::default()).expect("default");
-    assert_eq!(default.report, Some(trace_of_run(&run, &o, 2, 6).expect("trace")));
+    let default = curvature_of_run(&run, &o.env, (2, 6), TraceChoice::default()).expect("default");
+    assert_eq!(default.report, Some(trace_of_run(&run, &o.env, 2, 6).expect("trace")));
     assert!(default.trace.is_none() && default.diagonal.is_none() && default.lines().is_empty());
 
     let h = default.report.as_ref().expect("report");
     for estimator in [TraceMethod::HutchPlusPlus, TraceMethod::XTrace] {
         let choice = TraceChoice { estimator, diagonal: Some(DiagonalMethod::Xdiag) };
-        let c = curvature_of_run(&run, &o, (2, 12), choice).expect("curvature");
+        let c = curvature_of_run(&run, &o.env, (2, 12), choice).expect("curvature");
         assert!(c.report.is_none(), "only tr(H) by the chosen estimator is measured");
         assert_eq!(c.batches, 2);
         let t = c.trace.as_ref().expect("trace");
@@ -411,7 +411,7 @@ fn seht_trace_runs_the_chosen_estimators() {
     // XNysTrace measures tr(G) of the same batches' Gauss–Newton matrices:
     // the default measurement's tr(G) from sampled labels is its reference.
     let choice = TraceChoice { estimator: TraceMethod::XNysTrace, diagonal: None };
-    let c = curvature_of_run(&run, &opts(data.path(), out.path()), (2, 12), choice).expect("xnystrace");
+    let c = curvature_of_run(&run, &env(data.path()), (2, 12), choice).expect("xnystrace");
     let t = c.trace.as_ref().expect("trace");
     assert_eq!((t.matrix, t.hvps, c.batches), (Curvature::GaussNewton, 12, 2));
     let g = h.gauss_newton.as_ref().expect("tr(G) by sampled labels");

@@ -168,7 +168,7 @@ fn the_scale_invariant_trace_does_not_see_a_rescaled_batchnorm_layer() {
     let o = opts(data.path(), out.path());
     seht_train::train(&cfg, &o).expect("train").expect("finished");
     let run = out.path().join("scale");
-    let before = seht_train::trace_of_run(&run, &o, 1, 3).expect("measure");
+    let before = seht_train::trace_of_run(&run, &o.env, 1, 3).expect("measure");
     // Rescale layer1.0.conv1 (followed by layer1.0.bn1) in the checkpoint.
     let ckpt = std::fs::read_dir(run.join("checkpoint"))
         .expect("checkpoint folder")
@@ -186,7 +186,7 @@ fn the_scale_invariant_trace_does_not_see_a_rescaled_batchnorm_layer() {
         tensors.insert(key, t);
     }
     save_checkpoint_tensors(&ckpt, &tensors);
-    let after = seht_train::trace_of_run(&run, &o, 1, 3).expect("measure");
+    let after = seht_train::trace_of_run(&run, &o.env, 1, 3).expect("measure");
     let (s0, s1) = (before.scale_invariant.expect("measured"), after.scale_invariant.expect("measured"));
     eprintln!(
         "tr(H) {:.5} -> {:.5}; tr(DHD) {:.5} -> {:.5}; tr(G) {:?} -> {:?}",
@@ -264,11 +264,11 @@ fn the_trace_records_the_batches_it_measured_not_the_request() {
     let o = opts(data.path(), out.path());
     seht_train::train(&cfg, &o).expect("train").expect("finished");
     let run = out.path().join("count");
-    let all = seht_train::trace_of_run(&run, &o, 1000, 1).expect("measure");
+    let all = seht_train::trace_of_run(&run, &o.env, 1000, 1).expect("measure");
     assert!(all.batches >= 1 && all.batches < 1000, "recorded {} batches", all.batches);
-    let exact = seht_train::trace_of_run(&run, &o, all.batches, 1).expect("measure");
+    let exact = seht_train::trace_of_run(&run, &o.env, all.batches, 1).expect("measure");
     assert_eq!((exact.batches, exact.mean), (all.batches, all.mean), "the same batches, the same value");
-    let e = seht_train::trace_of_run(&run, &o, 0, 1).expect_err("zero batches");
+    let e = seht_train::trace_of_run(&run, &o.env, 0, 1).expect_err("zero batches");
     assert!(e.to_string().contains("--batches") && e.to_string().contains("at least one"), "{e}");
 }
 

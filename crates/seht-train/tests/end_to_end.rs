@@ -110,7 +110,7 @@ fn seht_trace_measures_a_trained_run() {
     write_cifar10(data.path(), 8);
     let out = temp_dir("trace-out");
     seht_train::train(&image_config("t", Regularizer::Baseline, 1), &opts(data.path(), out.path())).expect("train");
-    let t = seht_train::trace_of_run(&out.path().join("t"), &opts(data.path(), out.path()), 2, 3).expect("trace");
+    let t = seht_train::trace_of_run(&out.path().join("t"), &env(data.path()), 2, 3).expect("trace");
     assert!(t.mean.is_finite() && t.std_error.is_finite() && t.std_error > 0.0, "{t:?}");
     assert_eq!((t.batches, t.probes), (2, 3));
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use seht_train::analyze::{
-    AnalysisSettings, AnalyzeOptions, ModelHessian, ModelMode, ModelSource, ParamChoice, model_hessian,
+    AnalysisSettings, AnalyzeOptions, Env, ModelHessian, ModelMode, ModelSource, ParamChoice, model_hessian,
 };
 use seht_train::{ExperimentConfig, Progress, TrainOptions};
 
@@ -22,13 +22,8 @@ pub fn train_then_hessian(
     start: Instant,
 ) -> Result<ModelHessian, Box<dyn std::error::Error>> {
     let cfg = ExperimentConfig::from_toml_str(config, Path::new(origin))?;
-    let opts = TrainOptions {
-        data_dir: data,
-        out_dir: work.to_path_buf(),
-        device: candle_core::Device::Cpu,
-        progress: Progress::Hidden,
-        stop_after_epochs: None,
-    };
+    let env = Env { data_dir: data, device: candle_core::Device::Cpu, progress: Progress::Hidden };
+    let opts = TrainOptions { env, out_dir: work.to_path_buf(), stop_after_epochs: None };
     let metrics = seht_train::train(&cfg, &opts)?.ok_or("training stopped early")?;
     let last = metrics.final_epoch.as_ref().ok_or("no final epoch")?;
     eprintln!("trained {} ({:.0} s so far): final epoch {last:?}", cfg.name, start.elapsed().as_secs_f64());
@@ -52,5 +47,5 @@ pub fn train_then_hessian(
             seed: 0,
         },
     };
-    Ok(model_hessian(&ModelSource::Run(work.join(&cfg.name)), &opts, &aopts)?)
+    Ok(model_hessian(&ModelSource::Run(work.join(&cfg.name)), &opts.env, &aopts)?)
 }

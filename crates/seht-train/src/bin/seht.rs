@@ -1,12 +1,12 @@
 //! The `seht` command line: train a model with or without the Hessian-trace
 //! penalty, and measure the Hessian trace of a trained model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use seht_train::analyze::{AnalysisSettings, AnalyzeOptions, ModelMode, ModelSource, ParamChoice};
+use seht_train::analyze::{AnalysisSettings, AnalyzeOptions, Env, ModelMode, ModelSource, ParamChoice};
 use seht_train::estimators::{DiagonalMethod, DiagonalRequest, TraceMethod};
 use seht_train::{ExperimentConfig, Progress, TraceChoice, TrainOptions};
 
@@ -86,88 +86,7 @@ enum Command {
     /// (Hutchinson), the top eigenvalues with residuals (Lanczos), and the
     /// eigenvalue density (stochastic Lanczos quadrature), written as
     /// analysis.json, analysis.md and plots (SVG and PNG).
-    Analyze {
-        /// A run folder (holding config.toml and checkpoint/).
-        #[arg(long, conflicts_with_all = ["config", "checkpoint"], required_unless_present = "checkpoint")]
-        run: Option<PathBuf>,
-        /// The experiment config that built the model (with --checkpoint).
-        #[arg(long, requires = "checkpoint")]
-        config: Option<PathBuf>,
-        /// A safetensors file of the model's variables (with --config).
-        #[arg(long, requires = "config")]
-        checkpoint: Option<PathBuf>,
-        /// BatchNorm and dropout mode, always explicit: `eval` (running
-        /// statistics, no dropout) or `train` (batch statistics, fixed masks).
-        #[arg(long, value_enum)]
-        mode: Mode,
-        /// Parameters the Hessian is over.
-        #[arg(long, value_enum, default_value = "weights")]
-        params: Params,
-        /// Training batches (no augmentation) whose mean loss is differentiated.
-        #[arg(long, default_value_t = 4)]
-        batches: usize,
-        /// Batch size for images (default: the config's).
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// Hutchinson probes for the per-layer traces (0: skip).
-        #[arg(long, default_value_t = 20)]
-        trace_probes: usize,
-        /// `joint`: one product per probe for all layers; `separate`: one per
-        /// probe and layer (lower variance, layers × the cost).
-        #[arg(long, value_enum, default_value = "joint")]
-        probing: Probing,
-        /// Trace estimator: `hutchinson` (per-layer traces) or, for the
-        /// whole-model trace with its own error within --trace-probes
-        /// products, `hutch++` or `xtrace` (of H), or `xnystrace` (of the
-        /// Gauss–Newton matrix G of the same batches: it needs a positive
-        /// semi-definite matrix, and H is indefinite; the other analyses stay
-        /// on H). See docs/analysis/estimators.md.
-        #[arg(long, value_enum, default_value = "hutchinson")]
-        estimator: EstimatorArg,
-        /// Summarise the Hessian diagonal per weight tensor (mean, min, max,
-        /// standard errors): `hutchinson` (the default value) or `xdiag`.
-        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "hutchinson")]
-        diagonal: Option<DiagonalArg>,
-        /// Hessian-vector products for --diagonal.
-        #[arg(long, default_value_t = 20)]
-        diagonal_hvps: usize,
-        /// Top eigenvalues (0: skip).
-        #[arg(long, default_value_t = 3)]
-        top_k: usize,
-        /// Most Lanczos steps for them.
-        #[arg(long, default_value_t = 40)]
-        lanczos_steps: usize,
-        /// Relative residual at which they count as converged.
-        #[arg(long, default_value_t = 1e-4)]
-        tolerance: f64,
-        /// SLQ probes for the density (0: skip).
-        #[arg(long, default_value_t = 3)]
-        slq_probes: usize,
-        /// Lanczos steps per SLQ probe.
-        #[arg(long, default_value_t = 40)]
-        slq_steps: usize,
-        /// Gaussian broadening of the density, as a fraction of its range.
-        #[arg(long, default_value_t = 0.01)]
-        broadening: f64,
-        /// Store Lanczos bases in f32 (half the memory; ~1e-7 relative accuracy).
-        #[arg(long)]
-        f32_basis: bool,
-        /// Seed of every random draw of the analysis.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Output folder (default: <run>/analysis, or ./analysis for --checkpoint).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Folder the config's data paths are relative to.
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
-        /// `cpu` or `cuda:N`.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// No progress bar.
-        #[arg(long)]
-        quiet: bool,
-    },
+    Analyze(AnalyzeArgs),
     /// Overlays the densities of several `seht analyze` outputs and tabulates
     /// their top eigenvalues and traces (density_comparison.{svg,png},
     /// comparison.md).
@@ -179,6 +98,91 @@ enum Command {
         #[arg(required = true)]
         reports: Vec<PathBuf>,
     },
+}
+
+// The options of `seht analyze` (its help text is the variant's).
+#[derive(clap::Args)]
+struct AnalyzeArgs {
+    /// A run folder (holding config.toml and checkpoint/).
+    #[arg(long, conflicts_with_all = ["config", "checkpoint"], required_unless_present = "checkpoint")]
+    run: Option<PathBuf>,
+    /// The experiment config that built the model (with --checkpoint).
+    #[arg(long, requires = "checkpoint")]
+    config: Option<PathBuf>,
+    /// A safetensors file of the model's variables (with --config).
+    #[arg(long, requires = "config")]
+    checkpoint: Option<PathBuf>,
+    /// BatchNorm and dropout mode, always explicit: `eval` (running
+    /// statistics, no dropout) or `train` (batch statistics, fixed masks).
+    #[arg(long, value_enum)]
+    mode: Mode,
+    /// Parameters the Hessian is over.
+    #[arg(long, value_enum, default_value = "weights")]
+    params: Params,
+    /// Training batches (no augmentation) whose mean loss is differentiated.
+    #[arg(long, default_value_t = 4)]
+    batches: usize,
+    /// Batch size for images (default: the config's).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Hutchinson probes for the per-layer traces (0: skip).
+    #[arg(long, default_value_t = 20)]
+    trace_probes: usize,
+    /// `joint`: one product per probe for all layers; `separate`: one per
+    /// probe and layer (lower variance, layers × the cost).
+    #[arg(long, value_enum, default_value = "joint")]
+    probing: Probing,
+    /// Trace estimator: `hutchinson` (per-layer traces) or, for the
+    /// whole-model trace with its own error within --trace-probes
+    /// products, `hutch++` or `xtrace` (of H), or `xnystrace` (of the
+    /// Gauss–Newton matrix G of the same batches: it needs a positive
+    /// semi-definite matrix, and H is indefinite; the other analyses stay
+    /// on H). See docs/analysis/estimators.md.
+    #[arg(long, value_enum, default_value = "hutchinson")]
+    estimator: EstimatorArg,
+    /// Summarise the Hessian diagonal per weight tensor (mean, min, max,
+    /// standard errors): `hutchinson` (the default value) or `xdiag`.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "hutchinson")]
+    diagonal: Option<DiagonalArg>,
+    /// Hessian-vector products for --diagonal.
+    #[arg(long, default_value_t = 20)]
+    diagonal_hvps: usize,
+    /// Top eigenvalues (0: skip).
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
+    /// Most Lanczos steps for them.
+    #[arg(long, default_value_t = 40)]
+    lanczos_steps: usize,
+    /// Relative residual at which they count as converged.
+    #[arg(long, default_value_t = 1e-4)]
+    tolerance: f64,
+    /// SLQ probes for the density (0: skip).
+    #[arg(long, default_value_t = 3)]
+    slq_probes: usize,
+    /// Lanczos steps per SLQ probe.
+    #[arg(long, default_value_t = 40)]
+    slq_steps: usize,
+    /// Gaussian broadening of the density, as a fraction of its range.
+    #[arg(long, default_value_t = 0.01)]
+    broadening: f64,
+    /// Store Lanczos bases in f32 (half the memory; ~1e-7 relative accuracy).
+    #[arg(long)]
+    f32_basis: bool,
+    /// Seed of every random draw of the analysis.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder (default: <run>/analysis, or ./analysis for --checkpoint).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Folder the config's data paths are relative to.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -242,9 +246,9 @@ enum ProgressArg {
     Hidden,
 }
 
-/// Options of a command that reads a trained model (no run folder is written).
-fn reading_options(data_dir: PathBuf, dev: &str, progress: Progress) -> Result<TrainOptions> {
-    Ok(TrainOptions { data_dir, out_dir: PathBuf::new(), device: device(dev)?, progress, stop_after_epochs: None })
+/// The environment of a command.
+fn env(data_dir: PathBuf, dev: &str, progress: Progress) -> Result<Env> {
+    Ok(Env { data_dir, device: device(dev)?, progress })
 }
 
 fn device(spec: &str) -> Result<candle_core::Device> {
@@ -265,162 +269,166 @@ fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Train { config, data_dir, out, device: dev, quiet, progress } => {
-            let cfg = ExperimentConfig::from_file(&config)?;
-            let opts = TrainOptions {
-                data_dir,
-                out_dir: out,
-                device: device(&dev)?,
-                progress: match (quiet, progress) {
-                    (true, _) | (_, ProgressArg::Hidden) => Progress::Hidden,
-                    (false, ProgressArg::Bars) => Progress::Bars,
-                    (false, ProgressArg::Lines) => Progress::Lines,
-                },
-                stop_after_epochs: None,
+            let progress = match (quiet, progress) {
+                (true, _) | (_, ProgressArg::Hidden) => Progress::Hidden,
+                (false, ProgressArg::Bars) => Progress::Bars,
+                (false, ProgressArg::Lines) => Progress::Lines,
             };
-            let Some(m) = seht_train::train(&cfg, &opts)? else { bail!("stopped before the end") };
-            println!("{}", serde_json::to_string_pretty(&m)?);
-            if let Some(d) = m.diverged() {
-                eprintln!(
-                    "seht train: run `{}` diverged at {d}; stopped there, no final model (metrics.json and log.jsonl in {} say so; exit code {})",
-                    m.name,
-                    opts.out_dir.join(&m.name).display(),
-                    seht_train::records::DIVERGED_EXIT_CODE
-                );
-                return Ok(ExitCode::from(seht_train::records::DIVERGED_EXIT_CODE));
-            }
+            return train(&config, data_dir, out, &dev, progress);
         }
         Command::Trace { run, data_dir, batches, probes, device: dev, estimator, diagonal } => {
-            let opts = reading_options(data_dir, &dev, Progress::Hidden)?;
+            let env = env(data_dir, &dev, Progress::Hidden)?;
             let choice = TraceChoice { estimator: estimator.into(), diagonal: diagonal.map(Into::into) };
-            let c = seht_train::curvature_of_run(&run, &opts, (batches, probes), choice)?;
-            if let Some(t) = c.report.clone() {
-                println!(
-                    "Hessian trace tr(H) (Hutchinson, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)",
-                    t.mean, t.std_error, t.batches, t.probes
-                );
-                let show = |m: Option<seht_train::records::Measured>| match m {
-                    Some(m) => match m.std_error {
-                        Some(se) => format!("{:.6} ± {se:.6}", m.mean),
-                        None => format!("{:.6}", m.mean),
-                    },
-                    None => "not measured".into(),
-                };
-                println!("Gauss–Newton trace tr(G) (sampled labels): {}", show(t.gauss_newton));
-                println!("scale-invariant trace tr(DHD), D = per-layer weight norm: {}", show(t.scale_invariant));
-            }
-            for line in c.lines() {
-                println!("{line}");
-            }
+            trace(&run, &env, (batches, probes), choice)?;
         }
-        Command::Analyze {
-            run,
-            config,
-            checkpoint,
-            mode,
-            params,
-            batches,
-            batch_size,
-            trace_probes,
-            probing,
-            estimator,
-            diagonal,
-            diagonal_hvps,
-            top_k,
-            lanczos_steps,
-            tolerance,
-            slq_probes,
-            slq_steps,
-            broadening,
-            f32_basis,
-            seed,
-            out,
-            data_dir,
-            device: dev,
-            quiet,
-        } => {
-            let (source, default_out) = match (run, config, checkpoint) {
-                (Some(run), _, _) => (ModelSource::Run(run.clone()), run.join("analysis")),
-                (None, Some(config), Some(tensors)) => {
-                    (ModelSource::Checkpoint { config, tensors }, PathBuf::from("analysis"))
-                }
-                _ => bail!("give --run DIR, or --config FILE with --checkpoint FILE"),
-            };
-            let opts = reading_options(data_dir, &dev, if quiet { Progress::Hidden } else { Progress::Bars })?;
-            let aopts = AnalyzeOptions {
-                mode: match mode {
-                    Mode::Eval => ModelMode::Eval,
-                    Mode::Train => ModelMode::Train,
-                },
-                params: match params {
-                    Params::Weights => ParamChoice::Weights,
-                    Params::WeightsAndNormScales => ParamChoice::WeightsAndNormScales,
-                    Params::Trainable => ParamChoice::Trainable,
-                },
-                batches,
-                batch_size,
-                settings: AnalysisSettings {
-                    trace_probes,
-                    probing: match probing {
-                        Probing::Joint => seht_estimator::BlockProbing::Joint,
-                        Probing::Separate => seht_estimator::BlockProbing::Separate,
-                    },
-                    estimator: estimator.into(),
-                    diagonal: diagonal.map(|d| DiagonalRequest { estimator: d.into(), hvps: diagonal_hvps }),
-                    top_k,
-                    lanczos_steps,
-                    tolerance,
-                    slq_probes,
-                    slq_steps,
-                    broadening,
-                    f32_basis,
-                    seed,
-                },
-            };
-            let out = out.unwrap_or(default_out);
-            // One writer of the output folder at a time, as for a run folder.
-            let _lock = seht_train::run_lock::RunLock::acquire(&out)?;
-            let report = seht_train::analyze::analyze(&source, &opts, &aopts)?;
-            let written = seht_train::analyze::write_report(&report, &out)?;
-            if let Some(e) = &report.spectrum.eigen {
-                let top: Vec<String> =
-                    e.values.iter().map(|v| format!("{:.6e} (residual {:.1e})", v.value, v.residual)).collect();
-                println!(
-                    "top eigenvalues: {}{}",
-                    top.join(", "),
-                    if e.converged { "" } else { " — not converged, raise --lanczos-steps" }
-                );
-            }
-            if let Some(t) = &report.spectrum.traces {
-                println!(
-                    "Hessian trace (sum of {} layers): {:.6e} ± {:.1e} (standard error)",
-                    t.layers.len(),
-                    t.total,
-                    t.total_std_error.unwrap_or(f64::NAN)
-                );
-            }
-            println!("{}", seht_train::analyze::cost_line(&report));
-            for f in written.files {
-                println!("wrote {}", f.display());
-            }
-        }
-        Command::AnalyzeCompare { out, reports } => {
-            let mut all = Vec::new();
-            for path in &reports {
-                let again = "rewrite it with `seht analyze` (its output folder holds the analysis.json to give here)";
-                let bytes = std::fs::read(path).with_context(|| format!("reading {}; {again}", path.display()))?;
-                let r: seht_train::analyze::AnalysisReport = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("{}: not an analysis.json of `seht analyze`; {again}", path.display()))?;
-                all.push(r);
-            }
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let md = out.join("comparison.md");
-            std::fs::write(&md, seht_train::analyze::comparison_markdown(&all))
-                .with_context(|| format!("writing {}", md.display()))?;
-            println!("wrote {}", md.display());
-            for f in seht_train::analyze::density_comparison(&all, &out)? {
-                println!("wrote {}", f.display());
-            }
-        }
+        Command::Analyze(args) => analyze(args)?,
+        Command::AnalyzeCompare { out, reports } => analyze_compare(&out, &reports)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `seht train`: prints the run's metrics; a run that diverged exits with
+/// [`seht_train::records::DIVERGED_EXIT_CODE`].
+fn train(config: &Path, data_dir: PathBuf, out: PathBuf, dev: &str, progress: Progress) -> Result<ExitCode> {
+    let cfg = ExperimentConfig::from_file(config)?;
+    let opts = TrainOptions { env: env(data_dir, dev, progress)?, out_dir: out, stop_after_epochs: None };
+    let Some(m) = seht_train::train(&cfg, &opts)? else { bail!("stopped before the end") };
+    println!("{}", serde_json::to_string_pretty(&m)?);
+    if let Some(d) = m.diverged() {
+        eprintln!(
+            "seht train: run `{}` diverged at {d}; stopped there, no final model (metrics.json and log.jsonl in {} say so; exit code {})",
+            m.name,
+            opts.out_dir.join(&m.name).display(),
+            seht_train::records::DIVERGED_EXIT_CODE
+        );
+        return Ok(ExitCode::from(seht_train::records::DIVERGED_EXIT_CODE));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `seht trace`: prints the curvature of a run's model.
+fn trace(run: &Path, env: &Env, (batches, probes): (usize, usize), choice: TraceChoice) -> Result<()> {
+    let c = seht_train::curvature_of_run(run, env, (batches, probes), choice)?;
+    if let Some(t) = c.report.clone() {
+        println!(
+            "Hessian trace tr(H) (Hutchinson, weights): {:.6} ± {:.6} (standard error; {} batches × {} probes)",
+            t.mean, t.std_error, t.batches, t.probes
+        );
+        let show = |m: Option<seht_train::records::Measured>| match m {
+            Some(m) => match m.std_error {
+                Some(se) => format!("{:.6} ± {se:.6}", m.mean),
+                None => format!("{:.6}", m.mean),
+            },
+            None => "not measured".into(),
+        };
+        println!("Gauss–Newton trace tr(G) (sampled labels): {}", show(t.gauss_newton));
+        println!("scale-invariant trace tr(DHD), D = per-layer weight norm: {}", show(t.scale_invariant));
+    }
+    for line in c.lines() {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+impl AnalyzeArgs {
+    /// The model to analyse, and the default output folder.
+    fn source(&self) -> Result<(ModelSource, PathBuf)> {
+        Ok(match (&self.run, &self.config, &self.checkpoint) {
+            (Some(run), _, _) => (ModelSource::Run(run.clone()), run.join("analysis")),
+            (None, Some(config), Some(tensors)) => (
+                ModelSource::Checkpoint { config: config.clone(), tensors: tensors.clone() },
+                PathBuf::from("analysis"),
+            ),
+            _ => bail!("give --run DIR, or --config FILE with --checkpoint FILE"),
+        })
+    }
+
+    fn options(&self) -> AnalyzeOptions {
+        AnalyzeOptions {
+            mode: match self.mode {
+                Mode::Eval => ModelMode::Eval,
+                Mode::Train => ModelMode::Train,
+            },
+            params: match self.params {
+                Params::Weights => ParamChoice::Weights,
+                Params::WeightsAndNormScales => ParamChoice::WeightsAndNormScales,
+                Params::Trainable => ParamChoice::Trainable,
+            },
+            batches: self.batches,
+            batch_size: self.batch_size,
+            settings: AnalysisSettings {
+                trace_probes: self.trace_probes,
+                probing: match self.probing {
+                    Probing::Joint => seht_estimator::BlockProbing::Joint,
+                    Probing::Separate => seht_estimator::BlockProbing::Separate,
+                },
+                estimator: self.estimator.into(),
+                diagonal: self.diagonal.map(|d| DiagonalRequest { estimator: d.into(), hvps: self.diagonal_hvps }),
+                top_k: self.top_k,
+                lanczos_steps: self.lanczos_steps,
+                tolerance: self.tolerance,
+                slq_probes: self.slq_probes,
+                slq_steps: self.slq_steps,
+                broadening: self.broadening,
+                f32_basis: self.f32_basis,
+                seed: self.seed,
+            },
+        }
+    }
+}
+
+/// `seht analyze`: analyses, writes the report and prints its summary.
+fn analyze(args: AnalyzeArgs) -> Result<()> {
+    let (source, default_out) = args.source()?;
+    let progress = if args.quiet { Progress::Hidden } else { Progress::Bars };
+    let env = env(args.data_dir.clone(), &args.device, progress)?;
+    let aopts = args.options();
+    let out = args.out.unwrap_or(default_out);
+    // One writer of the output folder at a time, as for a run folder.
+    let _lock = seht_train::run_lock::RunLock::acquire(&out)?;
+    let report = seht_train::analyze::analyze(&source, &env, &aopts)?;
+    let written = seht_train::analyze::write_report(&report, &out)?;
+    if let Some(e) = &report.spectrum.eigen {
+        let top: Vec<String> =
+            e.values.iter().map(|v| format!("{:.6e} (residual {:.1e})", v.value, v.residual)).collect();
+        println!(
+            "top eigenvalues: {}{}",
+            top.join(", "),
+            if e.converged { "" } else { " — not converged, raise --lanczos-steps" }
+        );
+    }
+    if let Some(t) = &report.spectrum.traces {
+        println!(
+            "Hessian trace (sum of {} layers): {:.6e} ± {:.1e} (standard error)",
+            t.layers.len(),
+            t.total,
+            t.total_std_error.unwrap_or(f64::NAN)
+        );
+    }
+    println!("{}", seht_train::analyze::cost_line(&report));
+    for f in written.files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+/// `seht analyze-compare`: the comparison table and the overlaid densities.
+fn analyze_compare(out: &Path, reports: &[PathBuf]) -> Result<()> {
+    let mut all = Vec::new();
+    for path in reports {
+        let again = "rewrite it with `seht analyze` (its output folder holds the analysis.json to give here)";
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}; {again}", path.display()))?;
+        let r: seht_train::analyze::AnalysisReport = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not an analysis.json of `seht analyze`; {again}", path.display()))?;
+        all.push(r);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let md = out.join("comparison.md");
+    std::fs::write(&md, seht_train::analyze::comparison_markdown(&all))
+        .with_context(|| format!("writing {}", md.display()))?;
+    println!("wrote {}", md.display());
+    for f in seht_train::analyze::density_comparison(&all, out)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
 }

@@ -87,12 +87,15 @@ pub fn text_config(name: &str, regularizer: Regularizer, epochs: usize) -> Exper
 }
 
 pub fn opts(data: &Path, out: &Path) -> seht_train::TrainOptions {
-    seht_train::TrainOptions {
+    seht_train::TrainOptions { env: env(data), out_dir: out.to_path_buf(), stop_after_epochs: None }
+}
+
+/// On the CPU, data under `data`, no progress shown.
+pub fn env(data: &Path) -> seht_train::Env {
+    seht_train::Env {
         data_dir: data.to_path_buf(),
-        out_dir: out.to_path_buf(),
         device: candle_core::Device::Cpu,
         progress: seht_train::Progress::Hidden,
-        stop_after_epochs: None,
     }
 }
 

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::analyze::AnalysisReport;
+use crate::analyze::report::AnalysisReport;
+use crate::analyze::settings::ModelMode;
 use crate::error::{Error, Result};
 
 const FONTS: [&str; 3] = [
@@ -147,8 +148,8 @@ fn draw_traces<DB: DrawingBackend>(
 
 fn mode(r: &AnalysisReport) -> &'static str {
     match r.mode {
-        crate::analyze::ModelMode::Eval => "eval",
-        crate::analyze::ModelMode::Train => "train",
+        ModelMode::Eval => "eval",
+        ModelMode::Train => "train",
     }
 }
 

@@ -1,0 +1,148 @@
+//! The schema of `analysis.json` ([`AnalysisReport`]): what was measured,
+//! section by section, read back by `seht analyze-compare` and drawn by the
+//! plots (`plot.rs`).
+
+use serde::{Deserialize, Serialize};
+
+use super::settings::{AnalysisSettings, ModelMode, ParamChoice};
+use crate::estimators::{DiagonalSection, TotalTrace};
+
+/// One layer's trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerTrace {
+    /// Parameter name.
+    pub name: String,
+    /// Entries.
+    pub len: usize,
+    /// Estimate of `tr(H_bb)`.
+    pub trace: f64,
+    /// Its standard error (`null` for one probe).
+    pub std_error: Option<f64>,
+}
+
+/// The per-layer traces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceSection {
+    /// Probes.
+    pub probes: usize,
+    /// `joint` or `separate`.
+    pub probing: String,
+    /// One entry per layer, in the model's (name-sorted) order.
+    pub layers: Vec<LayerTrace>,
+    /// `tr(H)`, the sum over layers.
+    pub total: f64,
+    /// Its standard error.
+    pub total_std_error: Option<f64>,
+    /// Hessian-vector products (of the mean loss) spent.
+    pub hvps: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+}
+
+/// One eigenvalue with its residual.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EigenValue {
+    /// The Ritz value.
+    pub value: f64,
+    /// `‖Hy − θy‖` (an eigenvalue of `H` lies within it).
+    pub residual: f64,
+    /// The recurrence's bound that decided convergence.
+    pub residual_bound: f64,
+}
+
+/// The top eigenvalues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EigenSection {
+    /// Largest first.
+    pub values: Vec<EigenValue>,
+    /// Lanczos steps taken.
+    pub steps: usize,
+    /// Step limit.
+    pub max_steps: usize,
+    /// Relative tolerance.
+    pub tolerance: f64,
+    /// Whether all met the tolerance.
+    pub converged: bool,
+    /// Hessian-vector products spent.
+    pub hvps: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+}
+
+/// The eigenvalue density.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DensitySection {
+    /// Probes.
+    pub probes: usize,
+    /// Lanczos steps per probe.
+    pub steps: usize,
+    /// Broadening as a fraction of the node range.
+    pub broadening: f64,
+    /// The resulting `σ`.
+    pub sigma: f64,
+    /// Evaluation points `t`.
+    pub grid: Vec<f64>,
+    /// `φ̂_σ(t)` (integrates to 1).
+    pub density: Vec<f64>,
+    /// Quadrature nodes, one list per probe.
+    pub nodes: Vec<Vec<f64>>,
+    /// Quadrature weights, one list per probe.
+    pub weights: Vec<Vec<f64>>,
+    /// `tr(H)` from the first moment (`n · Σ τθ`), and its standard error.
+    pub trace: (f64, Option<f64>),
+    /// Fraction of the spectrum below zero, and its standard error.
+    pub negative_mass: (f64, Option<f64>),
+    /// Hessian-vector products spent.
+    pub hvps: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+}
+
+/// What [`analyze_operator`](super::analyze_operator) computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Spectrum {
+    /// Dimension of the operator.
+    pub parameters: usize,
+    /// Per-layer traces (Hutchinson, the default estimator).
+    pub traces: Option<TraceSection>,
+    /// The whole-model trace by another estimator (`--estimator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TotalTrace>,
+    /// The per-layer diagonal summary (`--diagonal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagonal: Option<DiagonalSection>,
+    /// Top eigenvalues.
+    pub eigen: Option<EigenSection>,
+    /// Density.
+    pub density: Option<DensitySection>,
+}
+
+/// `analysis.json`: where the Hessian came from, and its [`Spectrum`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisReport {
+    /// The run folder or checkpoint analysed.
+    pub source: String,
+    /// Run name.
+    pub name: String,
+    /// Method label of the run.
+    pub method: String,
+    /// Model mode (never switched by the analysis).
+    pub mode: ModelMode,
+    /// Parameters the Hessian is over.
+    pub params: ParamChoice,
+    /// Training batches whose mean loss is differentiated.
+    pub batches: usize,
+    /// Their size (examples or sequences).
+    pub batch_size: usize,
+    /// What was computed and how.
+    pub settings: AnalysisSettings,
+    /// The results.
+    pub spectrum: Spectrum,
+    /// Hessian-vector products of the mean loss in all.
+    pub hvps: usize,
+    /// Per-batch products (`hvps · batches`): the cost in backward passes pairs.
+    pub batch_hvps: usize,
+    /// Wall time of the whole analysis (s): its products, not the loading of
+    /// data and model nor the batches' forward and first backward passes.
+    pub seconds: f64,
+}
