@@ -9,11 +9,12 @@ use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::Stream;
 use seht_models::{ImageClassifier, Phase, RnnLm};
 
-use crate::config::{DivergenceConfig, Regularizer};
+use crate::config::DivergenceConfig;
 use crate::data::{ImageData, TextData};
 use crate::error::{Error, Result};
 use crate::losses::{self, MixupDraw};
 use crate::records::{Divergence, EpochRecord, EvalMetrics};
+use crate::roles::{InputRule, LossTerm};
 use crate::step::{Forward, StepOutcome, Stepper};
 
 /// Training batches prepared ahead by the loader's thread.
@@ -27,8 +28,6 @@ pub(crate) struct EpochContext<'a> {
     pub lr: f64,
     /// Optimiser steps of the run so far (advanced by each step).
     pub steps: &'a mut u64,
-    /// The regularizer (for the task's loss).
-    pub regularizer: &'a Regularizer,
     /// When a step counts as diverged.
     pub divergence: DivergenceConfig,
     /// The device.
@@ -123,10 +122,11 @@ fn run_steps(
     Ok(totals)
 }
 
-/// The image classifier's objective on one batch under the regularizer.
+/// The image classifier's objective on one batch under the regularizer's
+/// input rule and loss.
 fn image_forward(
     net: &dyn ImageClassifier,
-    reg: &Regularizer,
+    (input, loss_term): (InputRule, LossTerm),
     (xs, ys): (&Tensor, &Tensor),
     phase: Phase,
 ) -> Result<Forward> {
@@ -136,27 +136,23 @@ fn image_forward(
         Phase::Train { seed } => seed,
         Phase::Eval => 0,
     };
-    let (logits, loss, extra) = match *reg {
-        Regularizer::Mixup { alpha } => {
+    let (logits, loss, extra) = match input {
+        InputRule::Mixup { alpha } => {
             let draw = MixupDraw::draw(ys.dim(0)?, alpha, &mut Stream::Mixup.rng(key))?;
             let logits = net.logits(&draw.mix(xs)?, phase)?;
             let loss = draw.loss(&logits, ys)?;
             (logits, loss, None)
         }
-        Regularizer::Jacobian { n_proj, lambda } => {
+        InputRule::Jacobian { n_proj, lambda } => {
             let x = Var::from_tensor(xs)?;
             let logits = net.logits(x.as_tensor(), phase)?;
             let loss = losses::cross_entropy(&logits, ys)?;
             let jf = losses::jacobian_frobenius_sq(&logits, &x, n_proj, &mut Stream::JacobianProjection.rng(key))?;
             (logits, loss, Some(jf.affine(lambda / 2.0, 0.0)?))
         }
-        _ => {
+        InputRule::Plain => {
             let logits = net.logits(xs, phase)?;
-            let loss = match *reg {
-                Regularizer::LabelSmoothing { epsilon } => losses::label_smoothing(&logits, ys, epsilon)?,
-                Regularizer::ConfidencePenalty { beta } => losses::confidence_penalty(&logits, ys, beta)?,
-                _ => losses::cross_entropy(&logits, ys)?,
-            };
+            let loss = loss_term.of(&logits, ys)?;
             (logits, loss, None)
         }
     };
@@ -186,10 +182,7 @@ pub(crate) fn image_epoch(
     let augment = Augment {
         crop_padding: Some(d.crop_padding).filter(|&p| p > 0),
         hflip: d.hflip,
-        cutout: match ctx.regularizer {
-            Regularizer::Cutout { size } => Some(*size),
-            _ => None,
-        },
+        cutout: stepper.roles().cutout,
     };
     let bc = BatchConfig {
         batch_size: d.batch_size,
@@ -201,10 +194,11 @@ pub(crate) fn image_epoch(
         prefetch: PREFETCH,
     };
     let mut it = EpochBatches::new(data.train.clone(), bc, ctx.epoch as u64, 0)?;
-    let (reg, lr, device) = (ctx.regularizer, ctx.lr, ctx.device);
+    let (lr, device) = (ctx.lr, ctx.device);
+    let rules = (stepper.roles().input, stepper.roles().loss);
     run_steps(ctx, bc.num_batches(data.train.len()), |step| {
         let Some((xs, ys)) = it.next_batch(device)? else { return Ok(None) };
-        let mut forward = |phase| image_forward(net, reg, (&xs, &ys), phase);
+        let mut forward = |phase| image_forward(net, rules, (&xs, &ys), phase);
         stepper.step(step, lr, &mut forward).map(Some)
     })
 }
@@ -219,7 +213,8 @@ pub(crate) fn text_epoch(
 ) -> Result<EpochTotals> {
     let mut state = lm.zero_state(text.train.batch())?;
     let windows = text.train.num_windows(text.bptt);
-    let (reg, lr, device) = (ctx.regularizer, ctx.lr, ctx.device);
+    let (lr, device) = (ctx.lr, ctx.device);
+    let loss_term = stepper.roles().loss;
     let mut k = 0;
     run_steps(ctx, windows, |step| {
         if k == windows {
@@ -233,11 +228,7 @@ pub(crate) fn text_epoch(
             // The unperturbed pass (the first call) carries the state on.
             next.get_or_insert(new_state.detach());
             let (flat, yf) = (logits.flatten_to(1)?, y.flatten_all()?);
-            let loss = match *reg {
-                Regularizer::LabelSmoothing { epsilon } => losses::label_smoothing(&flat, &yf, epsilon)?,
-                Regularizer::ConfidencePenalty { beta } => losses::confidence_penalty(&flat, &yf, beta)?,
-                _ => losses::cross_entropy(&flat, &yf)?,
-            };
+            let loss = loss_term.of(&flat, &yf)?;
             Ok(Forward {
                 loss: Forward::value(&loss)?,
                 objective: loss,

@@ -17,6 +17,7 @@ mod net;
 pub mod optim;
 mod progress;
 pub mod records;
+mod roles;
 pub mod run_lock;
 mod run_log;
 pub mod sam;

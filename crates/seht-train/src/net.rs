@@ -9,14 +9,14 @@ use candle_nn::VarMap;
 use seht_candle::ParamSet;
 use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_models::{
-    DropBlockConfig, ImageClassifier, Phase, ResNet, ResNetConfig, RnnLm, RnnLmConfig, WideResNet, WideResNetConfig,
-    seeded_varbuilder,
+    ImageClassifier, Phase, ResNet, ResNetConfig, RnnLm, RnnLmConfig, WideResNet, WideResNetConfig, seeded_varbuilder,
 };
 
-use crate::config::{ExperimentConfig, ModelConfig, Regularizer};
+use crate::config::{ExperimentConfig, ModelConfig};
 use crate::data::{ImageData, Task, TextData};
 use crate::error::{Error, Result, config};
 use crate::losses;
+use crate::roles::Roles;
 
 /// The data of a run with the network that fits it.
 pub(crate) enum Run {
@@ -94,13 +94,8 @@ fn image_net(
 ) -> Result<Box<dyn ImageClassifier>> {
     Ok(match &cfg.model {
         ModelConfig::Resnet { widths, blocks } => {
-            let (drop_block, head_dropout) = match cfg.regularizer {
-                Regularizer::Dropblock { block_size, keep_prob } => {
-                    (Some(DropBlockConfig { block_size, keep_prob }), 0.0)
-                }
-                Regularizer::Dropout { p } => (None, p),
-                _ => (None, 0.0),
-            };
+            let extras = Roles::of(&cfg.regularizer).model;
+            let (drop_block, head_dropout) = (extras.drop_block, extras.head_dropout.unwrap_or(0.0));
             let rc = ResNetConfig {
                 in_channels,
                 num_classes: classes,
@@ -112,7 +107,7 @@ fn image_net(
             Box::new(ResNet::new(&rc, vb)?)
         }
         ModelConfig::Wrn { depth, widen_factor, dropout } => {
-            if let Regularizer::Dropout { .. } = cfg.regularizer {
+            if Roles::of(&cfg.regularizer).model.head_dropout.is_some() {
                 return Err(dropout_elsewhere("WRN"));
             }
             let wc = WideResNetConfig {
@@ -133,7 +128,7 @@ fn language_model(cfg: &ExperimentConfig, vocab: usize, vb: candle_nn::VarBuilde
     let ModelConfig::Rnn { cell, embedding, hidden, layers, dropout, tie_weights, init_range } = &cfg.model else {
         return Err(model_misfit(cfg));
     };
-    if let Regularizer::Dropout { .. } = cfg.regularizer {
+    if Roles::of(&cfg.regularizer).model.head_dropout.is_some() {
         return Err(dropout_elsewhere("language model"));
     }
     let lc = RnnLmConfig {

@@ -223,7 +223,6 @@ impl Session<'_> {
             epoch,
             lr,
             steps: &mut so_far.steps,
-            regularizer: &cfg.regularizer,
             divergence: cfg.divergence,
             device: &env.device,
             progress: env.progress,
