@@ -13,7 +13,7 @@ use seht_records::{DIVERGED_EXIT_CODE, Divergence, METRICS_FILE, Metrics, Progre
 
 use crate::progress::Board;
 use seht_protocol::preset::{
-    Cell, DataKind, DataNotes, DataSource, Plan, Preset, load_preset, matrix, matrix_unwritten, table_names,
+    Cell, DataKind, DataNotes, DataSource, MatrixSpec, Plan, Preset, load_preset, matrix, table_names,
 };
 
 /// `cargo xtask reproduce`.
@@ -256,8 +256,16 @@ fn prepare(root: &Path, args: &Args) -> Result<Matrix> {
     std::fs::create_dir_all(&out)?;
     let (data_dir, mut notes) = prepare_data(root, &plan.preset, &plan.tables, args, &out)?;
     // A listing writes no config: the runs it lists may be in progress.
-    let make = if args.list { matrix_unwritten } else { matrix };
-    let cells = make(root, &plan.preset, &plan.tables, plan.seeds, &data_dir, &out, &mut notes)?;
+    let spec = MatrixSpec {
+        root,
+        preset: &plan.preset,
+        tables: &plan.tables,
+        seeds: plan.seeds,
+        data_dir: &data_dir,
+        out: &out,
+        write: !args.list,
+    };
+    let cells = matrix(&spec, &mut notes)?;
     Ok(Matrix { runs: out.join("runs"), plan, out, data_dir, notes, cells })
 }
 

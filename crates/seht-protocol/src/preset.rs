@@ -482,17 +482,28 @@ fn write_config(out: &Path, table: &str, cfg: &ExperimentConfig, write: bool) ->
     Ok(path)
 }
 
-/// The settings every matrix cell is made with.
-struct MatrixEnv<'a> {
-    root: &'a Path,
-    preset: &'a Preset,
-    data_dir: &'a Path,
-    out: &'a Path,
-    /// Whether the cells' configs are written (not for a listing).
-    write: bool,
+/// What a matrix is made of: the preset resolved against the command line,
+/// where the data and the outputs are, and whether the cells' configs are
+/// written.
+pub struct MatrixSpec<'a> {
+    /// The project root (`configs/` is read from it).
+    pub root: &'a Path,
+    /// The preset.
+    pub preset: &'a Preset,
+    /// The config folders run.
+    pub tables: &'a [String],
+    /// Seeds per cell.
+    pub seeds: usize,
+    /// The data folder (for the substitutions of real-data presets).
+    pub data_dir: &'a Path,
+    /// `OUT/PRESET`: the configs go to its `configs/`.
+    pub out: &'a Path,
+    /// Whether the cells' configs are written: not for a listing beside
+    /// runs in progress, whose configs it must not touch.
+    pub write: bool,
 }
 
-impl MatrixEnv<'_> {
+impl MatrixSpec<'_> {
     /// A method's config with the preset's patches (by data kind, then by
     /// table) and data substitutions, checked.
     fn method_config(&self, table: &str, method: &str, notes: &mut DataNotes) -> Result<ExperimentConfig> {
@@ -643,47 +654,19 @@ fn refuse_shared_run_folders(cells: &[Cell]) -> Result<()> {
     Ok(())
 }
 
-/// Builds the matrix of `tables` × methods × `seeds` (then the λ-grid
-/// cells): configs written under `out/configs/`, each a checked
-/// [`ExperimentConfig`] (the preset's patches merged, the grid's value set
-/// by type). Real-data presets substitute missing datasets and say so in
-/// `notes`.
+/// Builds the matrix of `spec.tables` × methods × `spec.seeds` (then the
+/// λ-grid cells): each cell's config a checked [`ExperimentConfig`] (the
+/// preset's patches merged, the grid's value set by type), written under
+/// `out/configs/` when `spec.write`. Real-data presets substitute missing
+/// datasets and say so in `notes`.
 ///
 /// # Errors
 /// A method config that cannot be read or is invalid (with or without the
 /// preset's patches), a missing dataset with no substitute, a grid value a
-/// method cannot take, and I/O errors writing the configs.
-pub fn matrix(
-    root: &Path,
-    preset: &Preset,
-    tables: &[String],
-    seeds: usize,
-    data_dir: &Path,
-    out: &Path,
-    notes: &mut DataNotes,
-) -> Result<Vec<Cell>> {
-    cells_of(&MatrixEnv { root, preset, data_dir, out, write: true }, tables, seeds, notes)
-}
-
-/// The cells [`matrix`] would make, with every config read and checked,
-/// but nothing written: for a listing beside runs in progress, whose
-/// configs it must not touch.
-///
-/// # Errors
-/// As [`matrix`], but for writing.
-pub fn matrix_unwritten(
-    root: &Path,
-    preset: &Preset,
-    tables: &[String],
-    seeds: usize,
-    data_dir: &Path,
-    out: &Path,
-    notes: &mut DataNotes,
-) -> Result<Vec<Cell>> {
-    cells_of(&MatrixEnv { root, preset, data_dir, out, write: false }, tables, seeds, notes)
-}
-
-fn cells_of(env: &MatrixEnv, tables: &[String], seeds: usize, notes: &mut DataNotes) -> Result<Vec<Cell>> {
+/// method cannot take, two cells of one run folder, and I/O errors writing
+/// the configs.
+pub fn matrix(spec: &MatrixSpec, notes: &mut DataNotes) -> Result<Vec<Cell>> {
+    let (env, tables, seeds) = (spec, spec.tables, spec.seeds);
     let (root, preset) = (env.root, env.preset);
     let mut cells = Vec::new();
     let mut grid_cells = Vec::new();
@@ -711,6 +694,12 @@ fn cells_of(env: &MatrixEnv, tables: &[String], seeds: usize, notes: &mut DataNo
 mod tests {
     use super::*;
 
+    /// The matrix of `p` with `seeds` seeds, written to (and data from) `out`.
+    fn test_matrix(p: &Preset, seeds: usize, out: &Path, notes: &mut DataNotes) -> Result<Vec<Cell>> {
+        let root = root();
+        matrix(&MatrixSpec { root: &root, preset: p, tables: &p.tables, seeds, data_dir: out, out, write: true }, notes)
+    }
+
     fn root() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
     }
@@ -734,7 +723,7 @@ mod tests {
             let p = load_preset(&root(), name).expect("preset");
             let out = std::env::temp_dir().join(format!("xtask-preset-{name}-{}", std::process::id()));
             let mut notes = DataNotes::new();
-            let cells = matrix(&root(), &p, &p.tables, 1, &out, &out, &mut notes).expect("matrix");
+            let cells = test_matrix(&p, 1, &out, &mut notes).expect("matrix");
             assert!(cells.iter().any(|c| c.method.starts_with("seht-h")), "{name} runs SEHT-H");
             for c in &cells {
                 let cfg: Value = toml::from_str(&std::fs::read_to_string(&c.config).expect("config")).expect("toml");
@@ -770,7 +759,7 @@ mod tests {
             patch: Some(toml::from_str("epochs = 1\n[data]\nbatch_size = 8\n").expect("toml")),
         });
         let out = std::env::temp_dir().join(format!("xtask-grid-patch-{}", std::process::id()));
-        let cells = matrix(&root(), &p, &p.tables, 2, &out, &out, &mut DataNotes::new()).expect("matrix");
+        let cells = test_matrix(&p, 2, &out, &mut DataNotes::new()).expect("matrix");
         let read =
             |c: &Cell| -> Value { toml::from_str(&std::fs::read_to_string(&c.config).expect("config")).expect("toml") };
         let int = |v: &Value, path: &[&str]| path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_integer);
@@ -836,7 +825,7 @@ mod tests {
             patch: Some(toml::from_str("epochs = 1\n").expect("toml")),
         });
         let out = std::env::temp_dir().join(format!("xtask-grid-zero-{}", std::process::id()));
-        let cells = matrix(&root(), &p, &p.tables, 1, &out, &out, &mut DataNotes::new()).expect("matrix");
+        let cells = test_matrix(&p, 1, &out, &mut DataNotes::new()).expect("matrix");
         let zero: Vec<&Cell> = cells.iter().filter(|c| c.grid_lambda == Some(0.0)).collect();
         assert_eq!(zero.len(), 2, "one λ = 0 run per seed, not per method");
         for z in &zero {

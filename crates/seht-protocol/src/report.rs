@@ -671,6 +671,16 @@ mod tests {
     use super::*;
     pub(super) use crate::report::example_runs::finished;
 
+    /// A main cell of `t/m` whose λ its grid selects, with a copy of the
+    /// demo's SEHT-H config as its config.
+    fn selected_main(out: &Path, t: &str, m: &str) -> (Cell, PathBuf) {
+        let config = out.join("main.toml");
+        std::fs::copy(workspace().join("configs/demo/seht-h.toml"), &config).expect("config");
+        let mut main = write_run(out, t, m, 0, None, finished("main", 0.6, None));
+        (main.config, main.selected) = (config.clone(), true);
+        (main, config)
+    }
+
     /// The workspace root (this crate is `crates/seht-protocol`).
     pub(super) fn workspace() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -866,19 +876,7 @@ mod tests {
             write_run(&out, t, m, 0, Some(1e-2), finished("g2", 0.6, Some(0.47))),
             write_run(&out, t, m, 0, Some(1e-1), diverged("g1")),
         ];
-        let config = out.join("main.toml");
-        std::fs::copy(workspace().join("configs/demo/seht-h.toml"), &config).expect("config");
-        let main = Cell {
-            table: t.into(),
-            method: m.into(),
-            seed: 0,
-            name: "main".into(),
-            config: config.clone(),
-            grid_lambda: None,
-            selected: true,
-            zero_for: Vec::new(),
-            largest_stable: false,
-        };
+        let (main, config) = selected_main(&out, t, m);
         cells.push(main.clone());
         // The best validation accuracy, the smaller λ of a tie; the diverged λ never.
         assert_eq!(apply_selection(&out, &cells, &main, false).expect("selected"), ("λ", 1e-3));
@@ -910,19 +908,7 @@ mod tests {
             write_run(&out, t, m, 0, Some(1e-4), finished("b4", 0.6, Some(0.41))),
             write_run(&out, t, m, 0, Some(1e-3), finished("b3", 0.6, Some(0.45))),
         ];
-        let config = out.join("main.toml");
-        std::fs::copy(workspace().join("configs/demo/seht-h.toml"), &config).expect("config");
-        let main = Cell {
-            table: t.into(),
-            method: m.into(),
-            seed: 0,
-            name: "main".into(),
-            config,
-            grid_lambda: None,
-            selected: true,
-            zero_for: Vec::new(),
-            largest_stable: false,
-        };
+        let (main, _) = selected_main(&out, t, m);
         cells.push(main.clone());
         // λ = 0 has the best validation accuracy but is a reference row: the
         // best positive λ is selected.

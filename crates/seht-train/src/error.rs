@@ -6,26 +6,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A config file could not be parsed (unknown field, wrong type, …).
-    #[error("{path}: {message}")]
-    ConfigParse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (names the field and line).
-        message: String,
-    },
-    /// A config value is invalid.
-    #[error("{}config field `{field}` = {value}: {reason}", in_file(.path.as_deref()))]
-    Config {
-        /// The config file, when the value was read from one.
-        path: Option<PathBuf>,
-        /// The field, dotted (e.g. `regularizer.p`).
-        field: String,
-        /// The value.
-        value: String,
-        /// Why it is invalid.
-        reason: String,
-    },
+    /// A config that cannot be read, or a value in it (or one the data
+    /// refuses, e.g. a crop larger than the images) that is invalid: the
+    /// config crate's error, naming the file and the dotted field.
+    #[error(transparent)]
+    Config(#[from] seht_config::Error),
     /// A command-line option of an analysis is invalid for this model or data.
     #[error("option {option} = {value}: {reason}")]
     InvalidOption {
@@ -140,26 +125,7 @@ pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Err
 }
 
 pub(crate) fn config(field: impl Into<String>, value: impl std::fmt::Display, reason: impl Into<String>) -> Error {
-    Error::Config { path: None, field: field.into(), value: value.to_string(), reason: reason.into() }
-}
-
-/// `"<path>: "` for a message that names its file, else nothing.
-fn in_file(path: Option<&std::path::Path>) -> String {
-    path.map(|p| format!("{}: ", p.display())).unwrap_or_default()
-}
-
-impl From<seht_config::Error> for Error {
-    /// The config crate's errors as this crate's variants of the same names
-    /// and messages.
-    fn from(e: seht_config::Error) -> Self {
-        match e {
-            seht_config::Error::ConfigParse { path, message } => Error::ConfigParse { path, message },
-            seht_config::Error::Config { path, field, value, reason } => Error::Config { path, field, value, reason },
-            seht_config::Error::Io { path, source } => Error::Io { path, source },
-            // `#[non_exhaustive]`: a variant added there reads as a parse error here.
-            other => Error::ConfigParse { path: std::path::PathBuf::new(), message: other.to_string() },
-        }
-    }
+    Error::Config(seht_config::config(field, value, reason))
 }
 
 pub(crate) fn json(path: impl Into<PathBuf>) -> impl FnOnce(serde_json::Error) -> Error {

@@ -135,10 +135,10 @@ fn rewrite_tensors(f: fn(&mut BTreeMap<String, candle_core::Tensor>)) -> Damage 
 // ---- expectations ----
 
 fn is_config_parse(e: &Error) -> bool {
-    matches!(e, Error::ConfigParse { .. })
+    matches!(e, Error::Config(seht_train::config::Error::ConfigParse { .. }))
 }
 fn is_config(e: &Error) -> bool {
-    matches!(e, Error::Config { path: Some(_), .. })
+    matches!(e, Error::Config(seht_train::config::Error::Config { path: Some(_), .. }))
 }
 fn is_ckpt(e: &Error) -> bool {
     matches!(e, Error::CheckpointDamaged { .. })

@@ -290,7 +290,18 @@ fn read_as(reader: Reader, root: &Path, out: &Path) -> Result<()> {
     let preset = || crate::preset::load_preset(root, "p");
     let cells = || -> Result<Vec<Cell>> {
         let p = preset()?;
-        crate::preset::matrix(root, &p, &p.tables, 1, out, &out.join("matrix"), &mut Default::default())
+        crate::preset::matrix(
+            &crate::preset::MatrixSpec {
+                root,
+                preset: &p,
+                tables: &p.tables,
+                seeds: 1,
+                data_dir: out,
+                out: &out.join("matrix"),
+                write: true,
+            },
+            &mut Default::default(),
+        )
     };
     match reader {
         Reader::Preset => preset().map(|_| ()),

@@ -79,58 +79,26 @@ fn cost_table(r: &AnalysisReport) -> String {
     let s = &r.spectrum;
     let mut md = String::new();
     md.push_str("| analysis | settings | Hessian-vector products | batch products | seconds |\n| --- | --- | ---: | ---: | ---: |\n");
+    let mut row = |what: String, settings: String, hvps: usize, seconds: f64| {
+        md.push_str(&format!("| {what} | {settings} | {hvps} | {} | {seconds:.1} |\n", hvps * r.batches));
+    };
     if let Some(t) = &s.traces {
-        md.push_str(&format!(
-            "| per-layer traces (Hutchinson) | {} probes, {} | {} | {} | {:.1} |\n",
-            t.probes,
-            t.probing,
-            t.hvps,
-            t.hvps * r.batches,
-            t.seconds
-        ));
+        row("per-layer traces (Hutchinson)".into(), format!("{} probes, {}", t.probes, t.probing), t.hvps, t.seconds);
     }
     if let Some(t) = &s.trace {
-        md.push_str(&format!(
-            "| trace ({}{}) | budget {} | {} | {} | {:.1} |\n",
-            t.estimator.name(),
-            if t.matrix.is_hessian() { "" } else { ", Gauss–Newton matrix G" },
-            t.budget,
-            t.hvps,
-            t.hvps * r.batches,
-            t.seconds
-        ));
+        let matrix = if t.matrix.is_hessian() { "" } else { ", Gauss–Newton matrix G" };
+        row(format!("trace ({}{matrix})", t.estimator.name()), format!("budget {}", t.budget), t.hvps, t.seconds);
     }
     if let Some(d) = &s.diagonal {
-        md.push_str(&format!(
-            "| per-layer diagonal ({}) | budget {} | {} | {} | {:.1} |\n",
-            d.estimator.name(),
-            d.budget,
-            d.hvps,
-            d.hvps * r.batches,
-            d.seconds
-        ));
+        row(format!("per-layer diagonal ({})", d.estimator.name()), format!("budget {}", d.budget), d.hvps, d.seconds);
     }
     if let Some(e) = &s.eigen {
-        md.push_str(&format!(
-            "| top-{} eigenvalues (Lanczos) | ≤ {} steps, tolerance {:.0e} | {} | {} | {:.1} |\n",
-            e.values.len(),
-            e.max_steps,
-            e.tolerance,
-            e.hvps,
-            e.hvps * r.batches,
-            e.seconds
-        ));
+        let settings = format!("≤ {} steps, tolerance {:.0e}", e.max_steps, e.tolerance);
+        row(format!("top-{} eigenvalues (Lanczos)", e.values.len()), settings, e.hvps, e.seconds);
     }
     if let Some(d) = &s.density {
-        md.push_str(&format!(
-            "| density (SLQ) | {} probes × {} steps, σ = {:.3e} | {} | {} | {:.1} |\n",
-            d.probes,
-            d.steps,
-            d.sigma,
-            d.hvps,
-            d.hvps * r.batches,
-            d.seconds
-        ));
+        let settings = format!("{} probes × {} steps, σ = {:.3e}", d.probes, d.steps, d.sigma);
+        row("density (SLQ)".into(), settings, d.hvps, d.seconds);
     }
     md.push_str(&format!("| all | | {} | {} | {:.1} |\n\n", r.hvps, r.batch_hvps, r.seconds));
     md
