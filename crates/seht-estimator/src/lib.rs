@@ -16,6 +16,7 @@
 //! | [`BlockTraces`] | `block_trace.rs` | `tr(H_bb)` of every block (layer), each with its error |
 //! | [`Lanczos`] | `lanczos.rs` | the top (or bottom) `k` eigenpairs, with residuals |
 //! | [`Slq`] | `slq.rs` | the eigenvalue density (stochastic Lanczos quadrature) |
+//! | [`block_densities`], [`heterogeneity`] | `block_spectra.rs` | each diagonal block's density, and `JS₀` between them (Zhang et al. 2024) |
 //! | [`XTrace`] | `xtrace.rs` | `tr(H)` with its own error estimate, exchangeable (Epperly, Tropp & Webber 2024) |
 //! | [`XNysTrace`] | `xnystrace.rs` | `tr(H)` of a positive semi-definite `H`, with its own error estimate |
 //! | [`HutchinsonDiagonal`] | `hutchinson_diagonal.rs` | `diag(H)`, with a standard error per entry (Bekas et al. 2007) |
@@ -37,6 +38,7 @@
 //! ```
 
 mod block;
+mod block_spectra;
 mod block_trace;
 mod cholesky;
 mod dense;
@@ -62,6 +64,7 @@ mod xnystrace;
 mod xtrace;
 
 pub use block::{Block, BlockVec, total_len};
+pub use block_spectra::{BlockDensity, DiagonalBlock, Heterogeneity, block_densities, heterogeneity, jensen_shannon};
 pub use block_trace::{BlockProbing, BlockTrace, BlockTraceEstimate, BlockTraces};
 pub use dense::DenseOperator;
 pub use error::{Error, Result};
