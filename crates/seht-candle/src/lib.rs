@@ -30,6 +30,7 @@
 //! ```
 
 mod accumulate;
+mod attention_ops;
 mod autodiff;
 mod batch_norm;
 mod conv;

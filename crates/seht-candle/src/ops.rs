@@ -10,6 +10,13 @@
 //! are ops of their own (lean graphs, fast CPU kernels), checked against the
 //! composed formulas to fourth order.
 //!
+//! For transformers: candle's fused `softmax_last_dim` and `layer_norm` have
+//! no backward at all, and its GELU kernels' derivatives are approximate
+//! (≈ 5e-7); [`softmax_last_dim`], [`layer_norm`], [`gelu`], [`gelu_tanh`],
+//! [`causal_mask`] and [`scaled_dot_product_attention`] are composed from
+//! exact ops (the `attention_ops` module, checked to third order in
+//! `tests/attention_ops.rs`).
+//!
 //! ## Ties: one convention per op, at every derivative order
 //!
 //! Where an op's derivative routes through a comparison, a tie (two window
@@ -37,6 +44,9 @@
 
 use candle_core::{D, DType, Tensor};
 
+pub use crate::attention_ops::{
+    causal_mask, gelu, gelu_tanh, layer_norm, merge_heads, scaled_dot_product_attention, softmax_last_dim, split_heads,
+};
 pub use crate::batch_norm::BatchNorm;
 pub use crate::conv::{Conv2d, conv2d};
 use crate::error::{Error, Result};
