@@ -32,6 +32,7 @@
 //! | analysis: Lanczos start vector | 0 | [`Stream::LanczosStart`] |
 //! | analysis: stochastic Lanczos quadrature probes | 0 | [`Stream::SlqProbes`] |
 //! | analysis and `seht trace`: diagonal-estimator probes | 0 (analysis), `u64::MAX` (trace) | [`Stream::Diagonal`] |
+//! | analysis: SLQ probes of the blockwise spectra (JS₀) | 0 | [`Stream::BlockSpectra`] |
 //! | per-epoch layer monitor: probes, and its batches' dropout | `u64::MAX − 1` (never a step) | [`Stream::Monitor`], [`Stream::Dropout`] |
 //! | initial weights of variable `name` | (the run's seed itself) | a hash of `name` (`seht_models::seeded_varbuilder`) |
 
@@ -94,6 +95,9 @@ pub enum Stream {
     /// The probes of a diagonal estimator (Hutchinson's diagonal, XDiag) in a
     /// curvature analysis or a trace measurement.
     Diagonal,
+    /// The SLQ probes of the blockwise spectra of a curvature analysis
+    /// (`seht_estimator::block_densities`, JS₀).
+    BlockSpectra,
 }
 
 impl Stream {
@@ -117,6 +121,7 @@ impl Stream {
             Stream::ValidationSplit => (14, 0),
             Stream::Monitor => (15, 0),
             Stream::Diagonal => (16, 0),
+            Stream::BlockSpectra => (17, 0),
         };
         tag << 48 | sub as u64
     }
@@ -155,6 +160,7 @@ mod tests {
             Stream::SlqProbes,
             Stream::Monitor,
             Stream::Diagonal,
+            Stream::BlockSpectra,
         ];
         let firsts: Vec<u64> = all.iter().map(|s| s.rng(step_key(7, 3)).random()).collect();
         for i in 0..firsts.len() {

@@ -30,6 +30,7 @@ fn settings() -> AnalysisSettings {
         broadening: 0.01,
         f32_basis: false,
         seed: 5,
+        block_spectra: None,
     }
 }
 
@@ -419,4 +420,53 @@ fn seht_trace_runs_the_chosen_estimators() {
     assert!((t.trace - g.mean).abs() < 6.0 * se, "XNysTrace tr(G) {} vs sampled labels {} ± {se}", t.trace, g.mean);
     let lines = c.lines().join("\n");
     assert!(lines.contains("Gauss–Newton trace tr(G) (xnystrace") && !lines.contains("Hessian"), "{lines}");
+}
+
+/// `--block-spectra` on a model at initialisation (`ModelSource::Initial`,
+/// no checkpoint): one density per weight tensor on one grid, each a
+/// probability vector, JS₀ the mean of the pairwise divergences and within
+/// [0, ln 2], a noise floor with two probes, the products counted (one
+/// whole product per Lanczos step and block), and the figure written. The
+/// initial weights are the config's seeded ones: two analyses agree exactly.
+#[test]
+fn block_spectra_of_a_model_at_initialisation() {
+    let data = temp_dir("block-data");
+    write_cifar10(data.path(), 8);
+    let out = temp_dir("block-out");
+    let o = opts(data.path(), out.path());
+    let cfg = image_config("init", Regularizer::Baseline, 1);
+    let config = out.path().join("init.toml");
+    std::fs::write(&config, cfg.to_toml()).expect("config");
+    let mut s = settings();
+    (s.trace_probes, s.top_k, s.slq_probes) = (0, 0, 0);
+    s.block_spectra = Some(seht_train::analyze::BlockSpectraRequest { probes: 2, steps: 6 });
+    let aopts = AnalyzeOptions { settings: s, ..options(ModelMode::Eval) };
+    let source = ModelSource::Initial { config: config.clone() };
+    let r = analyze(&source, &o.env, &aopts).expect("analyze");
+    assert!(r.source.contains("at initialisation"), "{}", r.source);
+    let b = r.spectrum.block_spectra.as_ref().expect("block spectra");
+    assert!(b.blocks.len() >= 2 && b.blocks.iter().all(|k| k.name.ends_with("weight")));
+    assert_eq!(b.blocks.iter().map(|k| k.len).sum::<usize>(), r.spectrum.parameters);
+    for k in &b.blocks {
+        assert_eq!(k.density.len(), b.grid.len());
+        assert!((k.density.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{}", k.name);
+    }
+    let pairs: Vec<f64> = (0..b.blocks.len())
+        .flat_map(|i| (i + 1..b.blocks.len()).map(move |j| (i, j)))
+        .map(|(i, j)| seht_estimator::jensen_shannon(&b.blocks[i].density, &b.blocks[j].density))
+        .collect();
+    let mean = pairs.iter().sum::<f64>() / pairs.len() as f64;
+    assert!((b.js0 - mean).abs() < 1e-12 && b.js0 >= 0.0 && b.js0 <= std::f64::consts::LN_2, "{}", b.js0);
+    assert!(b.floor.is_some());
+    assert!(b.hvps <= 2 * 6 * b.blocks.len() && b.hvps >= 2 * b.blocks.len());
+    assert_eq!(r.hvps, b.hvps);
+    let again = analyze(&source, &o.env, &aopts).expect("again");
+    assert_eq!(again.spectrum.block_spectra.as_ref().map(|x| x.js0), Some(b.js0));
+    let dir = out.path().join("analysis-init");
+    write_report(&r, &dir).expect("write");
+    for name in ["block_spectra.svg", "block_spectra.png"] {
+        assert!(dir.join(name).is_file(), "{name}");
+    }
+    let md = std::fs::read_to_string(dir.join("analysis.md")).expect("md");
+    assert!(md.contains("## Blockwise spectra") && md.contains("JS₀ = **"), "{md}");
 }

@@ -45,6 +45,7 @@ pub fn train_then_hessian(
             broadening: 0.01,
             f32_basis: false,
             seed: 0,
+            block_spectra: None,
         },
     };
     Ok(model_hessian(&ModelSource::Run(work.join(&cfg.name)), &opts.env, &aopts)?)

@@ -62,8 +62,11 @@ pub use crate::env::Env;
 pub use model::{AnalyzeOptions, ModelHessian, ModelSource, model_hessian};
 pub use operator::MeanHessian;
 pub use plot::density_comparison;
-pub use report::{AnalysisReport, DensitySection, EigenSection, EigenValue, LayerTrace, Spectrum, TraceSection};
-pub use settings::{AnalysisSettings, ModelMode, ParamChoice};
+pub use report::{
+    AnalysisReport, BlockSpectraSection, BlockSpectrum, DensitySection, EigenSection, EigenValue, LayerTrace, Spectrum,
+    TraceSection,
+};
+pub use settings::{AnalysisSettings, BlockSpectraRequest, ModelMode, ParamChoice};
 pub use spectrum::analyze_operator;
 pub use tables::{Written, comparison_markdown, cost_line, markdown, write_report};
 
@@ -106,7 +109,8 @@ pub fn analyze(source: &ModelSource, env: &Env, aopts: &AnalyzeOptions) -> Resul
         + spectrum.trace.as_ref().map_or(0, |t| t.hvps)
         + spectrum.diagonal.as_ref().map_or(0, |d| d.hvps)
         + spectrum.eigen.as_ref().map_or(0, |e| e.hvps)
-        + spectrum.density.as_ref().map_or(0, |d| d.hvps);
+        + spectrum.density.as_ref().map_or(0, |d| d.hvps)
+        + spectrum.block_spectra.as_ref().map_or(0, |b| b.hvps);
     Ok(AnalysisReport {
         source: label,
         name: cfg.name.clone(),

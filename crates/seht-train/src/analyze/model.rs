@@ -31,6 +31,12 @@ pub enum ModelSource {
         /// The safetensors file.
         tensors: PathBuf,
     },
+    /// A config's model at initialisation: the weights its seed draws
+    /// (`seht_models::seeded_varbuilder`), no training.
+    Initial {
+        /// The experiment config (TOML).
+        config: PathBuf,
+    },
 }
 
 /// How to build the Hessian of a model.
@@ -80,6 +86,10 @@ fn load_model(
                 message: format!("not a readable safetensors file ({e}); give the tensor file of a checkpoint"),
             })?;
             Ok((cfg, tensors, t.clone(), t.display().to_string()))
+        }
+        ModelSource::Initial { config } => {
+            let cfg = ExperimentConfig::from_file(config)?;
+            Ok((cfg, HashMap::new(), config.clone(), format!("{} at initialisation", config.display())))
         }
     }
 }
@@ -165,7 +175,9 @@ pub fn model_hessian(source: &ModelSource, env: &Env, aopts: &AnalyzeOptions) ->
     let varmap = VarMap::new();
     let run = Run::new(&cfg, task, &varmap, &env.device)?;
     let params = run.param_set(&varmap)?;
-    set_variables(&varmap, &tensors, &path)?;
+    if !matches!(source, ModelSource::Initial { .. }) {
+        set_variables(&varmap, &tensors, &path)?;
+    }
     let selected = params.select(&aopts.params.selection())?;
     let (batches, batch_size) = batch_losses(&run, aopts, &env.device)?;
     let ops = batches

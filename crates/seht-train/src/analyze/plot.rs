@@ -175,6 +175,26 @@ pub(crate) fn plots(r: &AnalysisReport, out: &Path) -> Result<Vec<PathBuf>> {
             .map_err(plot_err(&png))?;
         files.extend([svg, png]);
     }
+    if let Some(b) = &r.spectrum.block_spectra {
+        let title = format!(
+            "Blockwise Hessian spectra ({}, {} mode; JS₀ = {:.3}, floor {}; SLQ {}×{} per block)",
+            r.name,
+            mode(r),
+            b.js0,
+            b.floor.map_or("–".into(), |f| format!("{f:.3}")),
+            b.probes,
+            b.steps
+        );
+        let curves: Vec<(&str, &[f64], &[f64])> =
+            b.blocks.iter().map(|k| (k.name.as_str(), b.grid.as_slice(), k.density.as_slice())).collect();
+        let svg = out.join("block_spectra.svg");
+        draw_density(SVGBackend::new(&svg, (900, 520)).into_drawing_area(), &curves, &title, text)
+            .map_err(plot_err(&svg))?;
+        let png = out.join("block_spectra.png");
+        draw_density(BitMapBackend::new(&png, (900, 520)).into_drawing_area(), &curves, &title, text)
+            .map_err(plot_err(&png))?;
+        files.extend([svg, png]);
+    }
     if let Some(t) = &r.spectrum.traces {
         let h = (120 + 28 * t.layers.len()) as u32;
         let svg = out.join("layer_traces.svg");

@@ -98,6 +98,48 @@ pub struct DensitySection {
     pub seconds: f64,
 }
 
+/// One block's spectral density on the common grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockSpectrum {
+    /// Parameter name.
+    pub name: String,
+    /// Entries.
+    pub len: usize,
+    /// Its density, normalised to sum to 1 over the grid.
+    pub density: Vec<f64>,
+    /// `tr(H_bb)` from the first moment of its quadrature (`n · Σ τθ`).
+    pub trace: f64,
+}
+
+/// Every block's own spectral density and their heterogeneity
+/// (`seht_estimator::heterogeneity`; Zhang et al. 2024).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockSpectraSection {
+    /// Probes per block.
+    pub probes: usize,
+    /// Lanczos steps per probe.
+    pub steps: usize,
+    /// Broadening as a fraction of the common range of all blocks' nodes.
+    pub broadening: f64,
+    /// The resulting `σ`.
+    pub sigma: f64,
+    /// The common grid `t`.
+    pub grid: Vec<f64>,
+    /// One entry per block, in the model's order.
+    pub blocks: Vec<BlockSpectrum>,
+    /// `JS₀`: the mean Jensen–Shannon divergence (nats, ≤ ln 2) over all pairs.
+    pub js0: f64,
+    /// The noise floor: the divergence between the halves of each block's
+    /// probes, averaged (`null` for one probe).
+    pub floor: Option<f64>,
+    /// The largest pairwise divergence, and its blocks.
+    pub max_pair: (String, String, f64),
+    /// Hessian-vector products spent.
+    pub hvps: usize,
+    /// Wall time (s).
+    pub seconds: f64,
+}
+
 /// What [`analyze_operator`](super::analyze_operator) computes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spectrum {
@@ -115,6 +157,9 @@ pub struct Spectrum {
     pub eigen: Option<EigenSection>,
     /// Density.
     pub density: Option<DensitySection>,
+    /// Blockwise densities and `JS₀` (`--block-spectra`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_spectra: Option<BlockSpectraSection>,
 }
 
 /// `analysis.json`: where the Hessian came from, and its [`Spectrum`].

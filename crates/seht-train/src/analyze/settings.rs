@@ -79,6 +79,21 @@ pub struct AnalysisSettings {
     pub f32_basis: bool,
     /// Seed of every random draw of the analysis.
     pub seed: u64,
+    /// Each block's (parameter tensor's) own spectral density and their
+    /// heterogeneity `JS₀` (`--block-spectra`), if wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_spectra: Option<BlockSpectraRequest>,
+}
+
+/// `--block-spectra PROBES,STEPS`: SLQ on every diagonal block `H_bb` with
+/// this many probes of this many Lanczos steps each (the broadening is
+/// [`AnalysisSettings::broadening`]); see `seht_estimator::heterogeneity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockSpectraRequest {
+    /// Probes per block (at least 2 give the noise floor).
+    pub probes: usize,
+    /// Lanczos steps per probe.
+    pub steps: usize,
 }
 
 mod probing_serde {
@@ -111,7 +126,8 @@ impl AnalysisSettings {
         };
         let eig = if self.top_k > 0 { self.lanczos_steps + self.top_k } else { 0 };
         let diagonal = self.diagonal.map_or(0, |d| d.hvps);
-        traces + eig + self.slq_probes * self.slq_steps + diagonal
+        let block_spectra = self.block_spectra.map_or(0, |b| b.probes * b.steps * blocks);
+        traces + eig + self.slq_probes * self.slq_steps + diagonal + block_spectra
     }
 
     /// Checks every setting before any product is spent.
@@ -139,6 +155,10 @@ impl AnalysisSettings {
         }
         if self.slq_probes > 0 {
             Slq::new(self.slq_probes, self.slq_steps)?;
+            Broadening::relative(self.broadening)?;
+        }
+        if let Some(b) = self.block_spectra {
+            Slq::new(b.probes, b.steps)?;
             Broadening::relative(self.broadening)?;
         }
         Ok(())
@@ -169,6 +189,7 @@ impl AnalysisSettings {
         let per = if self.f32_basis { 4 } else { 8 };
         let m = if self.top_k > 0 { self.lanczos_steps } else { 0 };
         let m = m.max(if self.slq_probes > 0 { self.slq_steps } else { 0 });
+        let m = m.max(self.block_spectra.map_or(0, |b| b.steps));
         m.min(n) * n * per
     }
 }

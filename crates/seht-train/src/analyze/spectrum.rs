@@ -4,10 +4,13 @@
 use std::time::Instant;
 
 use seht_estimator::{
-    BlockProbing, BlockTraces, Broadening, HvpOperator, Lanczos, Reorthogonalisation, Slq, Stream, total_len,
+    BlockProbing, BlockTraces, Broadening, HvpOperator, Lanczos, Reorthogonalisation, Slq, Stream, block_densities,
+    heterogeneity, total_len,
 };
 
-use super::report::{DensitySection, EigenSection, EigenValue, LayerTrace, Spectrum, TraceSection};
+use super::report::{
+    BlockSpectraSection, BlockSpectrum, DensitySection, EigenSection, EigenValue, LayerTrace, Spectrum, TraceSection,
+};
 use super::settings::{AnalysisSettings, stream};
 use crate::estimators::{Curvature, estimate_diagonal, estimate_trace};
 
@@ -41,7 +44,54 @@ pub fn analyze_operator<O: HvpOperator>(op: &O, settings: &AnalysisSettings) -> 
         Some(d) => Some(estimate_diagonal(op, d.estimator, d.hvps, &mut stream(settings.seed, Stream::Diagonal))?),
         None => None,
     };
-    Ok(Spectrum { parameters: n, traces, trace, diagonal, eigen, density })
+    let block_spectra = match settings.block_spectra {
+        Some(b) => Some(block_spectra(op, settings, b.probes, b.steps)?),
+        None => None,
+    };
+    Ok(Spectrum { parameters: n, traces, trace, diagonal, eigen, density, block_spectra })
+}
+
+/// Every block's own density (SLQ on `H_bb`) and their heterogeneity.
+fn block_spectra<O: HvpOperator>(
+    op: &O,
+    settings: &AnalysisSettings,
+    probes: usize,
+    steps: usize,
+) -> seht_estimator::Result<BlockSpectraSection> {
+    let t0 = Instant::now();
+    let slq = Slq::new(probes, steps)?.reorthogonalisation(Reorthogonalisation::Full(settings.precision()));
+    let all: Vec<usize> = (0..op.blocks().len()).collect();
+    let d = block_densities(op, &all, &slq, &mut stream(settings.seed, Stream::BlockSpectra), |_| {})?;
+    let h = heterogeneity(&d, 1000, Broadening::relative(settings.broadening)?)?;
+    let max_pair = h
+        .pairs
+        .iter()
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .map(|&(i, j, js)| (d[i].name.clone(), d[j].name.clone(), js))
+        .unwrap_or_default();
+    let blocks = d
+        .iter()
+        .zip(h.densities)
+        .map(|(bd, density)| BlockSpectrum {
+            name: bd.name.clone(),
+            len: bd.density.dim,
+            density,
+            trace: bd.density.dim as f64 * bd.density.moment(1).0,
+        })
+        .collect();
+    Ok(BlockSpectraSection {
+        probes,
+        steps,
+        broadening: settings.broadening,
+        sigma: h.sigma,
+        grid: h.grid,
+        blocks,
+        js0: h.js0,
+        floor: h.floor,
+        max_pair,
+        hvps: d.iter().map(|b| b.density.hvps).sum(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// Hutchinson's per-layer traces with `settings.trace_probes` probes.

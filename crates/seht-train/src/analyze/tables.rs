@@ -100,7 +100,39 @@ fn cost_table(r: &AnalysisReport) -> String {
         let settings = format!("{} probes × {} steps, σ = {:.3e}", d.probes, d.steps, d.sigma);
         row("density (SLQ)".into(), settings, d.hvps, d.seconds);
     }
+    if let Some(b) = &s.block_spectra {
+        let settings =
+            format!("{} blocks × {} probes × {} steps, σ = {:.3e}", b.blocks.len(), b.probes, b.steps, b.sigma);
+        row("blockwise densities (SLQ), JS₀".into(), settings, b.hvps, b.seconds);
+    }
     md.push_str(&format!("| all | | {} | {} | {:.1} |\n\n", r.hvps, r.batch_hvps, r.seconds));
+    md
+}
+
+/// The blockwise densities' heterogeneity: JS₀ against its noise floor, the
+/// most different pair, and per block its trace and mean divergence to the others.
+fn block_spectra(b: &super::report::BlockSpectraSection) -> String {
+    let floor = b.floor.map_or("no floor (one probe)".into(), |f| format!("noise floor {f:.4}"));
+    let mut md = format!(
+        "## Blockwise spectra (block heterogeneity)\n\nJS₀ = **{:.4}** nats (mean Jensen–Shannon divergence between the {} blocks' densities, at most ln 2 = 0.6931; {floor}: the divergence between two halves of one block's probes). Most different pair: `{}` and `{}` ({:.4}). Plot: `block_spectra.svg`.\n\n| block | entries | tr(H_bb) (first moment) | mean JS to the others |\n| --- | ---: | ---: | ---: |\n",
+        b.js0,
+        b.blocks.len(),
+        b.max_pair.0,
+        b.max_pair.1,
+        b.max_pair.2
+    );
+    for (i, blk) in b.blocks.iter().enumerate() {
+        let others: Vec<f64> = b
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, o)| seht_estimator::jensen_shannon(&blk.density, &o.density))
+            .collect();
+        let mean = others.iter().sum::<f64>() / others.len().max(1) as f64;
+        md.push_str(&format!("| `{}` | {} | {:.4e} | {mean:.4} |\n", blk.name, blk.len, blk.trace));
+    }
+    md.push('\n');
     md
 }
 
@@ -125,6 +157,9 @@ fn findings(r: &AnalysisReport) -> String {
             pm(d.trace.0, d.trace.1),
             pm(d.negative_mass.0, d.negative_mass.1),
         ));
+    }
+    if let Some(b) = &s.block_spectra {
+        md.push_str(&block_spectra(b));
     }
     if let Some(t) = &s.trace {
         md.push_str(&format!(
@@ -215,6 +250,9 @@ pub fn cost_line(r: &AnalysisReport) -> String {
     }
     if let Some(d) = &s.density {
         parts.push(format!("density {} HVPs {:.1} s", d.hvps, d.seconds));
+    }
+    if let Some(b) = &s.block_spectra {
+        parts.push(format!("blockwise densities {} HVPs {:.1} s", b.hvps, b.seconds));
     }
     format!(
         "cost: {} — {} HVPs of the mean loss over {} batch(es) = {} batch HVPs, {:.1} s",

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use seht_train::analyze::{AnalysisSettings, AnalyzeOptions, Env, ModelMode, ModelSource, ParamChoice};
+use seht_train::analyze::{
+    AnalysisSettings, AnalyzeOptions, BlockSpectraRequest, Env, ModelMode, ModelSource, ParamChoice,
+};
 use seht_train::estimators::{DiagonalMethod, DiagonalRequest, TraceMethod};
 use seht_train::{ExperimentConfig, Progress, TraceChoice, TrainOptions};
 
@@ -104,14 +106,20 @@ enum Command {
 #[derive(clap::Args)]
 struct AnalyzeArgs {
     /// A run folder (holding config.toml and checkpoint/).
-    #[arg(long, conflicts_with_all = ["config", "checkpoint"], required_unless_present = "checkpoint")]
+    #[arg(long, conflicts_with_all = ["config", "checkpoint", "init"], required_unless_present_any = ["checkpoint", "init"])]
     run: Option<PathBuf>,
-    /// The experiment config that built the model (with --checkpoint).
-    #[arg(long, requires = "checkpoint")]
+    /// The experiment config that built the model (with --checkpoint, or
+    /// with --init).
+    #[arg(long)]
     config: Option<PathBuf>,
     /// A safetensors file of the model's variables (with --config).
-    #[arg(long, requires = "config")]
+    #[arg(long, requires = "config", conflicts_with = "init")]
     checkpoint: Option<PathBuf>,
+    /// The config's model at initialisation (its seeded initial weights, no
+    /// training), with --config: the Hessian before any step, where Zhang
+    /// et al. (2024) measure block heterogeneity.
+    #[arg(long, requires = "config")]
+    init: bool,
     /// BatchNorm and dropout mode, always explicit: `eval` (running
     /// statistics, no dropout) or `train` (batch statistics, fixed masks).
     #[arg(long, value_enum)]
@@ -168,6 +176,13 @@ struct AnalyzeArgs {
     /// Store Lanczos bases in f32 (half the memory; ~1e-7 relative accuracy).
     #[arg(long)]
     f32_basis: bool,
+    /// Each weight tensor's own spectral density (SLQ on its diagonal
+    /// Hessian block, PROBES probes of STEPS Lanczos steps each) and their
+    /// heterogeneity JS₀, the mean Jensen–Shannon divergence between the
+    /// blocks' densities (Zhang et al. 2024), with its noise floor; costs
+    /// PROBES · STEPS products per block. Broadening: --broadening.
+    #[arg(long, value_name = "PROBES,STEPS", value_delimiter = ',', num_args = 2)]
+    block_spectra: Option<Vec<usize>>,
     /// Seed of every random draw of the analysis.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -339,7 +354,10 @@ impl AnalyzeArgs {
                 ModelSource::Checkpoint { config: config.clone(), tensors: tensors.clone() },
                 PathBuf::from("analysis"),
             ),
-            _ => bail!("give --run DIR, or --config FILE with --checkpoint FILE"),
+            (None, Some(config), None) if self.init => {
+                (ModelSource::Initial { config: config.clone() }, PathBuf::from("analysis"))
+            }
+            _ => bail!("give --run DIR, or --config FILE with --checkpoint FILE (or with --init)"),
         })
     }
 
@@ -372,6 +390,10 @@ impl AnalyzeArgs {
                 broadening: self.broadening,
                 f32_basis: self.f32_basis,
                 seed: self.seed,
+                block_spectra: self
+                    .block_spectra
+                    .as_deref()
+                    .map(|v| BlockSpectraRequest { probes: v[0], steps: v.get(1).copied().unwrap_or(0) }),
             },
         }
     }
