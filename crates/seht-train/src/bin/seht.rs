@@ -181,7 +181,7 @@ struct AnalyzeArgs {
     /// heterogeneity JS₀, the mean Jensen–Shannon divergence between the
     /// blocks' densities (Zhang et al. 2024), with its noise floor; costs
     /// PROBES · STEPS products per block. Broadening: --broadening.
-    #[arg(long, value_name = "PROBES,STEPS", value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_name = "PROBES,STEPS", value_delimiter = ',')]
     block_spectra: Option<Vec<usize>>,
     /// Seed of every random draw of the analysis.
     #[arg(long, default_value_t = 0)]
@@ -401,6 +401,9 @@ impl AnalyzeArgs {
 
 /// `seht analyze`: analyses, writes the report and prints its summary.
 fn analyze(args: AnalyzeArgs) -> Result<()> {
+    if let Some(v) = args.block_spectra.as_ref().filter(|v| v.len() != 2) {
+        bail!("--block-spectra takes two numbers, PROBES,STEPS (e.g. 4,40); got {v:?}");
+    }
     let (source, default_out) = args.source()?;
     let progress = if args.quiet { Progress::Hidden } else { Progress::Bars };
     let env = env(args.data_dir.clone(), &args.device, progress)?;
