@@ -269,20 +269,181 @@ pub enum ModelConfig {
         /// Uniform initialisation range.
         init_range: f64,
     },
+    /// GPT-style decoder language model (`seht_models::Gpt`): pre-norm
+    /// blocks of causal multi-head attention and a 4× GELU MLP.
+    Gpt {
+        /// Width of the residual stream.
+        d_model: usize,
+        /// Attention heads per block (must divide `d_model`).
+        heads: usize,
+        /// Blocks.
+        layers: usize,
+        /// Longest sequence (position embeddings); at least `data.bptt`.
+        context: usize,
+        /// Dropout on embeddings, attention weights and residual branches.
+        dropout: f64,
+        /// Tie the output head to the token embedding.
+        tie_weights: bool,
+        /// Standard deviation of the initial weights (GPT-2: 0.02).
+        init_std: f64,
+        /// ε of every layer norm (PyTorch: 1e-5).
+        layer_norm_eps: f64,
+    },
 }
 
-/// SGD with momentum and weight decay (PyTorch semantics).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl ModelConfig {
+    /// The checks of a [`ModelConfig::Gpt`] reading windows of `bptt` tokens,
+    /// each naming its field (nothing for the other models).
+    fn validate_gpt(&self, bptt: usize) -> Result<()> {
+        let ModelConfig::Gpt { d_model, heads, layers, context, dropout, init_std, layer_norm_eps, .. } = *self else {
+            return Ok(());
+        };
+        for (f, v) in [("model.d_model", d_model), ("model.heads", heads), ("model.layers", layers)] {
+            if v == 0 {
+                return Err(config(f, v, "must be at least 1"));
+            }
+        }
+        if !d_model.is_multiple_of(heads) {
+            return Err(config("model.heads", heads, format!("must divide model.d_model = {d_model}")));
+        }
+        if context < bptt {
+            return Err(config("model.context", context, format!("must be at least data.bptt = {bptt}")));
+        }
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(config("model.dropout", dropout, "must lie in [0, 1)"));
+        }
+        for (f, v) in [("model.init_std", init_std), ("model.layer_norm_eps", layer_norm_eps)] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(config(f, v, "must be finite and > 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The optimiser, with PyTorch's semantics: SGD with momentum (an `[optim]`
+/// table without `kind`, as every config written before AdamW existed, or
+/// `kind = "sgd"`) or AdamW (`kind = "adamw"`, Loshchilov & Hutter 2019).
+///
+/// ```toml
+/// [optim]            # SGD
+/// lr = 0.1
+/// momentum = 0.9
+/// weight_decay = 5e-4
+/// clip_grad_norm = 0.0
+///
+/// [optim]            # AdamW
+/// kind = "adamw"
+/// lr = 1e-3
+/// beta1 = 0.9
+/// beta2 = 0.95
+/// eps = 1e-8
+/// weight_decay = 0.1
+/// clip_grad_norm = 1.0
+/// ```
+///
+/// An SGD config is written back exactly as before (no `kind`).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OptimConfig {
+    /// Which optimiser, with its own settings.
+    pub kind: OptimKind,
     /// Initial learning rate.
     pub lr: f64,
-    /// Momentum (0 for plain SGD).
-    pub momentum: f64,
-    /// Weight decay, added to the gradient.
+    /// Weight decay: SGD adds `weight_decay·w` to the gradient (L2); AdamW
+    /// decays the weights directly, `w ← w − lr·weight_decay·w`.
     pub weight_decay: f64,
     /// Clip the gradient's global norm to this value (0: no clipping).
     pub clip_grad_norm: f64,
+}
+
+/// Which optimiser an [`OptimConfig`] runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimKind {
+    /// SGD with momentum (`torch.optim.SGD`, dampening 0).
+    Sgd {
+        /// Momentum (0 for plain SGD).
+        momentum: f64,
+    },
+    /// AdamW (`torch.optim.AdamW`, `amsgrad = false`).
+    AdamW {
+        /// Decay of the first-moment average.
+        beta1: f64,
+        /// Decay of the second-moment average.
+        beta2: f64,
+        /// Added to the denominator `√v̂ + eps`.
+        eps: f64,
+    },
+}
+
+/// `[optim]` without `kind` (or `kind = "sgd"`): SGD's fields, in the order
+/// every config has them.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SgdToml {
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    clip_grad_norm: f64,
+}
+
+/// `[optim]` with `kind = "adamw"`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdamWToml {
+    kind: String,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    clip_grad_norm: f64,
+}
+
+impl Serialize for OptimConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let Self { kind, lr, weight_decay, clip_grad_norm } = *self;
+        match kind {
+            OptimKind::Sgd { momentum } => SgdToml { lr, momentum, weight_decay, clip_grad_norm }.serialize(s),
+            OptimKind::AdamW { beta1, beta2, eps } => {
+                AdamWToml { kind: "adamw".into(), lr, beta1, beta2, eps, weight_decay, clip_grad_norm }.serialize(s)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OptimConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(d)?;
+        let kind = match table.get("kind") {
+            None => "sgd".to_string(),
+            Some(toml::Value::String(k)) => k.clone(),
+            Some(other) => return Err(D::Error::custom(format!("optim.kind = {other}: must be \"sgd\" or \"adamw\""))),
+        };
+        let named = |e: toml::de::Error| D::Error::custom(format!("optim (kind = \"{kind}\"): {}", e.message()));
+        match kind.as_str() {
+            "sgd" => {
+                table.remove("kind");
+                let o: SgdToml = toml::Value::Table(table).try_into().map_err(named)?;
+                Ok(Self {
+                    kind: OptimKind::Sgd { momentum: o.momentum },
+                    lr: o.lr,
+                    weight_decay: o.weight_decay,
+                    clip_grad_norm: o.clip_grad_norm,
+                })
+            }
+            "adamw" => {
+                let o: AdamWToml = toml::Value::Table(table).try_into().map_err(named)?;
+                Ok(Self {
+                    kind: OptimKind::AdamW { beta1: o.beta1, beta2: o.beta2, eps: o.eps },
+                    lr: o.lr,
+                    weight_decay: o.weight_decay,
+                    clip_grad_norm: o.clip_grad_norm,
+                })
+            }
+            other => Err(D::Error::custom(format!("optim.kind = \"{other}\": must be \"sgd\" or \"adamw\""))),
+        }
+    }
 }
 
 /// Learning-rate schedule.
@@ -888,15 +1049,18 @@ impl ExperimentConfig {
         }
         let text = matches!(self.data, DataConfig::Text(_));
         match (&self.data, &self.model) {
-            (DataConfig::Text(_), ModelConfig::Rnn { .. })
+            (DataConfig::Text(_), ModelConfig::Rnn { .. } | ModelConfig::Gpt { .. })
             | (DataConfig::Image(_), ModelConfig::Resnet { .. } | ModelConfig::Wrn { .. }) => {}
             _ => {
                 return Err(config(
                     "model.kind",
                     format!("{:?}", self.model).split_whitespace().next().unwrap_or("?"),
-                    "does not fit the data kind (image data needs resnet or wrn, text needs rnn)",
+                    "does not fit the data kind (image data needs resnet or wrn, text needs rnn or gpt)",
                 ));
             }
+        }
+        if let DataConfig::Text(d) = &self.data {
+            self.model.validate_gpt(d.bptt)?;
         }
         match &self.data {
             DataConfig::Image(d) => {
@@ -923,8 +1087,22 @@ impl ExperimentConfig {
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             return Err(config("optim.lr", o.lr, "must be > 0"));
         }
-        if !(0.0..1.0).contains(&o.momentum) {
-            return Err(config("optim.momentum", o.momentum, "must lie in [0, 1)"));
+        match o.kind {
+            OptimKind::Sgd { momentum } => {
+                if !(0.0..1.0).contains(&momentum) {
+                    return Err(config("optim.momentum", momentum, "must lie in [0, 1)"));
+                }
+            }
+            OptimKind::AdamW { beta1, beta2, eps } => {
+                for (f, b) in [("optim.beta1", beta1), ("optim.beta2", beta2)] {
+                    if !(0.0..1.0).contains(&b) {
+                        return Err(config(f, b, "must lie in [0, 1)"));
+                    }
+                }
+                if !(eps > 0.0 && eps.is_finite()) {
+                    return Err(config("optim.eps", eps, "must be finite and > 0"));
+                }
+            }
         }
         if o.weight_decay < 0.0 || o.clip_grad_norm < 0.0 {
             return Err(config(
@@ -958,6 +1136,88 @@ impl ExperimentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn demo_text() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/demo/baseline.toml")).expect("demo")
+    }
+
+    fn parse(text: &str) -> Result<ExperimentConfig> {
+        ExperimentConfig::from_toml_str(text, "test.toml".as_ref())
+    }
+
+    fn with_optim(optim: &str) -> String {
+        let text = demo_text();
+        let start = text.find("[optim]").expect("[optim]");
+        let end = start + text[start..].find("\n[").expect("next table");
+        format!("{}{optim}\n{}", &text[..start], &text[end + 1..])
+    }
+
+    /// An `[optim]` table without `kind` is SGD, read and written exactly
+    /// as before AdamW existed (every shipped config reads so).
+    #[test]
+    fn optim_without_kind_is_sgd_and_is_written_back_unchanged() {
+        let cfg = parse(&demo_text()).expect("demo");
+        assert!(matches!(cfg.optim.kind, OptimKind::Sgd { .. }));
+        let written = cfg.to_toml();
+        let optim = &written[written.find("[optim]").expect("[optim]")..];
+        let optim = &optim[..optim[1..].find("\n[").expect("next") + 1];
+        assert_eq!(
+            optim.lines().map(|l| l.split(' ').next().unwrap_or("")).collect::<Vec<_>>(),
+            ["[optim]", "lr", "momentum", "weight_decay", "clip_grad_norm"]
+        );
+        assert_eq!(parse(&written).expect("written"), cfg);
+        let explicit =
+            with_optim("[optim]\nkind = \"sgd\"\nlr = 0.1\nmomentum = 0.9\nweight_decay = 0.0\nclip_grad_norm = 0.0\n");
+        assert_eq!(parse(&explicit).expect("kind = sgd").optim.kind, OptimKind::Sgd { momentum: 0.9 });
+    }
+
+    #[test]
+    fn adamw_is_read_checked_and_round_trips() {
+        let adamw = "[optim]\nkind = \"adamw\"\nlr = 1e-3\nbeta1 = 0.9\nbeta2 = 0.95\neps = 1e-8\nweight_decay = 0.1\nclip_grad_norm = 1.0\n";
+        let cfg = parse(&with_optim(adamw)).expect("adamw");
+        assert_eq!(
+            cfg.optim,
+            OptimConfig {
+                kind: OptimKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
+                lr: 1e-3,
+                weight_decay: 0.1,
+                clip_grad_norm: 1.0
+            }
+        );
+        assert_eq!(parse(&cfg.to_toml()).expect("TOML"), cfg);
+        let json = serde_json::to_string(&cfg).expect("json");
+        assert_eq!(serde_json::from_str::<ExperimentConfig>(&json).expect("from json"), cfg, "checkpoint state");
+        for (bad, field) in [
+            (adamw.replace("beta1 = 0.9\n", ""), "beta1"),
+            (adamw.replace("eps = 1e-8", "eps = 1e-8\nmomentum = 0.9"), "momentum"),
+            (adamw.replace("\"adamw\"", "\"adam\""), "optim.kind"),
+            (adamw.replace("beta2 = 0.95", "beta2 = 1.0"), "optim.beta2"),
+            (adamw.replace("eps = 1e-8", "eps = 0.0"), "optim.eps"),
+        ] {
+            let err = parse(&with_optim(&bad)).expect_err(field).to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn gpt_fits_text_data_and_names_its_fields() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/transformer/baseline.toml"))
+                .expect("transformer config");
+        let cfg = parse(&text).expect("transformer");
+        assert!(matches!(cfg.model, ModelConfig::Gpt { .. }));
+        for (from, to, field) in [
+            ("heads = 2", "heads = 3", "model.heads"),
+            ("context = 32", "context = 4", "model.context"),
+            ("dropout = 0.1", "dropout = 1.0", "model.dropout"),
+            ("init_std = 0.02", "init_std = 0.0", "model.init_std"),
+            ("kind = \"text\"", "kind = \"image\"", "data"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let err = parse(&text.replacen(from, to, 1)).expect_err(field).to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
 
     #[test]
     fn the_strength_a_grid_varies_is_read_and_set_by_type() {

@@ -13,7 +13,7 @@ use candle_nn::VarMap;
 
 use crate::config::ExperimentConfig;
 use crate::error::{Error, Result, io, json};
-use crate::optim::Sgd;
+use crate::optim::Optimizer;
 use crate::schedule::LrSchedule;
 
 /// What a run has done so far.
@@ -113,8 +113,9 @@ fn damaged(dir: &Path, path: &Path, cause: impl std::fmt::Display) -> Error {
 }
 
 /// The tensors a checkpoint stores: every variable (`model.<name>`) and
-/// the momentum buffers (`momentum.<i>`).
-pub(crate) fn tensors_of(varmap: &VarMap, sgd: &Sgd) -> HashMap<String, Tensor> {
+/// the optimiser's state ([`Optimizer::state_tensors`]: SGD's momentum
+/// buffers `momentum.<i>`, AdamW's moments and step counts).
+pub(crate) fn tensors_of(varmap: &VarMap, optimizer: &Optimizer) -> Result<HashMap<String, Tensor>> {
     let mut out: HashMap<String, Tensor> = varmap
         .data()
         .lock()
@@ -122,21 +123,16 @@ pub(crate) fn tensors_of(varmap: &VarMap, sgd: &Sgd) -> HashMap<String, Tensor> 
         .iter()
         .map(|(k, v)| (format!("model.{k}"), v.as_tensor().detach()))
         .collect();
-    for (i, b) in sgd.buffers().iter().enumerate() {
-        if let Some(b) = b {
-            out.insert(format!("momentum.{i}"), b.detach());
-        }
-    }
-    out
+    out.extend(optimizer.state_tensors()?);
+    Ok(out)
 }
 
-/// Sets the variables and the momentum buffers from the tensors of the
+/// Sets the variables and the optimiser's state from the tensors of the
 /// checkpoint `state` in `dir`; a tensor missing, or of another shape or
 /// dtype than its variable, is [`Error::CheckpointDamaged`] naming it.
 pub(crate) fn restore(
     varmap: &VarMap,
-    sgd: &mut Sgd,
-    vars: &[candle_core::Var],
+    optimizer: &mut Optimizer,
     tensors: &HashMap<String, Tensor>,
     dir: &Path,
     state: &State,
@@ -161,15 +157,11 @@ pub(crate) fn restore(
         fits(&key, t, var.as_tensor())?;
         var.set(t)?;
     }
-    let mut buffers = Vec::with_capacity(vars.len());
-    for (i, var) in vars.iter().enumerate() {
-        let key = format!("momentum.{i}");
-        let b = tensors.get(&key).cloned();
-        if let Some(b) = &b {
-            fits(&key, b, var.as_tensor())?;
+    optimizer.restore_state(|key, like| {
+        let t = tensors.get(key).cloned();
+        if let (Some(t), Some(like)) = (&t, like) {
+            fits(key, t, like)?;
         }
-        buffers.push(b);
-    }
-    sgd.set_buffers(buffers);
-    Ok(())
+        Ok(t)
+    })
 }

@@ -7,12 +7,13 @@ use std::time::Instant;
 use candle_core::{Tensor, Var};
 use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_estimator::Stream;
-use seht_models::{ImageClassifier, Phase, RnnLm};
+use seht_models::{ImageClassifier, Phase};
 
 use crate::config::DivergenceConfig;
 use crate::data::{ImageData, TextData};
 use crate::error::{Error, Result};
 use crate::losses::{self, MixupDraw};
+use crate::net::TextModel;
 use crate::records::{Divergence, EpochRecord, EvalMetrics};
 use crate::roles::{InputRule, LossTerm};
 use crate::step::{Forward, StepOutcome, Stepper};
@@ -208,7 +209,7 @@ pub(crate) fn image_epoch(
 pub(crate) fn text_epoch(
     ctx: &mut EpochContext,
     stepper: &mut Stepper,
-    lm: &RnnLm,
+    lm: &TextModel,
     text: &TextData,
 ) -> Result<EpochTotals> {
     let mut state = lm.zero_state(text.train.batch())?;

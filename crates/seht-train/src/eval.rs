@@ -8,6 +8,7 @@ use seht_models::{ImageClassifier, Phase, RnnLm};
 
 use crate::error::Result;
 use crate::losses;
+use crate::net::TextModel;
 use crate::records::EvalMetrics;
 
 /// Images per evaluation batch (memory only: the metrics do not depend on it).
@@ -47,7 +48,7 @@ pub(crate) fn eval_images(net: &dyn ImageClassifier, set: &Arc<ImageSet>, device
 
 /// Mean cross-entropy per token and perplexity of `lm` on `data`, the state
 /// carried across windows.
-pub(crate) fn eval_text(lm: &RnnLm, data: &Batchified, bptt: usize, device: &Device) -> Result<EvalMetrics> {
+pub(crate) fn eval_text(lm: &TextModel, data: &Batchified, bptt: usize, device: &Device) -> Result<EvalMetrics> {
     let mut state = lm.zero_state(data.batch())?;
     let (mut loss, mut tokens) = (0.0, 0usize);
     for k in 0..data.num_windows(bptt) {

@@ -9,7 +9,8 @@ use candle_nn::VarMap;
 use seht_candle::ParamSet;
 use seht_data::{Augment, BatchConfig, EpochBatches};
 use seht_models::{
-    ImageClassifier, Phase, ResNet, ResNetConfig, RnnLm, RnnLmConfig, WideResNet, WideResNetConfig, seeded_varbuilder,
+    Gpt, GptConfig, ImageClassifier, Phase, ResNet, ResNetConfig, RnnLm, RnnLmConfig, RnnState, WideResNet,
+    WideResNetConfig, seeded_varbuilder,
 };
 
 use crate::config::{ExperimentConfig, ModelConfig};
@@ -27,13 +28,73 @@ pub(crate) enum Run {
         /// The classifier.
         net: Box<dyn ImageClassifier>,
     },
-    /// Word-level language modelling: an LSTM or GRU language model on a corpus.
+    /// Word-level language modelling: an LSTM, GRU or GPT-style language
+    /// model on a corpus.
     Text {
         /// The corpus in columns.
         data: TextData,
         /// The language model.
-        lm: RnnLm,
+        lm: TextModel,
     },
+}
+
+/// A language model of the config: recurrent or transformer.
+pub(crate) enum TextModel {
+    /// An LSTM or GRU language model.
+    Rnn(RnnLm),
+    /// A GPT-style decoder.
+    Gpt(Gpt),
+}
+
+/// What a language model carries from one BPTT window to the next: an
+/// RNN's hidden state; nothing for a transformer, which reads each window
+/// on its own from its first token (its context is at least the window).
+pub(crate) enum TextState {
+    /// The recurrent state.
+    Rnn(RnnState),
+    /// No state.
+    None,
+}
+
+impl TextState {
+    /// The same state cut from the graph (truncated backpropagation).
+    pub(crate) fn detach(&self) -> Self {
+        match self {
+            TextState::Rnn(s) => TextState::Rnn(s.detach()),
+            TextState::None => TextState::None,
+        }
+    }
+}
+
+impl TextModel {
+    /// The state before the first window, for `batch` columns.
+    pub(crate) fn zero_state(&self, batch: usize) -> Result<TextState> {
+        Ok(match self {
+            TextModel::Rnn(lm) => TextState::Rnn(lm.zero_state(batch)?),
+            TextModel::Gpt(_) => TextState::None,
+        })
+    }
+
+    /// Logits `(batch, seq, vocab)` for the window `tokens (batch, seq)`
+    /// read from `state`, and the state after it (still on the graph).
+    pub(crate) fn forward_t(&self, tokens: &Tensor, state: &TextState, phase: Phase) -> Result<(Tensor, TextState)> {
+        match (self, state) {
+            (TextModel::Rnn(lm), TextState::Rnn(s)) => {
+                let (logits, s) = lm.forward_t(tokens, s, phase)?;
+                Ok((logits, TextState::Rnn(s)))
+            }
+            (TextModel::Gpt(lm), TextState::None) => Ok((lm.forward_t(tokens, phase)?, TextState::None)),
+            _ => Err(Error::Internal("a language model was handed another model's state")),
+        }
+    }
+
+    /// The model's variables with their roles.
+    fn roles(&self) -> &seht_models::Roles {
+        match self {
+            TextModel::Rnn(lm) => lm.roles(),
+            TextModel::Gpt(lm) => lm.roles(),
+        }
+    }
 }
 
 impl Run {
@@ -78,7 +139,7 @@ fn model_misfit(cfg: &ExperimentConfig) -> Error {
     config(
         "model.kind",
         format!("{:?}", cfg.model).split_whitespace().next().unwrap_or("?"),
-        "does not fit the data kind (image data needs resnet or wrn, text needs rnn)",
+        "does not fit the data kind (image data needs resnet or wrn, text needs rnn or gpt)",
     )
 }
 
@@ -119,18 +180,34 @@ fn image_net(
             };
             Box::new(WideResNet::new(&wc, vb)?)
         }
-        ModelConfig::Rnn { .. } => return Err(model_misfit(cfg)),
+        ModelConfig::Rnn { .. } | ModelConfig::Gpt { .. } => return Err(model_misfit(cfg)),
     })
 }
 
 /// The config's language model over `vocab` words.
-fn language_model(cfg: &ExperimentConfig, vocab: usize, vb: candle_nn::VarBuilder) -> Result<RnnLm> {
-    let ModelConfig::Rnn { cell, embedding, hidden, layers, dropout, tie_weights, init_range } = &cfg.model else {
-        return Err(model_misfit(cfg));
-    };
+fn language_model(cfg: &ExperimentConfig, vocab: usize, vb: candle_nn::VarBuilder) -> Result<TextModel> {
     if Roles::of(&cfg.regularizer).model.head_dropout.is_some() {
         return Err(dropout_elsewhere("language model"));
     }
+    if let ModelConfig::Gpt { d_model, heads, layers, context, dropout, tie_weights, init_std, layer_norm_eps } =
+        cfg.model
+    {
+        let gc = GptConfig {
+            vocab_size: vocab,
+            context,
+            d_model,
+            heads,
+            layers,
+            dropout,
+            tie_weights,
+            init_std,
+            layer_norm_eps,
+        };
+        return Ok(TextModel::Gpt(Gpt::new(&gc, vb)?));
+    }
+    let ModelConfig::Rnn { cell, embedding, hidden, layers, dropout, tie_weights, init_range } = &cfg.model else {
+        return Err(model_misfit(cfg));
+    };
     let lc = RnnLmConfig {
         kind: match cell {
             crate::config::RnnKind::Lstm => seht_models::RnnKind::Lstm,
@@ -144,7 +221,7 @@ fn language_model(cfg: &ExperimentConfig, vocab: usize, vb: candle_nn::VarBuilde
         tie_weights: *tie_weights,
         init_range: *init_range,
     };
-    Ok(RnnLm::new(&lc, vb)?)
+    Ok(TextModel::Rnn(RnnLm::new(&lc, vb)?))
 }
 
 /// Which training batches a measurement runs on.

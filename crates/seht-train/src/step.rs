@@ -10,7 +10,7 @@ use seht_models::Phase;
 
 use crate::config::{ExperimentConfig, PaperCodePenalty, PenaltyPhase};
 use crate::error::{Error, Result};
-use crate::optim::{Sgd, clip_grad_norm};
+use crate::optim::{Optimizer, clip_grad_norm};
 use crate::roles::{GradientRule, Roles};
 use crate::sam::{Sharpness, sam_gradients};
 
@@ -61,8 +61,8 @@ type ForwardFn<'a> = &'a mut dyn FnMut(Phase) -> Result<Forward>;
 
 /// The optimiser and the gradient rule of a run.
 pub(crate) struct Stepper {
-    /// SGD over the trainable variables.
-    pub sgd: Sgd,
+    /// The config's optimiser (SGD or AdamW) over the trainable variables.
+    pub optimizer: Optimizer,
     params: ParamSet,
     /// The regularizer's roles (the gradient rule here; the epoch reads the
     /// loss, input rule and augmentation).
@@ -77,7 +77,7 @@ impl Stepper {
     pub(crate) fn new(cfg: &ExperimentConfig, params: ParamSet) -> Self {
         let o = cfg.optim;
         Self {
-            sgd: Sgd::new(params.trainable_vars(), o.momentum, o.weight_decay),
+            optimizer: Optimizer::new(params.trainable_vars(), &o),
             params,
             roles: Roles::of(&cfg.regularizer),
             clip: o.clip_grad_norm,
@@ -128,7 +128,7 @@ impl Stepper {
             GradientRule::Plain => plain(key, forward)?,
         };
         clip_grad_norm(&mut grads, &self.params.trainable_vars(), self.clip)?;
-        self.sgd.step(&grads, lr)?;
+        self.optimizer.step(&grads, lr)?;
         Ok(StepOutcome { forward, trace, objective })
     }
 

@@ -29,7 +29,7 @@ use crate::estimators::{
     estimate_diagonal, estimate_trace,
 };
 use crate::net::{Batches, Run};
-use crate::optim::Sgd;
+use crate::optim::{Optimizer, Sgd};
 use crate::records::{LayerRecord, Measured, TraceReport};
 
 /// The measurement's key index: its probes draw from
@@ -279,8 +279,9 @@ fn load_run(run_dir: &Path, env: &Env) -> Result<(ExperimentConfig, Run, seht_ca
     let varmap = VarMap::new();
     let run = Run::new(&cfg, task, &varmap, &env.device)?;
     let params = run.param_set(&varmap)?;
-    let mut sgd = Sgd::new(params.trainable_vars(), 0.0, 0.0);
-    checkpoint::restore(&varmap, &mut sgd, &[], &tensors, &ckpt_dir, &state)?;
+    // The weights only: an optimiser over no variable restores no state.
+    let mut none = Optimizer::Sgd(Sgd::new(Vec::new(), 0.0, 0.0));
+    checkpoint::restore(&varmap, &mut none, &tensors, &ckpt_dir, &state)?;
     Ok((cfg, run, params))
 }
 

@@ -162,8 +162,7 @@ impl SoFar {
         let schedule = LrSchedule::new(cfg.schedule.clone(), cfg.optim.lr, cfg.epochs);
         let mut so_far = SoFar { epochs: 0, steps: 0, penalty_steps: 0, seconds: 0.0, schedule, history: Vec::new() };
         if let Some((state, tensors)) = previous {
-            let vars = stepper.params().trainable_vars();
-            checkpoint::restore(varmap, &mut stepper.sgd, &vars, &tensors, &ckpt_dir, &state)?;
+            checkpoint::restore(varmap, &mut stepper.optimizer, &tensors, &ckpt_dir, &state)?;
             let epochs = state.epochs_done;
             let history: Vec<EpochRecord> = read_log(&log_path)?.into_iter().filter(|r| r.epoch <= epochs).collect();
             // The log must hold every checkpointed epoch, once and in order: the
@@ -281,7 +280,7 @@ impl Session<'_> {
             tensors: format!("ckpt-{:04}.safetensors", epoch + 1),
             tensors_sha256: None, // set by save
         };
-        let tensors = checkpoint::tensors_of(self.varmap, &stepper.sgd);
+        let tensors = checkpoint::tensors_of(self.varmap, &stepper.optimizer)?;
         checkpoint::save(&self.run_dir.join("checkpoint"), &tensors, &state)
     }
 
