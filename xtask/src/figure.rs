@@ -1,7 +1,8 @@
 //! Figures (SVG and PNG via plotters): test accuracy per epoch, mean and a
 //! band from min to max over seeds (the paper's Figure 1), and, for the
 //! presets' own experiments, a second panel with each method's final Hessian
-//! trace (mean ± standard deviation over seeds).
+//! trace minus the baseline's, paired by seed, with its 95 % confidence
+//! interval.
 
 use std::path::Path;
 

@@ -209,7 +209,10 @@ fn prepare_data(
     let dir = match preset.data {
         DataKind::Fixtures => {
             let d = out.join("fixtures");
-            crate::fixtures::write_all(&d)?;
+            // A listing writes nothing: runs in progress may be reading them.
+            if !args.list {
+                crate::fixtures::write_all(&d)?;
+            }
             for t in tables {
                 notes.insert(t.clone(), DataSource::Fixtures { dir: d.clone() });
             }

@@ -190,6 +190,8 @@ impl Penalty {
         mut objective: impl FnMut() -> candle_core::Result<O>,
         rng: &mut ProbeRng,
     ) -> Result<PenalisedGrads> {
+        // The fields are public: check them again where they are used.
+        check_settings(self.lambda, self.gradient)?;
         let weights = params.select(&self.selection)?;
         match &self.curvature {
             Curvature::Hessian(estimator) => {
@@ -222,6 +224,7 @@ impl Penalty {
         mut objective: impl FnMut() -> candle_core::Result<O>,
         rng: &mut ProbeRng,
     ) -> Result<PenalisedGrads> {
+        check_settings(self.lambda, self.gradient)?;
         let weights = params.select(&self.selection)?;
         match &self.curvature {
             Curvature::Hessian(estimator) => {

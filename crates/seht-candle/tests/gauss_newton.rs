@@ -453,4 +453,15 @@ fn the_gauss_newton_penalty_is_a_penalty_like_the_hessians() {
     assert!(Penalty::gauss_newton(0, 0.1, Gradient::ExactPerProbe).is_err());
     let err = Penalty::gauss_newton(1, -1.0, Gradient::ExactPerProbe).expect_err("λ < 0").to_string();
     assert!(err.contains("lambda"), "{err}");
+    // The fields are public; a λ set afterwards is checked where it is used,
+    // with the same error for either curvature.
+    let logits = || Ok(Objective::classification(net.logits()?, net.y.clone()));
+    let mut gn = Penalty::gauss_newton(1, 0.1, Gradient::ExactPerProbe).expect("penalty");
+    gn.lambda = f64::NAN;
+    let e = gn.gradients(&set, logits, &mut probe_rng(0)).expect_err("NaN λ");
+    assert!(matches!(e, seht_candle::Error::InvalidPenalty { field: "lambda", .. }), "{e}");
+    let mut h = Penalty::new(seht_estimator::SehtH::seht_h(1).expect("K"), 0.1, Gradient::Exact).expect("penalty");
+    h.lambda = -5.0;
+    let e = h.gradients(&set, loss_only, &mut probe_rng(0)).expect_err("negative λ");
+    assert!(matches!(e, seht_candle::Error::InvalidPenalty { field: "lambda", .. }), "{e}");
 }

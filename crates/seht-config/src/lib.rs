@@ -678,16 +678,18 @@ impl SehtPenalty {
     /// What making the penalty (`seht_candle::Penalty::new`) would refuse,
     /// as the same message: a first-order step outside `(0, 1)`, or an
     /// estimator without a probe plan (Hutch++) on the first-order path.
-    fn check_penalty(&self) -> std::result::Result<(), String> {
+    fn check_penalty(&self) -> Result<()> {
         if let Gradient::FirstOrder { relative_step } = self.gradient {
             if let Some(r) = relative_step
                 && !(r > 0.0 && r < 1.0)
             {
-                return Err(format!("penalty: relative_step = {r} must lie in (0, 1)"));
+                return Err(config("regularizer.gradient.relative_step", r, "must lie in (0, 1)"));
             }
             if let Estimator::HutchPlusPlus(_) = self.estimator {
                 use seht_estimator::Planned;
-                self.estimator.plan(1, &mut seht_estimator::probe_rng(0)).map_err(|e| e.to_string())?;
+                self.estimator
+                    .plan(1, &mut seht_estimator::probe_rng(0))
+                    .map_err(|e| config("regularizer.estimator", self.label(), e.to_string()))?;
             }
         }
         Ok(())
@@ -867,7 +869,7 @@ impl Regularizer {
             Regularizer::Dropout { p } => unit("p", p, false),
             Regularizer::Seht(ref p) => {
                 nonneg("lambda", p.lambda)?;
-                p.check_penalty().map_err(|e| config("regularizer", p.label(), e))?;
+                p.check_penalty()?;
                 match p.gradient {
                     Gradient::FirstOrder { relative_step: Some(r) } => check_relative_step(r, true),
                     _ => Ok(()),

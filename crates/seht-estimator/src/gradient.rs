@@ -47,6 +47,9 @@ pub enum Gradient {
 #[cfg(feature = "serde")]
 #[derive(serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(
+    expecting = "a gradient table: { kind = \"exact\" }, { kind = \"exact-per-probe\" } or { kind = \"first-order\", relative_step = … }"
+)]
 enum Read {
     Exact {},
     #[serde(alias = "double-backprop")]

@@ -213,6 +213,20 @@ pub fn load_preset(root: &Path, name: &str) -> Result<Preset> {
             bail!("{}", ctx(&format!("tables: configs/{t}/ does not exist")));
         }
     }
+    // Every `table/method` key must name a config: a typo would otherwise
+    // leave a grid (or a seed count) out without a word.
+    let mut keys: Vec<(&str, &String)> = def.seeds_for.keys().map(|k| ("seeds_for", k)).collect();
+    if let Some(g) = &lambda_grid {
+        keys.extend(g.methods.iter().map(|k| ("lambda_grid.methods", k)));
+        keys.extend(g.values_for.keys().map(|k| ("lambda_grid.values_for", k)));
+        keys.extend(g.largest_stable.iter().map(|k| ("lambda_grid.largest_stable", k)));
+    }
+    for (field, key) in keys {
+        let file = root.join("configs").join(format!("{key}.toml"));
+        if key.split('/').count() != 2 || !file.is_file() {
+            bail!("{}", ctx(&format!("{field}: `{key}` names no method config (configs/{key}.toml does not exist)")));
+        }
+    }
     Ok(Preset {
         name: name.into(),
         description: def.description,
@@ -522,13 +536,21 @@ impl MatrixSpec<'_> {
             }
         }
         let text = toml::to_string(&raw)?;
-        let mut cfg = ExperimentConfig::from_toml_str(&text, &src).with_context(|| match with_patches {
-            true => fix(&format!(
-                "with the patches of [{}] in configs/presets.toml it is not a valid config",
-                self.preset.name
-            )),
-            false => fix("not a valid config"),
-        })?;
+        let mut cfg = match (ExperimentConfig::from_toml_str(&text, &src), with_patches) {
+            (Ok(cfg), _) => cfg,
+            // Valid alone: the preset's patch is at fault, not the file.
+            (Err(e), true) if ExperimentConfig::from_file(&src).is_ok() => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "configs/presets.toml: the patches of [{}] make {} invalid; fix the patch (`[{}.patch.<image|text|table>]`)",
+                        self.preset.name,
+                        src.display(),
+                        self.preset.name
+                    )
+                });
+            }
+            (Err(e), _) => return Err(e).with_context(|| fix("not a valid config")),
+        };
         if self.preset.data == DataKind::Real {
             match &mut cfg.data {
                 seht_config::DataConfig::Image(d) => image_substitute(d, self.data_dir, table, notes)?,
@@ -607,8 +629,12 @@ impl MatrixSpec<'_> {
                 c.name = name.clone();
                 c.seed = seed;
                 if !zero {
-                    crate::selection::select(&mut c, lambda)
-                        .with_context(|| format!("the λ grid of {table}/{method} at {lambda:e}"))?;
+                    crate::selection::select(&mut c, lambda).with_context(|| {
+                        format!(
+                            "configs/presets.toml: [{}] lambda_grid: {table}/{method} at {lambda:e}",
+                            self.preset.name
+                        )
+                    })?;
                 }
                 if let seht_config::DataConfig::Image(d) = &mut c.data {
                     d.validation = g.validation as usize;
@@ -642,7 +668,10 @@ fn refuse_shared_run_folders(cells: &[Cell]) -> Result<()> {
     let mut seen = std::collections::HashMap::new();
     for (i, c) in cells.iter().enumerate() {
         if let Some(j) = seen.insert(c.name.as_str(), i) {
-            let what = |c: &Cell| format!("{}/{}, seed {}, grid λ {:?}", c.table, c.method, c.seed, c.grid_lambda);
+            let what = |c: &Cell| {
+                let grid = c.grid_lambda.map(|l| format!(", grid value {l:e}")).unwrap_or_default();
+                format!("{}/{}, seed {}{grid}", c.table, c.method, c.seed)
+            };
             bail!(
                 "cells {j} ({}) and {i} ({}) would both write the run folder runs/{}; remove the repeated λ from the preset's lambda_grid, or rename a config so that table-method names differ",
                 what(&cells[j]),

@@ -529,6 +529,11 @@ pub struct CheckArgs {
 /// rewrite it.
 pub fn check(root: &Path, args: &CheckArgs) -> Result<String> {
     let dir = &args.dir;
+    ensure!(
+        dir.is_dir(),
+        "{}: no such folder; give the output folder of one preset (e.g. results/demo)",
+        dir.display()
+    );
     let preset_name = args.preset.clone().or_else(|| {
         let name = dir.file_name()?.to_string_lossy().to_string();
         crate::preset::load_preset(root, &name).is_ok().then_some(name)
@@ -610,8 +615,8 @@ fn check_table_rows(t: &str, rows: &[Vec<&str>], methods: &[String], seeds: usiz
         for r in mine {
             ensure!(
                 r.get(5).and_then(|s| s.parse::<usize>().ok()) == Some(seeds),
-                "{t}.csv: {m} has {:?} seeds, expected {seeds}",
-                r.get(5)
+                "{t}.csv: {m} has {} seeds, expected {seeds}",
+                r.get(5).copied().unwrap_or("no")
             );
             // Files written before divergence was recorded have no column.
             let diverged = match r.get(10) {

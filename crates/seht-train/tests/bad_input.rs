@@ -76,7 +76,11 @@ fn out_of_range_estimator_settings_are_refused_as_read_naming_the_value() {
         ("p1 = 0.05", "p1 = 0.0", "p1 = 0 is outside (0, 1]"),
         ("probes = 1, p1", "probes = 0, p1", "probes must be at least 1"),
         ("every = 1", "every = 0", "regularizer.every"),
-        ("\"exact-per-probe\" }", "\"first-order\", relative_step = 1.5 }", "relative_step = 1.5"),
+        (
+            "\"exact-per-probe\" }",
+            "\"first-order\", relative_step = 1.5 }",
+            "`regularizer.gradient.relative_step` = 1.5",
+        ),
     ] {
         let e = parse(&GOOD.replacen(from, to, 1)).expect_err(to);
         assert!(e.to_string().contains(says), "{to}: {e}");

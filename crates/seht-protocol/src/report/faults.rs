@@ -138,6 +138,14 @@ fn cases() -> Vec<Case> {
         edit("\"t1\"]\n", "\"t9\"]\n"),
         &["[p]", "configs/t9/ does not exist"],
     );
+    add(
+        presets,
+        OutOfRange,
+        Reader::Preset,
+        at,
+        edit("methods = [\"t1/m\"]", "methods = [\"t1/mm\"]"),
+        &["[p]", "lambda_grid.methods", "`t1/mm` names no method config"],
+    );
 
     let (method, at) = ("configs/<table>/<method>.toml", "root/configs/t1/m.toml");
     add(method, Truncated, Reader::Matrix, at, cut(6), &["m.toml", "not a TOML file", "git checkout"]);

@@ -272,7 +272,10 @@ pub fn of_folder(dir: &std::path::Path, table: &str) -> crate::Result<String> {
     let mut by: Vec<MethodRuns> = Vec::new();
     let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
         .with_context(|| format!("{}", runs_dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+        .filter_map(|e| e.ok())
+        // Run folders only: `reproduce` keeps each run's log beside it (`<run>.log`).
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|n| n.starts_with(&prefix) && !n.contains("-grid-"))
         .collect();
     names.sort();
@@ -300,6 +303,28 @@ pub fn of_folder(dir: &std::path::Path, table: &str) -> crate::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A folder `reproduce` wrote: run folders and, beside each, its log
+    /// `<run>.log`, which is no run.
+    #[test]
+    fn a_reproduce_folder_with_run_logs_is_read() {
+        use crate::report::example_runs::finished;
+        let dir = std::env::temp_dir().join(format!("paired-folder-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (method, tops) in [("baseline", [0.80, 0.82]), ("sam", [0.81, 0.84])] {
+            for (s, top) in tops.iter().enumerate() {
+                let name = format!("t-{method}-s{s}");
+                let run = dir.join("runs").join(&name);
+                std::fs::create_dir_all(&run).expect("run");
+                let json = serde_json::to_vec(&finished(&name, *top, None)).expect("json");
+                std::fs::write(run.join("metrics.json"), json).expect("metrics");
+                std::fs::write(dir.join("runs").join(format!("{name}.log")), "a log").expect("log");
+            }
+        }
+        let md = of_folder(&dir, "t").expect("paired");
+        assert!(md.contains("sam"), "{md}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn paired_t_against_a_hand_computation() {
