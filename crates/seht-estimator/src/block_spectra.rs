@@ -22,11 +22,15 @@
 //! JS₀ = (2 / (B(B − 1))) Σ_{b < c} JS(p_b, p_c).
 //! ```
 //!
-//! The spectra are compared as measured, not rescaled: blocks whose
-//! eigenvalues differ in scale differ in distribution, which is the
-//! heterogeneity in question. `JS₀` is bounded by `ln 2 ≈ 0.693`; the
-//! paper's grid, broadening and normalisation may differ, so its absolute
-//! values are not this one's — compare models measured the same way.
+//! Two scales ([`SpectrumScale`]): the spectra as measured (blocks whose
+//! eigenvalues differ in scale differ in distribution; a few outliers then
+//! set the common range, and the bulk of every block falls within a few
+//! `σ` of zero), or each block's Ritz values divided by that block's largest
+//! absolute one, so that the densities on `[−1, 1]` differ by their shape
+//! only (the paper draws its blockwise spectra so normalised, by the 10th
+//! largest eigenvalue). `JS₀` is bounded by `ln 2 ≈ 0.693`; the paper's
+//! grid, broadening and normalisation may differ, so its absolute values
+//! are not this one's — compare models measured the same way.
 
 use crate::block::{Block, BlockVec};
 use crate::error::{Error, Result};
@@ -138,6 +142,16 @@ pub fn block_densities<O: HvpOperator>(
     Ok(out)
 }
 
+/// How the blocks' spectra are put on one axis before they are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpectrumScale {
+    /// The eigenvalues as measured.
+    AsMeasured,
+    /// Each block's Ritz values divided by its largest absolute Ritz value
+    /// (over all its probes): the shape of each spectrum on `[−1, 1]`.
+    PerBlockMaximum,
+}
+
 /// The blocks' densities on one grid, normalised there, and their
 /// heterogeneity (module documentation).
 #[derive(Debug, Clone, PartialEq)]
@@ -162,13 +176,27 @@ pub struct Heterogeneity {
 
 /// `JS₀` of blockwise densities on a grid of `points ≥ 2` values, with one
 /// broadening for all of them (`Broadening::relative` takes the fraction of
-/// the common range of Ritz values).
+/// the common range of Ritz values), after putting them on one axis as
+/// `scale` says.
 ///
 /// # Errors
 /// [`Error::TooSmall`] for fewer than two blocks or two grid points;
 /// [`Error::NonFinite`] for a density that is not finite or has no mass on
 /// the grid.
-pub fn heterogeneity(blocks: &[BlockDensity], points: usize, broadening: Broadening) -> Result<Heterogeneity> {
+pub fn heterogeneity(
+    blocks: &[BlockDensity],
+    points: usize,
+    broadening: Broadening,
+    scale: SpectrumScale,
+) -> Result<Heterogeneity> {
+    let scaled: Vec<BlockDensity>;
+    let blocks = match scale {
+        SpectrumScale::AsMeasured => blocks,
+        SpectrumScale::PerBlockMaximum => {
+            scaled = blocks.iter().map(rescaled).collect();
+            &scaled
+        }
+    };
     if blocks.len() < 2 {
         return Err(Error::TooSmall { name: "blocks", min: 2, got: blocks.len() });
     }
@@ -205,6 +233,19 @@ pub fn heterogeneity(blocks: &[BlockDensity], points: usize, broadening: Broaden
     }
     let floor = (!halves.is_empty()).then(|| halves.iter().sum::<f64>() / halves.len() as f64);
     Ok(Heterogeneity { grid, sigma, densities, pairs, js0, floor })
+}
+
+/// `bd` with its Ritz values divided by their largest absolute value (left
+/// as they are when all are zero).
+fn rescaled(bd: &BlockDensity) -> BlockDensity {
+    let max = bd.density.rules.iter().flat_map(|r| r.nodes.iter()).fold(0.0f64, |m, x| m.max(x.abs()));
+    let mut out = bd.clone();
+    if max > 0.0 {
+        for r in &mut out.density.rules {
+            r.nodes.iter_mut().for_each(|x| *x /= max);
+        }
+    }
+    out
 }
 
 /// `values` scaled to sum to one.

@@ -64,7 +64,9 @@ mod xnystrace;
 mod xtrace;
 
 pub use block::{Block, BlockVec, total_len};
-pub use block_spectra::{BlockDensity, DiagonalBlock, Heterogeneity, block_densities, heterogeneity, jensen_shannon};
+pub use block_spectra::{
+    BlockDensity, DiagonalBlock, Heterogeneity, SpectrumScale, block_densities, heterogeneity, jensen_shannon,
+};
 pub use block_trace::{BlockProbing, BlockTrace, BlockTraceEstimate, BlockTraces};
 pub use dense::DenseOperator;
 pub use error::{Error, Result};

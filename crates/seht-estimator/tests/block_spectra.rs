@@ -6,8 +6,8 @@ mod common;
 
 use common::orthonormal;
 use seht_estimator::{
-    Block, Broadening, DenseOperator, DiagonalBlock, Error, HvpOperator, Slq, block_densities, heterogeneity,
-    jensen_shannon, probe_rng,
+    Block, Broadening, DenseOperator, DiagonalBlock, Error, HvpOperator, Slq, SpectrumScale, block_densities,
+    heterogeneity, jensen_shannon, probe_rng,
 };
 
 /// A symmetric matrix whose diagonal blocks are `U_b diag(eigs_b) U_bᵀ` and
@@ -105,7 +105,7 @@ fn js0_separates_homogeneous_from_heterogeneous_blocks() {
         let idx: Vec<usize> = (0..blocks.len()).collect();
         let slq = Slq::new(probes, 30).expect("slq");
         let d = block_densities(&op, &idx, &slq, &mut probe_rng(9), |_| {}).expect("densities");
-        heterogeneity(&d, 4000, Broadening::relative(0.05).expect("σ")).expect("JS₀")
+        heterogeneity(&d, 4000, Broadening::relative(0.05).expect("σ"), SpectrumScale::AsMeasured).expect("JS₀")
     };
     let same = js0(&[&eigs, &eigs, &eigs], 8);
     let same_more = js0(&[&eigs, &eigs, &eigs], 32);
@@ -130,5 +130,36 @@ fn js0_separates_homogeneous_from_heterogeneous_blocks() {
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
     }
     let one = block_densities(&coupled(&[&eigs], 0.0, 1), &[0], &slq, &mut probe_rng(1), |_| {}).expect("one");
-    assert!(matches!(heterogeneity(&one, 100, Broadening::relative(0.01).expect("σ")), Err(Error::TooSmall { .. })));
+    assert!(matches!(
+        heterogeneity(&one, 100, Broadening::relative(0.01).expect("σ"), SpectrumScale::AsMeasured),
+        Err(Error::TooSmall { .. })
+    ));
+}
+
+/// Spectra of one shape at scales 100× apart: as measured they are far
+/// apart (JS₀ near ln 2), divided by each block's largest eigenvalue they
+/// coincide (JS₀ at the noise floor); a different shape stays apart.
+#[test]
+fn per_block_scaling_compares_shapes_only() {
+    let eigs: Vec<f64> = (0..60).map(|i| 1.0 + (i as f64 / 59.0).powi(2) * 3.0).collect();
+    let scaled: Vec<f64> = eigs.iter().map(|x| 100.0 * x).collect();
+    let flat: Vec<f64> = (0..60).map(|i| 3.0 + i as f64 / 59.0).collect();
+    let slq = Slq::new(8, 30).expect("slq");
+    let js0 = |blocks: &[&[f64]], scale| {
+        let op = coupled(blocks, 0.05, 7);
+        let idx: Vec<usize> = (0..blocks.len()).collect();
+        let d = block_densities(&op, &idx, &slq, &mut probe_rng(9), |_| {}).expect("densities");
+        heterogeneity(&d, 4000, Broadening::relative(0.05).expect("σ"), scale).expect("JS₀")
+    };
+    let measured = js0(&[&eigs, &scaled], SpectrumScale::AsMeasured);
+    let shape = js0(&[&eigs, &scaled], SpectrumScale::PerBlockMaximum);
+    let other_shape = js0(&[&eigs, &flat], SpectrumScale::PerBlockMaximum);
+    eprintln!(
+        "as measured {:.4}, shape {:.2e} (floor {:?}), other shape {:.4}",
+        measured.js0, shape.js0, shape.floor, other_shape.js0
+    );
+    assert!(measured.js0 > 0.68);
+    assert!(shape.js0 < 3.0 * shape.floor.expect("floor") && shape.js0 < 0.02, "{}", shape.js0);
+    assert!(other_shape.js0 > 10.0 * shape.js0, "{} vs {}", other_shape.js0, shape.js0);
+    assert!(shape.grid[0] >= -1.0 - 0.7 && *shape.grid.last().expect("grid") <= 1.0 + 0.7);
 }

@@ -456,12 +456,15 @@ fn block_spectra_of_a_model_at_initialisation() {
         .map(|(i, j)| seht_estimator::jensen_shannon(&b.blocks[i].density, &b.blocks[j].density))
         .collect();
     let mean = pairs.iter().sum::<f64>() / pairs.len() as f64;
-    assert!((b.js0 - mean).abs() < 1e-12 && b.js0 >= 0.0 && b.js0 <= std::f64::consts::LN_2, "{}", b.js0);
-    assert!(b.floor.is_some());
+    let js0 = b.shape.js0;
+    assert!((js0 - mean).abs() < 1e-12 && js0 >= 0.0 && js0 <= std::f64::consts::LN_2, "{js0}");
+    assert!(b.shape.floor.is_some() && b.as_measured.floor.is_some());
+    assert!(b.as_measured.js0 >= 0.0 && b.as_measured.js0 <= std::f64::consts::LN_2);
+    assert!(b.blocks.iter().all(|k| k.scale > 0.0));
     assert!(b.hvps <= 2 * 6 * b.blocks.len() && b.hvps >= 2 * b.blocks.len());
     assert_eq!(r.hvps, b.hvps);
     let again = analyze(&source, &o.env, &aopts).expect("again");
-    assert_eq!(again.spectrum.block_spectra.as_ref().map(|x| x.js0), Some(b.js0));
+    assert_eq!(again.spectrum.block_spectra.as_ref().map(|x| x.shape.js0), Some(js0));
     let dir = out.path().join("analysis-init");
     write_report(&r, &dir).expect("write");
     for name in ["block_spectra.svg", "block_spectra.png"] {

@@ -63,8 +63,8 @@ pub use model::{AnalyzeOptions, ModelHessian, ModelSource, model_hessian};
 pub use operator::MeanHessian;
 pub use plot::density_comparison;
 pub use report::{
-    AnalysisReport, BlockSpectraSection, BlockSpectrum, DensitySection, EigenSection, EigenValue, LayerTrace, Spectrum,
-    TraceSection,
+    AnalysisReport, BlockSpectraSection, BlockSpectrum, DensitySection, EigenSection, EigenValue, Js0, LayerTrace,
+    Spectrum, TraceSection,
 };
 pub use settings::{AnalysisSettings, BlockSpectraRequest, ModelMode, ParamChoice};
 pub use spectrum::analyze_operator;

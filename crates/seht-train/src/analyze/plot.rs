@@ -177,13 +177,11 @@ pub(crate) fn plots(r: &AnalysisReport, out: &Path) -> Result<Vec<PathBuf>> {
     }
     if let Some(b) = &r.spectrum.block_spectra {
         let title = format!(
-            "Blockwise Hessian spectra ({}, {} mode; JS₀ = {:.3}, floor {}; SLQ {}×{} per block)",
+            "Blockwise Hessian spectra, each divided by its largest |eigenvalue| ({}, {} mode; JS₀ of shapes {:.3}, floor {})",
             r.name,
             mode(r),
-            b.js0,
-            b.floor.map_or("–".into(), |f| format!("{f:.3}")),
-            b.probes,
-            b.steps
+            b.shape.js0,
+            b.shape.floor.map_or("–".into(), |f| format!("{f:.3}")),
         );
         let curves: Vec<(&str, &[f64], &[f64])> =
             b.blocks.iter().map(|k| (k.name.as_str(), b.grid.as_slice(), k.density.as_slice())).collect();

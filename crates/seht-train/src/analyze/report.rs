@@ -105,10 +105,27 @@ pub struct BlockSpectrum {
     pub name: String,
     /// Entries.
     pub len: usize,
-    /// Its density, normalised to sum to 1 over the grid.
+    /// Its density with its Ritz values divided by the block's largest
+    /// absolute one (on `[−1, 1]`), normalised to sum to 1 over the grid.
     pub density: Vec<f64>,
     /// `tr(H_bb)` from the first moment of its quadrature (`n · Σ τθ`).
     pub trace: f64,
+    /// The block's largest absolute Ritz value (its scale).
+    pub scale: f64,
+}
+
+/// `JS₀` under one way of putting the spectra on one axis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Js0 {
+    /// The mean Jensen–Shannon divergence (nats, ≤ ln 2) over all pairs of blocks.
+    pub js0: f64,
+    /// The noise floor: the divergence between the halves of each block's
+    /// probes, averaged (`null` for one probe).
+    pub floor: Option<f64>,
+    /// The most different pair and its divergence.
+    pub max_pair: (String, String, f64),
+    /// The common `σ`.
+    pub sigma: f64,
 }
 
 /// Every block's own spectral density and their heterogeneity
@@ -119,21 +136,17 @@ pub struct BlockSpectraSection {
     pub probes: usize,
     /// Lanczos steps per probe.
     pub steps: usize,
-    /// Broadening as a fraction of the common range of all blocks' nodes.
+    /// Broadening as a fraction of the common range.
     pub broadening: f64,
-    /// The resulting `σ`.
-    pub sigma: f64,
-    /// The common grid `t`.
+    /// `JS₀` of the spectra as measured.
+    pub as_measured: Js0,
+    /// `JS₀` of their shapes (each block divided by its largest absolute
+    /// eigenvalue), the densities below.
+    pub shape: Js0,
+    /// The common grid of the shapes, `[−1, 1]` and `6σ` beyond.
     pub grid: Vec<f64>,
     /// One entry per block, in the model's order.
     pub blocks: Vec<BlockSpectrum>,
-    /// `JS₀`: the mean Jensen–Shannon divergence (nats, ≤ ln 2) over all pairs.
-    pub js0: f64,
-    /// The noise floor: the divergence between the halves of each block's
-    /// probes, averaged (`null` for one probe).
-    pub floor: Option<f64>,
-    /// The largest pairwise divergence, and its blocks.
-    pub max_pair: (String, String, f64),
     /// Hessian-vector products spent.
     pub hvps: usize,
     /// Wall time (s).

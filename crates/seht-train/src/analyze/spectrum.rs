@@ -4,12 +4,13 @@
 use std::time::Instant;
 
 use seht_estimator::{
-    BlockProbing, BlockTraces, Broadening, HvpOperator, Lanczos, Reorthogonalisation, Slq, Stream, block_densities,
-    heterogeneity, total_len,
+    BlockProbing, BlockTraces, Broadening, HvpOperator, Lanczos, Reorthogonalisation, Slq, SpectrumScale, Stream,
+    block_densities, heterogeneity, total_len,
 };
 
 use super::report::{
-    BlockSpectraSection, BlockSpectrum, DensitySection, EigenSection, EigenValue, LayerTrace, Spectrum, TraceSection,
+    BlockSpectraSection, BlockSpectrum, DensitySection, EigenSection, EigenValue, Js0, LayerTrace, Spectrum,
+    TraceSection,
 };
 use super::settings::{AnalysisSettings, stream};
 use crate::estimators::{Curvature, estimate_diagonal, estimate_trace};
@@ -51,7 +52,8 @@ pub fn analyze_operator<O: HvpOperator>(op: &O, settings: &AnalysisSettings) -> 
     Ok(Spectrum { parameters: n, traces, trace, diagonal, eigen, density, block_spectra })
 }
 
-/// Every block's own density (SLQ on `H_bb`) and their heterogeneity.
+/// Every block's own density (SLQ on `H_bb`) and their heterogeneity, as
+/// measured and of the shapes.
 fn block_spectra<O: HvpOperator>(
     op: &O,
     settings: &AnalysisSettings,
@@ -62,33 +64,40 @@ fn block_spectra<O: HvpOperator>(
     let slq = Slq::new(probes, steps)?.reorthogonalisation(Reorthogonalisation::Full(settings.precision()));
     let all: Vec<usize> = (0..op.blocks().len()).collect();
     let d = block_densities(op, &all, &slq, &mut stream(settings.seed, Stream::BlockSpectra), |_| {})?;
-    let h = heterogeneity(&d, 1000, Broadening::relative(settings.broadening)?)?;
-    let max_pair = h
-        .pairs
-        .iter()
-        .max_by(|a, b| a.2.total_cmp(&b.2))
-        .map(|&(i, j, js)| (d[i].name.clone(), d[j].name.clone(), js))
-        .unwrap_or_default();
+    let broadening = Broadening::relative(settings.broadening)?;
+    let measured = heterogeneity(&d, 1000, broadening, SpectrumScale::AsMeasured)?;
+    let shape = heterogeneity(&d, 1000, broadening, SpectrumScale::PerBlockMaximum)?;
+    let summary = |h: &seht_estimator::Heterogeneity| Js0 {
+        js0: h.js0,
+        floor: h.floor,
+        max_pair: h
+            .pairs
+            .iter()
+            .max_by(|a, b| a.2.total_cmp(&b.2))
+            .map(|&(i, j, js)| (d[i].name.clone(), d[j].name.clone(), js))
+            .unwrap_or_default(),
+        sigma: h.sigma,
+    };
+    let (as_measured, shape_js0) = (summary(&measured), summary(&shape));
     let blocks = d
         .iter()
-        .zip(h.densities)
+        .zip(shape.densities)
         .map(|(bd, density)| BlockSpectrum {
             name: bd.name.clone(),
             len: bd.density.dim,
             density,
             trace: bd.density.dim as f64 * bd.density.moment(1).0,
+            scale: bd.density.rules.iter().flat_map(|r| r.nodes.iter()).fold(0.0f64, |m, x| m.max(x.abs())),
         })
         .collect();
     Ok(BlockSpectraSection {
         probes,
         steps,
         broadening: settings.broadening,
-        sigma: h.sigma,
-        grid: h.grid,
+        as_measured,
+        shape: shape_js0,
+        grid: shape.grid,
         blocks,
-        js0: h.js0,
-        floor: h.floor,
-        max_pair,
         hvps: d.iter().map(|b| b.density.hvps).sum(),
         seconds: t0.elapsed().as_secs_f64(),
     })

@@ -101,25 +101,30 @@ fn cost_table(r: &AnalysisReport) -> String {
         row("density (SLQ)".into(), settings, d.hvps, d.seconds);
     }
     if let Some(b) = &s.block_spectra {
-        let settings =
-            format!("{} blocks × {} probes × {} steps, σ = {:.3e}", b.blocks.len(), b.probes, b.steps, b.sigma);
+        let settings = format!("{} blocks × {} probes × {} steps", b.blocks.len(), b.probes, b.steps);
         row("blockwise densities (SLQ), JS₀".into(), settings, b.hvps, b.seconds);
     }
     md.push_str(&format!("| all | | {} | {} | {:.1} |\n\n", r.hvps, r.batch_hvps, r.seconds));
     md
 }
 
-/// The blockwise densities' heterogeneity: JS₀ against its noise floor, the
-/// most different pair, and per block its trace and mean divergence to the others.
+/// The blockwise densities' heterogeneity: JS₀ of the spectra as measured
+/// and of their shapes, each against its noise floor, the most different
+/// pair, and per block its trace, scale and mean divergence (of shapes) to
+/// the others.
 fn block_spectra(b: &super::report::BlockSpectraSection) -> String {
-    let floor = b.floor.map_or("no floor (one probe)".into(), |f| format!("noise floor {f:.4}"));
+    let line = |what: &str, j: &super::report::Js0| {
+        let floor = j.floor.map_or("no floor (one probe)".into(), |f| format!("noise floor {f:.4}"));
+        format!(
+            "- {what}: JS₀ = **{:.4}** nats ({floor}); most different pair `{}` and `{}` ({:.4}).\n",
+            j.js0, j.max_pair.0, j.max_pair.1, j.max_pair.2
+        )
+    };
     let mut md = format!(
-        "## Blockwise spectra (block heterogeneity)\n\nJS₀ = **{:.4}** nats (mean Jensen–Shannon divergence between the {} blocks' densities, at most ln 2 = 0.6931; {floor}: the divergence between two halves of one block's probes). Most different pair: `{}` and `{}` ({:.4}). Plot: `block_spectra.svg`.\n\n| block | entries | tr(H_bb) (first moment) | mean JS to the others |\n| --- | ---: | ---: | ---: |\n",
-        b.js0,
+        "## Blockwise spectra (block heterogeneity)\n\nThe mean Jensen–Shannon divergence between the {} blocks' densities (at most ln 2 = 0.6931), against its noise floor (the divergence between two halves of one block's probes):\n\n{}{}\nPlot of the shapes: `block_spectra.svg`.\n\n| block | entries | tr(H_bb) (first moment) | largest abs. Ritz value | mean JS of shapes to the others |\n| --- | ---: | ---: | ---: | ---: |\n",
         b.blocks.len(),
-        b.max_pair.0,
-        b.max_pair.1,
-        b.max_pair.2
+        line("as measured", &b.as_measured),
+        line("shapes (each block divided by its largest absolute eigenvalue)", &b.shape),
     );
     for (i, blk) in b.blocks.iter().enumerate() {
         let others: Vec<f64> = b
@@ -130,7 +135,7 @@ fn block_spectra(b: &super::report::BlockSpectraSection) -> String {
             .map(|(_, o)| seht_estimator::jensen_shannon(&blk.density, &o.density))
             .collect();
         let mean = others.iter().sum::<f64>() / others.len().max(1) as f64;
-        md.push_str(&format!("| `{}` | {} | {:.4e} | {mean:.4} |\n", blk.name, blk.len, blk.trace));
+        md.push_str(&format!("| `{}` | {} | {:.4e} | {:.4e} | {mean:.4} |\n", blk.name, blk.len, blk.trace, blk.scale));
     }
     md.push('\n');
     md
