@@ -196,8 +196,9 @@ fn slurm_script(plan: &Plan, args: &Args, range: std::ops::Range<usize>, what: &
     )
 }
 
-/// The data folder of a preset, with fixtures written when it uses them,
-/// and the notes every output carries about them.
+/// The data folder of a preset, with fixtures written when it uses them
+/// (not for a listing: runs in progress may be reading them), and the notes
+/// every output carries about them.
 fn prepare_data(
     root: &Path,
     preset: &Preset,
@@ -205,29 +206,15 @@ fn prepare_data(
     args: &Args,
     out: &Path,
 ) -> Result<(PathBuf, DataNotes)> {
-    let mut notes = DataNotes::new();
-    let dir = match preset.data {
-        DataKind::Fixtures => {
-            let d = out.join("fixtures");
-            // A listing writes nothing: runs in progress may be reading them.
-            if !args.list {
-                crate::fixtures::write_all(&d)?;
-            }
-            for t in tables {
-                notes.insert(t.clone(), DataSource::Fixtures { dir: d.clone() });
-            }
-            d
-        }
-        DataKind::Shipped => {
-            let d = root.join("data").join("shipped");
-            for t in tables {
-                notes.insert(t.clone(), DataSource::Shipped { dir: d.clone() });
-            }
-            d
-        }
-        DataKind::Real => args.data_dir.clone(),
+    let (dir, source): (PathBuf, fn(PathBuf) -> DataSource) = match preset.data {
+        DataKind::Fixtures => (out.join("fixtures"), |dir| DataSource::Fixtures { dir }),
+        DataKind::Shipped => (root.join("data").join("shipped"), |dir| DataSource::Shipped { dir }),
+        DataKind::Real => return Ok((args.data_dir.clone(), DataNotes::new())),
     };
-    Ok((dir, notes))
+    if preset.data == DataKind::Fixtures && !args.list {
+        crate::fixtures::write_all(&dir)?;
+    }
+    Ok((dir.clone(), tables.iter().map(|t| (t.clone(), source(dir.clone()))).collect()))
 }
 
 /// A preset resolved against the command line, its data prepared and its
