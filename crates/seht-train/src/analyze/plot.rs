@@ -177,7 +177,7 @@ pub(crate) fn plots(r: &AnalysisReport, out: &Path) -> Result<Vec<PathBuf>> {
     }
     if let Some(b) = &r.spectrum.block_spectra {
         let title = format!(
-            "Blockwise Hessian spectra, each divided by its largest |eigenvalue| ({}, {} mode; JS₀ of shapes {:.3}, floor {})",
+            "Blockwise spectra / max |λ| ({}, {} mode; JS₀ {:.3}, floor {})",
             r.name,
             mode(r),
             b.shape.js0,
