@@ -309,6 +309,16 @@ impl ModelConfig {
         if context < bptt {
             return Err(config("model.context", context, format!("must be at least data.bptt = {bptt}")));
         }
+        // The position embedding is `context × d_model`: a context beyond
+        // any text a window holds only allocates (1e8 asked for 51 GB).
+        const MAX_CONTEXT: usize = 1 << 16;
+        if context > MAX_CONTEXT {
+            return Err(config(
+                "model.context",
+                context,
+                format!("must be at most {MAX_CONTEXT} (and at least data.bptt)"),
+            ));
+        }
         if !(0.0..1.0).contains(&dropout) {
             return Err(config("model.dropout", dropout, "must lie in [0, 1)"));
         }
@@ -1106,12 +1116,10 @@ impl ExperimentConfig {
                 }
             }
         }
-        if o.weight_decay < 0.0 || o.clip_grad_norm < 0.0 {
-            return Err(config(
-                "optim.weight_decay/clip_grad_norm",
-                format!("{}/{}", o.weight_decay, o.clip_grad_norm),
-                "must be ≥ 0",
-            ));
+        for (f, v) in [("optim.weight_decay", o.weight_decay), ("optim.clip_grad_norm", o.clip_grad_norm)] {
+            if v < 0.0 {
+                return Err(config(f, v, "must be ≥ 0"));
+            }
         }
         match &self.schedule {
             ScheduleConfig::MultiStep { gamma, .. } | ScheduleConfig::Plateau { factor: gamma }
@@ -1211,7 +1219,9 @@ mod tests {
         for (from, to, field) in [
             ("heads = 2", "heads = 3", "model.heads"),
             ("context = 32", "context = 4", "model.context"),
+            ("context = 32", "context = 100000000", "model.context"),
             ("dropout = 0.1", "dropout = 1.0", "model.dropout"),
+            ("weight_decay = 0.1", "weight_decay = -0.1", "`optim.weight_decay` = -0.1"),
             ("init_std = 0.02", "init_std = 0.0", "model.init_std"),
             ("kind = \"text\"", "kind = \"image\"", "data"),
         ] {

@@ -106,7 +106,7 @@ enum Command {
 #[derive(clap::Args)]
 struct AnalyzeArgs {
     /// A run folder (holding config.toml and checkpoint/).
-    #[arg(long, conflicts_with_all = ["config", "checkpoint", "init"], required_unless_present_any = ["checkpoint", "init"])]
+    #[arg(long, conflicts_with_all = ["config", "checkpoint", "init"])]
     run: Option<PathBuf>,
     /// The experiment config that built the model (with --checkpoint, or
     /// with --init).
@@ -401,8 +401,8 @@ impl AnalyzeArgs {
 
 /// `seht analyze`: analyses, writes the report and prints its summary.
 fn analyze(args: AnalyzeArgs) -> Result<()> {
-    if let Some(v) = args.block_spectra.as_ref().filter(|v| v.len() != 2) {
-        bail!("--block-spectra takes two numbers, PROBES,STEPS (e.g. 4,40); got {v:?}");
+    if let Some(v) = args.block_spectra.as_ref().filter(|v| v.len() != 2 || v.contains(&0)) {
+        bail!("--block-spectra takes two numbers of at least 1, PROBES,STEPS (e.g. 3,30); got {v:?}");
     }
     let (source, default_out) = args.source()?;
     let progress = if args.quiet { Progress::Hidden } else { Progress::Bars };
