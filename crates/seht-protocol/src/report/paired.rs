@@ -180,7 +180,8 @@ pub fn trace_differences(runs: &[MethodRuns]) -> Vec<(String, Paired)> {
 }
 
 /// One line per method: its paired difference to the baseline in final test
-/// top-1 and in the final evaluation-mode `tr(H)` (relative to the
+/// top-1 (or, for a language model, test perplexity at the epoch of lowest
+/// validation loss) and in the final evaluation-mode `tr(H)` (relative to the
 /// baseline's mean too), with the 95 % confidence interval and the
 /// Holm-adjusted p-value of [`report`]'s full set of rows, then a line
 /// saying how to read them. `None` where [`report`] has no rows.
@@ -194,13 +195,16 @@ pub fn sentences(runs: &[MethodRuns]) -> Option<String> {
     let mut out = String::new();
     for r in runs.iter().filter(|r| r.method != "baseline") {
         let mut parts = Vec::new();
-        for (label, unit) in [(METRICS[0].label, " points"), (METRICS[4].label, "")] {
+        // Top-1 (images) or perplexity (text), then the trace with its size
+        // relative to the baseline's.
+        let said = [(METRICS[0].label, " points", false), (METRICS[1].label, "", false), (METRICS[4].label, "", true)];
+        for (label, unit, trace) in said {
             let Some((row, adj)) = rows.iter().find(|(row, _)| row.method == r.method && row.metric.label == label)
             else {
                 continue;
             };
             let (s, d) = (row.stat, row.metric.digits);
-            let relative = match (unit.is_empty(), base_trace) {
+            let relative = match (trace, base_trace) {
                 (true, Some(b)) if b.abs() > 0.0 => format!(", {:+.0} % of the baseline's", 100.0 * s.mean / b),
                 _ => String::new(),
             };
@@ -364,6 +368,18 @@ mod tests {
         // Unpaired seeds (names without a common seed) give no sentence at all.
         let lone = [runs("baseline", &[0.8]), runs("up", &[0.9])];
         assert!(sentences(&lone).is_none());
+        // A language model's table: its perplexity is said (it has no top-1).
+        let lm = |method: &str, ppl: &[f64]| {
+            let mut r = runs(method, &vec![0.5; ppl.len()]);
+            for (m, &p) in r.metrics.iter_mut().zip(ppl) {
+                for e in [m.final_epoch.as_mut(), m.best_epoch.as_mut()].into_iter().flatten() {
+                    (e.test.top1, e.test.perplexity) = (None, Some(p));
+                }
+            }
+            r
+        };
+        let text = sentences(&[lm("baseline", &[500.0, 510.0, 520.0]), lm("sgd", &[400.0, 405.0, 415.0])]).expect("lm");
+        assert!(text.contains("test perplexity (epoch of lowest validation loss) -103.3 (95 % CI"), "{text}");
     }
 
     #[test]
