@@ -165,6 +165,7 @@ pub fn download(url: &str, target: &Path, opts: &FetchOptions) -> Result<()> {
         .timeout_recv_response(Some(Duration::from_secs(60)))
         .timeout_recv_body(Some(Duration::from_secs(600)))
         .http_status_as_error(false)
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build())
         .build()
         .into();
     let fail = |reason: String| Error::Download { url: url.to_string(), reason };
