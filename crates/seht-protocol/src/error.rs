@@ -1,21 +1,10 @@
 //! The protocol's error: what is wrong, naming the file (and field or row)
 //! and what to do, as the messages `cargo xtask` prints.
 
-use std::path::PathBuf;
-
 /// Errors of the protocol.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file that cannot be read or written.
-    #[error("{path}: {error}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause (in the message, not a `source`, so that a chain
-        /// printed with `{:#}` says it once).
-        error: std::io::Error,
-    },
     /// A file, setting or result that is not what the protocol needs: the
     /// message names it and what to do.
     #[error("{0}")]
@@ -55,7 +44,7 @@ impl From<toml::ser::Error> for Error {
 }
 
 impl From<std::io::Error> for Error {
-    /// An I/O error whose file the context names.
+    /// An I/O error; the context added to it names the file.
     fn from(error: std::io::Error) -> Self {
         Error::Invalid(error.to_string())
     }
