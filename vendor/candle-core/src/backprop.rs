@@ -427,16 +427,23 @@ impl Tensor {
                         let sum_grad = grads.or_insert(arg)?;
                         *sum_grad = sum_grad.scatter_add(indexes, &grad, *dim)?;
                     }
+                    // seht patch 4: upstream had the two `init` rules
+                    // swapped. `scatter` overwrites the indexed entries, so
+                    // `init` gets the gradient except there (the mask is
+                    // scattered from zeros of `src`'s shape, which is the
+                    // indexes' shape); `scatter_add` adds to them, so `init`
+                    // gets the whole gradient. (The swapped rules failed
+                    // with a shape error, or gave wrong values when the
+                    // shapes happened to agree.)
                     Op::Scatter(init, indexes, src, dim) => {
-                        grads.accumulate(&tracked, init, &grad)?;
+                        let mask = init.ones_like()?.scatter(indexes, &src.zeros_like()?, *dim)?;
+                        grads.accumulate(&tracked, init, &grad.mul(&mask)?)?;
 
                         let src_grad = grad.gather(indexes, *dim)?;
                         grads.accumulate(&tracked, src, &src_grad)?;
                     }
                     Op::ScatterAdd(init, indexes, src, dim) => {
-                        let mask = init.ones_like()?;
-                        let mask = mask.scatter(indexes, &mask.zeros_like()?, *dim)?;
-                        grads.accumulate(&tracked, init, &grad.mul(&mask)?)?;
+                        grads.accumulate(&tracked, init, &grad)?;
 
                         let src_grad = grad.gather(indexes, *dim)?;
                         grads.accumulate(&tracked, src, &src_grad)?;
@@ -764,7 +771,18 @@ impl GradStore {
         }
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
-                let sum = entry.get().add(grad)?;
+                // seht patch 5: in a pass that keeps no graph, a strided
+                // contribution (the transposed weight gradient of every
+                // `x.matmul(&w.t())`, 35 per weight in an LSTM window) is
+                // copied contiguous first (the tiled transposed copy), since
+                // candle's strided binary map reads it element by element.
+                // With the graph kept the copy would stay on the graph, so
+                // the add reads the strided view as before.
+                let sum = if grad.is_contiguous() || do_not_detach() {
+                    entry.get().add(grad)?
+                } else {
+                    entry.get().add(&grad.contiguous()?)?
+                };
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
