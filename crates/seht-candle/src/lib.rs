@@ -35,6 +35,7 @@ mod autodiff;
 mod batch_norm;
 mod conv;
 mod cpu_op;
+mod cross_entropy;
 mod error;
 pub mod first_order;
 pub mod gauss_newton;

@@ -49,6 +49,7 @@ pub use crate::attention_ops::{
 };
 pub use crate::batch_norm::BatchNorm;
 pub use crate::conv::{Conv2d, conv2d};
+pub use crate::cross_entropy::cross_entropy;
 use crate::error::{Error, Result};
 use crate::pattern;
 

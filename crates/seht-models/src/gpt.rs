@@ -288,7 +288,7 @@ impl Gpt {
     /// candle's, for shapes that do not fit.
     pub fn loss(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let v = logits.dim(D::Minus1)?;
-        Ok(candle_nn::loss::cross_entropy(&logits.reshape(((), v))?, &targets.flatten_all()?)?)
+        Ok(seht_candle::ops::cross_entropy(&logits.reshape(((), v))?, &targets.flatten_all()?)?)
     }
 
     /// Every variable the model created, with its role.
