@@ -771,18 +771,7 @@ impl GradStore {
         }
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
-                // seht patch 5: in a pass that keeps no graph, a strided
-                // contribution (the transposed weight gradient of every
-                // `x.matmul(&w.t())`, 35 per weight in an LSTM window) is
-                // copied contiguous first (the tiled transposed copy), since
-                // candle's strided binary map reads it element by element.
-                // With the graph kept the copy would stay on the graph, so
-                // the add reads the strided view as before.
-                let sum = if grad.is_contiguous() || do_not_detach() {
-                    entry.get().add(grad)?
-                } else {
-                    entry.get().add(&grad.contiguous()?)?
-                };
+                let sum = entry.get().add(grad)?;
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
