@@ -51,6 +51,25 @@ pub fn backward_with(t: &Tensor, create_graph: bool) -> candle_core::Result<Grad
     t.backward()
 }
 
+/// `∂t/∂(each of targets)` only, with or without the graph of the
+/// gradients: the pass visits only the nodes that lead to a target (the
+/// vendored candle's `Tensor::backward_to`), so the part of the graph that
+/// leads only to other variables costs nothing. Each gradient is the one
+/// [`backward_with`] gives, bit for bit; the store has none for other
+/// variables.
+///
+/// A SEHT-D product `vᵀHv` over the blocks its layer draw selected needs
+/// `Hv` on those blocks only: its backward pass stops at the lowest
+/// selected layer instead of running down to the input.
+///
+/// # Errors
+///
+/// candle's, from the backward pass.
+pub fn backward_to_with(t: &Tensor, targets: &[&Tensor], create_graph: bool) -> candle_core::Result<GradStore> {
+    let _restore = Restore(candle_core::backprop::set_do_not_detach(create_graph));
+    t.backward_to(targets)
+}
+
 /// The gradients of `t` on the graph, ready to be differentiated again
 /// (PyTorch's `backward(create_graph=True)`).
 ///

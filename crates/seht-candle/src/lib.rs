@@ -51,7 +51,7 @@ mod penalty;
 mod step;
 
 pub use accumulate::{Combination, PenalisedGradients, penalised_gradients};
-pub use autodiff::{backward_create_graph, backward_no_graph, backward_with, check_higher_order};
+pub use autodiff::{backward_create_graph, backward_no_graph, backward_to_with, backward_with, check_higher_order};
 pub use error::{Error, Result};
 pub use gauss_newton_operator::GaussNewtonOperator;
 pub use malloc::retain_freed_memory;

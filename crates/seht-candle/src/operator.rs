@@ -105,8 +105,15 @@ impl HessianOperator {
         self.mode
     }
 
-    /// `gᵀv` over `v`'s support, and the product `Hv` on the blocks `out`.
-    fn products(&self, v: &BlockVec<Tensor>, create_graph: bool) -> Result<Option<candle_core::backprop::GradStore>> {
+    /// `gᵀv` over `v`'s support, and the product `Hv`: on every block, or
+    /// (`support_only`) on the blocks of `v`'s support only, by a backward
+    /// pass that visits only the graph leading to them.
+    fn products(
+        &self,
+        v: &BlockVec<Tensor>,
+        create_graph: bool,
+        support_only: bool,
+    ) -> Result<Option<candle_core::backprop::GradStore>> {
         let mut s: Option<Tensor> = None;
         for (i, vi) in v.present() {
             if let Some(g) = &self.grads[i] {
@@ -119,6 +126,10 @@ impl HessianOperator {
         }
         match s {
             None => Ok(None),
+            Some(s) if support_only => {
+                let targets: Vec<&Tensor> = v.present().map(|(i, _)| self.params[i].var.as_tensor()).collect();
+                Ok(Some(crate::autodiff::backward_to_with(&s, &targets, create_graph)?))
+            }
             Some(s) => Ok(Some(crate::autodiff::backward_with(&s, create_graph)?)),
         }
     }
@@ -132,7 +143,7 @@ impl HessianOperator {
 
     /// `Hv`, on the graph (`create_graph`) or detached, whatever the mode.
     pub(crate) fn hvp_with(&self, v: &BlockVec<Tensor>, create_graph: bool) -> Result<BlockVec<Tensor>> {
-        let store = self.products(v, create_graph)?;
+        let store = self.products(v, create_graph, false)?;
         let mut out = BlockVec::zeros(self.blocks.len());
         for (i, p) in self.params.iter().enumerate() {
             let hv = match store.as_ref().and_then(|s| s.get(p.var.as_tensor())) {
@@ -173,7 +184,10 @@ impl HvpOperator for HessianOperator {
 
     fn quadratic_form(&self, v: &BlockVec<Tensor>) -> Result<Tensor> {
         // The products carry their graph only where they are differentiated again.
-        let Some(store) = self.products(v, self.mode == GraphMode::Differentiable)? else { return self.zero() };
+        // `vᵀHv` needs `Hv` on `v`'s support only (a SEHT-D draw's blocks).
+        let Some(store) = self.products(v, self.mode == GraphMode::Differentiable, true)? else {
+            return self.zero();
+        };
         let mut q: Option<Tensor> = None;
         for (i, vi) in v.present() {
             if let Some(hv) = store.get(self.params[i].var.as_tensor()) {

@@ -116,7 +116,6 @@ fn every_order_matches_candles_composed_loss() {
         for (case, squared) in CASES.iter().flat_map(|c| [(c, false), (c, true)]) {
             let a = derivatives(case, dtype, fused, squared);
             let b = derivatives(case, dtype, composed, squared);
-            let b = derivatives(case, dtype, composed, squared);
             for ((name, a), (_, b)) in a.iter().zip(&b) {
                 let (va, vb) = (values(a), values(b));
                 let err = if vb.iter().all(|x| *x == 0.0) {

@@ -49,17 +49,16 @@ pub fn set_do_not_detach(keep: bool) -> bool {
 }
 
 impl Tensor {
-    /// Return all the nodes that lead to this value in a topologically sorted vec, the first
-    /// elements having dependencies on the latter ones, e.g. the first element if any is the
-    /// argument.
-    /// This assumes that the op graph is a DAG.
-    pub fn sorted_nodes(&self) -> Vec<&Tensor> {
+    /// [`Tensor::sorted_nodes`] with the variables `leaf` accepts as the only leaves (seht
+    /// patch 5): a node is kept when it leads to one of them.
+    fn sorted_nodes_to<'a>(&'a self, leaf: &dyn Fn(&Tensor) -> bool) -> Vec<&'a Tensor> {
         // The vec of sorted nodes is passed as an owned value rather than a mutable reference
         // to get around some lifetime limitations.
         fn walk<'a>(
             node: &'a Tensor,
             nodes: Vec<&'a Tensor>,
             already_seen: &mut HashMap<TensorId, bool>,
+            leaf: &dyn Fn(&Tensor) -> bool,
         ) -> (bool, Vec<&'a Tensor>) {
             if let Some(&tg) = already_seen.get(&node.id()) {
                 return (tg, nodes);
@@ -67,7 +66,7 @@ impl Tensor {
             let mut track_grad = false;
             let mut nodes = if node.is_variable() {
                 // Do not call recursively on the "leaf" nodes.
-                track_grad = true;
+                track_grad = leaf(node);
                 nodes
             } else if node.dtype().is_int() {
                 nodes
@@ -78,11 +77,11 @@ impl Tensor {
                     | Op::ScatterAdd(t1, t2, t3, _)
                     | Op::CustomOp3(t1, t2, t3, _)
                     | Op::WhereCond(t1, t2, t3) => {
-                        let (tg, nodes) = walk(t1, nodes, already_seen);
+                        let (tg, nodes) = walk(t1, nodes, already_seen, leaf);
                         track_grad |= tg;
-                        let (tg, nodes) = walk(t2, nodes, already_seen);
+                        let (tg, nodes) = walk(t2, nodes, already_seen, leaf);
                         track_grad |= tg;
-                        let (tg, nodes) = walk(t3, nodes, already_seen);
+                        let (tg, nodes) = walk(t3, nodes, already_seen, leaf);
                         track_grad |= tg;
                         nodes
                     }
@@ -112,14 +111,14 @@ impl Tensor {
                     | Op::IndexSelect(lhs, rhs, _)
                     | Op::Matmul(lhs, rhs)
                     | Op::SliceScatter0(lhs, rhs, _) => {
-                        let (tg, nodes) = walk(lhs, nodes, already_seen);
+                        let (tg, nodes) = walk(lhs, nodes, already_seen, leaf);
                         track_grad |= tg;
-                        let (tg, nodes) = walk(rhs, nodes, already_seen);
+                        let (tg, nodes) = walk(rhs, nodes, already_seen, leaf);
                         track_grad |= tg;
                         nodes
                     }
                     Op::Cat(args, _) => args.iter().fold(nodes, |nodes, arg| {
-                        let (tg, nodes) = walk(arg, nodes, already_seen);
+                        let (tg, nodes) = walk(arg, nodes, already_seen, leaf);
                         track_grad |= tg;
                         nodes
                     }),
@@ -127,7 +126,7 @@ impl Tensor {
                         if *mul == 0. {
                             nodes
                         } else {
-                            let (tg, nodes) = walk(arg, nodes, already_seen);
+                            let (tg, nodes) = walk(arg, nodes, already_seen, leaf);
                             track_grad |= tg;
                             nodes
                         }
@@ -154,13 +153,13 @@ impl Tensor {
                     | Op::Elu(node, _)
                     | Op::Powf(node, _)
                     | Op::CustomOp1(node, _) => {
-                        let (tg, nodes) = walk(node, nodes, already_seen);
+                        let (tg, nodes) = walk(node, nodes, already_seen, leaf);
                         track_grad |= tg;
                         nodes
                     }
                     Op::ToDType(node) => {
                         if node.dtype().is_float() {
-                            let (tg, nodes) = walk(node, nodes, already_seen);
+                            let (tg, nodes) = walk(node, nodes, already_seen, leaf);
                             track_grad |= tg;
                             nodes
                         } else {
@@ -178,13 +177,34 @@ impl Tensor {
             }
             (track_grad, nodes)
         }
-        let (_tg, mut nodes) = walk(self, vec![], &mut HashMap::new());
+        let (_tg, mut nodes) = walk(self, vec![], &mut HashMap::new(), leaf);
         nodes.reverse();
         nodes
     }
 
+    /// Return all the nodes that lead to this value in a topologically sorted vec, the first
+    /// elements having dependencies on the latter ones, e.g. the first element if any is the
+    /// argument.
+    /// This assumes that the op graph is a DAG.
+    pub fn sorted_nodes(&self) -> Vec<&Tensor> {
+        self.sorted_nodes_to(&|_| true)
+    }
+
     pub fn backward(&self) -> Result<GradStore> {
-        let sorted_nodes = self.sorted_nodes();
+        self.backward_from(self.sorted_nodes())
+    }
+
+    /// seht patch 5: the gradients of this value with respect to `targets` only (variables;
+    /// others are treated as constants). The pass visits only the nodes that lead to a target,
+    /// so a node that leads only to other variables (the layers below the lowest target, say)
+    /// costs nothing; every gradient it returns is the one [`Tensor::backward`] would, built in
+    /// the same order. `GradStore::get` of another variable returns `None`.
+    pub fn backward_to(&self, targets: &[&Tensor]) -> Result<GradStore> {
+        let ids: std::collections::HashSet<TensorId> = targets.iter().map(|t| t.id()).collect();
+        self.backward_from(self.sorted_nodes_to(&|t: &Tensor| ids.contains(&t.id())))
+    }
+
+    fn backward_from(&self, sorted_nodes: Vec<&Tensor>) -> Result<GradStore> {
         // The nodes that lead to a variable: only their gradients are stored. A backward rule
         // may compute its other inputs' gradients too (a constant factor's, say); those are
         // dropped at once instead of being kept, with their graph, until the store is.
