@@ -313,29 +313,25 @@ impl CustomOp2 for Grad {
         let (n, v) = z.dims2()?;
         if !candle_core::backprop::do_not_detach() {
             return on_detached(&[z, g, u], |s, l| {
-                let (dz, dg) = match same_dtype(OP, &[s[0].dtype(), s[1].dtype(), s[2].dtype()])? {
-                    DType::F32 => {
-                        let (dz, dg) = grad_vjp_kernel(
-                            slice::<f32>(s[0], &l[0], "the logits")?,
-                            slice::<f32>(s[1], &l[1], "the gradient")?,
-                            slice::<f32>(s[2], &l[2], "the cotangent")?,
-                            &self.labels,
-                            v,
-                        );
-                        (tensor(dz, &[n, v])?, tensor(dg, &[n])?)
-                    }
-                    _ => {
-                        let (dz, dg) = grad_vjp_kernel(
-                            slice::<f64>(s[0], &l[0], "the logits")?,
-                            slice::<f64>(s[1], &l[1], "the gradient")?,
-                            slice::<f64>(s[2], &l[2], "the cotangent")?,
-                            &self.labels,
-                            v,
-                        );
-                        (tensor(dz, &[n, v])?, tensor(dg, &[n])?)
-                    }
-                };
-                Ok((Some(dz), Some(dg)))
+                fn both<T: Real>(
+                    s: &[&CpuStorage],
+                    l: &[Layout],
+                    labels: &[usize],
+                    (n, v): (usize, usize),
+                ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+                    let (dz, dg) = grad_vjp_kernel(
+                        slice::<T>(s[0], &l[0], "the logits")?,
+                        slice::<T>(s[1], &l[1], "the gradient")?,
+                        slice::<T>(s[2], &l[2], "the cotangent")?,
+                        labels,
+                        v,
+                    );
+                    Ok((Some(tensor(dz, &[n, v])?), Some(tensor(dg, &[n])?)))
+                }
+                match same_dtype(OP, &[s[0].dtype(), s[1].dtype(), s[2].dtype()])? {
+                    DType::F32 => both::<f32>(s, l, &self.labels, (n, v)),
+                    _ => both::<f64>(s, l, &self.labels, (n, v)),
+                }
             });
         }
         let s = z.apply_op1(Softmax)?;
