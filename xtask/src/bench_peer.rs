@@ -10,8 +10,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use seht_protocol::peer::{
-    Config, DEFAULT_PAIRS, Failure, Framework, Header, Outcome, Runs, TORCH_INFO, Torch, enables_gemm_x86_v4, eta,
-    format_secs, gemm_kernels, gib, outcome, parse_cpuinfo, parse_torch_info, render, schedule, three_digits, utc_date,
+    Config, DEFAULT_PAIRS, Failure, Framework, Header, Outcome, Runs, TORCH_INFO, Torch, busy_cores,
+    enables_gemm_x86_v4, eta, format_secs, gemm_kernels, gib, outcome, parse_cpuinfo, parse_proc_stat,
+    parse_torch_info, render, schedule, three_digits, utc_date,
 };
 
 /// How to install a Python with torch, either way: PyPI's default wheel
@@ -69,6 +70,15 @@ fn torch_version(python: &Path) -> Result<Torch> {
         Ok(o) => parse_torch_info(&String::from_utf8_lossy(&o.stdout))
             .with_context(|| format!("the python `{}` printed no torch version", python.display())),
     }
+}
+
+/// Cores kept busy by other processes over 0.5 s of this one idling
+/// (`/proc/stat`), or `None` where it cannot be read (not Linux).
+fn background_load(cores: usize) -> Option<f64> {
+    let read = || std::fs::read_to_string("/proc/stat").ok().and_then(|t| parse_proc_stat(&t));
+    let before = read()?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    Some(busy_cores(before, read()?, cores))
 }
 
 /// Whether the workspace builds gemm with `x86-v4` (the root manifest or a
@@ -158,7 +168,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let script = root.join("bench/peer/torch_steps.py");
     let candle = build_step_memory(root)?;
     let cpu = parse_cpuinfo(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default());
-    let header = Header {
+    let mut header = Header {
         date: utc_date(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())),
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         gemm: gemm_kernels(std::env::consts::ARCH, gemm_x86_v4_in(root), &cpu),
@@ -167,6 +177,7 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
         threads: args.threads,
         pairs: args.pairs,
         limit_gib: args.limit_gib,
+        background: Vec::new(),
     };
     let jobs = schedule(args.pairs, configs.len());
     eprint!("{}", header.lines());
@@ -182,6 +193,9 @@ pub fn run(root: &Path, args: Args) -> Result<()> {
     let t0 = Instant::now();
     for (n, &(pair, i, fw)) in jobs.iter().enumerate() {
         let c = configs[i];
+        if let Some(busy) = background_load(header.cores) {
+            header.background.push(busy);
+        }
         let t = Instant::now();
         let o = measure(fw, &c, &candle, &python, &script, &args);
         let secs = t.elapsed().as_secs_f64();

@@ -466,9 +466,65 @@ pub struct Header {
     pub pairs: u32,
     /// Address-space limit per process, GiB.
     pub limit_gib: u64,
+    /// Cores kept busy by other processes, sampled before each measured
+    /// process ([`busy_cores`]); empty where `/proc/stat` is unreadable.
+    pub background: Vec<f64>,
+}
+
+/// Background load above which the header warns (cores kept busy by other
+/// processes).
+pub const BACKGROUND_WARN_CORES: f64 = 0.1;
+
+/// `(busy, total)` jiffies of all CPUs from the text of `/proc/stat` (its
+/// `cpu ` line: busy = user + nice + system + irq + softirq + steal; total
+/// adds idle and iowait), or `None` when the line is missing or malformed.
+pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    if v.len() < 8 {
+        return None;
+    }
+    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    Some((busy, busy + v[3] + v[4]))
+}
+
+/// Cores busy between two `/proc/stat` samples `(busy, total)` on a machine
+/// of `cores` cores (0 when no time passed).
+pub fn busy_cores(before: (u64, u64), after: (u64, u64), cores: usize) -> f64 {
+    let total = after.1.saturating_sub(before.1);
+    if total == 0 {
+        return 0.0;
+    }
+    after.0.saturating_sub(before.0) as f64 / total as f64 * cores as f64
 }
 
 impl Header {
+    /// The background-load line (with a warning above
+    /// [`BACKGROUND_WARN_CORES`]), or nothing without samples.
+    fn background_line(&self) -> String {
+        if self.background.is_empty() {
+            return String::new();
+        }
+        let mut b = self.background.clone();
+        b.sort_by(f64::total_cmp);
+        let (lo, mid, hi) = (b[0], b[b.len() / 2], b[b.len() - 1]);
+        let mut line = format!(
+            "- background load: other processes kept {lo:.2}–{hi:.2} (median {mid:.2}) of the {} cores busy, \
+             sampled for 0.5 s before each measured process\n",
+            self.cores
+        );
+        if hi > BACKGROUND_WARN_CORES {
+            line.push_str(
+                "- **warning: the machine was not idle.** PyTorch's OpenMP threads busy-wait, and under contention \
+                 torch slowed far more than candle in our measurements (up to 27× on the LSTM step, against \
+                 about 1.2× for candle): the pairs do not cancel that, and ratios measured under load flatter \
+                 candle. Rerun on an idle machine (or with `OMP_WAIT_POLICY=PASSIVE` in the environment, which \
+                 torch honours) before quoting them\n",
+            );
+        }
+        line
+    }
+
     /// The header's lines, Markdown list items.
     pub fn lines(&self) -> String {
         let yes = |b: bool| if b { "yes" } else { "no" };
@@ -492,7 +548,7 @@ impl Header {
             plural(self.pairs),
             self.limit_gib,
             self.date,
-        )
+        ) + &self.background_line()
     }
 }
 
@@ -851,6 +907,36 @@ mod tests {
     }
 
     #[test]
+    fn background_load_is_read_from_proc_stat_and_warned_about() {
+        let a = parse_proc_stat("cpu  100 20 30 1000 50 0 5 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n").expect("parsed");
+        assert_eq!(a, (155, 1205));
+        let b = (a.0 + 50, a.1 + 100);
+        assert!((busy_cores(a, b, 2) - 1.0).abs() < 1e-12);
+        assert_eq!(busy_cores(a, a, 2), 0.0);
+        assert_eq!(parse_proc_stat("intr 1 2 3\n"), None);
+        assert_eq!(parse_proc_stat("cpu  1 2 x 4 5 6 7 8\n"), None);
+        let cpu = parse_cpuinfo(XEON);
+        let mut header = Header {
+            date: "2025-01-02 03:04 UTC".into(),
+            cores: 2,
+            gemm: gemm_kernels("x86_64", true, &cpu),
+            cpu,
+            torch: Torch { version: "2.15.0+cpu".into(), capability: None },
+            threads: 2,
+            pairs: 3,
+            limit_gib: 22,
+            background: vec![0.02, 0.05, 0.01],
+        };
+        let quiet = header.lines();
+        assert!(quiet.contains("kept 0.01–0.05 (median 0.02) of the 2 cores busy"), "{quiet}");
+        assert!(!quiet.contains("warning"), "{quiet}");
+        header.background.push(1.9);
+        assert!(header.lines().contains("warning: the machine was not idle"));
+        header.background.clear();
+        assert!(!header.lines().contains("background load"));
+    }
+
+    #[test]
     fn table_has_pair_ratios_medians_expected_cost_and_failures() {
         let cpu = parse_cpuinfo(XEON);
         let header = Header {
@@ -862,6 +948,7 @@ mod tests {
             threads: 2,
             pairs: 3,
             limit_gib: 22,
+            background: vec![0.01, 0.02, 0.0],
         };
         let fail = || Err(Failure { out_of_memory: true, why: "memory allocation of 9 bytes failed".into() });
         let results = vec![
