@@ -61,8 +61,15 @@ fn main() -> Res<()> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--reps" => reps = args.next().ok_or("--reps needs a value")?.parse()?,
+            "-h" | "--help" => {
+                println!("usage: xent_speed [--reps N]  (N ≥ 1 timed repetitions per cell, default 7)");
+                return Ok(());
+            }
             other => return Err(format!("unknown argument {other} (expected --reps N)").into()),
         }
+    }
+    if reps == 0 {
+        return Err("--reps must be at least 1".into());
     }
     let dev = Device::Cpu;
     let (n, classes) = (700usize, 10_000usize);

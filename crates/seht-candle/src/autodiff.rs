@@ -62,10 +62,17 @@ pub fn backward_with(t: &Tensor, create_graph: bool) -> candle_core::Result<Grad
 /// `Hv` on those blocks only: its backward pass stops at the lowest
 /// selected layer instead of running down to the input.
 ///
+/// `targets` must be variables (`Var`s' tensors): an intermediate tensor
+/// is not a leaf of the pass, and gradient would flow through it.
+///
 /// # Errors
 ///
+/// A target that is not a variable (naming its position in `targets`);
 /// candle's, from the backward pass.
 pub fn backward_to_with(t: &Tensor, targets: &[&Tensor], create_graph: bool) -> candle_core::Result<GradStore> {
+    if let Some(i) = targets.iter().position(|x| !x.is_variable()) {
+        candle_core::bail!("backward_to_with: target {i} (shape {:?}) is not a variable", targets[i].dims());
+    }
     let _restore = Restore(candle_core::backprop::set_do_not_detach(create_graph));
     t.backward_to(targets)
 }

@@ -57,24 +57,24 @@ fn invalid(message: String) -> Error {
 ///
 /// # Errors
 /// [`Error::InvalidOp`] naming the op when `logits` is not two-dimensional
-/// or has no rows, when `labels` is not one label per row, and when a label
+/// or has no rows or no classes, when `labels` is not one label per row, and when a label
 /// is negative or not below `V` (naming its row and value); candle's errors
 /// otherwise.
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (n, v) = logits
         .dims2()
         .map_err(|_| invalid(format!("expected logits of shape (N, V), got shape {:?}", logits.shape())))?;
-    if n == 0 || v == 0 {
-        return Err(invalid(format!("logits of shape ({n}, {v}) have nothing to average")));
+    if n == 0 {
+        return Err(invalid(format!("logits of shape ({n}, {v}) have no rows to average over")));
+    }
+    if v == 0 {
+        return Err(invalid(format!("logits of shape ({n}, {v}) have no classes")));
     }
     if labels.dims() != [n] {
         return Err(invalid(format!(
             "expected {n} labels (shape ({n},)) for logits ({n}, {v}), got shape {:?}",
             labels.shape()
         )));
-    }
-    if !logits.device().is_cpu() || !matches!(logits.dtype(), DType::F32 | DType::F64) {
-        return Ok(candle_nn::loss::cross_entropy(logits, labels)?);
     }
     let ys: Vec<i64> = match labels.dtype() {
         DType::U8 | DType::U32 | DType::I64 => labels.to_dtype(DType::I64)?.to_vec1::<i64>()?,
@@ -86,6 +86,11 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
             Ok(c) if c < v => checked.push(c),
             _ => return Err(invalid(format!("label {y} of row {row} is outside the {v} classes 0..{v}"))),
         }
+    }
+    // Labels are checked above for every dtype and device: candle's gather
+    // (the fallback's) reads u32::MAX as "ignore this row".
+    if !logits.device().is_cpu() || !matches!(logits.dtype(), DType::F32 | DType::F64) {
+        return Ok(candle_nn::loss::cross_entropy(logits, labels)?);
     }
     let rows = logits.contiguous()?.apply_op1(Rows { labels: Arc::new(checked) })?;
     Ok((rows.sum_all()? / n as f64)?)

@@ -182,7 +182,17 @@ fn bad_labels_and_shapes_name_the_op() {
     assert!(msg.contains("(N, V)"), "{msg}");
     let empty = Tensor::zeros((0, 4), DType::F32, &DEV).expect("empty");
     let msg = err(ops::cross_entropy(&empty, &Tensor::zeros(0, DType::U32, &DEV).expect("y")));
-    assert!(msg.contains("nothing to average"), "{msg}");
+    assert!(msg.contains("no rows"), "{msg}");
+    let msg = err(ops::cross_entropy(
+        &Tensor::zeros((3, 0), DType::F32, &DEV).expect("z"),
+        &Tensor::new(&[0u32, 0, 0], &DEV).expect("y"),
+    ));
+    assert!(msg.contains("no classes"), "{msg}");
+    // The fallback (bf16 logits) checks labels too: candle's gather would
+    // read u32::MAX as "ignore this row".
+    let z16 = z.to_dtype(DType::BF16).expect("bf16");
+    let msg = err(ops::cross_entropy(&z16, &Tensor::new(&[0u32, u32::MAX, 2], &DEV).expect("y")));
+    assert!(msg.contains("label 4294967295 of row 1"), "{msg}");
     let msg = err(ops::cross_entropy(&z, &Tensor::zeros(3, DType::F32, &DEV).expect("y")));
     assert!(msg.contains("labels must be"), "{msg}");
 }

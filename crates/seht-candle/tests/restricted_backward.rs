@@ -152,3 +152,13 @@ fn a_partial_quadratic_form_and_its_gradient_match_full_passes() {
         }
     }
 }
+
+#[test]
+fn a_target_that_is_not_a_variable_is_refused() {
+    let net = Net::new(DType::F64);
+    let loss = net.loss();
+    let w = net.get("w3");
+    let intermediate = (w * 2.0).expect("2w");
+    let err = seht_candle::backward_to_with(&loss, &[w, &intermediate], false).expect_err("refused").to_string();
+    assert!(err.contains("target 1") && err.contains("not a variable"), "{err}");
+}
