@@ -133,10 +133,15 @@ fn rows_cols(l: &Layout) -> candle_core::Result<(usize, usize)> {
     }
 }
 
-/// Row `z`'s softmax into `out` (which may alias nothing else); returns
-/// nothing. Max-shifted, the sum accumulated in f64.
+/// The largest entry of a row (the shift that keeps `exp` finite).
+fn row_max<T: Real>(z: &[T]) -> T {
+    z.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), Real::max)
+}
+
+/// Row `z`'s softmax, written into `out` (same length). Max-shifted, the
+/// sum accumulated in f64.
 fn softmax_row<T: Real>(z: &[T], out: &mut [T]) {
-    let m = z.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), Real::max);
+    let m = row_max(z);
     let mut sum = 0f64;
     for (o, &x) in out.iter_mut().zip(z) {
         let e = (x - m).exp();
@@ -154,7 +159,7 @@ fn rows_kernel<T: Real>(z: &[T], labels: &[usize], v: usize) -> Vec<T> {
     z.par_chunks(v)
         .zip(labels.par_iter())
         .map(|(row, &y)| {
-            let m = row.iter().copied().fold(T::from_f64(f64::NEG_INFINITY), Real::max);
+            let m = row_max(row);
             let sum: f64 = row.iter().map(|&x| (x - m).exp().to_f64()).sum();
             T::from_f64(m.to_f64() + sum.ln() - row[y].to_f64())
         })
@@ -218,7 +223,8 @@ fn softmax_vjp_composed(s: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
     s * g.broadcast_sub(&sg)?
 }
 
-/// The detached CPU slices of `ts` (made contiguous) in `T`, handed to `f`.
+/// The CPU storages and layouts of `ts`, detached and made contiguous,
+/// handed to `f`.
 fn on_detached<R>(
     ts: &[&Tensor],
     f: impl FnOnce(&[&CpuStorage], &[Layout]) -> candle_core::Result<R>,

@@ -516,8 +516,8 @@ impl Header {
         if hi > BACKGROUND_WARN_CORES {
             line.push_str(
                 "- **warning: the machine was not idle.** PyTorch's OpenMP threads busy-wait, and under contention \
-                 torch slowed far more than candle in our measurements (up to 27× on the LSTM step, against \
-                 about 1.2× for candle): the pairs do not cancel that, and ratios measured under load flatter \
+                 torch slowed far more than candle in our measurements (16–31× on the LSTM step, against \
+                 about 2× for candle): the pairs do not cancel that, and ratios measured under load flatter \
                  candle. Rerun on an idle machine (or with `OMP_WAIT_POLICY=PASSIVE` in the environment, which \
                  torch honours) before quoting them\n",
             );

@@ -194,8 +194,9 @@ impl Tensor {
         self.backward_from(self.sorted_nodes())
     }
 
-    /// seht patch 5: the gradients of this value with respect to `targets` only (variables;
-    /// others are treated as constants). The pass visits only the nodes that lead to a target,
+    /// seht patch 5: the gradients of this value with respect to `targets` only, which must be
+    /// variables (other variables are treated as constants; a target that is not a variable is
+    /// not a leaf of the walk and gets no gradient). The pass visits only the nodes that lead to a target,
     /// so a node that leads only to other variables (the layers below the lowest target, say)
     /// costs nothing; every gradient it returns is the one [`Tensor::backward`] would, built in
     /// the same order. `GradStore::get` of another variable returns `None`.
