@@ -10,9 +10,19 @@
 //!
 //! Parameter paths: `encoder.weight`, `rnn.{l}.weight_ih_l0|weight_hh_l0|bias_ih_l0|bias_hh_l0`,
 //! `decoder.weight` (absent when tied), `decoder.bias`.
+//!
+//! The cells are PyTorch's (`torch.nn.LSTM`, `torch.nn.GRU`: gate order
+//! i, f, g, o and r, z, n; weights `(gates·hidden, d_in)`), computed as
+//! candle_nn's `LSTM::step`/`GRU::step` compute them, with two changes that
+//! make the same arithmetic cheaper to differentiate (issue 33): the input
+//! projections `x·W_ihᵀ + b_ih` of all steps are one matrix product, and the
+//! recurrent product uses `W_hhᵀ` made contiguous once per window, so the
+//! per-step weight gradients accumulate as contiguous matrices and are
+//! transposed back once (candle_nn's step adds every step's transposed
+//! gradient into the weight's gradient with a strided add).
 
 use candle_core::{D, IndexOp, Tensor};
-use candle_nn::rnn::{GRU, GRUConfig, GRUState, LSTM, LSTMConfig, LSTMState, RNN};
+use candle_nn::rnn::{GRUState, LSTMState};
 use candle_nn::{Init, Module, VarBuilder};
 use seht_candle::Role;
 
@@ -104,10 +114,87 @@ impl RnnLmConfig {
     }
 }
 
+/// One recurrent layer's variables; `gates` is 4 (LSTM) or 3 (GRU).
 #[derive(Debug, Clone)]
-enum Layers {
-    Lstm(Vec<LSTM>),
-    Gru(Vec<GRU>),
+struct Recurrent {
+    kind: RnnKind,
+    /// `(gates·hidden, d_in)`.
+    w_ih: Tensor,
+    /// `(gates·hidden, hidden)`.
+    w_hh: Tensor,
+    /// `(gates·hidden)`.
+    b_ih: Tensor,
+    /// `(gates·hidden)`.
+    b_hh: Tensor,
+}
+
+impl Recurrent {
+    /// Creates the variables in candle_nn's (and PyTorch's) order and names,
+    /// so initial values and checkpoints are those of `candle_nn::lstm`/`gru`.
+    fn new(kind: RnnKind, d_in: usize, hidden: usize, w_init: Init, vb: &VarBuilder) -> Result<Self> {
+        let g = match kind {
+            RnnKind::Lstm => 4,
+            RnnKind::Gru => 3,
+        } * hidden;
+        let zero = Init::Const(0.0);
+        Ok(Self {
+            kind,
+            w_ih: vb.get_with_hints((g, d_in), "weight_ih_l0", w_init)?,
+            w_hh: vb.get_with_hints((g, hidden), "weight_hh_l0", w_init)?,
+            b_ih: vb.get_with_hints(g, "bias_ih_l0", zero)?,
+            b_hh: vb.get_with_hints(g, "bias_hh_l0", zero)?,
+        })
+    }
+
+    /// Runs the layer over `x (batch, seq, d_in)` from `state`; returns the
+    /// outputs `(batch, seq, hidden)` and the state after the last step.
+    fn run(&self, x: &Tensor, state: &LayerState) -> candle_core::Result<(Tensor, LayerState)> {
+        let (batch, seq, d_in) = x.dims3()?;
+        // Input projections of every step at once: (batch, seq, gates·hidden).
+        let xp = x.reshape((batch * seq, d_in))?.matmul(&self.w_ih.t()?)?.broadcast_add(&self.b_ih)?.reshape((
+            batch,
+            seq,
+            (),
+        ))?;
+        let w_hh_t = self.w_hh.t()?.contiguous()?;
+        let mut outs = Vec::with_capacity(seq);
+        let mut st = state.clone();
+        for t in 0..seq {
+            let xp_t = xp.i((.., t, ..))?;
+            let hp = st.h.matmul(&w_hh_t)?.broadcast_add(&self.b_hh)?;
+            st = match self.kind {
+                RnnKind::Lstm => {
+                    let chunks = (xp_t + hp)?.chunk(4, 1)?;
+                    let in_gate = candle_nn::ops::sigmoid(&chunks[0])?;
+                    let forget_gate = candle_nn::ops::sigmoid(&chunks[1])?;
+                    let cell_gate = chunks[2].tanh()?;
+                    let out_gate = candle_nn::ops::sigmoid(&chunks[3])?;
+                    let Some(c) = &st.c else { candle_core::bail!("an LSTM layer needs a cell state") };
+                    let next_c = ((forget_gate * c)? + (in_gate * cell_gate)?)?;
+                    let next_h = (out_gate * next_c.tanh()?)?;
+                    LayerState { h: next_h, c: Some(next_c) }
+                }
+                RnnKind::Gru => {
+                    let ci = xp_t.chunk(3, 1)?;
+                    let ch = hp.chunk(3, 1)?;
+                    let r = candle_nn::ops::sigmoid(&(&ci[0] + &ch[0])?)?;
+                    let z = candle_nn::ops::sigmoid(&(&ci[1] + &ch[1])?)?;
+                    let n = (&ci[2] + (r * &ch[2])?)?.tanh();
+                    let next_h = ((&z * &st.h)? - ((&z - 1.)? * n)?)?;
+                    LayerState { h: next_h, c: None }
+                }
+            };
+            outs.push(st.h.clone());
+        }
+        Ok((Tensor::stack(&outs, 1)?, st))
+    }
+}
+
+/// The state of one layer inside [`Recurrent::run`].
+#[derive(Debug, Clone)]
+struct LayerState {
+    h: Tensor,
+    c: Option<Tensor>,
 }
 
 /// The recurrent state of every layer.
@@ -145,7 +232,7 @@ impl RnnState {
 pub struct RnnLm {
     cfg: RnnLmConfig,
     encoder: Tensor,
-    layers: Layers,
+    layers: Vec<Recurrent>,
     decoder_w: Tensor,
     decoder_b: Tensor,
     roles: Roles,
@@ -162,41 +249,14 @@ impl RnnLm {
         let encoder = ve.get_with_hints((cfg.vocab_size, cfg.embedding), "weight", uniform)?;
         roles.add(&ve, "weight", Role::Weight);
         let vr = vb.pp("rnn");
-        let layers = match cfg.kind {
-            RnnKind::Lstm => Layers::Lstm(
-                (0..cfg.layers)
-                    .map(|l| {
-                        let d_in = if l == 0 { cfg.embedding } else { cfg.hidden };
-                        let c = LSTMConfig {
-                            w_ih_init: uniform,
-                            w_hh_init: uniform,
-                            b_ih_init: Some(zero),
-                            b_hh_init: Some(zero),
-                            ..Default::default()
-                        };
-                        let vl = vr.pp(l.to_string());
-                        record_rnn(&vl, &mut roles);
-                        candle_nn::lstm(d_in, cfg.hidden, c, vl)
-                    })
-                    .collect::<candle_core::Result<_>>()?,
-            ),
-            RnnKind::Gru => Layers::Gru(
-                (0..cfg.layers)
-                    .map(|l| {
-                        let d_in = if l == 0 { cfg.embedding } else { cfg.hidden };
-                        let c = GRUConfig {
-                            w_ih_init: uniform,
-                            w_hh_init: uniform,
-                            b_ih_init: Some(zero),
-                            b_hh_init: Some(zero),
-                        };
-                        let vl = vr.pp(l.to_string());
-                        record_rnn(&vl, &mut roles);
-                        candle_nn::gru(d_in, cfg.hidden, c, vl)
-                    })
-                    .collect::<candle_core::Result<_>>()?,
-            ),
-        };
+        let layers = (0..cfg.layers)
+            .map(|l| {
+                let d_in = if l == 0 { cfg.embedding } else { cfg.hidden };
+                let vl = vr.pp(l.to_string());
+                record_rnn(&vl, &mut roles);
+                Recurrent::new(cfg.kind, d_in, cfg.hidden, uniform, &vl)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let vd = vb.pp("decoder");
         let decoder_w = if cfg.tie_weights {
             encoder.clone()
@@ -216,12 +276,13 @@ impl RnnLm {
 
     /// An all-zero state for `batch` sequences.
     pub fn zero_state(&self, batch: usize) -> Result<RnnState> {
-        Ok(match &self.layers {
-            Layers::Lstm(ls) => {
-                RnnState::Lstm(ls.iter().map(|l| l.zero_state(batch)).collect::<candle_core::Result<_>>()?)
-            }
-            Layers::Gru(ls) => {
-                RnnState::Gru(ls.iter().map(|l| l.zero_state(batch)).collect::<candle_core::Result<_>>()?)
+        let zeros = || Tensor::zeros((batch, self.cfg.hidden), self.encoder.dtype(), self.encoder.device());
+        Ok(match self.cfg.kind {
+            RnnKind::Lstm => RnnState::Lstm(
+                self.layers.iter().map(|_| Ok(LSTMState::new(zeros()?, zeros()?))).collect::<Result<_>>()?,
+            ),
+            RnnKind::Gru => {
+                RnnState::Gru(self.layers.iter().map(|_| Ok(GRUState { h: zeros()? })).collect::<Result<_>>()?)
             }
         })
     }
@@ -232,14 +293,33 @@ impl RnnLm {
         let (batch, seq) = tokens.dims2()?;
         let emb = candle_nn::Embedding::new(self.encoder.clone(), self.cfg.embedding).forward(tokens)?; // (batch, seq, emb)
         let mut h = dropout(&emb, self.cfg.dropout, phase, 0)?;
-        let new_state = match (&self.layers, state) {
-            (Layers::Lstm(ls), RnnState::Lstm(ss)) => {
-                RnnState::Lstm(self.run_layers(ls, ss, &mut h, seq, phase, |s: &LSTMState| s.h().clone())?)
+        let states: Vec<LayerState> = match (self.cfg.kind, state) {
+            (RnnKind::Lstm, RnnState::Lstm(ss)) => {
+                ss.iter().map(|s| LayerState { h: s.h().clone(), c: Some(s.c().clone()) }).collect()
             }
-            (Layers::Gru(ls), RnnState::Gru(ss)) => {
-                RnnState::Gru(self.run_layers(ls, ss, &mut h, seq, phase, |s: &GRUState| s.h().clone())?)
-            }
+            (RnnKind::Gru, RnnState::Gru(ss)) => ss.iter().map(|s| LayerState { h: s.h().clone(), c: None }).collect(),
             _ => return Err(invalid("state", "wrong cell type", "an LSTM needs an LSTM state and a GRU a GRU state")),
+        };
+        if states.len() != self.layers.len() {
+            let got = format!("{} layers for a model of {}", states.len(), self.layers.len());
+            return Err(invalid("state", got, "needs one state per layer (see RnnLm::zero_state)"));
+        }
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (l, (layer, s0)) in self.layers.iter().zip(&states).enumerate() {
+            let (y, s) = layer.run(&h, s0)?;
+            h = dropout(&y, self.cfg.dropout, phase, 1 + l as u32)?;
+            out.push(s);
+        }
+        let new_state = match self.cfg.kind {
+            RnnKind::Lstm => RnnState::Lstm(
+                out.into_iter()
+                    .map(|s| match s.c {
+                        Some(c) => Ok(LSTMState::new(s.h, c)),
+                        None => Err(invalid("state", "no cell state", "an LSTM layer returns one")),
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            RnnKind::Gru => RnnState::Gru(out.into_iter().map(|s| GRUState { h: s.h }).collect()),
         };
         let logits = h
             .reshape((batch * seq, self.cfg.hidden))?
@@ -247,35 +327,6 @@ impl RnnLm {
             .broadcast_add(&self.decoder_b)?
             .reshape((batch, seq, self.cfg.vocab_size))?;
         Ok((logits, new_state))
-    }
-
-    /// Runs the stacked layers over `seq` steps of `h` (replaced by the last
-    /// layer's outputs, with dropout between layers and after the last).
-    #[allow(clippy::too_many_arguments)]
-    fn run_layers<R: RNN>(
-        &self,
-        layers: &[R],
-        states: &[R::State],
-        h: &mut Tensor,
-        seq: usize,
-        phase: Phase,
-        hidden: impl Fn(&R::State) -> Tensor,
-    ) -> Result<Vec<R::State>>
-    where
-        R::State: Clone,
-    {
-        let mut out_states = Vec::with_capacity(layers.len());
-        for (l, (layer, s0)) in layers.iter().zip(states).enumerate() {
-            let mut s = s0.clone();
-            let mut hs = Vec::with_capacity(seq);
-            for t in 0..seq {
-                s = layer.step(&h.i((.., t, ..))?.contiguous()?, &s)?;
-                hs.push(hidden(&s));
-            }
-            *h = dropout(&Tensor::stack(&hs, 1)?, self.cfg.dropout, phase, 1 + l as u32)?;
-            out_states.push(s);
-        }
-        Ok(out_states)
     }
 
     /// Mean cross-entropy of `logits (batch, seq, vocab)` against `targets (batch, seq)`.

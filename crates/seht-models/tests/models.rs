@@ -382,3 +382,111 @@ fn seeded_initialisation_is_reproducible_and_follows_the_init_rules() {
     let std = (a.iter().map(|x| x * x).sum::<f32>() / a.len() as f32).sqrt();
     assert!((std - (2.0f32 / 27.0).sqrt()).abs() < 0.05, "std {std}");
 }
+
+/// The language model's recurrent layers (one input projection for the whole
+/// window, a contiguous `W_hhᵀ`) against candle_nn's `LSTM::step`/`GRU::step`
+/// run step by step on the same variables: logits and every gradient in f64.
+#[test]
+fn recurrent_layers_match_candle_nn_cells() {
+    use candle_core::IndexOp;
+    use candle_nn::rnn::{GRUConfig, LSTMConfig, RNN};
+    use candle_nn::{Init, Module};
+    for kind in [RnnKind::Lstm, RnnKind::Gru] {
+        let cfg = RnnLmConfig {
+            kind,
+            vocab_size: 11,
+            embedding: 6,
+            hidden: 5,
+            layers: 2,
+            dropout: 0.0,
+            tie_weights: false,
+            init_range: 0.5,
+        };
+        let varmap = VarMap::new();
+        let m = RnnLm::new(&cfg, seht_models::seeded_varbuilder(&varmap, 7, DType::F64, &DEV)).expect("model");
+        let get = |n: &str| varmap.data().lock().expect("lock")[n].as_tensor().clone();
+        // Nonzero biases, so that a dropped or doubled bias shows.
+        for n in ["rnn.0.bias_ih_l0", "rnn.0.bias_hh_l0", "rnn.1.bias_ih_l0", "rnn.1.bias_hh_l0"] {
+            let b = get(n);
+            let v = (seeded_randn(b.dims(), n.len() as u64 + 3) * 0.3).expect("bias");
+            varmap.data().lock().expect("lock")[n].set(&v).expect("set");
+        }
+        let tokens = Tensor::new(&[[1u32, 4, 2, 8, 6], [3, 3, 9, 0, 10]], &DEV).expect("tokens");
+        let targets = Tensor::new(&[[4u32, 2, 8, 5, 1], [3, 9, 0, 7, 2]], &DEV).expect("targets");
+        // A state that is not zero, carried in as from a previous window.
+        let mut s0 = m.zero_state(2).expect("state");
+        let (_, warm) = m.forward_t(&targets, &s0, Phase::Eval).expect("warm-up");
+        s0 = warm.detach();
+        let (logits, s1) = m.forward_t(&tokens, &s0, Phase::Eval).expect("forward");
+
+        // Reference: candle_nn's cells on the same variables, step by step.
+        let ref_vb = VarBuilder::from_varmap(&varmap, DType::F64, &DEV);
+        let zero = Some(Init::Const(0.0));
+        let u = Init::Uniform { lo: -0.5, up: 0.5 };
+        let emb = candle_nn::Embedding::new(get("encoder.weight"), 6).forward(&tokens).expect("embedding");
+        let mut h = emb;
+        let mut ref_state = Vec::new();
+        for l in 0..2 {
+            let d_in = if l == 0 { 6 } else { 5 };
+            let vl = ref_vb.pp(format!("rnn.{l}"));
+            let mut hs = Vec::new();
+            match &s0 {
+                seht_models::RnnState::Lstm(ss) => {
+                    let c = LSTMConfig {
+                        w_ih_init: u,
+                        w_hh_init: u,
+                        b_ih_init: zero,
+                        b_hh_init: zero,
+                        ..Default::default()
+                    };
+                    let cell = candle_nn::lstm(d_in, 5, c, vl).expect("lstm");
+                    let mut s = ss[l].clone();
+                    for t in 0..5 {
+                        s = cell.step(&h.i((.., t, ..)).expect("i").contiguous().expect("c"), &s).expect("step");
+                        hs.push(s.h().clone());
+                    }
+                    ref_state.push(s.h().clone());
+                }
+                seht_models::RnnState::Gru(ss) => {
+                    let c = GRUConfig { w_ih_init: u, w_hh_init: u, b_ih_init: zero, b_hh_init: zero };
+                    let cell = candle_nn::gru(d_in, 5, c, vl).expect("gru");
+                    let mut s = ss[l].clone();
+                    for t in 0..5 {
+                        s = cell.step(&h.i((.., t, ..)).expect("i").contiguous().expect("c"), &s).expect("step");
+                        hs.push(s.h().clone());
+                    }
+                    ref_state.push(s.h().clone());
+                }
+            }
+            h = Tensor::stack(&hs, 1).expect("stack");
+        }
+        let ref_logits = h
+            .reshape((10, 5))
+            .and_then(|x| x.matmul(&get("decoder.weight").t()?))
+            .and_then(|x| x.broadcast_add(&get("decoder.bias")))
+            .and_then(|x| x.reshape((2, 5, 11)))
+            .expect("decoder");
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            let (a, b) = (values64(a), values64(b));
+            let scale = b.iter().fold(0f64, |m, x| m.max(x.abs()));
+            let err = a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+            assert!(err <= 1e-12 * scale.max(1.0), "{kind:?} {what}: max error {err:.2e} (scale {scale:.2e})");
+        };
+        close(&logits, &ref_logits, "logits");
+        for (a, b) in s1.hidden().iter().zip(&ref_state) {
+            close(a, b, "final hidden state");
+        }
+        let loss = RnnLm::loss(&logits, &targets).expect("loss");
+        let ref_loss = RnnLm::loss(&ref_logits, &targets).expect("ref loss");
+        let (g, rg) = (loss.backward().expect("grad"), ref_loss.backward().expect("ref grad"));
+        for (name, var) in varmap.data().lock().expect("lock").iter() {
+            let (a, b) = (g.get(var.as_tensor()), rg.get(var.as_tensor()));
+            let (a, b) = (a.unwrap_or_else(|| panic!("{name}: no gradient")), b.expect("reference gradient"));
+            close(a, b, &format!("∂L/∂{name}"));
+        }
+    }
+}
+
+fn values64(t: &Tensor) -> Vec<f64> {
+    t.flatten_all().and_then(|t| t.to_dtype(DType::F64)).and_then(|t| t.to_vec1()).expect("values")
+}

@@ -212,7 +212,14 @@ impl Tensor {
         let tracked: std::collections::HashSet<TensorId> = sorted_nodes.iter().map(|n| n.id()).collect();
         let mut grads = GradStore::new();
         grads.insert(self, self.ones_like()?.contiguous()?);
+        // The gradients that `narrow` rules sent to each node, kept as slices until the node
+        // is reached (all its consumers are done): then the slices become one tensor,
+        // zero-filled between them, instead of one zero-padded full-size tensor per slice.
+        let mut slices: HashMap<TensorId, Vec<NarrowGrad>> = HashMap::new();
         for node in sorted_nodes.iter() {
+            if let Some(parts) = slices.remove(&node.id()) {
+                grads.accumulate(&tracked, node, &combine_narrow_grads(node, parts)?)?;
+            }
             if node.is_variable() {
                 continue;
             }
@@ -576,30 +583,10 @@ impl Tensor {
                         let grad = (grad / arg.sqr()?)?;
                         grads.accumulate(&tracked, arg, &(&grad).neg()?)?
                     }
-                    &Op::Narrow(ref arg, dim, start_idx, len) => {
-                        let arg_dims = arg.dims();
-                        let left_pad = if start_idx == 0 {
-                            None
-                        } else {
-                            let mut dims = arg_dims.to_vec();
-                            dims[dim] = start_idx;
-                            Some(Tensor::zeros(dims, grad.dtype(), grad.device())?)
-                        };
-                        let right_pad = arg_dims[dim] - start_idx - len;
-                        let right_pad = if right_pad == 0 {
-                            None
-                        } else {
-                            let mut dims = arg_dims.to_vec();
-                            dims[dim] = right_pad;
-                            Some(Tensor::zeros(dims, grad.dtype(), grad.device())?)
-                        };
-                        let arg_grad = match (left_pad, right_pad) {
-                            (None, None) => grad,
-                            (Some(l), None) => Tensor::cat(&[&l, &grad], dim)?,
-                            (None, Some(r)) => Tensor::cat(&[&grad, &r], dim)?,
-                            (Some(l), Some(r)) => Tensor::cat(&[&l, &grad, &r], dim)?,
-                        };
-                        grads.accumulate(&tracked, arg, &arg_grad)?
+                    &Op::Narrow(ref arg, dim, start_idx, _) => {
+                        if tracked.contains(&arg.id()) {
+                            slices.entry(arg.id()).or_default().push(NarrowGrad { dim, start: start_idx, grad });
+                        }
                     }
                     Op::Unary(_, UnaryOp::Floor)
                     | Op::Unary(_, UnaryOp::Round)
@@ -717,6 +704,70 @@ impl Tensor {
     }
 }
 
+/// The gradient a `narrow(dim, start, len)` node sends to its argument: `grad` for the
+/// `len` entries from `start` along `dim`, zero elsewhere.
+struct NarrowGrad {
+    dim: usize,
+    start: usize,
+    grad: Tensor,
+}
+
+/// The sum of the `narrow` gradients `parts` of `arg`, as one tensor of `arg`'s shape.
+///
+/// Slices along one dimension that do not overlap (a tensor split into steps, gates or
+/// heads) are concatenated in order with zeros between them: every entry is the one slice
+/// value that covers it (or zero), as the sum of zero-padded slices gave it, and a kept
+/// graph holds one tensor instead of one full-size tensor per slice. Other cases are
+/// padded and summed in the order the rules produced them, as upstream does.
+fn combine_narrow_grads(arg: &Tensor, parts: Vec<NarrowGrad>) -> Result<Tensor> {
+    let dims = arg.dims();
+    let zeros = |dim: usize, n: usize, like: &Tensor| {
+        let mut d = dims.to_vec();
+        d[dim] = n;
+        Tensor::zeros(d, like.dtype(), like.device())
+    };
+    let dim = parts[0].dim;
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by_key(|&i| parts[i].start);
+    let disjoint = parts.iter().all(|p| p.dim == dim)
+        && order.windows(2).all(|w| parts[w[0]].start + parts[w[0]].grad.dim(dim).unwrap_or(usize::MAX) <= parts[w[1]].start);
+    if disjoint {
+        let mut pieces = Vec::with_capacity(2 * parts.len() + 1);
+        let mut pos = 0;
+        for &i in &order {
+            let p = &parts[i];
+            if p.start > pos {
+                pieces.push(zeros(dim, p.start - pos, &p.grad)?);
+            }
+            pos = p.start + p.grad.dim(dim)?;
+            pieces.push(p.grad.clone());
+        }
+        if pos < dims[dim] {
+            pieces.push(zeros(dim, dims[dim] - pos, &parts[0].grad)?);
+        }
+        return Tensor::cat(&pieces, dim);
+    }
+    let mut sum: Option<Tensor> = None;
+    for p in parts {
+        let len = p.grad.dim(p.dim)?;
+        let mut pieces = Vec::with_capacity(3);
+        if p.start > 0 {
+            pieces.push(zeros(p.dim, p.start, &p.grad)?);
+        }
+        pieces.push(p.grad.clone());
+        let right = dims[p.dim] - p.start - len;
+        if right > 0 {
+            pieces.push(zeros(p.dim, right, &p.grad)?);
+        }
+        let padded = Tensor::cat(&pieces, p.dim)?;
+        sum = Some(match sum {
+            None => padded,
+            Some(s) => s.add(&padded)?,
+        });
+    }
+    sum.ok_or_else(|| Error::Msg("narrow gradients of a node without any".into()).bt())
+}
+
 /// A store for gradients, associating a tensor id to the corresponding gradient tensor, used for back propagation.
 #[derive(Default, Debug)]
 pub struct GradStore(HashMap<TensorId, Tensor>);
@@ -790,15 +841,21 @@ impl GradStore {
             }
             .bt())?
         }
+        // Without a kept graph, a stored gradient is detached: a contribution computed from
+        // a tensor on the forward graph (`hᵀ·g` for a weight used at every step of a
+        // recurrence) would otherwise hold that graph, and every earlier contribution through
+        // the sums, until the node is processed.
+        let keep_graph = CANDLE_GRAD_DO_NOT_DETACH.with(|b| b.get());
+        let detached = |t: Tensor| if keep_graph { t } else { t.detach() };
         match self.0.entry(tensor.id()) {
             Entry::Occupied(mut entry) => {
                 let sum = entry.get().add(grad)?;
-                entry.insert(sum);
+                entry.insert(detached(sum));
             }
             Entry::Vacant(entry) => {
                 // Stored gradients stay contiguous, as `zeros + grad` made them (some backward
                 // rules, scatter-add among them, need it); a contiguous `grad` is not copied.
-                entry.insert(grad.contiguous()?);
+                entry.insert(detached(grad.contiguous()?));
             }
         }
         Ok(())
