@@ -492,10 +492,22 @@ impl Tensor {
                         // Skipping checks, the op went ok, we can skip
                         // the matmul size checks for now.
 
-                        let lhs_grad = grad.matmul(&rhs.t()?)?;
+                        // A factor laid out as a transposed contiguous matrix (`w.t()`, a
+                        // linear layer's weight) gets its gradient in that layout, `(gᵀ·x)ᵀ`
+                        // for `xᵀ·g`: the transpose node then hands a contiguous gradient to
+                        // the weight instead of one that has to be copied transposed.
+                        let lhs_grad = if is_transposed_contiguous(lhs) {
+                            rhs.matmul(&grad.t()?)?.t()?
+                        } else {
+                            grad.matmul(&rhs.t()?)?
+                        };
                         grads.accumulate(&tracked, lhs, &lhs_grad)?;
 
-                        let rhs_grad = lhs.t()?.matmul(&grad)?;
+                        let rhs_grad = if is_transposed_contiguous(rhs) {
+                            grad.t()?.matmul(lhs)?.t()?
+                        } else {
+                            lhs.t()?.matmul(&grad)?
+                        };
                         grads.accumulate(&tracked, rhs, &rhs_grad)?;
                     }
                     Op::Cat(args, dim) => {
@@ -704,6 +716,12 @@ impl Tensor {
     }
 }
 
+/// Whether `t` is a contiguous tensor with its last two dimensions swapped (`w.t()`).
+fn is_transposed_contiguous(t: &Tensor) -> bool {
+    let r = t.rank();
+    r >= 2 && !t.is_contiguous() && t.transpose(r - 2, r - 1).is_ok_and(|u| u.is_contiguous())
+}
+
 /// The gradient a `narrow(dim, start, len)` node sends to its argument: `grad` for the
 /// `len` entries from `start` along `dim`, zero elsewhere.
 struct NarrowGrad {
@@ -854,8 +872,11 @@ impl GradStore {
             }
             Entry::Vacant(entry) => {
                 // Stored gradients stay contiguous, as `zeros + grad` made them (some backward
-                // rules, scatter-add among them, need it); a contiguous `grad` is not copied.
-                entry.insert(detached(grad.contiguous()?));
+                // rules, scatter-add among them, need it); a contiguous `grad` is not copied,
+                // nor one laid out as its transposed contiguous tensor (a transpose node's,
+                // whose rule takes any layout).
+                let same_layout = grad.stride() == tensor.stride() && is_transposed_contiguous(grad);
+                entry.insert(detached(if same_layout { grad.clone() } else { grad.contiguous()? }));
             }
         }
         Ok(())
