@@ -460,8 +460,11 @@ impl CustomOp2 for ConvOp {
             Map::InputGrad => ((Map::Forward, c, b), (Map::KernelGrad, c, a)),
             Map::KernelGrad => ((Map::InputGrad, b, c), (Map::Forward, a, c)),
         };
-        let da = if a.track_op() { Some(self.apply(first.0, first.1, first.2)?) } else { None };
-        let db = if b.track_op() { Some(self.apply(second.0, second.1, second.2)?) } else { None };
+        // Only the gradients the running pass keeps (the vendored candle's `grad_wanted`: in
+        // SEHT-D's restricted pass, not the kernels of layers the draw left out).
+        let wanted = candle_core::backprop::grad_wanted;
+        let da = if wanted(a) { Some(self.apply(first.0, first.1, first.2)?) } else { None };
+        let db = if wanted(b) { Some(self.apply(second.0, second.1, second.2)?) } else { None };
         Ok((da, db))
     }
 }

@@ -48,6 +48,34 @@ pub fn set_do_not_detach(keep: bool) -> bool {
     CANDLE_GRAD_DO_NOT_DETACH.with(|b| b.replace(keep))
 }
 
+thread_local! {
+    /// The nodes whose gradients the backward pass running on this thread keeps (seht patch 9).
+    static WANTED: std::cell::RefCell<Option<std::rc::Rc<std::collections::HashSet<TensorId>>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Whether a backward rule running now should compute the gradient of its input `t`: inside
+/// a backward pass, whether `t` leads to one of the pass's variables (for
+/// [`Tensor::backward_to`], to one of its targets), so that a custom op's `bwd` can skip a
+/// gradient the pass would drop; outside one, whether `t` is on a graph at all
+/// (`t.track_op()`).
+pub fn grad_wanted(t: &Tensor) -> bool {
+    WANTED.with(|w| match &*w.borrow() {
+        Some(set) => set.contains(&t.id()),
+        None => t.track_op(),
+    })
+}
+
+/// Restores the previous wanted set when a backward pass ends, by return or by error.
+struct WantedGuard(Option<std::rc::Rc<std::collections::HashSet<TensorId>>>);
+
+impl Drop for WantedGuard {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        WANTED.with(|w| *w.borrow_mut() = previous);
+    }
+}
+
 impl Tensor {
     /// [`Tensor::sorted_nodes`] with the variables `leaf` accepts as the only leaves (seht
     /// patch 5): a node is kept when it leads to one of them.
@@ -209,7 +237,9 @@ impl Tensor {
         // The nodes that lead to a variable: only their gradients are stored. A backward rule
         // may compute its other inputs' gradients too (a constant factor's, say); those are
         // dropped at once instead of being kept, with their graph, until the store is.
-        let tracked: std::collections::HashSet<TensorId> = sorted_nodes.iter().map(|n| n.id()).collect();
+        let tracked: std::rc::Rc<std::collections::HashSet<TensorId>> =
+            std::rc::Rc::new(sorted_nodes.iter().map(|n| n.id()).collect());
+        let _wanted = WantedGuard(WANTED.with(|w| w.replace(Some(tracked.clone()))));
         let mut grads = GradStore::new();
         grads.insert(self, self.ones_like()?.contiguous()?);
         // The gradients that `narrow` rules sent to each node, kept as slices until the node
@@ -244,16 +274,24 @@ impl Tensor {
                         grads.accumulate(&tracked, rhs, &(&grad).neg()?)?;
                     }
                     Op::Binary(lhs, rhs, BinaryOp::Mul) => {
-                        let lhs_grad = grad.mul(rhs)?;
-                        grads.accumulate(&tracked, lhs, &lhs_grad)?;
-                        let rhs_grad = grad.mul(lhs)?;
-                        grads.accumulate(&tracked, rhs, &rhs_grad)?;
+                        if tracked.contains(&lhs.id()) {
+                            let lhs_grad = grad.mul(rhs)?;
+                            grads.accumulate(&tracked, lhs, &lhs_grad)?;
+                        }
+                        if tracked.contains(&rhs.id()) {
+                            let rhs_grad = grad.mul(lhs)?;
+                            grads.accumulate(&tracked, rhs, &rhs_grad)?;
+                        }
                     }
                     Op::Binary(lhs, rhs, BinaryOp::Div) => {
-                        let lhs_grad = grad.div(rhs)?;
-                        grads.accumulate(&tracked, lhs, &lhs_grad)?;
-                        let rhs_grad = grad.mul(lhs)?.div(&rhs.sqr()?)?;
-                        grads.accumulate(&tracked, rhs, &(&rhs_grad).neg()?)?;
+                        if tracked.contains(&lhs.id()) {
+                            let lhs_grad = grad.div(rhs)?;
+                            grads.accumulate(&tracked, lhs, &lhs_grad)?;
+                        }
+                        if tracked.contains(&rhs.id()) {
+                            let rhs_grad = grad.mul(lhs)?.div(&rhs.sqr()?)?;
+                            grads.accumulate(&tracked, rhs, &(&rhs_grad).neg()?)?;
+                        }
                     }
                     Op::Binary(lhs, rhs, BinaryOp::Minimum)
                     | Op::Binary(lhs, rhs, BinaryOp::Maximum) => {
@@ -496,19 +534,25 @@ impl Tensor {
                         // linear layer's weight) gets its gradient in that layout, `(gᵀ·x)ᵀ`
                         // for `xᵀ·g`: the transpose node then hands a contiguous gradient to
                         // the weight instead of one that has to be copied transposed.
-                        let lhs_grad = if is_transposed_contiguous(lhs) {
-                            rhs.matmul(&grad.t()?)?.t()?
-                        } else {
-                            grad.matmul(&rhs.t()?)?
-                        };
-                        grads.accumulate(&tracked, lhs, &lhs_grad)?;
-
-                        let rhs_grad = if is_transposed_contiguous(rhs) {
-                            grad.t()?.matmul(lhs)?.t()?
-                        } else {
-                            lhs.t()?.matmul(&grad)?
-                        };
-                        grads.accumulate(&tracked, rhs, &rhs_grad)?;
+                        // A factor that leads to none of the pass's variables gets no product
+                        // (seht patch 9: SEHT-D's restricted pass skips every weight it did not
+                        // draw).
+                        if tracked.contains(&lhs.id()) {
+                            let lhs_grad = if is_transposed_contiguous(lhs) {
+                                rhs.matmul(&grad.t()?)?.t()?
+                            } else {
+                                grad.matmul(&rhs.t()?)?
+                            };
+                            grads.accumulate(&tracked, lhs, &lhs_grad)?;
+                        }
+                        if tracked.contains(&rhs.id()) {
+                            let rhs_grad = if is_transposed_contiguous(rhs) {
+                                grad.t()?.matmul(lhs)?.t()?
+                            } else {
+                                lhs.t()?.matmul(&grad)?
+                            };
+                            grads.accumulate(&tracked, rhs, &rhs_grad)?;
+                        }
                     }
                     Op::Cat(args, dim) => {
                         let mut start_idx = 0;
