@@ -104,9 +104,11 @@ pub fn backward_no_graph(t: &Tensor) -> candle_core::Result<GradStore> {
 ///
 /// It differentiates `f(x) = (x²)²` twice at `x = 2` in f64 on the CPU
 /// (`f' = 4x³ = 32`, `f'' = 12x² = 48`). The function is a chain of two
-/// operations on purpose: a single operation's derivative is computed from its
-/// input directly and survives detaching, while a chain's second derivative
-/// comes out as `4x² = 16` without the graph. The first success on a thread is
+/// operations on purpose: upstream candle without the graph detaches each
+/// node's incoming gradient but not the products formed from it, so a chain's
+/// second derivative came out as `4x² = 16`; the vendored candle (patch 6)
+/// detaches stored gradients too, and then the first derivative carries no
+/// graph at all. Either way the check fails. The first success on a thread is
 /// cached, so later calls are free.
 ///
 /// # Errors

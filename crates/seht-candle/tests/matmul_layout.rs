@@ -66,3 +66,29 @@ fn gradients_equal_those_of_contiguous_factors_and_arrive_contiguous() {
 fn flat64(t: &Tensor) -> Vec<f64> {
     t.flatten_all().and_then(|t| t.to_dtype(DType::F64)).and_then(|t| t.to_vec1()).expect("values")
 }
+
+/// A column-major left factor times a right factor broadcast over the batch
+/// (stride 0): the CPU kernel's shortcut that stacks the left factor's
+/// batches into the rows of one matrix holds for row-major left factors only
+/// (an upstream bug the vendored copy fixes, PATCH.md). Patch 8's `(gᵀ·x)ᵀ`
+/// builds exactly this product for `broadcast(x) · wᵀ`, so the weight's
+/// gradient was wrong as well.
+#[test]
+fn a_column_major_left_factor_times_a_batch_broadcast_right_factor() {
+    // Forward: aᵀ (column-major, batched) times b broadcast over the batch.
+    let a = randn(&[2, 4, 3], 1.0, 11); // aᵀ: (2, 3, 4), column-major
+    let b = randn(&[4, 5], 1.0, 12);
+    let bb = b.broadcast_as((2, 4, 5)).expect("broadcast");
+    let at = a.transpose(1, 2).expect("t");
+    let got = at.matmul(&bb).expect("matmul");
+    let want = at.contiguous().and_then(|t| t.matmul(&bb.contiguous()?)).expect("reference");
+    let err = flat64(&got).iter().zip(flat64(&want)).fold(0f64, |e, (p, q)| e.max((p - q).abs()));
+    assert!(err < 1e-12, "forward differs by {err:.2e}");
+    // Gradient: broadcast(x) · wᵀ with w batched, to third order.
+    let (x, w) = (var(&[3, 4], 0.7, 1), var(&[2, 5, 4], 0.5, 2));
+    let loss = || {
+        let xb = x.as_tensor().broadcast_as((2, 3, 4))?;
+        tanh_head(&xb.matmul(&w.as_tensor().t()?)?, 7)
+    };
+    assert_fd("broadcast(x)·wᵀ", &[x.clone(), w.clone()], &loss, 1e-5, 1e-6);
+}

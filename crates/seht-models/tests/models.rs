@@ -426,6 +426,7 @@ fn recurrent_layers_match_candle_nn_cells() {
         let emb = candle_nn::Embedding::new(get("encoder.weight"), 6).forward(&tokens).expect("embedding");
         let mut h = emb;
         let mut ref_state = Vec::new();
+        let mut ref_cells = Vec::new();
         for l in 0..2 {
             let d_in = if l == 0 { 6 } else { 5 };
             let vl = ref_vb.pp(format!("rnn.{l}"));
@@ -446,6 +447,7 @@ fn recurrent_layers_match_candle_nn_cells() {
                         hs.push(s.h().clone());
                     }
                     ref_state.push(s.h().clone());
+                    ref_cells.push(s.c().clone());
                 }
                 seht_models::RnnState::Gru(ss) => {
                     let c = GRUConfig { w_ih_init: u, w_hh_init: u, b_ih_init: zero, b_hh_init: zero };
@@ -475,6 +477,12 @@ fn recurrent_layers_match_candle_nn_cells() {
         close(&logits, &ref_logits, "logits");
         for (a, b) in s1.hidden().iter().zip(&ref_state) {
             close(a, b, "final hidden state");
+        }
+        if let seht_models::RnnState::Lstm(ss) = &s1 {
+            assert_eq!(ss.len(), ref_cells.len());
+            for (a, b) in ss.iter().zip(&ref_cells) {
+                close(a.c(), b, "final cell state");
+            }
         }
         let loss = RnnLm::loss(&logits, &targets).expect("loss");
         let ref_loss = RnnLm::loss(&ref_logits, &targets).expect("ref loss");

@@ -639,9 +639,20 @@ impl Tensor {
                         let grad = (grad / arg.sqr()?)?;
                         grads.accumulate(&tracked, arg, &(&grad).neg()?)?
                     }
-                    &Op::Narrow(ref arg, dim, start_idx, _) => {
+                    &Op::Narrow(ref arg, dim, start, len) => {
                         if tracked.contains(&arg.id()) {
-                            slices.entry(arg.id()).or_default().push(NarrowGrad { dim, start: start_idx, grad });
+                            // Held slices stay disjoint and along one dimension: one that
+                            // overlaps them first folds them into the node's gradient, so
+                            // overlapping windows are summed as they come, as upstream does.
+                            let held = slices.entry(arg.id()).or_default();
+                            let clash = held
+                                .iter()
+                                .any(|p| p.dim != dim || (p.start < start + len && start < p.start + p.len));
+                            if clash {
+                                let parts = std::mem::take(held);
+                                grads.accumulate(&tracked, arg, &combine_narrow_grads(arg, parts)?)?;
+                            }
+                            held.push(NarrowGrad { dim, start, len, grad });
                         }
                     }
                     Op::Unary(_, UnaryOp::Floor)
@@ -771,16 +782,22 @@ fn is_transposed_contiguous(t: &Tensor) -> bool {
 struct NarrowGrad {
     dim: usize,
     start: usize,
+    len: usize,
     grad: Tensor,
 }
 
 /// The sum of the `narrow` gradients `parts` of `arg`, as one tensor of `arg`'s shape.
 ///
 /// Slices along one dimension that do not overlap (a tensor split into steps, gates or
-/// heads) are concatenated in order with zeros between them: every entry is the one slice
-/// value that covers it (or zero), as the sum of zero-padded slices gave it, and a kept
-/// graph holds one tensor instead of one full-size tensor per slice. Other cases are
-/// padded and summed in the order the rules produced them, as upstream does.
+/// heads; the narrow rule holds back only such slices) are concatenated in order with
+/// zeros between them: every entry is the one slice value that covers it (or zero), as the
+/// sum of zero-padded slices gave it, and a kept graph holds one tensor instead of one
+/// full-size tensor per slice.
+///
+/// # Errors
+///
+/// Slices that overlap or lie along two dimensions (the narrow rule never holds such a
+/// set), and candle's.
 fn combine_narrow_grads(arg: &Tensor, parts: Vec<NarrowGrad>) -> Result<Tensor> {
     let dims = arg.dims();
     let zeros = |dim: usize, n: usize, like: &Tensor| {
@@ -788,11 +805,14 @@ fn combine_narrow_grads(arg: &Tensor, parts: Vec<NarrowGrad>) -> Result<Tensor> 
         d[dim] = n;
         Tensor::zeros(d, like.dtype(), like.device())
     };
-    let dim = parts[0].dim;
+    let Some(first) = parts.first() else {
+        return Err(Error::Msg("candle internal error: no narrow gradients to combine".into()).bt());
+    };
+    let dim = first.dim;
     let mut order: Vec<usize> = (0..parts.len()).collect();
     order.sort_by_key(|&i| parts[i].start);
     let disjoint = parts.iter().all(|p| p.dim == dim)
-        && order.windows(2).all(|w| parts[w[0]].start + parts[w[0]].grad.dim(dim).unwrap_or(usize::MAX) <= parts[w[1]].start);
+        && order.windows(2).all(|w| parts[w[0]].start + parts[w[0]].len <= parts[w[1]].start);
     if disjoint {
         let mut pieces = Vec::with_capacity(2 * parts.len() + 1);
         let mut pos = 0;
@@ -801,33 +821,15 @@ fn combine_narrow_grads(arg: &Tensor, parts: Vec<NarrowGrad>) -> Result<Tensor> 
             if p.start > pos {
                 pieces.push(zeros(dim, p.start - pos, &p.grad)?);
             }
-            pos = p.start + p.grad.dim(dim)?;
+            pos = p.start + p.len;
             pieces.push(p.grad.clone());
         }
         if pos < dims[dim] {
-            pieces.push(zeros(dim, dims[dim] - pos, &parts[0].grad)?);
+            pieces.push(zeros(dim, dims[dim] - pos, &first.grad)?);
         }
         return Tensor::cat(&pieces, dim);
     }
-    let mut sum: Option<Tensor> = None;
-    for p in parts {
-        let len = p.grad.dim(p.dim)?;
-        let mut pieces = Vec::with_capacity(3);
-        if p.start > 0 {
-            pieces.push(zeros(p.dim, p.start, &p.grad)?);
-        }
-        pieces.push(p.grad.clone());
-        let right = dims[p.dim] - p.start - len;
-        if right > 0 {
-            pieces.push(zeros(p.dim, right, &p.grad)?);
-        }
-        let padded = Tensor::cat(&pieces, p.dim)?;
-        sum = Some(match sum {
-            None => padded,
-            Some(s) => s.add(&padded)?,
-        });
-    }
-    sum.ok_or_else(|| Error::Msg("narrow gradients of a node without any".into()).bt())
+    Err(Error::Msg("candle internal error: held narrow gradients overlap or lie along two dimensions".into()).bt())
 }
 
 /// A store for gradients, associating a tensor id to the corresponding gradient tensor, used for back propagation.

@@ -1529,9 +1529,11 @@ impl Map2 for MatMul {
         } else {
             Parallelism::None
         };
-        let (b, m, n, k) = if b_skip == 0 && a_skip == m * k {
+        let (b, m, n, k) = if b_skip == 0 && a_skip == m * k && lhs_cs == 1 && lhs_rs == k {
             // A batch-invariant rhs lets the batches of lhs stack into the rows of a single
-            // (b * m, k) matrix, which the destination already matches row for row.
+            // (b * m, k) matrix, which the destination already matches row for row. Only a
+            // row-major lhs stacks so (seht fix: a column-major one, `a.t()` of a batched
+            // contiguous `a`, went through here and came out wrong).
             // a_skip and c_skip should be updated but step is always 0 so
             // it wouldn't matter.
             (1, b * m, n, k)
