@@ -4,34 +4,11 @@
 //! 8.5 MB for this case when every window's gradient was held until the
 //! tensor's node was reached, against 0.4 MB upstream.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use candle_core::{DType, Device, Tensor, Var};
-
-struct Peak;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Peak {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(l) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(l.size(), Ordering::Relaxed) + l.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) };
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-    }
-}
+use seht_candle::malloc::{CountingAlloc, peak_bytes};
 
 #[global_allocator]
-static ALLOC: Peak = Peak;
+static ALLOC: CountingAlloc = CountingAlloc;
 
 #[test]
 fn overlapping_windows_are_summed_as_they_come() {
@@ -43,10 +20,7 @@ fn overlapping_windows_are_summed_as_they_come() {
     for i in 0..100 {
         loss = (loss + h.narrow(0, i * 100, 10_000).and_then(|w| w.tanh()?.sum_all()).expect("window")).expect("sum");
     }
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let g = seht_candle::backward_no_graph(&loss).expect("backward");
-    let peak = PEAK.load(Ordering::Relaxed) - before;
+    let (g, peak) = peak_bytes(|| seht_candle::backward_no_graph(&loss).expect("backward"));
     assert!(g.get(x.as_tensor()).is_some());
     eprintln!("peak above the forward graph: {:.2} MB", peak as f64 / 1e6);
     assert!(peak < 2_000_000, "the backward pass peaked {peak} bytes above the forward graph (held windows?)");
