@@ -478,9 +478,10 @@ fn write_table(
     crate::write_atomic(out.join(format!("{table}.csv")), csv)?;
     let _ = writeln!(sum.outputs, "- [{table}.md]({table}.md) ([CSV]({table}.csv))");
     if let Some(p) = paired::report(&runs) {
+        let checks = paired::baseline_convergence(&runs).map(|c| format!("\n{c}")).unwrap_or_default();
         crate::write_atomic(
             out.join(format!("{table}-paired.md")),
-            format!("# {table}: every method against the baseline, paired by seed\n\n{p}"),
+            format!("# {table}: every method against the baseline, paired by seed\n\n{p}{checks}"),
         )?;
         let _ = writeln!(
             sum.outputs,

@@ -274,6 +274,7 @@ pub fn of_folder(dir: &std::path::Path, table: &str) -> crate::Result<String> {
     let runs_dir = dir.join("runs");
     let prefix = format!("{table}-");
     let mut by: Vec<MethodRuns> = Vec::new();
+    let mut unreadable_logs: Vec<String> = Vec::new();
     let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
         .with_context(|| format!("{}", runs_dir.display()))?
         .filter_map(|e| e.ok())
@@ -293,7 +294,17 @@ pub fn of_folder(dir: &std::path::Path, table: &str) -> crate::Result<String> {
                 by.len() - 1
             }
         };
-        if m.diverged().is_some() { by[i].diverged.push(m) } else { by[i].metrics.push(m) }
+        if m.diverged().is_some() {
+            by[i].diverged.push(m)
+        } else {
+            // The paired table needs `metrics.json` only; the baseline's convergence
+            // check also reads `log.jsonl`, and says so when one is unreadable.
+            match seht_records::read_log(&runs_dir.join(&name)) {
+                Ok(log) => by[i].logs.push(log),
+                Err(e) => unreadable_logs.push(e.to_string()),
+            }
+            by[i].metrics.push(m);
+        }
     }
     ensure!(
         !by.is_empty(),
@@ -301,7 +312,69 @@ pub fn of_folder(dir: &std::path::Path, table: &str) -> crate::Result<String> {
          check --table, or wait for the preset's main rows",
         runs_dir.display()
     );
-    report(&by).with_context(|| format!("{}: no baseline, or no method with two seeds", dir.display()))
+    let mut md = report(&by).with_context(|| format!("{}: no baseline, or no method with two seeds", dir.display()))?;
+    if !unreadable_logs.is_empty() {
+        let _ = write!(md, "\nNo convergence check of the baseline: {}.\n", unreadable_logs.join("; "));
+    } else if let Some(checks) = baseline_convergence(&by) {
+        md.push('\n');
+        md.push_str(&checks);
+    }
+    Ok(md)
+}
+
+/// Evaluation-mode training top-1 (%) a converged baseline reaches on its
+/// whole training set (issue 32).
+pub const CONVERGED_TRAIN_TOP1: f64 = 99.0;
+/// Largest spread (points) of the baseline's test top-1 over the last
+/// [`PLATEAU_FRACTION`] of its epochs for its accuracy to count as plateaued.
+pub const PLATEAU_SPAN: f64 = 0.3;
+/// The share of epochs, at the end, over which the plateau is judged.
+pub const PLATEAU_FRACTION: f64 = 0.2;
+
+/// Whether the baseline of `runs` converged, seed by seed, as Markdown: its
+/// evaluation-mode top-1 on the whole training set against
+/// [`CONVERGED_TRAIN_TOP1`], and the spread of its test top-1 over the last
+/// `⌈PLATEAU_FRACTION · epochs⌉` epochs against [`PLATEAU_SPAN`]. `None`
+/// without a baseline or without its logs.
+pub fn baseline_convergence(runs: &[MethodRuns]) -> Option<String> {
+    let base = runs.iter().find(|r| r.method == "baseline")?;
+    if base.logs.len() != base.metrics.len() || base.logs.is_empty() {
+        return None;
+    }
+    let mut md = format!(
+        "Convergence of the baseline, per seed: evaluation-mode top-1 on the whole training set (needs ≥ {CONVERGED_TRAIN_TOP1} %), \
+         and the spread of test top-1 over the last {:.0} % of epochs (needs ≤ {PLATEAU_SPAN} points).\n\n\
+         | seed | training top-1, eval mode (%) | | last epochs | test top-1 over them (%) | spread (points) | |\n\
+         |---:|---:|---|---|---|---:|---|\n",
+        100.0 * PLATEAU_FRACTION
+    );
+    for (m, log) in base.metrics.iter().zip(&base.logs) {
+        let seed = seed_of(m).map_or_else(|| "?".to_string(), |s| s.to_string());
+        let train = m.train_eval.as_ref().and_then(|e| e.top1).map(|v| 100.0 * v);
+        let (train_s, train_ok) = match train {
+            Some(v) => (format!("{v:.2}"), if v >= CONVERGED_TRAIN_TOP1 { "met" } else { "missed" }),
+            None => ("–".to_string(), "not measured"),
+        };
+        let tops: Vec<(usize, f64)> = log.iter().filter_map(|e| e.test.top1.map(|t| (e.epoch, 100.0 * t))).collect();
+        let k = ((tops.len() as f64) * PLATEAU_FRACTION).ceil() as usize;
+        let tail = &tops[tops.len().saturating_sub(k)..];
+        let (epochs, range, span_s, span_ok) = match (tail.first(), tail.last()) {
+            (Some(a), Some(b)) if k > 0 => {
+                let lo = tail.iter().map(|t| t.1).fold(f64::INFINITY, f64::min);
+                let hi = tail.iter().map(|t| t.1).fold(f64::NEG_INFINITY, f64::max);
+                let span = hi - lo;
+                (
+                    format!("{}–{}", a.0, b.0),
+                    format!("{lo:.2}–{hi:.2}"),
+                    format!("{span:.2}"),
+                    if span <= PLATEAU_SPAN + 1e-9 { "met" } else { "missed" },
+                )
+            }
+            _ => ("–".into(), "–".into(), "–".into(), "no test accuracy logged"),
+        };
+        let _ = writeln!(md, "| {seed} | {train_s} | {train_ok} | {epochs} | {range} | {span_s} | {span_ok} |");
+    }
+    Some(md)
 }
 
 #[cfg(test)]
@@ -327,7 +400,41 @@ mod tests {
         }
         let md = of_folder(&dir, "t").expect("paired");
         assert!(md.contains("sam"), "{md}");
+        assert!(md.contains("No convergence check of the baseline: "), "runs without log.jsonl: {md}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Two seeds of 10 epochs: seed 0 trains to 99.5 % and ends within 0.3
+    /// points over epochs 9–10 (its wider epoch 8 is outside the last 20 %);
+    /// seed 1 reaches 98 % and moves 0.5 points at the end.
+    #[test]
+    fn the_baseline_convergence_check_reads_the_last_fifth_of_epochs() {
+        use crate::report::example_runs::{epoch, finished};
+        let log = |tops: &[f64]| -> Vec<seht_records::EpochRecord> {
+            tops.iter()
+                .enumerate()
+                .map(|(i, &t)| seht_records::EpochRecord { epoch: i + 1, ..epoch(t, None) })
+                .collect()
+        };
+        let with_train = |name: &str, train: f64| {
+            let mut m = finished(name, 0.8, None);
+            m.train_eval =
+                Some(seht_records::EvalMetrics { loss: 0.1, top1: Some(train), top5: None, perplexity: None });
+            m
+        };
+        let base = MethodRuns {
+            method: "baseline".into(),
+            metrics: vec![with_train("t-baseline-s0", 0.995), with_train("t-baseline-s1", 0.98)],
+            logs: vec![
+                log(&[0.5, 0.6, 0.7, 0.75, 0.78, 0.8, 0.81, 0.79, 0.8110, 0.8090]),
+                log(&[0.5, 0.6, 0.7, 0.75, 0.78, 0.8, 0.81, 0.81, 0.8100, 0.8150]),
+            ],
+            diverged: vec![],
+        };
+        let md = baseline_convergence(&[base]).expect("a table");
+        assert!(md.contains("| 0 | 99.50 | met | 9–10 | 80.90–81.10 | 0.20 | met |"), "{md}");
+        assert!(md.contains("| 1 | 98.00 | missed | 9–10 | 81.00–81.50 | 0.50 | missed |"), "{md}");
+        assert!(baseline_convergence(&[]).is_none(), "no baseline, no table");
     }
 
     #[test]
