@@ -94,6 +94,7 @@ fn trace_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     traces: &Traces<'_>,
     paired: bool,
+    left_out: usize,
     text: bool,
 ) -> Result<()> {
     let (lo, hi) = traces.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, m, s, _)| {
@@ -105,7 +106,17 @@ fn trace_panel<DB: DrawingBackend>(
     let (ymin, ymax) = ((lo - pad).min(0.0), (hi + pad).max(if paired { pad } else { 0.0 }));
     let n = traces.len().max(1);
     let mut b = ChartBuilder::on(area);
-    b.margin(20).x_label_area_size(if text { 40 } else { 5 }).y_label_area_size(if text { 60 } else { 5 });
+    // More than 5 names do not fit side by side: written upwards.
+    let upright = n > 5;
+    let longest = traces.iter().map(|t| t.0.chars().count()).max().unwrap_or(0) as u32;
+    let label_area = if !text {
+        5
+    } else if upright {
+        16 + 7 * longest
+    } else {
+        40
+    };
+    b.margin(20).x_label_area_size(label_area).y_label_area_size(if text { 60 } else { 5 });
     if text {
         let title = if paired {
             "final tr(H) − baseline's, paired by seed (mean, 95 % CI)"
@@ -113,6 +124,11 @@ fn trace_panel<DB: DrawingBackend>(
             "final Hessian trace (mean ± sd over seeds)"
         };
         b.caption(title, ("sans-serif", 18));
+        if paired && left_out > 0 {
+            // Below the caption, in the plot's top margin.
+            let note = format!("({left_out} method(s) with fewer than 2 seeds not shown)");
+            area.draw(&Text::new(note, (30, 28), ("sans-serif", 12))).map_err(err)?;
+        }
     }
     let mut chart = b.build_cartesian_2d(-0.5f64..(n as f64 - 0.5), ymin..ymax).map_err(err)?;
     if text {
@@ -129,7 +145,11 @@ fn trace_panel<DB: DrawingBackend>(
                     String::new()
                 }
             })
-            .x_label_style(("sans-serif", 11))
+            .x_label_style(if upright {
+                ("sans-serif", 12).into_font().transform(FontTransform::Rotate270).into_text_style(area)
+            } else {
+                ("sans-serif", 11).into_text_style(area)
+            })
             .y_desc(if paired { "Δ tr(H), eval mode, over the weights" } else { "tr(H), SEHT-H over the weights" })
             .draw()
             .map_err(err)?;
@@ -151,17 +171,17 @@ fn trace_panel<DB: DrawingBackend>(
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, plotters::coord::Shift>,
     series: &Series<'_>,
-    traces: Option<(&Traces<'_>, bool)>,
+    traces: Option<(&Traces<'_>, bool, usize)>,
     text: bool,
     caption: &str,
 ) -> Result<()> {
     root.fill(&WHITE).map_err(err)?;
     match traces {
         None => accuracy_panel(&root, series, text, caption)?,
-        Some((t, paired)) => {
+        Some((t, paired, left_out)) => {
             let (left, right) = root.split_horizontally(root.dim_in_pixel().0 * 11 / 20);
             accuracy_panel(&left, series, text, caption)?;
-            trace_panel(&right, t, paired, text)?;
+            trace_panel(&right, t, paired, left_out, text)?;
         }
     }
     root.present().map_err(err)?;
@@ -172,7 +192,8 @@ fn draw<DB: DrawingBackend>(
 /// baseline and the SEHT methods of `runs` (the paper's Figure 1), or, with
 /// `with_traces`, of every method beside its final Hessian trace: the
 /// difference to the baseline paired by seed with its 95 % confidence
-/// interval ([`super::paired`]) where every method has two pairs or more,
+/// interval ([`super::paired`]) where any method has two pairs or more (a
+/// method with fewer is then left out of that panel, which says how many),
 /// else mean ± sd over seeds. Only finished seeds are drawn (a method none of
 /// whose seeds finished is not). Returns false when no DejaVu font was found
 /// (the figure then has no text).
@@ -198,9 +219,10 @@ pub fn write(runs: &[MethodRuns], out: &Path, stem: &str, caption: &str, with_tr
         })
         .collect();
     let differences = seht_protocol::report::paired::trace_differences(runs);
-    let paired =
-        shown.iter().filter(|r| r.method != "baseline").all(|r| differences.iter().any(|(m, _)| m == &r.method))
-            && !differences.is_empty();
+    // Paired wherever any method has two pairs or more; a method with fewer
+    // (e.g. the convergence preset's one-seed paper-code arm) is then left
+    // out of the trace panel, whose title says so.
+    let paired = !differences.is_empty();
     let traces: Traces<'_> = shown
         .iter()
         .enumerate()
@@ -216,7 +238,8 @@ pub fn write(runs: &[MethodRuns], out: &Path, stem: &str, caption: &str, with_tr
             })
         })
         .collect();
-    let traces = (with_traces && !traces.is_empty()).then_some((&traces, paired));
+    let left_out = if paired { shown.iter().filter(|r| r.method != "baseline").count() - traces.len() } else { 0 };
+    let traces = (with_traces && !traces.is_empty()).then_some((&traces, paired, left_out));
     let size = if traces.is_some() { (1200, 560) } else { (900, 560) };
     let text = register_font();
     draw(SVGBackend::new(&out.join(format!("{stem}.svg")), size).into_drawing_area(), &series, traces, text, caption)?;
@@ -246,8 +269,12 @@ mod tests {
     fn a_table_of_our_own_draws_every_method_and_paired_trace_differences() {
         let dir = std::env::temp_dir().join(format!("xtask-figure-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let table =
-            [runs("baseline", &[0.80, 0.85, 0.90]), runs("sam", &[0.81, 0.87, 0.93]), runs("seht-h", &[0.8, 0.8, 0.8])];
+        let table = [
+            runs("baseline", &[0.80, 0.85, 0.90]),
+            runs("paper-code", &[0.80]),
+            runs("sam", &[0.81, 0.87, 0.93]),
+            runs("seht-h", &[0.8, 0.8, 0.8]),
+        ];
         let text = write(&table, &dir, "f", "caption", true).expect("figure");
         let svg = std::fs::read_to_string(dir.join("f.svg")).expect("svg");
         assert!(dir.join("f.png").exists());
@@ -255,7 +282,11 @@ mod tests {
             // SAM is not a SEHT method: the paper's Figure 1 leaves it out, a
             // table of our own shows it; the trace panel is paired by seed.
             assert!(svg.contains("\nsam\n") && svg.contains("\nseht-h\n"), "methods missing");
+            // A one-seed method has no pairs: the panel stays paired, leaves
+            // it out and says so (before, one such method turned the whole
+            // panel into unpaired means).
             assert!(svg.contains("paired by seed"), "trace panel not paired");
+            assert!(svg.contains("1 method(s) with fewer than 2 seeds not shown"), "left-out method not named");
         }
         let text = write(&table, &dir, "g", "caption", false).expect("figure");
         let svg = std::fs::read_to_string(dir.join("g.svg")).expect("svg");
