@@ -256,6 +256,10 @@ fn prepare(root: &Path, args: &Args) -> Result<Matrix> {
         write: !args.list,
     };
     let cells = matrix(&spec, &mut notes)?;
+    if spec.write {
+        let bracket = plan.preset.lambda_grid.as_ref().is_some_and(|g| g.bracket);
+        seht_protocol::selection::apply_available_selections(&out, &cells, bracket)?;
+    }
     Ok(Matrix { runs: out.join("runs"), plan, out, data_dir, notes, cells })
 }
 

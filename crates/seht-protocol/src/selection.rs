@@ -158,6 +158,29 @@ pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) -
     Ok((field.symbol(), best))
 }
 
+/// Writing the matrix writes every main cell's config with its method's
+/// starting value; this then writes the selected value into the config of
+/// every selected main cell whose grid has finished, so that `configs/`
+/// says what each run trained with also for the cells that are done (before,
+/// a `--cell` run reset the configs of every finished selected cell to the
+/// starting value). A cell whose selection is not known yet (grid running,
+/// or at the grid's edge with `bracket`) keeps the starting value; it gets
+/// its value, or its error, when it runs. Returns how many configs were
+/// written.
+///
+/// # Errors
+/// A config that cannot be read, take the value or be written.
+pub fn apply_available_selections(out: &Path, cells: &[Cell], bracket: bool) -> Result<usize> {
+    let mut n = 0;
+    for cell in cells.iter().filter(|c| c.selected) {
+        if selected_value(out, cells, cell, bracket).is_ok() {
+            apply_selection(out, cells, cell, bracket)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Sets the config's grid setting ([`seht_config::Regularizer::strength`])
 /// to the selected `value`, checked as every config value is.
 ///
