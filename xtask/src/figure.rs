@@ -106,13 +106,13 @@ fn trace_panel<DB: DrawingBackend>(
     let (ymin, ymax) = ((lo - pad).min(0.0), (hi + pad).max(if paired { pad } else { 0.0 }));
     let n = traces.len().max(1);
     let mut b = ChartBuilder::on(area);
-    // More than 5 names do not fit side by side: written upwards.
+    // More than 5 names do not fit side by side: written downwards.
     let upright = n > 5;
     let longest = traces.iter().map(|t| t.0.chars().count()).max().unwrap_or(0) as u32;
     let label_area = if !text {
         5
     } else if upright {
-        16 + 7 * longest
+        36 + 7 * longest
     } else {
         40
     };
@@ -125,9 +125,10 @@ fn trace_panel<DB: DrawingBackend>(
         };
         b.caption(title, ("sans-serif", 18));
         if paired && left_out > 0 {
-            // Below the caption, in the plot's top margin.
+            // In the panel's bottom margin, below the method names.
             let note = format!("({left_out} method(s) with fewer than 2 seeds not shown)");
-            area.draw(&Text::new(note, (30, 28), ("sans-serif", 12))).map_err(err)?;
+            let y = area.dim_in_pixel().1 as i32 - 16;
+            area.draw(&Text::new(note, (70, y), ("sans-serif", 12))).map_err(err)?;
         }
     }
     let mut chart = b.build_cartesian_2d(-0.5f64..(n as f64 - 0.5), ymin..ymax).map_err(err)?;
@@ -146,7 +147,7 @@ fn trace_panel<DB: DrawingBackend>(
                 }
             })
             .x_label_style(if upright {
-                ("sans-serif", 12).into_font().transform(FontTransform::Rotate270).into_text_style(area)
+                ("sans-serif", 12).into_font().transform(FontTransform::Rotate90).into_text_style(area)
             } else {
                 ("sans-serif", 11).into_text_style(area)
             })
