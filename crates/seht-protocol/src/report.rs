@@ -265,8 +265,7 @@ fn table_outputs(t: &PaperTable, runs: &[MethodRuns], note: Option<&DataSource>)
 }
 
 fn time_and_trace(table: &str, runs: &[MethodRuns]) -> (String, String) {
-    let spe = |r: &MethodRuns| mean_std(&fastest_epochs(r));
-    let base = runs.iter().find(|r| r.method == "baseline").map(|r| spe(r).0);
+    let base = runs.iter().find(|r| r.method == "baseline").map(|r| mean_std(&fastest_epochs(r)).0);
     let mut time = format!(
         "## {table}: training time\n\nEach run's fastest epoch (seconds of training; other load on the machine only slows an epoch), mean over seeds, beside the mean over every epoch of every seed.\n\n| method | fastest epoch (s) | ratio to baseline | s / epoch, all epochs | penalty steps / steps |\n| --- | ---: | ---: | ---: | ---: |\n"
     );
@@ -281,13 +280,14 @@ fn time_and_trace(table: &str, runs: &[MethodRuns]) -> (String, String) {
     for r in runs {
         let (n, seeds) = (r.diverged.len(), r.seeds());
         let spes = fastest_epochs(r);
+        let fastest = mean_std(&spes).0;
         let all = if spes.is_empty() {
             "—".to_string()
         } else {
             format!("{:.2}", mean_std(&r.metrics.iter().map(|m| m.seconds_per_epoch).collect::<Vec<_>>()).0)
         };
         let ratio = match (base, spes.is_empty()) {
-            (Some(b), false) => format!("{:.2}×", spe(r).0 / b),
+            (Some(b), false) => format!("{:.2}×", fastest / b),
             _ => "—".into(),
         };
         let ps: u64 = r.metrics.iter().map(|m| m.penalty_steps).sum();
@@ -295,8 +295,11 @@ fn time_and_trace(table: &str, runs: &[MethodRuns]) -> (String, String) {
         let time_cell = match (spes.is_empty(), n > 0) {
             (true, _) => cell_with_divergence(&spes, n, seeds),
             (false, note) => {
-                let m = spe(r).0;
-                if note { format!("{m:.2}, {}", diverged_note(n, seeds)) } else { format!("{m:.2}") }
+                if note {
+                    format!("{fastest:.2}, {}", diverged_note(n, seeds))
+                } else {
+                    format!("{fastest:.2}")
+                }
             }
         };
         let _ = writeln!(time, "| {} | {time_cell} | {ratio} | {all} | {ps} / {st} |", r.method);

@@ -152,6 +152,11 @@ pub fn selected_value(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) ->
 /// value or be written.
 pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) -> Result<(&'static str, f64)> {
     let best = selected_value(out, cells, cell, bracket)?;
+    write_selected(cell, best)
+}
+
+/// Writes `best` into `cell`'s config as its λ (ρ, ε).
+fn write_selected(cell: &Cell, best: f64) -> Result<(&'static str, f64)> {
     let mut cfg = ExperimentConfig::from_file(&cell.config)?;
     let field = select(&mut cfg, best).with_context(|| format!("{}", cell.config.display()))?;
     crate::write_atomic(&cell.config, cfg.to_toml())?;
@@ -171,10 +176,15 @@ pub fn apply_selection(out: &Path, cells: &[Cell], cell: &Cell, bracket: bool) -
 /// # Errors
 /// A config that cannot be read, take the value or be written.
 pub fn apply_available_selections(out: &Path, cells: &[Cell], bracket: bool) -> Result<usize> {
+    // One selection per table/method, shared by its seeds' cells.
+    let mut known: std::collections::BTreeMap<(&str, &str), Option<f64>> = std::collections::BTreeMap::new();
     let mut n = 0;
     for cell in cells.iter().filter(|c| c.selected) {
-        if selected_value(out, cells, cell, bracket).is_ok() {
-            apply_selection(out, cells, cell, bracket)?;
+        let best = *known
+            .entry((cell.table.as_str(), cell.method.as_str()))
+            .or_insert_with(|| selected_value(out, cells, cell, bracket).ok());
+        if let Some(best) = best {
+            write_selected(cell, best)?;
             n += 1;
         }
     }
