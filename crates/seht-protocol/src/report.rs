@@ -144,8 +144,28 @@ pub fn record_fix(run: &Path) -> String {
 }
 
 /// `metrics.json` of `run`, the error naming the file and what to do.
+///
+/// A record that parses but cannot be this run's — its `name` is not the
+/// folder's, or an accuracy lies outside [0, 1] — is refused the same way,
+/// naming the field: it would otherwise pair with the wrong seed or move a
+/// mean without a word.
 pub fn read_metrics(run: &Path) -> Result<Metrics> {
-    Metrics::read(run).map_err(|e| crate::Error::Invalid(format!("{e}; {}", record_fix(run))))
+    let fail = |e: String| crate::Error::Invalid(format!("{e}; {}", record_fix(run)));
+    let m = Metrics::read(run).map_err(|e| fail(e.to_string()))?;
+    let file = run.join(seht_records::METRICS_FILE);
+    let folder = run.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+    if m.name != folder {
+        return Err(fail(format!("{}: `name` is {:?}, but the run folder is {folder:?}", file.display(), m.name)));
+    }
+    for (field, e) in [("final_epoch", &m.final_epoch), ("best_epoch", &m.best_epoch)] {
+        let Some(e) = e else { continue };
+        for (which, v) in [("top1", e.test.top1), ("top5", e.test.top5)] {
+            if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
+                return Err(fail(format!("{}: `{field}.test.{which}` is {v}, outside [0, 1]", file.display())));
+            }
+        }
+    }
+    Ok(m)
 }
 
 fn collect(out: &Path, cells: &[Cell], table: &str) -> Result<Vec<MethodRuns>> {
@@ -618,7 +638,11 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<String> {
             let mut lines = csv.lines();
             ensure!(lines.next().is_some_and(|h| h.starts_with("table,method,")), "{t}.csv has no header");
             let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-            check_table_rows(t, &rows, &methods, seeds)?;
+            // A preset's `seeds_for` gives some methods fewer seeds (at most `seeds`), as `reproduce` ran them.
+            let expected = |m: &str| {
+                preset.as_ref().and_then(|p| p.seeds_for.get(&format!("{t}/{m}"))).map_or(seeds, |&n| n.min(seeds))
+            };
+            check_table_rows(t, &rows, &methods, &expected)?;
             Ok(rows)
         })()
         .with_context(|| again(&path))?;
@@ -645,19 +669,22 @@ pub fn check(root: &Path, args: &CheckArgs) -> Result<String> {
         let path = dir.join("lambda.csv");
         check_lambda_rows(&read(&path)?).with_context(|| again(&path))?;
     }
+    let fewer = preset.as_ref().is_some_and(|p| !p.seeds_for.is_empty());
     Ok(format!(
-        "{}: all outputs present and well-formed for {} ({} seeds each)",
+        "{}: all outputs present and well-formed for {} ({} seeds each{})",
         dir.display(),
         tables.join(", "),
-        seeds
+        seeds,
+        if fewer { ", fewer where the preset's seeds_for says" } else { "" }
     ))
 }
 
 /// The rows of a table's CSV (`table,method,column,mean,std,seeds,…,status,
 /// diverged`): every method has a row, each with the expected seed count and
 /// a finite mean over its finished seeds — no mean where all diverged.
-fn check_table_rows(t: &str, rows: &[Vec<&str>], methods: &[String], seeds: usize) -> Result<()> {
+fn check_table_rows(t: &str, rows: &[Vec<&str>], methods: &[String], seeds_of: &dyn Fn(&str) -> usize) -> Result<()> {
     for m in methods {
+        let seeds = seeds_of(m);
         let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r.get(1) == Some(&m.as_str())).collect();
         ensure!(!mine.is_empty(), "{t}.csv has no row for {m}");
         for r in mine {
@@ -747,6 +774,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("runs")).expect("temp dir");
         dir
+    }
+
+    /// A run record that parses but cannot be its folder's run is refused,
+    /// naming the field: before, a `name` copied from another seed paired
+    /// with that seed, and a top-1 of 7.5 moved SAM's paired mean by 66
+    /// points, both with exit code 0 (a new user's trial of `paired`).
+    #[test]
+    fn a_record_of_another_run_or_an_impossible_accuracy_is_refused() {
+        let out = temp("record-checks");
+        write_run(&out, "t", "sam", 3, None, finished("t-sam-s3", 0.88, None));
+        let run = out.join("runs").join("t-sam-s3");
+        read_metrics(&run).expect("a sound record reads");
+        let wrong_name = Metrics { name: "t-sam-s4".into(), ..finished("t-sam-s3", 0.88, None) };
+        std::fs::write(run.join("metrics.json"), serde_json::to_vec(&wrong_name).expect("json")).expect("write");
+        let e = read_metrics(&run).expect_err("another run's name").to_string();
+        assert!(e.contains("`name` is \"t-sam-s4\", but the run folder is \"t-sam-s3\""), "{e}");
+        let mut m = finished("t-sam-s3", 0.88, None);
+        if let Some(e) = m.final_epoch.as_mut() {
+            e.test.top1 = Some(7.5);
+        }
+        std::fs::write(run.join("metrics.json"), serde_json::to_vec(&m).expect("json")).expect("write");
+        let e = read_metrics(&run).expect_err("top-1 above 1").to_string();
+        assert!(e.contains("`final_epoch.test.top1` is 7.5, outside [0, 1]"), "{e}");
+        let _ = std::fs::remove_dir_all(&out);
     }
 
     /// The figure's caption names the dataset the runs trained on: before
@@ -859,18 +910,23 @@ mod tests {
         // check-results accepts them, and refuses a mean over no finished
         // seed or a missing one over some.
         let methods: Vec<String> = ["baseline", "seht-h-k5", "seht-d-k1-p0.01"].map(String::from).to_vec();
-        check_table_rows("table1", &rows, &methods, 3).expect("accepted");
-        assert!(check_table_rows("table1", &rows, &methods, 2).is_err(), "seed count");
+        check_table_rows("table1", &rows, &methods, &|_| 3).expect("accepted");
+        // Per-method seed counts (a preset's `seeds_for`): one method with
+        // fewer seeds than the rest is expected so, not refused.
+        let fewer = |m: &str| if m == "baseline" { 2 } else { 3 };
+        let e = check_table_rows("table1", &rows, &methods, &fewer).expect_err("baseline has 3, expected 2");
+        assert!(e.to_string().contains("baseline has 3 seeds, expected 2"), "{e}");
+        assert!(check_table_rows("table1", &rows, &methods, &|_| 2).is_err(), "seed count");
         let mut bad = rows.clone();
         bad.iter_mut().filter(|r| r[1] == "seht-d-k1-p0.01").for_each(|r| r[3] = "10.0");
-        let e = check_table_rows("table1", &bad, &methods, 3).expect_err("mean of nothing");
+        let e = check_table_rows("table1", &bad, &methods, &|_| 3).expect_err("mean of nothing");
         assert!(e.to_string().contains("every seed diverged"), "{e}");
         let mut bad = rows.clone();
         bad.iter_mut().filter(|r| r[1] == "seht-h-k5").for_each(|r| r[3] = "");
-        assert!(check_table_rows("table1", &bad, &methods, 3).is_err(), "no mean over a finished seed");
+        assert!(check_table_rows("table1", &bad, &methods, &|_| 3).is_err(), "no mean over a finished seed");
         // An older CSV (no `diverged` column) still checks.
         let old: Vec<Vec<&str>> = rows.iter().filter(|r| r[1] == "baseline").map(|r| r[..10].to_vec()).collect();
-        check_table_rows("table1", &old, &methods[..1], 3).expect("old layout");
+        check_table_rows("table1", &old, &methods[..1], &|_| 3).expect("old layout");
 
         let (time, trace) = time_and_trace("table1", &runs);
         assert!(time.contains("| seht-h-k5 | 4.00, diverged (2 of 3 seeds) | 1.00× | 4.00 | 0 / 20 |"), "{time}");
@@ -911,7 +967,7 @@ mod tests {
         let csv = findings::csv("demo", quality, &rows);
         let rows = csv_rows(&csv);
         let methods: Vec<String> = ["baseline", "seht-h-k5", "seht-d-k1-p0.01"].map(String::from).to_vec();
-        check_table_rows("demo", &rows, &methods, 3).expect("accepted");
+        check_table_rows("demo", &rows, &methods, &|_| 3).expect("accepted");
         assert!(rows.iter().any(|r| r[1] == "seht-d-k1-p0.01" && r[3].is_empty() && r[10] == "3"), "{csv}");
         let _ = std::fs::remove_dir_all(&out);
     }
